@@ -1,0 +1,25 @@
+"""tgsp: the TGSP v1 package format library (no torch, typer or rich here).
+
+Public API::
+
+    from tgsp import Keyring, build, sign, verify, unpack, open_package
+
+See docs/format.md for the format and docs/adr/ for the design decisions.
+"""
+
+from .errors import TgflowError
+from .keyring import Keyring, passphrase_from_env
+from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
+from .lineage import PublicKeyFile, Revocation
+from .package import BuildResult, build, sign
+from .signing import Signer, TrustPolicy
+from .unpack import UnpackResult, unpack
+from .verify import CHECKS, Limits, VerifyReport, open_package, verify
+
+FORMAT = "tgsp/1"
+
+__all__ = [
+    "CHECKS", "FORMAT", "BuildResult", "Keyring", "Limits", "PrivateKey", "PublicKey", "PublicKeyFile",
+    "RECIPIENT", "Revocation", "SIGNING", "Signer", "TgflowError", "TrustPolicy", "UnpackResult",
+    "VerifyReport", "build", "open_package", "passphrase_from_env", "sign", "unpack", "verify",
+]

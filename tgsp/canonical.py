@@ -1,0 +1,76 @@
+"""Canonical encoding: RFC 8785 (JCS) JSON, strict parsing, and digests.
+
+Every signature and digest in TGSP is computed over JCS bytes, so two
+implementations that agree on the data agree on the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+import rfc8785
+
+from .errors import FormatError
+
+
+def encode(obj: Any) -> bytes:
+    """JCS-canonical UTF-8 bytes of ``obj``."""
+    try:
+        return rfc8785.dumps(obj)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise FormatError(f"value cannot be canonically encoded: {exc}") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"duplicate JSON key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise FormatError(f"non-finite number {name} is not allowed")
+
+
+def parse(data: bytes, *, what: str = "JSON", canonical: bool = False) -> Any:
+    """Strictly parse JSON: UTF-8 only, no duplicate keys, no NaN/Infinity.
+
+    With ``canonical=True`` the bytes must also be exactly their JCS form,
+    so there is one and only one byte string for each value.
+    """
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    if canonical and encode(obj) != data:
+        raise FormatError(f"{what} is not in canonical (RFC 8785) form")
+    return obj
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: Any, *, what: str = "base64 field") -> bytes:
+    if not isinstance(text, str):
+        raise FormatError(f"{what} must be a base64 string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise FormatError(f"{what} is not valid base64") from exc
+    if b64e(raw) != text:  # one encoding per value: no stray padding bits
+        raise FormatError(f"{what} is not canonical base64")
+    return raw

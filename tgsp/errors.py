@@ -1,0 +1,127 @@
+"""The one exception tree for tgflow.
+
+Every error the library raises is a ``TgflowError``. The CLI maps each class
+to a one-line message, a hint and an exit code (``tgflow_cli/errors.py``);
+the library itself never decides exit codes.
+"""
+
+from __future__ import annotations
+
+
+class TgflowError(Exception):
+    """Base class. ``hint`` is an optional one-line suggested fix."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# --- bad input (exit 2) -----------------------------------------------------
+class InputError(TgflowError):
+    """The caller gave something unusable: a flag, a path, a file."""
+
+
+class NotFoundError(InputError):
+    """A named file, folder or key does not exist."""
+
+
+class UnsafePathError(InputError):
+    """A path is absolute, escapes its root, or is not a plain file name."""
+
+
+# --- package problems found while reading or verifying (exit 1) -------------
+class PackageError(TgflowError):
+    """A package failed a check. ``check`` names which one."""
+
+    check = "format"
+
+
+class FormatError(PackageError):
+    """Not a well-formed TGSP v1 package."""
+
+
+class UnsafeEntryError(FormatError):
+    """An archive entry is a link, a device, a traversal or otherwise unsafe."""
+
+
+class LimitError(FormatError):
+    """A size or count limit was exceeded (oversized entry, bomb)."""
+
+
+class EntryListError(PackageError):
+    check = "entries"
+
+
+class DigestError(PackageError):
+    check = "digests"
+
+
+class EvidenceError(PackageError):
+    check = "evidence"
+
+
+class SignatureError(PackageError):
+    check = "signatures"
+
+
+class TrustError(SignatureError):
+    """Signatures are valid but not from a trusted, unrevoked key."""
+
+
+class RotationError(TrustError):
+    """A key rotation chain is broken (skipped version, bad signature, fork)."""
+
+
+class RevokedError(TrustError):
+    pass
+
+
+class ExpiredError(PackageError):
+    check = "expiry"
+
+
+class RollbackError(PackageError):
+    check = "rollback"
+
+
+class VerificationFailed(PackageError):
+    """Raised by ``VerifyReport.raise_for_failure``; carries the report."""
+
+    def __init__(self, message: str, report, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+        self.check = report.first_failure.name if report.first_failure else "format"
+
+
+# --- keys (exit 3) -----------------------------------------------------------
+class KeyringError(TgflowError):
+    pass
+
+
+class KeyNotFoundError(KeyringError, NotFoundError):
+    pass
+
+
+class KeyExistsError(KeyringError):
+    pass
+
+
+class PassphraseRequiredError(KeyringError):
+    """No passphrase source and no terminal to prompt on."""
+
+
+class WrongPassphraseError(KeyringError):
+    """The passphrase does not open the key. Deliberately says nothing more."""
+
+
+# --- decryption (exit 4) -----------------------------------------------------
+class DecryptionError(TgflowError):
+    """Opaque on purpose: never says which check failed or why."""
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+# --- environment (exit 5) ----------------------------------------------------
+class OutputError(TgflowError):
+    """The output could not be written (permissions, disk full, exists)."""

@@ -1,0 +1,368 @@
+"""The keyring folder ($TGFLOW_HOME, default ~/.tgflow).
+
+    keys/<name>.json          own keys: every version, private parts sealed
+    trust/<name>.json         trusted public key files (own and imported)
+    revocations/<keyid>.json  signed revocation statements
+    audit.jsonl               hash-chained log of every key operation
+    .lock                     taken while anything is changed
+
+Private seeds never touch disk unsealed. Every change is atomic and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from . import _seal, clock, hashchain
+from .atomic import write_bytes
+from .canonical import encode, parse
+from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError,
+                     PassphraseRequiredError, RotationError)
+from .keys import KINDS, RECIPIENT, SIGNING, PrivateKey, PublicKey
+from .lineage import Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement
+from .signing import Signer, TrustPolicy
+
+PRIVATE_FILE = "tgflow-private-key/1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+Passphrase = Callable[[], str]
+
+
+def default_home(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("TGFLOW_HOME") or Path.home() / ".tgflow")
+
+
+def passphrase_from_env(passphrase_file: str | None = None, env: Mapping[str, str] = os.environ) -> str | None:
+    """An explicit --passphrase-file wins, then TGFLOW_PASSPHRASE, then
+    TGFLOW_PASSPHRASE_FILE. Returns None when none is set (the CLI may then
+    prompt on a terminal). One trailing newline is dropped from files."""
+    path = passphrase_file
+    if path is None and env.get("TGFLOW_PASSPHRASE"):
+        return env["TGFLOW_PASSPHRASE"]
+    path = path or env.get("TGFLOW_PASSPHRASE_FILE")
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PassphraseRequiredError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    text = text[:-1] if text.endswith("\n") else text
+    if not text:
+        raise PassphraseRequiredError(f"passphrase file {path} is empty")
+    return text
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"key name {name!r} is not allowed", hint="use 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
+    return name
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    kind: str
+    keyid: str
+    version: int
+    created: str
+    private: bool
+    revoked: bool
+
+
+class Keyring:
+    def __init__(self, home: str | os.PathLike | None = None, *, now: clock.Clock = clock.utcnow) -> None:
+        self.home = Path(home) if home else default_home()
+        self.now = now
+
+    # --- paths and locking ------------------------------------------------------
+    def _dir(self, sub: str) -> Path:
+        return self.home / sub
+
+    def _ensure(self) -> None:
+        for sub in ("", "keys", "trust", "revocations"):
+            p = self.home / sub
+            p.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure()
+        with open(self.home / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # --- own keys ---------------------------------------------------------------
+    def _key_path(self, name: str) -> Path:
+        return self._dir("keys") / f"{check_name(name)}.json"
+
+    def _load_key(self, name: str) -> dict[str, Any]:
+        path = self._key_path(name)
+        if not path.exists():
+            raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
+        obj = parse(path.read_bytes(), what=f"key file {path}")
+        if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
+            raise FormatError(f"{path} is not a tgflow private key file")
+        return obj
+
+    def _save_key(self, obj: dict[str, Any]) -> None:
+        write_bytes(self._key_path(obj["name"]), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
+
+    def _public_file(self, obj: dict[str, Any]) -> PublicKeyFile:
+        cur = obj["versions"][-1]
+        key = PublicKey.from_dict({"kind": obj["kind"], "public": cur["public"]})
+        lineage = Lineage.from_dict(obj["lineage"]) if obj["kind"] == SIGNING else None
+        return PublicKeyFile(obj["name"], obj["kind"], cur["version"], cur["created"], key, lineage)
+
+    @staticmethod
+    def _aad(kind: str, public: dict[str, Any]) -> bytes:
+        return encode({"kind": kind, "public": public})
+
+    def _unseal(self, obj: dict[str, Any], version: dict[str, Any], passphrase: Passphrase) -> PrivateKey:
+        secret = _seal.open_sealed(version["sealed"], passphrase(), self._aad(obj["kind"], version["public"]))
+        key = PrivateKey.from_secret_bytes(obj["kind"], secret)
+        if key.public.to_dict()["public"] != version["public"]:
+            raise FormatError(f"key file for {obj['name']} does not match its public key")
+        return key
+
+    def _new_version(self, kind: str, number: int, passphrase: Passphrase) -> tuple[PrivateKey, dict[str, Any]]:
+        key = PrivateKey.generate(kind)
+        public = key.public.to_dict()["public"]
+        return key, {
+            "version": number,
+            "created": clock.fmt(self.now()),
+            "keyid": key.public.keyid,
+            "public": public,
+            "sealed": _seal.seal(key.secret_bytes(), passphrase(), self._aad(kind, public)),
+        }
+
+    def generate(self, name: str, kind: str, passphrase: Passphrase) -> PublicKeyFile:
+        if kind not in KINDS:
+            raise InputError(f"key type must be one of: {', '.join(KINDS)}")
+        with self._locked():
+            if self._key_path(name).exists() or (self._dir("trust") / f"{name}.json").exists():
+                raise KeyExistsError(f"a key named {name!r} already exists", hint="pick another name, or rotate it")
+            key, version = self._new_version(kind, 1, passphrase)
+            obj = {"type": PRIVATE_FILE, "name": name, "kind": kind, "versions": [version]}
+            if kind == SIGNING:
+                obj["lineage"] = Lineage(key.public).to_dict()
+            self._save_key(obj)
+            pub = self._public_file(obj)
+            self._write_trust(pub)
+            self._audit("generate", name, pub.keyid, {"kind": kind})
+        return pub
+
+    def rotate(self, name: str, passphrase: Passphrase) -> PublicKeyFile:
+        with self._locked():
+            obj = self._load_key(name)
+            old = self._unseal(obj, obj["versions"][-1], passphrase)
+            number = obj["versions"][-1]["version"] + 1
+            new, version = self._new_version(obj["kind"], number, passphrase)
+            obj["versions"].append(version)
+            if obj["kind"] == SIGNING:
+                stmt = rotation_statement(name, old, new, number, self.now())
+                lineage = Lineage.from_dict(obj["lineage"])
+                obj["lineage"] = Lineage(lineage.root, lineage.chain + (stmt,)).to_dict()
+            self._save_key(obj)
+            pub = self._public_file(obj)
+            self._write_trust(pub)
+            self._audit("rotate", name, pub.keyid, {"version": number, "previous": old.public.keyid})
+        return pub
+
+    def signer(self, name: str, passphrase: Passphrase) -> Signer:
+        obj = self._load_key(name)
+        if obj["kind"] != SIGNING:
+            raise KeyringError(f"{name} is a recipient key; signing needs a signing key")
+        cur = obj["versions"][-1]
+        if cur["keyid"] in self._revoked_ids():
+            raise KeyringError(f"key {name} (version {cur['version']}) is revoked", hint=f"rotate it: tgflow key rotate {name}")
+        return Signer(name, cur["version"], self._unseal(obj, cur, passphrase), Lineage.from_dict(obj["lineage"]))
+
+    def identities(self, name: str, passphrase: Passphrase) -> list[PrivateKey]:
+        """Every version of a recipient key, newest first (old packages still open)."""
+        obj = self._load_key(name)
+        if obj["kind"] != RECIPIENT:
+            raise KeyringError(f"{name} is a signing key; decryption needs a recipient key")
+        return [self._unseal(obj, v, passphrase) for v in reversed(obj["versions"])]
+
+    # --- trust store ------------------------------------------------------------
+    def _write_trust(self, pub: PublicKeyFile) -> None:
+        write_bytes(self._dir("trust") / f"{pub.name}.json", (json.dumps(pub.to_dict(), indent=2) + "\n").encode())
+
+    def trusted(self) -> list[PublicKeyFile]:
+        folder = self._dir("trust")
+        if not folder.is_dir():
+            return []
+        return [load_public_file(p) for p in sorted(folder.glob("*.json"))]
+
+    def public_file(self, name: str) -> PublicKeyFile:
+        path = self._dir("trust") / f"{check_name(name)}.json"
+        if not path.exists():
+            raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
+        return load_public_file(path)
+
+    def import_public(self, path: str | os.PathLike, name: str | None = None) -> PublicKeyFile:
+        pub = load_public_file(path)
+        name = check_name(name or pub.name)
+        pub = PublicKeyFile(name, pub.kind, pub.version, pub.created, pub.key, pub.lineage)
+        with self._locked():
+            dest = self._dir("trust") / f"{name}.json"
+            if dest.exists():
+                cur = load_public_file(dest)
+                if cur.kind != pub.kind or (cur.lineage and pub.lineage and
+                                            cur.lineage.root.keyid != pub.lineage.root.keyid) or (
+                        not cur.lineage and cur.keyid != pub.keyid):
+                    raise KeyExistsError(f"a different key named {name!r} is already trusted",
+                                         hint="import it under another name with --name")
+                if cur.lineage and pub.lineage:
+                    a, b = cur.lineage.walk(), pub.lineage.walk()
+                    if any(x.key.keyid != y.key.keyid for x, y in zip(a, b)):
+                        raise RotationError(f"{path} forks from the trusted rotation chain of {name!r}")
+                    if len(b) <= len(a):
+                        return cur  # already know this version or a newer one
+            self._write_trust(pub)
+            self._audit("import", name, pub.keyid, {"kind": pub.kind, "version": pub.version})
+        return pub
+
+    def resolve_public(self, ref: str) -> PublicKeyFile:
+        """A name in the trust store, or a path to a public key file."""
+        if _NAME.match(ref) and (self._dir("trust") / f"{ref}.json").exists():
+            return self.public_file(ref)
+        if Path(ref).is_file():
+            return load_public_file(ref)
+        raise KeyNotFoundError(f"{ref!r} is neither a key in {self.home} nor a public key file",
+                               hint="see: tgflow key list")
+
+    # --- revocation ---------------------------------------------------------------
+    def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None) -> Revocation:
+        if not reason.strip():
+            raise InputError("a revocation needs a --reason")
+        with self._locked():
+            obj, target = self._find_version(ref)
+            if obj["kind"] != SIGNING:
+                raise KeyringError("only signing keys can be revoked; rotate recipient keys instead")
+            signer = self._unseal(obj, obj["versions"][-1], passphrase)
+            stmt = revocation_statement(target["keyid"], reason, when or self.now(), signer,
+                                        Lineage.from_dict(obj["lineage"]))
+            rev = parse_revocation(stmt)
+            write_bytes(self._dir("revocations") / f"{rev.keyid}.json", (json.dumps(stmt, indent=2) + "\n").encode())
+            self._audit("revoke", obj["name"], rev.keyid, {"reason": reason, "revoked_at": clock.fmt(rev.revoked_at)})
+        return rev
+
+    def _find_version(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        if _NAME.match(ref) and self._key_path(ref).exists():
+            obj = self._load_key(ref)
+            return obj, obj["versions"][-1]
+        ref_l = ref.lower()
+        if len(ref_l) >= 8 and re.fullmatch(r"[0-9a-f]+", ref_l):
+            hits = [(o, v) for o in self._own_keys() for v in o["versions"] if v["keyid"].startswith(ref_l)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise InputError(f"key id prefix {ref} is ambiguous; give more digits")
+        raise KeyNotFoundError(f"no own key or key id matching {ref!r}", hint="see: tgflow key list")
+
+    def revocations(self) -> list[Revocation]:
+        folder = self._dir("revocations")
+        if not folder.is_dir():
+            return []
+        return [load_revocation(p) for p in sorted(folder.glob("*.json"))]
+
+    def _revoked_ids(self) -> set[str]:
+        return {r.keyid for r in self.revocations()}
+
+    def revocation_path(self, keyid: str) -> Path:
+        return self._dir("revocations") / f"{keyid}.json"
+
+    # --- listing ----------------------------------------------------------------
+    def _own_keys(self) -> list[dict[str, Any]]:
+        folder = self._dir("keys")
+        return [self._load_key(p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+    def list(self) -> list[KeyInfo]:
+        revoked = self._revoked_ids()
+        own = {o["name"] for o in self._own_keys()}
+        return [KeyInfo(p.name, p.kind, p.keyid, p.version, p.created, p.name in own, p.keyid in revoked)
+                for p in self.trusted()]
+
+    def show(self, name: str) -> dict[str, Any]:
+        pub = self.public_file(name)
+        revoked = self._revoked_ids()
+        out = pub.to_dict()
+        out.pop("lineage", None)
+        out["private_in_keyring"] = self._key_path(name).exists()
+        out["revoked"] = pub.keyid in revoked
+        if pub.lineage:
+            out["versions"] = [{"version": v.version, "keyid": v.key.keyid, "rotated_at": v.time or None,
+                                "revoked": v.key.keyid in revoked} for v in pub.lineage.walk()]
+        return out
+
+    # --- policy and audit ---------------------------------------------------------
+    def trust_policy(self, trusted: list[str] | None = None, revocation_files: list[str] | None = None,
+                     **kw: Any) -> TrustPolicy:
+        keys = [self.resolve_public(t) for t in trusted] if trusted else self.trusted()
+        revs = self.revocations() + [load_revocation(p) for p in revocation_files or []]
+        return TrustPolicy(trusted=keys, revocations=revs, **kw)
+
+    def _audit(self, op: str, name: str, keyid: str, detail: dict[str, Any]) -> None:
+        path = self.home / "audit.jsonl"
+        records = self.audit_records()
+        head, _, brk = hashchain.check(records)
+        if brk is not None:
+            raise KeyringError(f"audit log is broken at record {brk.index} ({brk.reason}); refusing to append",
+                               hint="run: tgflow key audit")
+        record = hashchain.link({"op": op, "time": clock.fmt(self.now()), "name": name, "keyid": keyid,
+                                 "detail": detail}, len(records), head)
+        with open(path, "ab") as f:
+            f.write(encode(record) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def audit_records(self) -> list[Any]:
+        path = self.home / "audit.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for n, line in enumerate(path.read_bytes().splitlines()):
+            try:
+                out.append(parse(line, what="audit record"))
+            except FormatError:
+                out.append({"unparseable": n})
+        return out
+
+    def audit(self) -> tuple[list[Any], hashchain.ChainBreak | None, str]:
+        records = self.audit_records()
+        head, _, brk = hashchain.check(records)
+        return records, brk, head
+
+
+def load_public_file(path: str | os.PathLike) -> PublicKeyFile:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise KeyNotFoundError(f"public key file {p} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        return PublicKeyFile.from_dict(parse(data, what=str(p)))
+    except FormatError as exc:
+        raise InputError(f"{p}: {exc}") from None
+
+
+def load_revocation(path: str | os.PathLike) -> Revocation:
+    p = Path(path)
+    try:
+        return parse_revocation(parse(p.read_bytes(), what=str(p)))
+    except FileNotFoundError:
+        raise InputError(f"revocation file {p} does not exist") from None
+    except FormatError as exc:
+        raise InputError(f"{p}: {exc}") from None

@@ -1,0 +1,188 @@
+"""Key lineages: TUF-style rotation chains, revocations, public key files.
+
+A signing identity starts at a root key (version 1). Rotating to version
+k+1 writes a statement naming the new public key and the previous key id,
+signed by *both* the old and the new key (each with both algorithms). A
+verifier that knows any version walks the chain forward; a skipped version,
+a missing signature or a fork against what it already trusts breaks it.
+
+A revocation is a statement, signed by the revoked key itself or by a later
+version of its lineage, with the time from which signatures no longer count.
+All of this is pure: it takes and returns objects and bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import clock, dsse
+from .canonical import encode, parse
+from .errors import FormatError, RotationError, SignatureError
+from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
+
+ROTATION = "tgflow-rotation/1"
+REVOCATION = "tgflow-revocation/1"
+PUBLIC_FILE = "tgflow-public-key/1"
+MAX_CHAIN = 1000
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    version: int
+    key: PublicKey
+    time: str
+
+
+@dataclass(frozen=True)
+class Lineage:
+    root: PublicKey
+    chain: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": self.root.to_dict(), "chain": list(self.chain)}
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Lineage:
+        if not isinstance(obj, dict) or set(obj) != {"root", "chain"} or not isinstance(obj["chain"], list):
+            raise FormatError("lineage must be {root, chain}")
+        if len(obj["chain"]) > MAX_CHAIN:
+            raise FormatError("rotation chain is too long")
+        root = PublicKey.from_dict(obj["root"])
+        if root.kind != SIGNING:
+            raise FormatError("only signing keys have a lineage")
+        return cls(root, tuple(obj["chain"]))
+
+    def walk(self) -> list[KeyVersion]:
+        """Validate every link; return versions 1..N. Raises RotationError."""
+        versions = [KeyVersion(1, self.root, "")]
+        for position, env_obj in enumerate(self.chain):
+            expected = position + 2
+            prev = versions[-1]
+            try:
+                env = dsse.parse(env_obj, expect_type=dsse.ROTATION_TYPE, max_signatures=4)
+                stmt = parse(env.payload, what="rotation statement", canonical=True)
+                if not isinstance(stmt, dict) or stmt.get("type") != ROTATION:
+                    raise FormatError("not a rotation statement")
+                if stmt.get("version") != expected:
+                    raise RotationError(f"rotation chain skips from version {prev.version} to {stmt.get('version')!r}")
+                if stmt.get("previous") != prev.key.keyid:
+                    raise RotationError(f"rotation to version {expected} does not follow version {prev.version}")
+                new = PublicKey.from_dict(stmt.get("public"))
+                if new.kind != SIGNING or len(env.signatures) != 4:
+                    raise RotationError(f"rotation to version {expected} must carry exactly 4 signatures")
+                time = stmt.get("time")
+                moment = clock.parse(time, what="rotation time")
+                if prev.time and moment < clock.parse(prev.time):
+                    raise RotationError(f"rotation to version {expected} is dated before the one before it")
+                prev.key.verify_hybrid(env.payload_type, env.payload, env.sig_map())
+                new.verify_hybrid(env.payload_type, env.payload, env.sig_map())
+            except RotationError:
+                raise
+            except (FormatError, SignatureError) as exc:
+                raise RotationError(f"rotation to version {expected} is invalid: {exc}") from None
+            versions.append(KeyVersion(expected, new, time))
+        return versions
+
+
+def rotation_statement(name: str, old: PrivateKey, new: PrivateKey, version: int, when: datetime) -> dict[str, Any]:
+    payload = encode({
+        "type": ROTATION,
+        "name": name,
+        "version": version,
+        "previous": old.public.keyid,
+        "public": new.public.to_dict(),
+        "time": clock.fmt(when),
+    })
+    sigs = old.sign_hybrid(dsse.ROTATION_TYPE, payload) + new.sign_hybrid(dsse.ROTATION_TYPE, payload)
+    return dsse.Envelope(dsse.ROTATION_TYPE, payload, tuple(sigs)).to_dict()
+
+
+# --- revocation --------------------------------------------------------------
+@dataclass(frozen=True)
+class Revocation:
+    keyid: str
+    revoked_at: datetime
+    reason: str
+    root_keyid: str
+
+
+def revocation_statement(keyid: str, reason: str, when: datetime, by: PrivateKey, by_lineage: Lineage) -> dict[str, Any]:
+    payload = encode({
+        "type": REVOCATION,
+        "keyid": keyid,
+        "revoked_at": clock.fmt(when),
+        "reason": reason,
+        "by": by_lineage.to_dict(),
+    })
+    return dsse.Envelope(dsse.REVOCATION_TYPE, payload, tuple(by.sign_hybrid(dsse.REVOCATION_TYPE, payload))).to_dict()
+
+
+def parse_revocation(obj: Any) -> Revocation:
+    """Check a revocation is authentic: signed by the newest key of a valid
+    lineage that contains the revoked key. Raises FormatError otherwise."""
+    try:
+        env = dsse.parse(obj, expect_type=dsse.REVOCATION_TYPE, max_signatures=2)
+        stmt = parse(env.payload, what="revocation", canonical=True)
+        if not isinstance(stmt, dict) or stmt.get("type") != REVOCATION or not isinstance(stmt.get("reason"), str):
+            raise FormatError("not a revocation statement")
+        versions = Lineage.from_dict(stmt.get("by")).walk()
+        if stmt.get("keyid") not in {v.key.keyid for v in versions}:
+            raise FormatError("revocation names a key outside the signer's lineage")
+        versions[-1].key.verify_hybrid(env.payload_type, env.payload, env.sig_map())
+        return Revocation(stmt["keyid"], clock.parse(stmt.get("revoked_at")), stmt["reason"], versions[0].key.keyid)
+    except (FormatError, SignatureError) as exc:
+        raise FormatError(f"invalid revocation: {exc}") from None
+
+
+# --- public key files ----------------------------------------------------------
+@dataclass(frozen=True)
+class PublicKeyFile:
+    """What ``key export-public`` writes and ``key import`` reads."""
+
+    name: str
+    kind: str
+    version: int
+    created: str
+    key: PublicKey
+    lineage: Lineage | None  # signing keys only
+
+    @property
+    def keyid(self) -> str:
+        return self.key.keyid
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "type": PUBLIC_FILE,
+            "name": self.name,
+            "kind": self.kind,
+            "keyid": self.keyid,
+            "version": self.version,
+            "created": self.created,
+            "public": self.key.to_dict()["public"],
+        }
+        if self.lineage is not None:
+            out["lineage"] = self.lineage.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> PublicKeyFile:
+        if not isinstance(obj, dict) or obj.get("type") != PUBLIC_FILE:
+            raise FormatError(f"not a tgflow public key file (type must be {PUBLIC_FILE})")
+        kind, name, version = obj.get("kind"), obj.get("name"), obj.get("version")
+        if kind not in (SIGNING, RECIPIENT) or not isinstance(name, str) or not isinstance(version, int):
+            raise FormatError("public key file needs kind, name and version")
+        key = PublicKey.from_dict({"kind": kind, "public": obj.get("public")})
+        if obj.get("keyid") != key.keyid:
+            raise FormatError("public key file's keyid does not match its key")
+        clock.parse(obj.get("created"), what="created")
+        lineage = None
+        if kind == SIGNING:
+            lineage = Lineage.from_dict(obj.get("lineage"))
+            versions = lineage.walk()
+            if versions[-1].key.keyid != key.keyid or versions[-1].version != version:
+                raise FormatError("public key file's lineage does not end at its key")
+        elif "lineage" in obj:
+            raise FormatError("recipient keys have no lineage")
+        return cls(name, kind, version, obj["created"], key, lineage)

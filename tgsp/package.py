@@ -1,0 +1,280 @@
+"""Building and signing TGSP packages (the thin I/O shell over the pure core).
+
+Layout of a package (a canonical ustar archive, see ``archive``):
+
+    payload/<path>...   every file, sorted; AEAD-streamed when encrypted
+    evidence.jsonl      the hash-chained evidence events
+    provenance.json     an in-toto Statement v1 (SLSA provenance v1)
+    envelope.json       DSSE envelope; its payload is the canonical manifest
+
+Payload bytes are streamed in chunks: memory stays flat for any size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Sequence
+
+from . import _kem, _stream, archive, clock, dsse, evidence, manifest as mf
+from .atomic import atomic_file
+from .canonical import b64e, encode, parse, sha256_hex
+from .errors import FormatError, InputError, NotFoundError, OutputError, SignatureError, UnsafeEntryError
+from .keys import RECIPIENT, PublicKey
+from .paths import casefold_key, check_relpath
+from .signing import Signer, sign_manifest
+
+try:
+    from importlib.metadata import version as _pkg_version
+
+    TOOL = f"tgflow {_pkg_version('tgflow')}"
+except Exception:  # pragma: no cover - running from a source tree
+    TOOL = "tgflow (source)"
+BUILDER_ID = "https://tgflow.dev/builder/tgflow-cli"
+IO_BLOCK = 4 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # the package path (relative, '/'-separated)
+    source: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    package_id: str
+    manifest: dict[str, Any]
+
+
+def package_id(manifest_bytes: bytes) -> str:
+    return "sha256:" + sha256_hex(manifest_bytes)
+
+
+def collect(src: str | os.PathLike) -> list[SourceFile]:
+    """List the regular files under ``src``; refuse links and special files."""
+    root = Path(src)
+    if not root.exists():
+        raise NotFoundError(f"source folder {root} does not exist")
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder", hint="tgsp build takes a folder (e.g. a PEFT adapter folder)")
+    out: list[SourceFile] = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        with os.scandir(folder) as it:
+            for item in it:
+                rel = prefix + item.name
+                st = item.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise UnsafeEntryError(f"{rel} is a symbolic link; packages hold regular files only",
+                                           hint="copy the file it points to into the folder instead")
+                if stat.S_ISDIR(st.st_mode):
+                    walk(Path(item.path), rel + "/")
+                elif stat.S_ISREG(st.st_mode):
+                    out.append(SourceFile(check_relpath(rel, what="file name"), Path(item.path), st.st_size))
+                else:
+                    raise UnsafeEntryError(f"{rel} is not a regular file (device, FIFO or socket)")
+
+    walk(root, "")
+    out.sort(key=lambda f: f.path.encode("utf-8"))
+    folded: dict[str, str] = {}
+    for f in out:
+        other = folded.setdefault(casefold_key(f.path), f.path)
+        if other != f.path:
+            raise UnsafeEntryError(f"{other} and {f.path} differ only in case; they would collide on unpack")
+    if len(out) > mf.MAX_FILES:
+        raise InputError(f"{root} has {len(out)} files; a package holds at most {mf.MAX_FILES}")
+    return out
+
+
+def _stream_file(src: SourceFile, w: archive.Writer, pool: ThreadPoolExecutor, cipher, chunk: int,
+                 progress: Progress | None) -> dict[str, Any]:
+    """Copy one file into the archive, hashing plaintext and stored bytes on
+    worker threads while the main thread reads, encrypts and writes."""
+    h_plain, h_stored = hashlib.sha256(), hashlib.sha256()
+    stored_size = _stream.stored_size(src.size, chunk) if cipher else src.size
+    w.begin(mf.PAYLOAD_PREFIX + src.path, stored_size)
+    pending: list[Future] = []
+    seen = 0
+    with open(src.source, "rb", buffering=0) as f:
+        block = chunk if cipher else IO_BLOCK
+        index = 0
+        data = f.read(block)
+        while True:
+            nxt = f.read(block) if len(data) == block else b""
+            last = not nxt
+            seen += len(data)
+            for fut in pending:
+                fut.result()
+            pending = [pool.submit(h_plain.update, data)]
+            if cipher:
+                out = cipher.encrypt(_stream.nonce(index, last), data, None)
+                pending.append(pool.submit(h_stored.update, out))
+            else:
+                out = data
+            w.write(out)
+            if progress:
+                progress(len(data))
+            index += 1
+            if last:
+                break
+            data = nxt
+        if f.read(1) or seen != src.size:
+            raise InputError(f"{src.path} changed while it was being packed")
+    for fut in pending:
+        fut.result()
+    w.end()
+    plain = h_plain.hexdigest()
+    stored = h_stored.hexdigest() if cipher else plain
+    return {"path": src.path, "size": src.size, "sha256": plain, "stored": {"size": stored_size, "sha256": stored}}
+
+
+def _finish(w: archive.Writer, m: dict[str, Any], records: list[dict], prov: bytes, signers: Sequence[Signer]) -> str:
+    ev = evidence.encode_jsonl(records)
+    m["evidence"] = {"size": len(ev), "sha256": sha256_hex(ev), "head": evidence.head_of(records), "count": len(records)}
+    m["provenance"] = {"size": len(prov), "sha256": sha256_hex(prov)}
+    payload = encode(mf.validate(m))
+    env = dsse.Envelope(dsse.MANIFEST_TYPE, payload, tuple(sign_manifest(payload, signers)))
+    w.add(mf.EVIDENCE_ENTRY, ev)
+    w.add(mf.PROVENANCE_ENTRY, prov)
+    w.add(mf.ENVELOPE_ENTRY, encode(env.to_dict()))
+    w.close()
+    return package_id(payload)
+
+
+def build(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    route: str = "default",
+    version: int = 0,
+    kind: str = "files",
+    recipients: Sequence[PublicKey] = (),
+    signers: Sequence[Signer] = (),
+    events: Sequence[dict[str, Any]] = (),
+    expires: datetime | None = None,
+    chunk_size: int = _stream.DEFAULT_CHUNK,
+    external: dict[str, Any] | None = None,
+    dependencies: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    now: clock.Clock = clock.utcnow,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Pack ``src`` into a package at ``out`` (atomically)."""
+    files = collect(src)
+    started = now()
+    if any(r.kind != RECIPIENT for r in recipients):
+        raise InputError("recipients must be recipient keys (X25519 + ML-KEM-768)")
+    if len({r.keyid for r in recipients}) != len(recipients):
+        raise InputError("the same recipient is named twice")
+    if not _stream.MIN_CHUNK <= chunk_size <= _stream.MAX_CHUNK:
+        raise InputError(f"chunk size must be between {_stream.MIN_CHUNK} and {_stream.MAX_CHUNK}")
+    m: dict[str, Any] = dict(extra or {})
+    m.update({"format": mf.FORMAT, "kind": kind, "route": route, "version": version,
+              "created": clock.fmt(started), "signature_policy": mf.SIGNATURE_POLICY})
+    if expires is not None:
+        m["expires"] = clock.fmt(expires)
+    file_key = None
+    if recipients:
+        file_key = os.urandom(32)
+        m["encryption"] = {
+            "aead": _stream.AEAD_ID, "chunk_size": chunk_size, "wrap": _kem.SUITE_ID,
+            "recipients": sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(file_key, r.public))} for r in recipients),
+                                 key=lambda r: r["keyid"]),
+        }
+    with atomic_file(out) as f, ThreadPoolExecutor(2, thread_name_prefix="tgsp-hash") as pool:
+        w = archive.Writer(f)
+        m["files"] = [
+            _stream_file(s, w, pool, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, progress)
+            for s in files
+        ]
+        finished = now()
+        bodies = [evidence.event("tgflow.build", {
+            "tool": TOOL, "files": len(files), "bytes": sum(s.size for s in files),
+            "encrypted": bool(recipients), "recipients": [r.keyid for r in recipients],
+        }, finished)]
+        bodies += list(events)
+        bodies += [evidence.event("tgflow.sign", {"keyid": s.keyid, "name": s.name, "version": s.version}, finished)
+                   for s in signers]
+        records = evidence.append([], bodies)
+        m["signers"] = [s.manifest_entry(finished) for s in signers]
+        prov = encode(evidence.provenance_statement(
+            m["files"], builder=BUILDER_ID, started=started, finished=finished,
+            external={"route": route, "version": version, "kind": kind, **(external or {})},
+            dependencies=dependencies))
+        pid = _finish(w, m, records, prov, signers)
+    return BuildResult(Path(out), pid, m)
+
+
+def sign(path: str | os.PathLike, signer: Signer, *, out: str | os.PathLike | None = None,
+         now: clock.Clock = clock.utcnow) -> BuildResult:
+    """Add ``signer``'s signature, or replace it if the manifest names it.
+
+    Checks the package's integrity first: nobody should sign damaged bytes.
+    Adding a new signer changes the manifest (signer list, sign event), which
+    would void other signers' signatures, so that is refused when any exist.
+    """
+    from .verify import open_package
+
+    with open_package(path, check_digests=True) as pkg:
+        return _sign_open(pkg, signer, Path(out or path), now)
+
+
+def _sign_open(pkg, signer: Signer, out: Path, now: clock.Clock) -> BuildResult:
+    m, env = pkg.manifest, pkg.envelope
+    if any(s["keyid"] == signer.keyid for s in m["signers"]):
+        mine = set(signer.key.public.component_ids().values())
+        kept = [(k, s) for k, s in env.signatures if k not in mine]
+        new_env = dsse.Envelope(env.payload_type, env.payload, tuple(kept + sign_manifest(env.payload, [signer])))
+        with atomic_file(out) as f:
+            pkg.copy_prefix(f, pkg.entries[-1].header_offset)
+            w = archive.Writer(f)
+            w.add(mf.ENVELOPE_ENTRY, encode(new_env.to_dict()))
+            w.close()
+        return BuildResult(out, package_id(env.payload), m)
+    if env.signatures:
+        names = ", ".join(s["name"] for s in m["signers"])
+        raise SignatureError(f"package is already signed by {names}; a new signer would void those signatures",
+                             hint="build with every --sign at once, or re-sign with the same key")
+    when = now()
+    records = evidence.append(pkg.evidence, [evidence.event(
+        "tgflow.sign", {"keyid": signer.keyid, "name": signer.name, "version": signer.version}, when)])
+    m = dict(m)
+    m["signers"] = list(m["signers"]) + [signer.manifest_entry(when)]
+    with atomic_file(out) as f:
+        ev_entry = pkg.entry(mf.EVIDENCE_ENTRY)
+        pkg.copy_prefix(f, ev_entry.header_offset)
+        pid = _finish(archive.Writer(f), m, records, pkg.provenance_bytes, [signer])
+    return BuildResult(out, pid, m)
+
+
+def copy_range(src: BinaryIO, dst: BinaryIO, length: int) -> None:
+    """Copy ``length`` bytes from the start of ``src``: in-kernel where possible."""
+    src.seek(0)
+    dst.flush()
+    left = length
+    try:
+        while left:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), left)
+            if n == 0:
+                raise OutputError("package shrank while it was being copied")
+            left -= n
+        return
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OutputError):
+            raise
+    src.seek(length - left)
+    dst.seek(length - left)
+    while left:
+        data = src.read(min(IO_BLOCK, left))
+        if not data:
+            raise FormatError("package is truncated")
+        dst.write(data)
+        left -= len(data)

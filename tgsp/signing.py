@@ -1,0 +1,121 @@
+"""Making and checking the hybrid signatures on a manifest, under a trust policy.
+
+The manifest names each signer's key (both public halves) and its lineage,
+and says that every signer must sign with every algorithm. So a verifier
+reads the requirement from the signed bytes themselves: stripping either
+signature, or adding one from a key the manifest does not name, fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+from . import clock, dsse
+from .errors import RevokedError, RotationError, SignatureError, TrustError
+from .keys import SIGNING, PrivateKey, PublicKey
+from .lineage import KeyVersion, Lineage, PublicKeyFile, Revocation
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A signing key ready to use: its private part and where it comes from."""
+
+    name: str
+    version: int
+    key: PrivateKey
+    lineage: Lineage
+
+    @property
+    def keyid(self) -> str:
+        return self.key.public.keyid
+
+    def manifest_entry(self, when: datetime) -> dict[str, Any]:
+        return {
+            "keyid": self.keyid,
+            "name": self.name,
+            "version": self.version,
+            "signed_at": clock.fmt(when),
+            "public": self.key.public.to_dict()["public"],
+            "lineage": self.lineage.to_dict(),
+        }
+
+
+def sign_manifest(payload: bytes, signers: Sequence[Signer]) -> list[tuple[str, bytes]]:
+    sigs: list[tuple[str, bytes]] = []
+    for s in signers:
+        sigs.extend(s.key.sign_hybrid(dsse.MANIFEST_TYPE, payload))
+    return sigs
+
+
+@dataclass
+class TrustPolicy:
+    """What a verifier trusts. Empty ``trusted`` trusts nobody (fail closed)."""
+
+    trusted: Sequence[PublicKeyFile] = ()
+    revocations: Sequence[Revocation] = ()
+    now: clock.Clock = clock.utcnow
+    min_version: int | None = None
+    rollback_state: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def trusted_lineages(self) -> list[list[KeyVersion]]:
+        return [t.lineage.walk() for t in self.trusted if t.kind == SIGNING and t.lineage]
+
+
+def _consistent(signer: list[KeyVersion], trusted: list[KeyVersion]) -> bool:
+    """Same root, and no fork: every version both know is the same key."""
+    return all(a.key.keyid == b.key.keyid for a, b in zip(signer, trusted))
+
+
+def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> list[str]:
+    """Raise unless every named signer signed with both algorithms and at
+    least one of them is trusted and unrevoked. Returns notes for the report."""
+    signers = manifest["signers"]
+    if not signers:
+        raise SignatureError("package is not signed", hint="sign it: tgflow tgsp sign PKG --key KEY")
+    sigs = env.sig_map()
+    named: set[str] = set()
+    revoked = {r.keyid: r for r in policy.revocations}
+    trusted = policy.trusted_lineages()
+    notes, trusted_names, untrusted = [], [], []
+    for s in signers:
+        label = f"{s['name']} ({s['keyid'][:16]})"
+        versions = Lineage.from_dict(s["lineage"]).walk()
+        key = PublicKey.from_dict({"kind": SIGNING, "public": s["public"]})
+        if versions[-1].key.keyid != key.keyid or key.keyid != s["keyid"] or versions[-1].version != s["version"]:
+            raise RotationError(f"signer {label}: lineage does not end at the signing key")
+        key.verify_hybrid(env.payload_type, env.payload, sigs)
+        named.update(key.component_ids().values())
+        signed_at = clock.parse(s["signed_at"])
+        for v in versions:  # a revoked key signs nothing after its revocation
+            r = revoked.get(v.key.keyid)
+            if r is None:
+                continue
+            if v.key.keyid == key.keyid and signed_at >= r.revoked_at:
+                raise RevokedError(f"signer {label} was revoked at {clock.fmt(r.revoked_at)} ({r.reason}); "
+                                   f"package signed {s['signed_at']}")
+            nxt = versions[v.version] if v.version < len(versions) else None
+            if nxt is not None and clock.parse(nxt.time) >= r.revoked_at:
+                raise RevokedError(f"signer {label}: rotation to version {nxt.version} was signed by a key "
+                                   f"revoked at {clock.fmt(r.revoked_at)}")
+            if v.key.keyid == key.keyid:
+                notes.append(f"signer {label} was revoked later, at {clock.fmt(r.revoked_at)}")
+        matches = [t for t in trusted if t[0].key.keyid == versions[0].key.keyid]
+        if any(_consistent(versions, t) for t in matches):
+            trusted_names.append(label)
+        elif matches:
+            raise RotationError(f"signer {label}: its rotation chain forks from the trusted one")
+        else:
+            untrusted.append(label)
+    extra = [k for k in sigs if k not in named]
+    if extra:
+        raise SignatureError(f"envelope holds a signature from key {extra[0][:16]} that the manifest does not name")
+    if not trusted_names:
+        raise TrustError(f"no trusted signer: {', '.join(untrusted)} is not in the trust store",
+                         hint="import the signer's public key (tgflow key import FILE) or pass --trusted")
+    if untrusted:
+        notes.append(f"co-signer(s) not trusted here: {', '.join(untrusted)}")
+    notes.insert(0, f"signed by {', '.join(trusted_names)} with ed25519 + ml-dsa-65")
+    return notes

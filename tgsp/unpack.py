@@ -1,0 +1,152 @@
+"""Safe extraction: verify, then decrypt into a private folder, then rename.
+
+Nothing reaches the destination unless every file decrypted, matched both
+of its digests, and was fsynced. The stored bytes are hashed again while
+they are decrypted, so a package changed between verification and
+extraction is caught too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import _stream, archive, manifest as mf
+from .canonical import b64d
+from .errors import DecryptionError, DigestError, InputError, OutputError
+from .keys import RECIPIENT, PrivateKey
+from .signing import TrustPolicy
+from .verify import DEFAULT_LIMITS, Limits, Package, VerifyReport, verify
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    path: Path
+    report: VerifyReport
+    files: int
+    bytes: int
+
+
+def unpack(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    policy: TrustPolicy,
+    *,
+    identities: list[PrivateKey] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Callable[[int], None] | None = None,
+) -> UnpackResult:
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"{out} exists and is not an empty folder", hint="choose a new output folder")
+    report = verify(path, policy, limits=limits, progress=progress)
+    report.raise_for_failure()
+    m = report.manifest
+    file_key = _file_key(m, identities or [])
+    need = sum(f["size"] for f in m["files"])
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(parent).free < need:
+        raise OutputError(f"not enough free space in {parent}: need {need} bytes")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".unpack", dir=parent))
+    try:
+        with open(path, "rb") as f:
+            # Re-index: the same canonical checks as verify, against this handle.
+            pkg = Package(f, str(path), limits)
+            if pkg.package_id != report.package_id:
+                raise DigestError("package changed after it was verified")
+            for entry_meta in m["files"]:
+                _extract_one(pkg, entry_meta, tmp, file_key, m, progress)
+        _fsync_tree(tmp)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return UnpackResult(out, report, len(m["files"]), need)
+
+
+def _file_key(m: dict, identities: list[PrivateKey]) -> bytes | None:
+    enc = m.get("encryption")
+    if enc is None:
+        return None
+    if not identities:
+        raise InputError("package is encrypted; give a recipient key to decrypt it",
+                         hint="pass --identity NAME (a recipient key in your keyring)")
+    by_id = {r["keyid"]: r["wrapped"] for r in enc["recipients"]}
+    for ident in identities:
+        if ident.kind != RECIPIENT:
+            continue
+        wrapped = by_id.get(ident.public.keyid)
+        if wrapped is not None:
+            return ident.unwrap(b64d(wrapped, what="wrapped key"))
+    raise DecryptionError()  # not a recipient: same opaque error as a bad key
+
+
+def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m: dict,
+                 progress: Callable[[int], None] | None) -> None:
+    rel = meta["path"]
+    entry = pkg.entry(mf.PAYLOAD_PREFIX + rel)
+    target = root.joinpath(*rel.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.resolve().is_relative_to(root.resolve()):
+        raise OutputError(f"refusing to write {rel} outside the output folder")
+    h_stored, h_plain = hashlib.sha256(), hashlib.sha256()
+    fd = os.open(target, _OPEN_FLAGS, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        if file_key is None:
+            for chunk in archive.iter_entry(pkg.f, entry, bytearray(4 << 20)):
+                h_stored.update(chunk)
+                h_plain.update(chunk)
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+        else:
+            chunk_size = m["encryption"]["chunk_size"]
+            cipher = _stream.file_cipher(file_key, rel)
+            sizes = _chunk_sizes(entry.size, chunk_size)
+            pkg.f.seek(entry.data_offset)
+            for index, size in enumerate(sizes):
+                data = pkg.f.read(size)
+                if len(data) != size:
+                    raise DigestError("package is truncated")
+                h_stored.update(data)
+                plain = _stream.open_chunk(cipher, index, index == len(sizes) - 1, data)
+                h_plain.update(plain)
+                out.write(plain)
+                if progress:
+                    progress(size)
+        out.flush()
+        os.fsync(out.fileno())
+    if h_stored.hexdigest() != meta["stored"]["sha256"]:
+        raise DigestError(f"{rel} changed after the package was verified")
+    if h_plain.hexdigest() != meta["sha256"] or target.stat().st_size != meta["size"]:
+        raise DecryptionError()
+
+
+def _chunk_sizes(stored: int, chunk: int) -> list[int]:
+    try:
+        _stream.plain_size_of(stored, chunk)
+    except ValueError:
+        raise DecryptionError() from None
+    full, rest = divmod(stored, chunk + _stream.TAG)
+    return [chunk + _stream.TAG] * full + ([rest] if rest else [])
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _dirs, _files in os.walk(root):
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

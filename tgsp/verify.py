@@ -1,0 +1,315 @@
+"""Reading and verifying packages.
+
+``open_package`` does the format pass: it walks the archive's headers
+(seeking over data), then reads and strictly parses the DSSE envelope and
+the manifest inside it, once. ``verify`` then runs the checks in a fixed
+order and reports each one:
+
+  format, entries, digests, evidence, signatures, expiry, rollback
+
+The manifest bytes are parsed exactly once; the signature checks run over
+those same bytes, so what is verified is what is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from . import archive, clock, dsse, evidence, manifest as mf, signing
+from .atomic import write_bytes
+from .canonical import parse, sha256_hex
+from .errors import (DigestError, EntryListError, ExpiredError, FormatError, InputError, LimitError,
+                     NotFoundError, PackageError, RollbackError, TgflowError, VerificationFailed)
+
+CHECKS = ("format", "entries", "digests", "evidence", "signatures", "expiry", "rollback")
+ROLLBACK_STATE = "tgflow-rollback-state/1"
+IO_BLOCK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entry: int = 1 << 40  # 1 TiB per payload file
+    max_envelope: int = 16 << 20
+    max_evidence: int = 64 << 20
+    max_provenance: int = 16 << 20
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Package:
+    """An opened package whose format has been checked. Use as a context manager."""
+
+    def __init__(self, f: BinaryIO, path: str, limits: Limits) -> None:
+        self.f, self.path, self.limits = f, path, limits
+        size = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") and _has_fd(f) else _len(f)
+        self.entries = archive.index(f, max_entries=mf.MAX_FILES + 3, max_entry_size=limits.max_entry, file_size=size)
+        self._by_name = {}
+        for e in self.entries:
+            if e.name in self._by_name:
+                raise EntryListError(f"entry {e.name!r} appears twice")
+            self._by_name[e.name] = e
+        if not self.entries or self.entries[-1].name != mf.ENVELOPE_ENTRY:
+            raise FormatError(f"package does not end with {mf.ENVELOPE_ENTRY}")
+        for name, cap in ((mf.ENVELOPE_ENTRY, limits.max_envelope), (mf.EVIDENCE_ENTRY, limits.max_evidence),
+                          (mf.PROVENANCE_ENTRY, limits.max_provenance)):
+            e = self._by_name.get(name)
+            if e is not None and e.size > cap:
+                raise LimitError(f"{name} is {e.size} bytes, over the {cap}-byte limit")
+        env_obj = parse(archive.read_entry(f, self.entries[-1]), what="envelope", canonical=True)
+        self.envelope = dsse.parse(env_obj, expect_type=dsse.MANIFEST_TYPE)
+        self.manifest = mf.validate(parse(self.envelope.payload, what="manifest", canonical=True))
+        self.package_id = "sha256:" + sha256_hex(self.envelope.payload)
+
+    def __enter__(self) -> Package:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def entry(self, name: str) -> archive.Entry:
+        e = self._by_name.get(name)
+        if e is None:
+            raise EntryListError(f"package has no {name} entry")
+        return e
+
+    def read(self, name: str) -> bytes:
+        return archive.read_entry(self.f, self.entry(name))
+
+    @property
+    def evidence(self) -> list[dict[str, Any]]:
+        return evidence.parse_jsonl(self.read(mf.EVIDENCE_ENTRY))
+
+    @property
+    def provenance_bytes(self) -> bytes:
+        return self.read(mf.PROVENANCE_ENTRY)
+
+    @property
+    def provenance(self) -> Any:
+        return parse(self.provenance_bytes, what="provenance", canonical=True)
+
+    def copy_prefix(self, dst: BinaryIO, length: int) -> None:
+        from .package import copy_range
+
+        copy_range(self.f, dst, length)
+
+    # --- checks ------------------------------------------------------------
+    def check_entries(self) -> str:
+        want, have = mf.entry_names(self.manifest), [e.name for e in self.entries]
+        if want == have:
+            return f"{len(have)} entries, all listed, in canonical order"
+        extra = [n for n in have if n not in want]
+        missing = [n for n in want if n not in have]
+        if extra:
+            raise EntryListError(f"entry {extra[0]!r} is not listed in the manifest")
+        if missing:
+            raise EntryListError(f"entry {missing[0]!r} is listed in the manifest but missing")
+        raise EntryListError("entries are not in the manifest's canonical order")
+
+    def check_digests(self, progress: Callable[[int], None] | None = None) -> str:
+        buf = bytearray(IO_BLOCK)
+        total = 0
+        for name, (size, digest) in mf.expected_digests(self.manifest).items():
+            e = self.entry(name)
+            if e.size != size:
+                raise DigestError(f"{name} is {e.size} bytes; the manifest says {size}")
+            h = hashlib.sha256()
+            for chunk in archive.iter_entry(self.f, e, buf):
+                h.update(chunk)
+                if progress:
+                    progress(len(chunk))
+            if h.hexdigest() != digest:
+                raise DigestError(f"{name} does not match its SHA-256 in the manifest")
+            total += size
+        return f"{len(self.manifest['files'])} files and metadata, {total} bytes, SHA-256 match; id {self.package_id}"
+
+    def check_evidence(self) -> str:
+        records = self.evidence
+        ev = self.manifest["evidence"]
+        if evidence.head_of(records) != ev["head"] or len(records) != ev["count"]:
+            raise PackageError("evidence chain head does not match the manifest")
+        return f"{len(records)} events, head {ev['head'][:16]}"
+
+    def payload_bytes(self) -> int:
+        return sum(f["stored"]["size"] for f in self.manifest["files"])
+
+
+def _has_fd(f) -> bool:
+    try:
+        f.fileno()
+        return True
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+def _len(f) -> int:
+    pos = f.seek(0, 2)
+    f.seek(0)
+    return pos
+
+
+def open_package(path: str | os.PathLike | BinaryIO, *, limits: Limits = DEFAULT_LIMITS,
+                 check_digests: bool = False) -> Package:
+    """Open and format-check a package (a path or a seekable binary file)."""
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if not p.exists():
+            raise NotFoundError(f"package {p} does not exist")
+        if not p.is_file():
+            raise InputError(f"{p} is not a regular file")
+        f, label = open(p, "rb"), str(p)
+    else:
+        f, label = path, "<stream>"
+    try:
+        pkg = Package(f, label, limits)
+        if check_digests:
+            pkg.check_entries()
+            pkg.check_digests()
+            pkg.check_evidence()
+        return pkg
+    except BaseException:
+        f.close()
+        raise
+
+
+# --- the report ----------------------------------------------------------------
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok", "failed", "skipped" (not asked for), "not-run" (format failed)
+    detail: str
+    hint: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    checks: list[Check] = field(default_factory=list)
+    package_id: str | None = None
+    manifest: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in ("ok", "skipped") for c in self.checks) and len(self.checks) == len(CHECKS)
+
+    @property
+    def first_failure(self) -> Check | None:
+        return next((c for c in self.checks if c.status == "failed"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "ok": self.ok, "package_id": self.package_id,
+            "route": self.manifest.get("route") if self.manifest else None,
+            "version": self.manifest.get("version") if self.manifest else None,
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks],
+            "notes": self.notes,
+        }
+
+    def raise_for_failure(self) -> None:
+        bad = self.first_failure
+        if bad is not None:
+            raise VerificationFailed(f"{bad.name} check failed: {bad.detail}", self, hint=bad.hint)
+
+
+def _run(report: VerifyReport, name: str, fn: Callable[[], str | None]) -> None:
+    try:
+        detail = fn()
+        report.checks.append(Check(name, "skipped" if detail is None else "ok", detail or "not requested"))
+    except TgflowError as exc:
+        report.checks.append(Check(name, "failed", str(exc), exc.hint))
+
+
+def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
+           limits: Limits = DEFAULT_LIMITS, progress: Callable[[int], None] | None = None,
+           on_open: Callable[[Package], None] | None = None) -> VerifyReport:
+    """Run every check and return the report. Never raises for a bad package."""
+    report = VerifyReport(str(path) if isinstance(path, (str, os.PathLike)) else "<stream>")
+    try:
+        pkg = open_package(path, limits=limits)
+    except (NotFoundError, InputError):
+        raise
+    except TgflowError as exc:
+        report.checks.append(Check("format", "failed", str(exc), exc.hint))
+        report.checks += [Check(n, "not-run", "format check failed") for n in CHECKS[1:]]
+        return report
+    with pkg:
+        m = report.manifest = pkg.manifest
+        report.package_id = pkg.package_id
+        report.checks.append(Check("format", "ok", f"{mf.FORMAT}, {len(pkg.entries)} entries, canonical"))
+        if on_open:
+            on_open(pkg)
+        _run(report, "entries", pkg.check_entries)
+        _run(report, "digests", lambda: pkg.check_digests(progress))
+        _run(report, "evidence", pkg.check_evidence)
+
+        def sigs() -> str:
+            notes = signing.check(pkg.envelope, m, policy)
+            report.notes += notes[1:]
+            return notes[0]
+
+        _run(report, "signatures", sigs)
+        _run(report, "expiry", lambda: _check_expiry(m, policy))
+        _run(report, "rollback", lambda: _check_rollback(m, pkg.package_id, policy))
+    return report
+
+
+def _check_expiry(m: dict[str, Any], policy: signing.TrustPolicy) -> str | None:
+    if "expires" not in m:
+        return "no expiry set"
+    now = policy.now()
+    if now >= clock.parse(m["expires"]):
+        raise ExpiredError(f"package expired at {m['expires']} (now {clock.fmt(now)})")
+    return f"valid until {m['expires']}"
+
+
+def _check_rollback(m: dict[str, Any], pid: str, policy: signing.TrustPolicy) -> str | None:
+    route, version = m["route"], m["version"]
+    if policy.min_version is None and policy.rollback_state is None:
+        return None
+    floor = policy.min_version or 0
+    seen = (policy.rollback_state or {}).get("routes", {}).get(route)
+    if seen is not None:
+        floor = max(floor, seen["version"])
+        if version == seen["version"] and pid != seen["package_id"]:
+            raise RollbackError(f"route {route} version {version} was already seen with different content")
+    if version < floor:
+        raise RollbackError(f"route {route} version {version} is below the rollback floor {floor}")
+    return f"route {route} version {version} >= floor {floor}"
+
+
+# --- rollback state files ------------------------------------------------------
+def load_rollback_state(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        return {"format": ROLLBACK_STATE, "routes": {}}
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"rollback state {p} is unreadable: {exc}") from None
+    routes = obj.get("routes") if isinstance(obj, dict) and obj.get("format") == ROLLBACK_STATE else None
+    if not isinstance(routes, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("version"), int) and isinstance(v.get("package_id"), str)
+            for v in routes.values()):
+        raise InputError(f"rollback state {p} is malformed", hint="restore it from backup; never delete it to get past a check")
+    return obj
+
+
+def record_rollback_state(path: str | os.PathLike, report: VerifyReport) -> None:
+    """After a successful verify, raise the route's floor to this version."""
+    if not report.ok or report.manifest is None:
+        raise ValueError("only a verified package may move the rollback floor")
+    state = load_rollback_state(path)
+    route, version = report.manifest["route"], report.manifest["version"]
+    seen = state["routes"].get(route)
+    if seen is None or version > seen["version"]:
+        state["routes"][route] = {"version": version, "package_id": report.package_id}
+        write_bytes(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
