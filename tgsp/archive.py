@@ -70,6 +70,7 @@ def padding(size: int) -> int:
 
 
 TRAILER = bytes(2 * BLOCK)
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"))
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,6 @@ class Entry:
 
 def _parse_header(block: bytes, index: int) -> tuple[str, int]:
     if block[257:263] != b"ustar\0":
-        if index == 0 and block[:2] == b"\x1f\x8b":
-            raise FormatError("this is a gzip file; compressed archives are not TGSP packages")
         raise FormatError("not a TGSP package: entry %d has no ustar header" % index)
     kind = block[156:157]
     raw_name = block[345:500].rstrip(b"\0") + b"/" + block[0:100].rstrip(b"\0")
@@ -127,6 +126,11 @@ def index(f: BinaryIO, *, max_entries: int, max_entry_size: int, file_size: int)
     """Walk every header (seeking over data) and check the archive's shape."""
     entries: list[Entry] = []
     pos = 0
+    f.seek(0)
+    magic = f.read(6)
+    for sig, kind in _COMPRESSED:
+        if magic.startswith(sig):
+            raise FormatError(f"this is a {kind} file; compressed archives are not TGSP packages")
     f.seek(0)
     while True:
         block = _read_exact(f, BLOCK)

@@ -1,0 +1,34 @@
+"""Helpers shared by the tests (importable as tests.helpers)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+PASS = "correct horse battery staple"
+
+
+def pp() -> str:
+    return PASS
+
+
+def fixed(*args) -> callable:
+    moment = datetime(*args, tzinfo=timezone.utc)
+    return lambda: moment
+
+
+def make_adapter(folder: Path, *, weights: int = 50_000, seed: int = 0) -> Path:
+    """A PEFT-shaped folder: config, weights blob, a nested file, an empty file."""
+    import random
+
+    rng = random.Random(seed)
+    (folder / "nested").mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8, "lora_alpha": 16}\n')
+    (folder / "adapter_model.safetensors").write_bytes(rng.randbytes(weights))
+    (folder / "nested" / "README.md").write_text("tiny adapter\n")
+    (folder / "nested" / "empty.bin").write_bytes(b"")
+    return folder
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,120 @@
+"""Unpacking: byte-identical output, opaque failures, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import tgsp
+from tgsp import _stream
+from tgsp.errors import DecryptionError, InputError, OutputError, VerificationFailed, WrongPassphraseError
+from tgsp.keyring import Keyring
+
+from tests.helpers import files_of, make_adapter, pp
+
+
+def test_unpacked_folder_is_byte_identical(world, tmp_path):
+    out = tmp_path / "out"
+    res = tgsp.unpack(world.pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert files_of(out) == files_of(world.src)
+    assert res.files == 4 and res.report.ok
+
+
+def test_tssp_extension_is_the_same_format(world, tmp_path):
+    tssp = tmp_path / "same.tssp"
+    tssp.write_bytes(world.bytes)
+    out = tmp_path / "o"
+    tgsp.unpack(tssp, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert files_of(out) == files_of(world.src)
+
+
+def test_large_multi_chunk_file_round_trips(world, tmp_path):
+    src = make_adapter(tmp_path / "src", weights=3 * 4096 + 17)  # 4 chunks, short last
+    (src / "exact.bin").write_bytes(os.urandom(2 * 4096))  # exact multiple of the chunk
+    pkg = tmp_path / "p.tgsp"
+    tgsp.build(src, pkg, recipients=[world.kr.public_file("ops").key], signers=[world.signer], chunk_size=4096)
+    out = tmp_path / "o"
+    tgsp.unpack(pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert files_of(out) == files_of(src)
+
+
+def test_wrong_recipient_is_opaque_and_writes_nothing(world, tmp_path):
+    stranger = Keyring(tmp_path / "s")
+    stranger.generate("eve", "recipient", pp)
+    out = tmp_path / "out"
+    with pytest.raises(DecryptionError) as exc:
+        tgsp.unpack(world.pkg, out, world.policy(), identities=stranger.identities("eve", pp))
+    assert str(exc.value) == "decryption failed"
+    assert not out.exists() and list(tmp_path.glob(".out.*")) == []
+
+
+def test_wrong_passphrase_is_opaque(world):
+    with pytest.raises(WrongPassphraseError) as exc:
+        world.kr.identities("ops", lambda: "not it")
+    assert "wrong passphrase" in str(exc.value)
+
+
+def test_corrupt_chunk_after_verify_is_opaque_and_nothing_is_half_written(world, tmp_path, monkeypatch):
+    """Simulate a package whose ciphertext verifies (digest recomputed) but fails
+    AEAD: e.g. a malicious builder. Decryption fails opaquely; nothing is left."""
+    real = _stream.open_chunk
+    calls = {"n": 0}
+
+    def flaky(cipher, index, last, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        return real(cipher, index, last, data)
+
+    monkeypatch.setattr(_stream, "open_chunk", flaky)
+    out = tmp_path / "out"
+    with pytest.raises(DecryptionError):
+        tgsp.unpack(world.pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert not out.exists() and [p for p in tmp_path.iterdir()] == []
+
+
+def test_encrypted_package_without_identity_is_a_clear_error(world, tmp_path):
+    with pytest.raises(InputError, match="encrypted") as exc:
+        tgsp.unpack(world.pkg, tmp_path / "o", world.policy())
+    assert "--identity" in exc.value.hint
+
+
+def test_refuses_non_empty_output_folder(world, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not an empty folder"):
+        tgsp.unpack(world.pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_failed_verification_extracts_nothing(world, tmp_path):
+    bad = tmp_path / "bad.tgsp"
+    data = bytearray(world.bytes)
+    data[600] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(VerificationFailed):
+        tgsp.unpack(bad, tmp_path / "o", world.policy(), identities=world.kr.identities("ops", pp))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tgsp"]
+
+
+def test_stream_sizes_invert():
+    for chunk in (1024, 4096):
+        for size in [0, 1, chunk - 1, chunk, chunk + 1, 5 * chunk, 5 * chunk + 3]:
+            assert _stream.plain_size_of(_stream.stored_size(size, chunk), chunk) == size
+    with pytest.raises(ValueError):
+        _stream.plain_size_of(5, 1024)
+
+
+def test_stream_rejects_reorder_truncation_and_wrong_file():
+    key = os.urandom(32)
+    c = _stream.file_cipher(key, "a")
+    chunks = [c.encrypt(_stream.nonce(i, i == 2), bytes([i]) * 8, None) for i in range(3)]
+    assert _stream.open_chunk(c, 1, False, chunks[1]) == bytes([1]) * 8
+    with pytest.raises(DecryptionError):
+        _stream.open_chunk(c, 0, False, chunks[1])  # reordered
+    with pytest.raises(DecryptionError):
+        _stream.open_chunk(c, 1, True, chunks[1])  # truncated after chunk 1
+    with pytest.raises(DecryptionError):
+        _stream.open_chunk(_stream.file_cipher(key, "b"), 1, False, chunks[1])  # moved to another file

@@ -1,0 +1,1 @@
+"""tgflow command-line interface: thin Typer commands over the libraries."""

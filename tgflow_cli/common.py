@@ -1,0 +1,80 @@
+"""Shared CLI plumbing: global state, output, passphrases, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+
+from tgsp import Keyring
+from tgsp.errors import PassphraseRequiredError
+from tgsp.keyring import passphrase_from_env
+
+
+@dataclass
+class State:
+    debug: bool = False
+    home: Path | None = None
+    json: bool = False
+    reported: bool = False  # a --json report already went to stdout
+
+
+STATE = State()
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def keyring() -> Keyring:
+    return Keyring(STATE.home)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> Callable[[], str]:
+    """A lazy, cached passphrase source: file flag, env, env file, then a
+    prompt only when both stdin and stderr are terminals."""
+    cache: list[str] = []
+
+    def get() -> str:
+        if cache:
+            return cache[0]
+        value = passphrase_from_env(str(passphrase_file) if passphrase_file else None)
+        if value is None:
+            if not (sys.stdin.isatty() and sys.stderr.isatty()):
+                raise PassphraseRequiredError("no passphrase given and no terminal to ask on")
+            value = getpass.getpass("Passphrase: ", stream=sys.stderr)
+            if confirm and getpass.getpass("Repeat passphrase: ", stream=sys.stderr) != value:
+                raise PassphraseRequiredError("the passphrases did not match")
+            if not value:
+                raise PassphraseRequiredError("an empty passphrase is not allowed")
+        cache.append(value)
+        return value
+
+    return get
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not sys.stderr.isatty() or STATE.json or os.environ.get("CI"):
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def short(keyid: str) -> str:
+    return keyid[:16]

@@ -1,0 +1,42 @@
+"""The one table from exception type to exit code and default hint.
+
+Exit codes (documented in docs/cli.md):
+  0  ok
+  1  verification or policy failure (package rejected, trust, audit broken)
+  2  usage or bad input (flags, missing or malformed files)
+  3  key problem (missing key, wrong or missing passphrase)
+  4  decryption failed (deliberately opaque)
+  5  output could not be written
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+from tgsp import errors as E
+
+OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+
+# Most specific first; the first match wins.
+TABLE: list[tuple[type[BaseException], int, str | None]] = [
+    (E.DecryptionError, DECRYPT, "check that you are a recipient and the identity key is the right one"),
+    (E.WrongPassphraseError, KEY, None),
+    (E.PassphraseRequiredError, KEY,
+     "set TGFLOW_PASSPHRASE or TGFLOW_PASSPHRASE_FILE, or pass --passphrase-file (no terminal to prompt on)"),
+    (E.KeyNotFoundError, KEY, "see: tgflow key list"),
+    (E.KeyringError, KEY, None),
+    (E.PackageError, FAILED, None),
+    (E.OutputError, OUTPUT, None),
+    (E.InputError, USAGE, None),
+    (E.TgflowError, USAGE, None),
+]
+
+
+def classify(exc: BaseException) -> tuple[str, str | None, int]:
+    """(one-line message, hint or None, exit code) for any error."""
+    for kind, code, hint in TABLE:
+        if isinstance(exc, kind):
+            message = str(exc).splitlines()[0] if str(exc) else kind.__name__
+            return message, getattr(exc, "hint", None) or hint, code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", None, INTERRUPTED
+    return f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it", FAILED

@@ -1,0 +1,168 @@
+"""tgflow key ...: manage signing and recipient keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from tgsp import clock
+from tgsp.atomic import write_bytes
+from tgsp.errors import PackageError
+
+from .common import STATE, emit_json, err, keyring, out, passphrase, short
+
+app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, revoke and audit keys.")
+
+PassFile = typer.Option(None, "--passphrase-file", help="Read the passphrase from this file (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
+Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+class KeyType(str, Enum):
+    signing = "signing"
+    recipient = "recipient"
+
+
+def _pub_summary(pub) -> dict:
+    return {"name": pub.name, "kind": pub.kind, "keyid": pub.keyid, "version": pub.version, "created": pub.created}
+
+
+@app.command()
+def generate(
+    name: str = typer.Argument(..., help="A name for the key (A-Z a-z 0-9 . _ -)."),
+    type: KeyType = typer.Option(KeyType.signing, "--type", help="signing: Ed25519 + ML-DSA-65. recipient: X25519 + ML-KEM-768."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Create a key; its private part is sealed with your passphrase (Argon2id + AES-GCM).
+
+    Example: TGFLOW_PASSPHRASE_FILE=/run/secrets/pp tgflow key generate release --type signing
+    """
+    pub = keyring().generate(name, type.value, passphrase(passphrase_file, confirm=True))
+    if json_out:
+        return emit_json(_pub_summary(pub))
+    out.print(f"generated {pub.kind} key [bold]{pub.name}[/] {pub.keyid}")
+
+
+@app.command("list")
+def list_(json_out: bool = Json) -> None:
+    """List own and trusted keys.
+
+    Example: tgflow key list --json
+    """
+    keys = keyring().list()
+    if json_out:
+        return emit_json([k.__dict__ for k in keys])
+    table = Table("name", "type", "key id", "version", "created", "private", "revoked")
+    for k in keys:
+        table.add_row(k.name, k.kind, short(k.keyid), str(k.version), k.created, "yes" if k.private else "",
+                      "[red]REVOKED[/]" if k.revoked else "")
+    out.print(table if keys else "no keys yet: tgflow key generate NAME")
+
+
+@app.command()
+def show(name: str, json_out: bool = Json) -> None:
+    """Show one key: ids, versions, revocation state.
+
+    Example: tgflow key show release
+    """
+    info = keyring().show(name)
+    if json_out:
+        return emit_json(info)
+    for field in ("name", "kind", "keyid", "version", "created", "private_in_keyring", "revoked"):
+        out.print(f"{field:>20}: {info[field]}")
+    for v in info.get("versions", []):
+        out.print(f"{'version ' + str(v['version']):>20}: {v['keyid']}{'  REVOKED' if v['revoked'] else ''}")
+
+
+@app.command("export-public")
+def export_public(
+    name: str,
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the public key file ('-' for stdout)."),
+) -> None:
+    """Write a public key file to give to others (includes the rotation chain).
+
+    Example: tgflow key export-public release -o release.pub.json
+    """
+    data = (json.dumps(keyring().public_file(name).to_dict(), indent=2) + "\n").encode()
+    if str(output) == "-":
+        sys.stdout.write(data.decode())
+    else:
+        write_bytes(output, data)
+        err.print(f"wrote {output}")
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A public key file from 'key export-public'."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store it under this name."),
+    json_out: bool = Json,
+) -> None:
+    """Trust someone's public key (or accept a rotated version of it).
+
+    Example: tgflow key import ci-signer.pub.json --name ci
+    """
+    pub = keyring().import_public(file, name)
+    if json_out:
+        return emit_json(_pub_summary(pub))
+    out.print(f"trusted {pub.kind} key [bold]{pub.name}[/] {pub.keyid} (version {pub.version})")
+
+
+@app.command()
+def rotate(name: str, passphrase_file: Optional[Path] = PassFile, json_out: bool = Json) -> None:
+    """Make a new version of a key. For signing keys the rotation statement is
+    signed by both the old and the new key; verifiers walk the chain.
+
+    Example: tgflow key rotate release && tgflow key export-public release -o release.pub.json
+    """
+    pub = keyring().rotate(name, passphrase(passphrase_file))
+    if json_out:
+        return emit_json(_pub_summary(pub))
+    out.print(f"rotated [bold]{pub.name}[/] to version {pub.version}: {pub.keyid}")
+
+
+@app.command()
+def revoke(
+    ref: str = typer.Argument(..., metavar="NAME|KEYID", help="An own key's name (its current version) or a key id (prefix)."),
+    reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and signed)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Revoke from this ISO 8601 time (default: now)."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Write a signed revocation: packages signed by the key after that time fail.
+
+    Example: tgflow key revoke release --reason "laptop lost"
+    """
+    kr = keyring()
+    rev = kr.revoke(ref, reason, passphrase(passphrase_file), when=clock.parse_user(at) if at else None)
+    path = kr.revocation_path(rev.keyid)
+    if json_out:
+        return emit_json({"keyid": rev.keyid, "revoked_at": clock.fmt(rev.revoked_at), "reason": rev.reason,
+                          "file": str(path)})
+    out.print(f"revoked {rev.keyid} from {clock.fmt(rev.revoked_at)}; share {path} (verify --revocations)")
+
+
+@app.command()
+def audit(json_out: bool = Json) -> None:
+    """Check the keyring's hash-chained audit log; exit 1 where it breaks.
+
+    Example: tgflow key audit --json
+    """
+    records, brk, head = keyring().audit()
+    if json_out:
+        emit_json({"ok": brk is None, "records": len(records), "head": head,
+                   "break": None if brk is None else {"index": brk.index, "reason": brk.reason},
+                   "log": records})
+    else:
+        for r in records:
+            if isinstance(r, dict) and "op" in r:
+                out.print(f"{r.get('seq'):>4} {r.get('time')} {r.get('op'):<9} {r.get('name')} {short(str(r.get('keyid')))}")
+    if brk is not None:
+        raise PackageError(f"audit log breaks at record {brk.index}: {brk.reason}")
+    if not json_out:
+        out.print(f"audit log intact: {len(records)} records, head {short(head)}")

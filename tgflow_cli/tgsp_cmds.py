@@ -1,0 +1,217 @@
+"""tgflow tgsp ...: build, sign, verify, inspect and unpack packages."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+import tgsp
+from tgsp import clock
+from tgsp.evidence import load_user_events
+from tgsp.verify import load_rollback_state, record_rollback_state
+
+from .common import STATE, emit_json, err, keyring, out, passphrase, progress, short
+
+app = typer.Typer(no_args_is_help=True, help="Build, sign, verify, inspect and unpack TGSP packages (.tgsp / .tssp).")
+
+PassFile = typer.Option(None, "--passphrase-file", help="Read the passphrase from this file (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
+Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
+Trusted = typer.Option(None, "--trusted", help="Trust only these keys (names or public key files). Default: the keyring's trust store.")
+Revocations = typer.Option(None, "--revocations", help="Extra revocation files to honour.", exists=False)
+MinVersion = typer.Option(None, "--min-version", help="Reject packages whose version is below this floor.")
+StateFile = typer.Option(None, "--state", help="Rollback state file: floors per route, raised on success.", dir_okay=False)
+
+
+def _now() -> clock.Clock:
+    """Honour SOURCE_DATE_EPOCH so builds can be bit-for-bit reproducible."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        fixed = datetime.fromtimestamp(int(epoch), timezone.utc)
+        return lambda: fixed
+    return clock.utcnow
+
+
+def _policy(trusted, revocations, min_version, state):
+    return keyring().trust_policy(
+        trusted=trusted or None, revocation_files=[str(r) for r in revocations or []],
+        min_version=min_version, rollback_state=load_rollback_state(state) if state else None)
+
+
+def _render_report(report) -> None:
+    table = Table("check", "result", "detail", show_header=True)
+    colour = {"ok": "green", "failed": "red", "skipped": "dim", "not-run": "yellow"}
+    for c in report.checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+    out.print(table)
+    for n in report.notes:
+        out.print(f"note: {n}")
+    out.print(f"[bold green]VERIFIED[/] {report.package_id}" if report.ok else "[bold red]REJECTED[/]")
+
+
+@app.command()
+def build(
+    src_dir: Path = typer.Argument(..., help="Folder to pack, e.g. a PEFT adapter folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Package to write (.tgsp or .tssp); written atomically."),
+    route: str = typer.Option("default", "--route", help="Route key this package belongs to."),
+    version: int = typer.Option(0, "--version", min=0, help="Version within the route (rollback protection)."),
+    kind: str = typer.Option("files", "--kind", help="What the payload is: adapter, data, files, ..."),
+    recipient: Optional[List[str]] = typer.Option(None, "--recipient", help="Encrypt to this recipient key (name or public key file). Repeatable."),
+    sign: Optional[List[str]] = typer.Option(None, "--sign", help="Sign with this signing key. Repeatable."),
+    evidence: Optional[Path] = typer.Option(None, "--evidence", help="JSONL of events to add to the evidence chain."),
+    expires: Optional[str] = typer.Option(None, "--expires", help="ISO 8601 expiry time."),
+    chunk_size: int = typer.Option(1 << 20, "--chunk-size", help="AEAD chunk size in bytes."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Pack a folder into a package; encrypt to recipients, sign, add evidence.
+
+    Example: tgflow tgsp build ./adapter -o adapter.tgsp --route support --version 3 --recipient ops --sign release
+    """
+    kr, now = keyring(), _now()
+    recipients = [kr.resolve_public(r).key for r in recipient or []]
+    pp = passphrase(passphrase_file)
+    signers = [kr.signer(s, pp) for s in sign or []]
+    events = load_user_events(evidence, now()) if evidence else []
+    total = sum(f.size for f in tgsp.package.collect(src_dir))
+    with progress("packing", total) as tick:
+        res = tgsp.build(src_dir, output, route=route, version=version, kind=kind, recipients=recipients,
+                         signers=signers, events=events, expires=clock.parse_user(expires, what="--expires") if expires else None,
+                         chunk_size=chunk_size, now=now, progress=tick)
+    if json_out:
+        return emit_json({"path": str(res.path), "package_id": res.package_id, "route": route, "version": version,
+                          "files": len(res.manifest["files"]), "signed_by": [s.name for s in signers],
+                          "recipients": [r.keyid for r in recipients]})
+    out.print(f"built {res.path} {res.package_id}")
+    if not signers:
+        err.print("note: the package is unsigned; sign it with: tgflow tgsp sign PKG --key KEY")
+
+
+@app.command()
+def sign(
+    package: Path = typer.Argument(..., help="Package to sign."),
+    key: str = typer.Option(..., "--key", help="Signing key name."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here instead of replacing the package."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Add a signature (or replace this key's). Checks the package's integrity first.
+
+    Example: tgflow tgsp sign adapter.tgsp --key release
+    """
+    signer = keyring().signer(key, passphrase(passphrase_file))
+    res = tgsp.sign(package, signer, out=output, now=_now())
+    if json_out:
+        return emit_json({"path": str(res.path), "package_id": res.package_id, "signed_by": signer.name})
+    out.print(f"signed {res.path} with {signer.name} ({short(signer.keyid)}): {res.package_id}")
+
+
+@app.command()
+def verify(
+    package: Path = typer.Argument(..., help="Package to verify."),
+    trusted: Optional[List[str]] = Trusted,
+    revocations: Optional[List[Path]] = Revocations,
+    min_version: Optional[int] = MinVersion,
+    state: Optional[Path] = StateFile,
+    json_out: bool = Json,
+) -> None:
+    """Check format, entries, digests, evidence, both signatures, expiry and rollback.
+    Exit 0 only if all hold, 1 if any fails.
+
+    Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json
+    """
+    policy = _policy(trusted, revocations, min_version, state)
+    size = package.stat().st_size if package.is_file() else None
+    with progress("verifying", size) as tick:
+        report = tgsp.verify(package, policy, progress=tick)
+    if report.ok and state:
+        record_rollback_state(state, report)
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        _render_report(report)
+    if not report.ok:
+        STATE.reported = True
+        report.raise_for_failure()
+
+
+@app.command()
+def inspect(package: Path = typer.Argument(..., help="Package to list."), json_out: bool = Json) -> None:
+    """Show manifest, signers, recipients and evidence without any key (nothing is trusted).
+
+    Example: tgflow tgsp inspect adapter.tgsp --json
+    """
+    with tgsp.open_package(package) as pkg:
+        m, env = pkg.manifest, pkg.envelope
+        ev = pkg.evidence
+        info = {
+            "package_id": pkg.package_id, "manifest": m,
+            "signatures": [{"keyid": k, "algorithm": _alg_of(m, k)} for k, _ in env.signatures],
+            "recipients": [r["keyid"] for r in (m.get("encryption") or {}).get("recipients", [])],
+            "evidence": ev, "provenance": pkg.provenance,
+        }
+    if json_out:
+        for s in info["manifest"]["signers"]:
+            s.pop("lineage", None)
+        return emit_json(info)
+    out.print(f"[bold]{package}[/]  {info['package_id']}  (not verified: run tgsp verify)")
+    out.print(f"format {m['format']}  kind {m['kind']}  route {m['route']}  version {m['version']}  created {m['created']}"
+              + (f"  expires {m['expires']}" if "expires" in m else ""))
+    files = Table("path", "size", "sha256", "stored")
+    for f in m["files"]:
+        files.add_row(f["path"], str(f["size"]), short(f["sha256"]), "encrypted" if "encryption" in m else "plain")
+    out.print(files)
+    for s in m["signers"]:
+        out.print(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']}")
+    for sig in info["signatures"]:
+        out.print(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
+    for r in info["recipients"]:
+        out.print(f"recipient {short(r)}")
+    for e in ev:
+        out.print(f"event {e['seq']:>3} {e['time']} {e['type']}")
+
+
+def _alg_of(m, keyid: str) -> str:
+    from tgsp.keys import PublicKey
+
+    for s in m["signers"]:
+        for alg, kid in PublicKey.from_dict({"kind": "signing", "public": s["public"]}).component_ids().items():
+            if kid == keyid:
+                return alg
+    return "unknown"
+
+
+@app.command()
+def unpack(
+    package: Path = typer.Argument(..., help="Package to extract."),
+    output: Path = typer.Option(..., "-o", "--output", help="New (or empty) folder to extract into."),
+    identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key name to decrypt with. Repeatable."),
+    trusted: Optional[List[str]] = Trusted,
+    revocations: Optional[List[Path]] = Revocations,
+    min_version: Optional[int] = MinVersion,
+    state: Optional[Path] = StateFile,
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Verify, then extract safely (decrypting with --identity). Nothing is
+    written unless every check and every file passes.
+
+    Example: tgflow tgsp unpack adapter.tgsp -o ./adapter --identity ops
+    """
+    kr = keyring()
+    policy = _policy(trusted, revocations, min_version, state)
+    pp = passphrase(passphrase_file)
+    identities = [k for name in identity or [] for k in kr.identities(name, pp)]
+    size = package.stat().st_size if package.is_file() else None
+    with progress("unpacking", 2 * size if size else None) as tick:
+        res = tgsp.unpack(package, output, policy, identities=identities, progress=tick)
+    if state:
+        record_rollback_state(state, res.report)
+    if json_out:
+        return emit_json({"path": str(res.path), "package_id": res.report.package_id, "files": res.files,
+                          "bytes": res.bytes, "verify": res.report.to_dict()})
+    out.print(f"verified {res.report.package_id}; unpacked {res.files} files ({res.bytes} bytes) to {res.path}")
