@@ -101,7 +101,7 @@ def load_user_events(path: str | Path, default_time: datetime) -> list[dict[str,
         extra = set(obj) - {"type", "time", "data"}
         if extra:
             raise InputError(f"{path}:{n}: unknown field(s) {', '.join(sorted(extra))}; put them under \"data\"")
-        when = clock.parse_user(obj["time"], what=f"{path}:{n} time") if "time" in obj else default_time
+        when = clock.parse_user(obj["time"], what=f"{path}:{n}: time") if "time" in obj else default_time
         try:
             encode(obj.get("data"))
         except FormatError as exc:
