@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import DecryptionError
-
 AEAD_ID = "aes-256-gcm/stream-v1"
 TAG = 16
 DEFAULT_CHUNK = 1 << 20
@@ -54,10 +52,3 @@ def plain_size_of(stored: int, chunk: int) -> int:
     if rest < TAG or (rest == TAG and full > 0):
         raise ValueError("impossible ciphertext length")
     return full * chunk + rest - TAG
-
-
-def open_chunk(cipher: AESGCM, index: int, last: bool, data: bytes) -> bytes:
-    try:
-        return cipher.decrypt(nonce(index, last), data, None)
-    except Exception:
-        raise DecryptionError() from None

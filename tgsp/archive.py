@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from .atomic import write_all
 from .errors import FormatError, LimitError, UnsafeEntryError
 from .paths import check_relpath
 
@@ -187,19 +188,19 @@ class Writer:
     def begin(self, name: str, size: int) -> None:
         if self._left:
             raise RuntimeError("previous entry not finished")
-        self.f.write(header(check_relpath(name, what="entry name"), size))
+        write_all(self.f, header(check_relpath(name, what="entry name"), size))
         self._left, self._size = size, size
 
     def write(self, data) -> None:
         if len(data) > self._left:
             raise RuntimeError("entry data longer than declared")
-        self.f.write(data)
+        write_all(self.f, data)
         self._left -= len(data)
 
     def end(self) -> None:
         if self._left:
             raise RuntimeError("entry data shorter than declared")
-        self.f.write(bytes(padding(self._size)))
+        write_all(self.f, bytes(padding(self._size)))
 
     def add(self, name: str, data: bytes) -> None:
         self.begin(name, len(data))
@@ -207,4 +208,4 @@ class Writer:
         self.end()
 
     def close(self) -> None:
-        self.f.write(TRAILER)
+        write_all(self.f, TRAILER)

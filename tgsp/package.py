@@ -12,17 +12,16 @@ Payload bytes are streamed in chunks: memory stays flat for any size.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
 
 from . import _kem, _stream, archive, clock, dsse, evidence, manifest as mf
-from .atomic import atomic_file
+from ._pump import pump
+from .atomic import DropBehind, atomic_file, write_all
 from .canonical import b64e, encode, parse, sha256_hex
 from .errors import FormatError, InputError, NotFoundError, OutputError, SignatureError, UnsafeEntryError
 from .keys import RECIPIENT, PublicKey
@@ -94,45 +93,23 @@ def collect(src: str | os.PathLike) -> list[SourceFile]:
     return out
 
 
-def _stream_file(src: SourceFile, w: archive.Writer, pool: ThreadPoolExecutor, cipher, chunk: int,
-                 progress: Progress | None) -> dict[str, Any]:
-    """Copy one file into the archive, hashing plaintext and stored bytes on
-    worker threads while the main thread reads, encrypts and writes."""
-    h_plain, h_stored = hashlib.sha256(), hashlib.sha256()
+def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, progress: Progress | None) -> dict[str, Any]:
+    """Copy one file into the archive, encrypting when there is a cipher."""
+    transform = None
+    if cipher is not None:
+        def transform(index: int, last: bool, vin: memoryview, vout: memoryview) -> None:
+            cipher.encrypt_into(_stream.nonce(index, last), vin, None, vout)
     stored_size = _stream.stored_size(src.size, chunk) if cipher else src.size
     w.begin(mf.PAYLOAD_PREFIX + src.path, stored_size)
-    pending: list[Future] = []
-    seen = 0
     with open(src.source, "rb", buffering=0) as f:
-        block = chunk if cipher else IO_BLOCK
-        index = 0
-        data = f.read(block)
-        while True:
-            nxt = f.read(block) if len(data) == block else b""
-            last = not nxt
-            seen += len(data)
-            for fut in pending:
-                fut.result()
-            pending = [pool.submit(h_plain.update, data)]
-            if cipher:
-                out = cipher.encrypt(_stream.nonce(index, last), data, None)
-                pending.append(pool.submit(h_stored.update, out))
-            else:
-                out = data
-            w.write(out)
-            if progress:
-                progress(len(data))
-            index += 1
-            if last:
-                break
-            data = nxt
-        if f.read(1) or seen != src.size:
+        try:
+            plain, stored = pump(f, src.size, chunk if cipher else IO_BLOCK, w.write, transform=transform,
+                                 overhead=_stream.TAG if cipher else 0, progress=progress)
+        except FormatError:
+            raise InputError(f"{src.path} changed while it was being packed") from None
+        if f.read(1):
             raise InputError(f"{src.path} changed while it was being packed")
-    for fut in pending:
-        fut.result()
     w.end()
-    plain = h_plain.hexdigest()
-    stored = h_stored.hexdigest() if cipher else plain
     return {"path": src.path, "size": src.size, "sha256": plain, "stored": {"size": stored_size, "sha256": stored}}
 
 
@@ -189,10 +166,10 @@ def build(
             "recipients": sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(file_key, r.public))} for r in recipients),
                                  key=lambda r: r["keyid"]),
         }
-    with atomic_file(out) as f, ThreadPoolExecutor(2, thread_name_prefix="tgsp-hash") as pool:
-        w = archive.Writer(f)
+    with atomic_file(out) as f:
+        w = archive.Writer(DropBehind(f))
         m["files"] = [
-            _stream_file(s, w, pool, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, progress)
+            _stream_file(s, w, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, progress)
             for s in files
         ]
         finished = now()
@@ -271,10 +248,9 @@ def copy_range(src: BinaryIO, dst: BinaryIO, length: int) -> None:
         if isinstance(exc, OutputError):
             raise
     src.seek(length - left)
-    dst.seek(length - left)
     while left:
         data = src.read(min(IO_BLOCK, left))
         if not data:
             raise FormatError("package is truncated")
-        dst.write(data)
+        write_all(dst, data)
         left -= len(data)

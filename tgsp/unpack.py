@@ -9,7 +9,6 @@ extraction is caught too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,11 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 from . import _stream, archive, manifest as mf
+from ._pump import pump
+from .atomic import write_all
 from .canonical import b64d
-from .errors import DecryptionError, DigestError, InputError, OutputError
+from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
 from .keys import RECIPIENT, PrivateKey
 from .signing import TrustPolicy
-from .verify import DEFAULT_LIMITS, Limits, Package, VerifyReport, verify
+from .verify import DEFAULT_LIMITS, Check, Limits, Package, VerifyReport, verify
+
+IO_BLOCK = 4 << 20
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -47,7 +50,9 @@ def unpack(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"{out} exists and is not an empty folder", hint="choose a new output folder")
-    report = verify(path, policy, limits=limits, progress=progress)
+    # Every check but the payload hashes, which happen while extracting: one
+    # pass over the payload, and nothing reaches `out` before all of it matched.
+    report = verify(path, policy, limits=limits, payload_digests=False)
     report.raise_for_failure()
     m = report.manifest
     file_key = _file_key(m, identities or [])
@@ -66,6 +71,8 @@ def unpack(
             for entry_meta in m["files"]:
                 _extract_one(pkg, entry_meta, tmp, file_key, m, progress)
         _fsync_tree(tmp)
+        report.checks = [Check("digests", "ok", f"{len(m['files'])} files, {need} bytes: stored and plaintext SHA-256 "
+                               f"match; id {report.package_id}") if c.name == "digests" else c for c in report.checks]
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
@@ -100,36 +107,30 @@ def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise OutputError(f"refusing to write {rel} outside the output folder")
-    h_stored, h_plain = hashlib.sha256(), hashlib.sha256()
+    transform, chunk, overhead = None, IO_BLOCK, 0
+    if file_key is not None:
+        chunk, overhead = m["encryption"]["chunk_size"] + _stream.TAG, -_stream.TAG
+        cipher = _stream.file_cipher(file_key, rel)
+        _chunk_sizes(entry.size, chunk - _stream.TAG)
+
+        def transform(index: int, last: bool, vin: memoryview, vout: memoryview) -> None:
+            try:
+                cipher.decrypt_into(_stream.nonce(index, last), vin, None, vout)
+            except Exception:
+                raise DecryptionError() from None
+
     fd = os.open(target, _OPEN_FLAGS, 0o644)
-    with os.fdopen(fd, "wb") as out:
-        if file_key is None:
-            for chunk in archive.iter_entry(pkg.f, entry, bytearray(4 << 20)):
-                h_stored.update(chunk)
-                h_plain.update(chunk)
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
-        else:
-            chunk_size = m["encryption"]["chunk_size"]
-            cipher = _stream.file_cipher(file_key, rel)
-            sizes = _chunk_sizes(entry.size, chunk_size)
-            pkg.f.seek(entry.data_offset)
-            for index, size in enumerate(sizes):
-                data = pkg.f.read(size)
-                if len(data) != size:
-                    raise DigestError("package is truncated")
-                h_stored.update(data)
-                plain = _stream.open_chunk(cipher, index, index == len(sizes) - 1, data)
-                h_plain.update(plain)
-                out.write(plain)
-                if progress:
-                    progress(size)
-        out.flush()
+    with os.fdopen(fd, "wb", buffering=0) as out:
+        pkg.f.seek(entry.data_offset)
+        try:
+            stored, plain = pump(pkg.f, entry.size, chunk, lambda v: write_all(out, v), transform=transform,
+                                 overhead=overhead, progress=progress)
+        except FormatError:
+            raise DigestError(f"{rel} is truncated") from None
         os.fsync(out.fileno())
-    if h_stored.hexdigest() != meta["stored"]["sha256"]:
-        raise DigestError(f"{rel} changed after the package was verified")
-    if h_plain.hexdigest() != meta["sha256"] or target.stat().st_size != meta["size"]:
+    if stored != meta["stored"]["sha256"]:
+        raise DigestError(f"{rel} does not match its SHA-256 in the manifest")
+    if plain != meta["sha256"] or target.stat().st_size != meta["size"]:
         raise DecryptionError()
 
 

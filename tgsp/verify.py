@@ -114,13 +114,17 @@ class Package:
             raise EntryListError(f"entry {missing[0]!r} is listed in the manifest but missing")
         raise EntryListError("entries are not in the manifest's canonical order")
 
-    def check_digests(self, progress: Callable[[int], None] | None = None) -> str:
+    def check_digests(self, progress: Callable[[int], None] | None = None, *, payload: bool = True) -> str:
+        """Hash every entry against the manifest. With ``payload=False`` only
+        sizes are checked for payload files (the caller hashes them as it reads)."""
         buf = bytearray(IO_BLOCK)
         total = 0
         for name, (size, digest) in mf.expected_digests(self.manifest).items():
             e = self.entry(name)
             if e.size != size:
                 raise DigestError(f"{name} is {e.size} bytes; the manifest says {size}")
+            if not payload and name.startswith(mf.PAYLOAD_PREFIX):
+                continue
             h = hashlib.sha256()
             for chunk in archive.iter_entry(self.f, e, buf):
                 h.update(chunk)
@@ -129,6 +133,8 @@ class Package:
             if h.hexdigest() != digest:
                 raise DigestError(f"{name} does not match its SHA-256 in the manifest")
             total += size
+        if not payload:
+            return f"metadata SHA-256 match; payload digests are checked while extracting; id {self.package_id}"
         return f"{len(self.manifest['files'])} files and metadata, {total} bytes, SHA-256 match; id {self.package_id}"
 
     def check_evidence(self) -> str:
@@ -230,8 +236,11 @@ def _run(report: VerifyReport, name: str, fn: Callable[[], str | None]) -> None:
 
 def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
            limits: Limits = DEFAULT_LIMITS, progress: Callable[[int], None] | None = None,
-           on_open: Callable[[Package], None] | None = None) -> VerifyReport:
-    """Run every check and return the report. Never raises for a bad package."""
+           payload_digests: bool = True) -> VerifyReport:
+    """Run every check and return the report. Never raises for a bad package.
+
+    ``payload_digests=False`` is for callers that stream the payload anyway
+    (unpack): they must hash it against the manifest before using it."""
     report = VerifyReport(str(path) if isinstance(path, (str, os.PathLike)) else "<stream>")
     try:
         pkg = open_package(path, limits=limits)
@@ -245,10 +254,8 @@ def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
         m = report.manifest = pkg.manifest
         report.package_id = pkg.package_id
         report.checks.append(Check("format", "ok", f"{mf.FORMAT}, {len(pkg.entries)} entries, canonical"))
-        if on_open:
-            on_open(pkg)
         _run(report, "entries", pkg.check_entries)
-        _run(report, "digests", lambda: pkg.check_digests(progress))
+        _run(report, "digests", lambda: pkg.check_digests(progress, payload=payload_digests))
         _run(report, "evidence", pkg.check_evidence)
 
         def sigs() -> str:

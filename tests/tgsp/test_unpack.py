@@ -55,23 +55,22 @@ def test_wrong_passphrase_is_opaque(world):
     assert "wrong passphrase" in str(exc.value)
 
 
-def test_corrupt_chunk_after_verify_is_opaque_and_nothing_is_half_written(world, tmp_path, monkeypatch):
-    """Simulate a package whose ciphertext verifies (digest recomputed) but fails
-    AEAD: e.g. a malicious builder. Decryption fails opaquely; nothing is left."""
-    real = _stream.open_chunk
-    calls = {"n": 0}
-
-    def flaky(cipher, index, last, data):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            data = bytes([data[0] ^ 1]) + data[1:]
-        return real(cipher, index, last, data)
-
-    monkeypatch.setattr(_stream, "open_chunk", flaky)
+def test_signed_but_undecryptable_chunk_is_opaque_and_nothing_is_half_written(world, tmp_path, monkeypatch):
+    """A buggy or malicious builder seals chunk 2 under the wrong nonce and signs
+    the result: every digest and signature checks out, but AEAD must refuse it,
+    opaquely, after earlier files were already decrypted, leaving nothing behind."""
+    real = _stream.nonce
+    monkeypatch.setattr(_stream, "nonce", lambda i, last: real(i + 100 if i == 2 else i, last))
+    src = make_adapter(tmp_path / "src", weights=5 * 4096)
+    pkg = tmp_path / "evil.tgsp"
+    tgsp.build(src, pkg, recipients=[world.kr.public_file("ops").key], signers=[world.signer], chunk_size=4096)
+    monkeypatch.undo()
+    assert tgsp.verify(pkg, world.policy()).ok
     out = tmp_path / "out"
-    with pytest.raises(DecryptionError):
-        tgsp.unpack(world.pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
-    assert not out.exists() and [p for p in tmp_path.iterdir()] == []
+    with pytest.raises(DecryptionError) as exc:
+        tgsp.unpack(pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
+    assert str(exc.value) == "decryption failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tgsp", "src"]
 
 
 def test_encrypted_package_without_identity_is_a_clear_error(world, tmp_path):
@@ -108,13 +107,15 @@ def test_stream_sizes_invert():
 
 
 def test_stream_rejects_reorder_truncation_and_wrong_file():
+    from cryptography.exceptions import InvalidTag
+
     key = os.urandom(32)
     c = _stream.file_cipher(key, "a")
     chunks = [c.encrypt(_stream.nonce(i, i == 2), bytes([i]) * 8, None) for i in range(3)]
-    assert _stream.open_chunk(c, 1, False, chunks[1]) == bytes([1]) * 8
-    with pytest.raises(DecryptionError):
-        _stream.open_chunk(c, 0, False, chunks[1])  # reordered
-    with pytest.raises(DecryptionError):
-        _stream.open_chunk(c, 1, True, chunks[1])  # truncated after chunk 1
-    with pytest.raises(DecryptionError):
-        _stream.open_chunk(_stream.file_cipher(key, "b"), 1, False, chunks[1])  # moved to another file
+    assert c.decrypt(_stream.nonce(1, False), chunks[1], None) == bytes([1]) * 8
+    with pytest.raises(InvalidTag):
+        c.decrypt(_stream.nonce(0, False), chunks[1], None)  # reordered
+    with pytest.raises(InvalidTag):
+        c.decrypt(_stream.nonce(1, True), chunks[1], None)  # truncated after chunk 1
+    with pytest.raises(InvalidTag):
+        _stream.file_cipher(key, "b").decrypt(_stream.nonce(1, False), chunks[1], None)  # moved to another file
