@@ -1,0 +1,1 @@
+"""Execution layer: the in-process PEFT runner and the export backends."""
