@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job, end to end, on the bundled example, with no downloads:
-# keys -> build (encrypted to a recipient) -> sign -> verify -> unpack.
+# The main job, end to end, on the embedded default, with no downloads:
+# one continuous-learning round (`tgflow peft run`) on the bundled tiny base
+# model and support-ticket feed, producing a signed, encrypted TGSP package;
+# then verify it, unpack it, and load the adapter with PEFT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh train
 out=demo-out
 rm -rf "$out" && mkdir -p "$out"
 export TGFLOW_HOME="$PWD/$out/keyring"
@@ -12,11 +14,22 @@ tg=.venv/bin/tgflow
 set -x
 $tg key generate release --type signing
 $tg key generate operator --type recipient
-$tg tgsp build examples/demo-adapter -o "$out/adapter.tgsp" --route demo --version 1 --recipient operator
-$tg tgsp sign "$out/adapter.tgsp" --key release
-$tg tgsp verify "$out/adapter.tgsp"
-$tg tgsp inspect "$out/adapter.tgsp"
-$tg tgsp unpack "$out/adapter.tgsp" -o "$out/unpacked" --identity operator
-diff -r examples/demo-adapter "$out/unpacked"
+$tg peft run --spec examples/run_spec.json
+$tg tgsp verify "$out/support.tgsp"
+$tg tgsp unpack "$out/support.tgsp" -o "$out/adapter" --identity operator
 { set +x; } 2>/dev/null
-echo "round trip OK: $out/unpacked is byte-identical to examples/demo-adapter"
+.venv/bin/python - "$out/adapter" <<'PY'
+import sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained("examples/tiny-base")
+base = AutoModelForCausalLM.from_pretrained("examples/tiny-base")
+prompt = "Ticket #4242: The VPN client rejects valid credentials since the office move.\nResolution:"
+ids = tok(prompt, return_tensors="pt").input_ids
+ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], dim=1)
+gen = lambda m: tok.decode(m.generate(ids, max_new_tokens=14, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:], skip_special_tokens=True)
+print("\nprompt:        ", prompt.replace("\n", " | "))
+print("base model:    ", gen(base))
+print("with adapter:  ", gen(PeftModel.from_pretrained(base, sys.argv[1])))
+PY
+echo "round trip OK: $out/support.tgsp verified, decrypted, and loaded with PeftModel.from_pretrained"

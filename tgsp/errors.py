@@ -122,6 +122,33 @@ class DecryptionError(TgflowError):
         super().__init__("decryption failed")
 
 
+# --- peft run outcomes (exit 10-12, 75) -----------------------------------------
+class RoundOutcome(TgflowError):
+    """A round ended without a promotable package; ``report`` says why."""
+
+    outcome = "rejected"
+
+    def __init__(self, message: str, report: dict | None = None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report or {}
+
+
+class NoveltySkipped(RoundOutcome):
+    outcome = "skipped-low-novelty"
+
+
+class ForgettingExceeded(RoundOutcome):
+    outcome = "rejected-forgetting"
+
+
+class GateFailed(RoundOutcome):
+    outcome = "rejected-eval-gate"
+
+
+class Interrupted(TgflowError):
+    """SIGTERM or Ctrl-C during training; a checkpoint was written."""
+
+
 # --- environment (exit 5) ----------------------------------------------------
 class OutputError(TgflowError):
     """The output could not be written (permissions, disk full, exists)."""

@@ -1,0 +1,100 @@
+"""Base model resolution and loading: local folders or the offline cache only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgsp.errors import InputError, NotFoundError
+
+from .spec import resolve
+
+_WEIGHT_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".tiktoken")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # "cuda" or "cpu"
+    dtype_name: str  # "bfloat16", "float16" or "float32"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+
+def offline() -> None:
+    """Make every Hugging Face library refuse network access in this process."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def resolve_model(ref: str, base: Path) -> Path:
+    """A local folder, or an id already present in the Hugging Face cache."""
+    offline()
+    local = resolve(base, ref)
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise InputError(f"base model folder {local} has no config.json")
+        return local
+    if ref.startswith((".", "/", "~")) or os.sep in ref and ref.count("/") != 1:
+        raise NotFoundError(f"base model folder {local} does not exist", hint="check base_model_ref in the run spec")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ref, local_files_only=True))
+    except Exception:
+        raise NotFoundError(f"base model {ref!r} is neither a local folder nor in the offline Hugging Face cache; "
+                            "tgflow never downloads", hint="copy the model folder next to the spec, or pre-fill the cache") from None
+
+
+def model_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every weight, config and tokenizer file, for the evidence chain."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while chunk := f.read(4 << 20):
+                    h.update(chunk)
+            out[str(p.relative_to(folder))] = h.hexdigest()
+    if not any(k.endswith(".safetensors") for k in out):
+        raise InputError(f"base model {folder} has no .safetensors weights (pickled .bin weights are refused)")
+    return out
+
+
+def pick_device(precision: str) -> Device:
+    import torch
+
+    if torch.cuda.is_available():
+        if precision in ("auto", "bf16"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = {"fp32": "float32", "fp16": "float16"}[precision]
+        return Device("cuda", dtype)
+    if precision in ("bf16", "fp16"):
+        raise InputError(f"training.precision {precision} needs a GPU; this machine has none",
+                         hint="use precision auto or fp32")
+    return Device("cpu", "float32")
+
+
+def load(folder: Path, device: Device):
+    """Load tokenizer and model from ``folder`` with no network and no pickle."""
+    offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                     dtype=device.dtype)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the base model from {folder}: {str(exc).splitlines()[0][:200]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(device.name)
+    model.config.use_cache = False
+    return tok, model

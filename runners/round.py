@@ -1,0 +1,225 @@
+"""One continuous-learning round: spec -> novelty -> train -> gates -> package.
+
+The shell around the recipe. Every decision is recorded as an evidence
+event; a round that ends without a package (skipped, rejected) still writes
+its evidence and a report into the route's state folder. The route state
+(novelty history, last version) changes only when a package was written.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import tgsp
+from tgsp import clock, evidence
+from tgsp.atomic import write_bytes
+from tgsp.errors import ForgettingExceeded, GateFailed, InputError, NoveltySkipped, RoundOutcome
+
+from . import feeds as feeds_mod, model as model_mod, novelty
+from .batches import tokenize
+from .checkpoint import CheckpointStore
+from .evaluate import mean_loss, relative_change
+from .spec import RunSpec, load_spec, resolve
+from .train import add_lora, total_steps, train
+
+PACKAGED = "packaged"
+
+
+@dataclass
+class RoundResult:
+    outcome: str
+    report: dict[str, Any]
+    package: Path | None = None
+    package_id: str | None = None
+
+
+@dataclass
+class Context:
+    spec: RunSpec
+    base: Path
+    digest: str
+    state: Path
+    now: clock.Clock = clock.utcnow
+    events: list[dict] = field(default_factory=list)
+
+    def record(self, type_: str, data: Any) -> None:
+        self.events.append(evidence.event(type_, data, self.now()))
+
+
+def state_dir(spec: RunSpec, base: Path) -> Path:
+    if spec.output.state_dir:
+        return resolve(base, spec.output.state_dir)
+    return resolve(base, spec.output.path).parent / ".tgflow-state" / spec.route_key
+
+
+def environment(device: model_mod.Device) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft.__version__, "tgflow": tgsp.package.TOOL,
+           "device": device.name, "dtype": device.dtype_name, "cpu_threads": torch.get_num_threads()}
+    if device.name == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
+              stop: threading.Event | None = None, progress: Callable[[str, int, int, float], None] | None = None,
+              now: clock.Clock = clock.utcnow) -> RoundResult:
+    spec, base, digest = load_spec(spec_path)
+    if spec.privacy.mode != "off":
+        raise InputError(f"privacy.mode {spec.privacy.mode!r} is not available in this tgflow yet",
+                         hint="use privacy.mode \"off\"")
+    ctx = Context(spec, base, digest, state_dir(spec, base), now)
+    started = now()
+    # Fail fast on everything that needs no model: keys, recipients, output path.
+    out_path = resolve(base, spec.output.path)
+    if not out_path.parent.is_dir():
+        raise InputError(f"output folder {out_path.parent} does not exist", hint=f"mkdir -p {out_path.parent}")
+    recipients = [keyring.resolve_public(r).key for r in spec.output.recipients]
+    signer = keyring.signer(spec.output.signing_key, passphrase)
+    device = model_mod.pick_device(spec.training.precision)
+    model_path = model_mod.resolve_model(spec.base_model_ref, base)
+    model_files = model_mod.model_digest(model_path)
+    model_id = tgsp.canonical.sha256_hex(tgsp.canonical.encode(model_files))
+    tok, model = model_mod.load(model_path, device)
+    chat = (lambda msgs: tok.apply_chat_template(msgs, tokenize=False)) if getattr(tok, "chat_template", None) else None
+    load = lambda f: feeds_mod.load_feed(f, base, chat_template=chat, keyring=keyring)  # noqa: E731
+    feed, reference = load(spec.feed), load(spec.reference)
+    eval_feed = load(spec.eval) if spec.eval else None
+    ctx.record("tgflow.round.start", {"route": spec.route_key, "spec_sha256": digest,
+                                      "spec": spec.model_dump(mode="json"), "environment": environment(device)})
+    ctx.record("tgflow.inputs", {
+        "base_model": {"ref": spec.base_model_ref, "sha256": model_id, "files": model_files},
+        "feed": {"source": feed.source, "sha256": feed.digest, "examples": len(feed.examples), "tgsp_package": feed.package_id},
+        "reference": {"source": reference.source, "sha256": reference.digest, "examples": len(reference.examples)},
+        "eval": None if eval_feed is None else {"source": eval_feed.source, "sha256": eval_feed.digest,
+                                                "examples": len(eval_feed.examples)}})
+
+    # --- novelty ----------------------------------------------------------------
+    max_len = spec.training.max_seq_len
+    history = novelty.History(ctx.state / "novelty", model_id)
+    emb = novelty.embed(model, tok, feed.examples, device.name, max_len)
+    nov = novelty.score(feed.examples, emb, history, spec.policy.novelty_threshold)
+    summary = nov.summary(spec.policy.novelty_threshold, spec.policy.min_novel_examples)
+    ctx.record("tgflow.novelty", summary)
+    if summary["skipped"]:
+        return _reject(ctx, NoveltySkipped, f"only {len(nov.novel)} novel examples (need {spec.policy.min_novel_examples} "
+                       f"with novelty >= {spec.policy.novelty_threshold}); round skipped", {"novelty": summary})
+
+    novel = [feed.examples[i] for i in nov.novel]
+    if eval_feed is not None:
+        train_ex, eval_ex = novel, eval_feed.examples
+    else:  # hold out a deterministic slice (by content hash, so it is stable across rounds)
+        ranked = sorted(novel, key=lambda e: e.digest)
+        k = max(1, round(len(ranked) * spec.policy.eval_fraction)) if spec.policy.eval_fraction > 0 else 0
+        held = set(ranked[:k])
+        eval_ex, train_ex = ranked[:k], [e for e in novel if e not in held]
+        if not eval_ex:
+            raise InputError("no evaluation data: give an eval feed or policy.eval_fraction > 0")
+    train_data, eval_data = tokenize(tok, train_ex, max_len), tokenize(tok, eval_ex, max_len)
+    ref_data = tokenize(tok, reference.examples, max_len)
+    train_digest = tgsp.canonical.sha256_hex(tgsp.canonical.encode([[e.prompt, e.target] for e in train_ex]))
+
+    # --- base losses, then train ----------------------------------------------------
+    eval_before, ref_before = mean_loss(model, tok, eval_data, device.name), mean_loss(model, tok, ref_data, device.name)
+    peft_model = add_lora(model, spec.lora, spec.training.seed)
+    store = CheckpointStore(ctx.state / "checkpoint")
+    fingerprint = {"spec_sha256": digest, "train_sha256": train_digest, "model_sha256": model_id}
+    steps = total_steps(spec.training, len(train_data))
+    result = train(peft_model, tok, train_data, spec.training, device.name, store, fingerprint, stop=stop,
+                   progress=(lambda d, t, loss: progress("training", d, t, loss)) if progress else None)
+    ctx.record("tgflow.training", {**result.metrics(), "train_examples": len(train_data), "train_sha256": train_digest,
+                                   "lora": spec.lora.model_dump(mode="json"), "planned_steps": steps,
+                                   "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
+                                   "device": device.name, "dtype": device.dtype_name})
+    ctx.record("tgflow.privacy", {"mode": "off", "note": "no differential privacy: the adapter may memorise training examples"})
+
+    # --- evaluation gate and forgetting budget ------------------------------------------
+    eval_after, ref_after = mean_loss(peft_model, tok, eval_data, device.name), mean_loss(peft_model, tok, ref_data, device.name)
+    improvement = -relative_change(eval_before, eval_after)
+    gate = spec.policy.gate
+    reasons = []
+    if gate.max_eval_loss is not None and eval_after > gate.max_eval_loss:
+        reasons.append(f"eval loss {eval_after:.4f} > max_eval_loss {gate.max_eval_loss}")
+    if gate.min_eval_improvement is not None and improvement < gate.min_eval_improvement:
+        reasons.append(f"eval improvement {improvement:.4f} < min_eval_improvement {gate.min_eval_improvement}")
+    evaluation = {"eval_examples": len(eval_data), "eval_loss_before": round(eval_before, 6),
+                  "eval_loss_after": round(eval_after, 6), "eval_improvement": round(improvement, 6),
+                  "gate": gate.model_dump(mode="json"), "passed": not reasons, "reasons": reasons}
+    ctx.record("tgflow.evaluation", evaluation)
+    forgetting = relative_change(ref_before, ref_after)
+    forget = {"reference_examples": len(ref_data), "reference_loss_before": round(ref_before, 6),
+              "reference_loss_after": round(ref_after, 6), "forgetting": round(forgetting, 6),
+              "budget": spec.policy.forgetting_budget, "passed": forgetting <= spec.policy.forgetting_budget}
+    ctx.record("tgflow.forgetting", forget)
+    report = {"novelty": summary, "training": result.metrics(), "evaluation": evaluation, "forgetting": forget}
+    if not forget["passed"]:
+        store.clear()
+        return _reject(ctx, ForgettingExceeded, f"forgetting {forgetting:.4f} exceeds the budget {spec.policy.forgetting_budget}",
+                       report)
+    if reasons:
+        store.clear()
+        return _reject(ctx, GateFailed, "evaluation gate failed: " + "; ".join(reasons), report)
+
+    # --- package ------------------------------------------------------------------------
+    version = _next_version(ctx) if spec.output.version == "auto" else spec.output.version
+    with tempfile.TemporaryDirectory(prefix="tgflow-adapter-") as tmp:
+        adapter_dir = Path(tmp) / "adapter"
+        peft_model.save_pretrained(adapter_dir, safe_serialization=True)
+        expires = now() + timedelta(days=spec.output.expires_in_days) if spec.output.expires_in_days else None
+        ctx.record("tgflow.round.end", {"outcome": PACKAGED, "version": version,
+                                        "started": clock.fmt(started), "finished": clock.fmt(now())})
+        built = tgsp.build(
+            adapter_dir, out_path, route=spec.route_key, version=version, kind="adapter", recipients=recipients,
+            signers=[signer], events=ctx.events, expires=expires, now=now,
+            external={"run_spec_sha256": digest, "route_key": spec.route_key},
+            dependencies=[{"uri": f"tgflow:base-model/{spec.base_model_ref}", "digest": {"sha256": model_id}},
+                          {"uri": f"tgflow:feed/{feed.source}", "digest": {"sha256": feed.digest}},
+                          {"uri": f"tgflow:reference/{reference.source}", "digest": {"sha256": reference.digest}}])
+    # Only now does the route move on: history grows, version advances, checkpoint goes.
+    # Every novel example this round consumed (trained on or held out) is now "seen".
+    history.append(novel, emb[nov.novel])
+    write_bytes(ctx.state / "route.json", json.dumps({"route": spec.route_key, "last_version": version,
+                                                      "package_id": built.package_id}).encode())
+    store.clear()
+    report.update({"outcome": PACKAGED, "package": str(out_path), "package_id": built.package_id, "version": version})
+    _write_report(ctx, report)
+    return RoundResult(PACKAGED, report, out_path, built.package_id)
+
+
+def _next_version(ctx: Context) -> int:
+    try:
+        return int(json.loads((ctx.state / "route.json").read_text())["last_version"]) + 1
+    except FileNotFoundError:
+        return 1
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"route state {ctx.state / 'route.json'} is damaged",
+                         hint="restore it, or set output.version explicitly") from None
+
+
+def _write_report(ctx: Context, report: dict[str, Any]) -> Path:
+    rounds = ctx.state / "rounds"
+    rounds.mkdir(parents=True, exist_ok=True)
+    stamp = clock.fmt(ctx.now()).replace(":", "")
+    name = f"{stamp}-{report['outcome']}"
+    write_bytes(rounds / f"{name}.evidence.jsonl", evidence.encode_jsonl(evidence.append([], ctx.events)))
+    write_bytes(rounds / f"{name}.report.json", (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    return rounds / f"{name}.report.json"
+
+
+def _reject(ctx: Context, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> RoundResult:
+    """Record the outcome, write evidence and report, and raise ``kind``."""
+    ctx.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
+    report = {**report, "outcome": kind.outcome, "reason": message}
+    report["report_path"] = str(_write_report(ctx, report))
+    raise kind(message, report, hint=f"report: {report['report_path']}")

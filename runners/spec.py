@@ -1,0 +1,200 @@
+"""The run spec: the one contract between `peft run` and every export backend.
+
+Validated with pydantic. Errors name the field (``training.batch_size``)
+and the problem. Unknown fields are rejected, so typos never pass silently.
+Keys named ``$comment`` are allowed anywhere and ignored, so example specs
+can carry their own documentation. Relative paths resolve against the
+spec file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tgsp.canonical import encode
+from tgsp.errors import InputError, NotFoundError
+
+SPEC_VERSION = "tgflow.run-spec/1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedSpec(_Strict):
+    type: Literal["jsonl", "parquet", "dataset", "tgsp", "hf"] = Field(
+        description="jsonl: local JSON Lines; parquet: local Parquet; dataset: a `datasets` save_to_disk folder; "
+                    "tgsp: a signed TGSP data package (verified before use); hf: a dataset id already in the local cache")
+    uri: str = Field(min_length=1, description="Path (or dataset id for type=hf)")
+    split: str = Field("train", description="Split to read for type=dataset or hf")
+    text_field: Optional[str] = Field(None, description="Column holding plain text; default: text, prompt/completion or messages")
+    max_examples: Optional[int] = Field(None, ge=1, description="Read at most this many examples")
+
+
+class GateSpec(_Strict):
+    max_eval_loss: Optional[float] = Field(None, gt=0, description="Reject if held-out eval loss after training is above this")
+    min_eval_improvement: Optional[float] = Field(
+        None, ge=-1, le=1, description="Reject unless eval loss drops by at least this fraction of the base model's")
+
+
+class PolicySpec(_Strict):
+    novelty_threshold: float = Field(0.05, ge=0, le=1, description="An example is novel if 1 - max cosine similarity to data already trained on is >= this")
+    min_novel_examples: int = Field(8, ge=1, description="Skip the round when fewer novel examples remain")
+    forgetting_budget: float = Field(0.10, ge=0, description="Max relative increase of reference-set loss ((after - before) / before)")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Fraction of novel examples held out for evaluation when no eval feed is given")
+    gate: GateSpec = GateSpec()
+
+
+class DPSpec(_Strict):
+    max_grad_norm: float = Field(gt=0)
+    noise_multiplier: Optional[float] = Field(None, ge=0)
+    target_epsilon: Optional[float] = Field(None, gt=0)
+    target_delta: float = Field(gt=0, lt=1)
+    accountant: Literal["prv", "pld", "rdp"] = "prv"
+    route_budget_epsilon: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> DPSpec:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier or target_epsilon")
+        return self
+
+
+class N2HESpec(_Strict):
+    sidecar: bool = Field(False, description="Run the TenSEAL encryption in a sidecar service")
+    sidecar_url: Optional[str] = None
+
+
+class PrivacySpec(_Strict):
+    mode: Literal["off", "dp", "n2he"] = "off"
+    dp: Optional[DPSpec] = None
+    n2he: Optional[N2HESpec] = None
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> PrivacySpec:
+        if self.mode == "dp" and self.dp is None:
+            raise ValueError("mode 'dp' needs a dp section")
+        return self
+
+
+class LoraSpec(_Strict):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Union[list[str], Literal["all-linear"]] = Field(["q_proj", "v_proj"])
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("name at least one module, or use \"all-linear\"")
+        return v
+
+
+class TrainingSpec(_Strict):
+    steps: Optional[int] = Field(None, ge=1, description="Optimizer steps (give steps or epochs)")
+    epochs: Optional[float] = Field(None, gt=0, description="Passes over the novel training data (give steps or epochs)")
+    batch_size: int = Field(8, ge=1, le=4096)
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_seq_len: int = Field(256, ge=8, le=131072)
+    seed: int = Field(0, ge=0, lt=2**32)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    checkpoint_every: int = Field(25, ge=1, description="Write a resumable checkpoint every N steps")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainingSpec:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        return self
+
+
+class OutputSpec(_Strict):
+    path: str = Field(min_length=1, description="Package to write (.tgsp); the route state lives beside it")
+    signing_key: str = Field(min_length=1, description="Signing key name in the keyring")
+    recipients: list[str] = Field(min_length=1, description="Recipient key names or public key files")
+    version: Union[int, Literal["auto"]] = Field("auto", description="Route version; auto = last successful + 1")
+    expires_in_days: Optional[int] = Field(None, ge=1)
+    state_dir: Optional[str] = Field(None, description="Route state folder (default: <output dir>/.tgflow-state/<route_key>)")
+
+
+class RunSpec(_Strict):
+    """One continuous-learning round for one route."""
+
+    spec_version: Literal["tgflow.run-spec/1"] = SPEC_VERSION
+    route_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Route this round belongs to")
+    base_model_ref: str = Field(min_length=1, description="Local Hugging Face model folder, or an id already in the offline cache")
+    feed: FeedSpec
+    reference: FeedSpec = Field(description="Fixed reference set (old domain) for the forgetting budget")
+    eval: Optional[FeedSpec] = Field(None, description="Held-out evaluation feed; default: a slice of the novel data")
+    policy: PolicySpec = PolicySpec()
+    privacy: PrivacySpec = PrivacySpec()
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec
+    output: OutputSpec
+
+
+def _strip_comments(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_comments(v) for k, v in obj.items() if k != "$comment"}
+    if isinstance(obj, list):
+        return [_strip_comments(v) for v in obj]
+    return obj
+
+
+def _format_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling; see docs/run-spec.schema.json)"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"run spec field {where}: {msg}{more}"
+
+
+def parse_spec(obj: Any) -> RunSpec:
+    try:
+        return RunSpec.model_validate(_strip_comments(obj))
+    except ValidationError as exc:
+        raise InputError(_format_error(exc), hint="see docs/peft-run.md for every field") from None
+
+
+def load_spec(path: str | Path) -> tuple[RunSpec, Path, str]:
+    """Read, validate and digest a spec file. Returns (spec, its folder, digest)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"run spec {p} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read run spec {p}: {exc.strerror}") from None
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"run spec {p} is not valid JSON: {exc}") from None
+    spec = parse_spec(obj)
+    return spec, p.resolve().parent, spec_digest(spec)
+
+
+def spec_digest(spec: RunSpec) -> str:
+    """SHA-256 of the canonical JSON of the validated spec (comments excluded)."""
+    return hashlib.sha256(encode(spec.model_dump(mode="json"))).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RunSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://tgflow.dev/schemas/run-spec-1.json"
+    return schema
+
+
+def resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)

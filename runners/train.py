@@ -1,0 +1,156 @@
+"""The training recipe for one round: LoRA on a frozen base, plain torch.
+
+Readable on purpose: one function, no trainer framework. The data order for
+every step follows from the seed alone, and a checkpoint holds every piece
+of state the next step depends on (LoRA weights, AdamW moments, RNG), so a
+resumed run ends on the same bytes as an uninterrupted one (on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tgsp.errors import Interrupted
+
+from .batches import Tokenized, collate, per_example_loss
+from .checkpoint import Checkpoint, CheckpointStore
+from .spec import LoraSpec, TrainingSpec
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+    def metrics(self) -> dict:
+        return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 3),
+                "tokens_per_second": round(self.tokens / self.seconds, 1) if self.seconds else None,
+                "loss_first": round(self.losses[0], 6) if self.losses else None,
+                "loss_last": round(self.losses[-1], 6) if self.losses else None,
+                "resumed_from_step": self.resumed_from}
+
+
+def total_steps(spec: TrainingSpec, n_examples: int) -> int:
+    if spec.steps is not None:
+        return spec.steps
+    per_step = spec.batch_size * spec.gradient_accumulation
+    return max(1, math.ceil(spec.epochs * n_examples / per_step))
+
+
+def micro_batch(index: int, n: int, batch: int, seed: int) -> list[int]:
+    """Example indices of global micro-batch ``index``: epochs of seeded permutations."""
+    import torch
+
+    out: list[int] = []
+    pos = index * batch
+    while len(out) < batch:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+        take = perm[offset : offset + batch - len(out)]
+        out += take
+        pos += len(take)
+    return out
+
+
+def add_lora(model, lora: LoraSpec, seed: int):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)  # LoRA A init draws from the RNG
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def _lr(step: int, spec: TrainingSpec, total: int) -> float:
+    if spec.warmup_steps and step < spec.warmup_steps:
+        return spec.learning_rate * (step + 1) / spec.warmup_steps
+    return spec.learning_rate
+
+
+def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, store: CheckpointStore,
+          fingerprint: dict, *, stop: threading.Event | None = None,
+          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``)."""
+    import torch
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([p for _, p in params], lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    total = total_steps(spec, len(data))
+    result = TrainResult(0, 0, 0.0)
+    start = 0
+    ckpt = store.load(fingerprint)
+    if ckpt is not None:
+        start = _restore(ckpt, params, opt, device)
+        result.losses = list(ckpt.meta.get("losses", []))
+        result.tokens = int(ckpt.meta.get("tokens", 0))
+        result.resumed_from = start
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(start, total):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, spec, total)
+        step_loss = 0.0
+        for j in range(spec.gradient_accumulation):
+            idx = micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)
+            ids, mask, labels = collate([data[i] for i in idx], tok.pad_token_id, device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = per_example_loss(logits, labels).mean() / spec.gradient_accumulation
+            loss.backward()
+            step_loss += loss.item()
+            result.tokens += int(mask.sum())
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        result.losses.append(step_loss)
+        done = step + 1
+        if progress:
+            progress(done, total, step_loss)
+        interrupted = stop is not None and stop.is_set() and done < total
+        if interrupted or (done % spec.checkpoint_every == 0 and done < total):
+            _save(store, done, params, opt, fingerprint, result)
+        if interrupted:
+            raise Interrupted(f"stopped at step {done} of {total}; checkpoint saved, re-run the same command to resume")
+    result.steps = total
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, result: TrainResult) -> None:
+    import torch
+
+    optim = {}
+    state = opt.state_dict()["state"]
+    for i, s in state.items():
+        for k, v in s.items():
+            optim[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda{i}"] = st
+    store.save(Checkpoint(step, {**fingerprint, "losses": result.losses, "tokens": result.tokens},
+                          {n: p for n, p in params}, optim, rng))
+
+
+def _restore(ckpt: Checkpoint, params, opt, device: str) -> int:
+    import torch
+
+    with torch.no_grad():
+        for n, p in params:
+            p.copy_(ckpt.params[n].to(p.device, p.dtype))
+    state: dict[int, dict] = {}
+    for key, value in ckpt.optim.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value.to(device) if name != "step" else value
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    torch.set_rng_state(ckpt.rng["cpu"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([ckpt.rng[k] for k in sorted(ckpt.rng) if k.startswith("cuda")])
+    return ckpt.step

@@ -1,0 +1,208 @@
+"""`tgflow peft run` end to end, through the real CLI, on real models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tgsp
+from tgflow_cli.main import main
+from tgsp.keyring import Keyring
+from tgsp.verify import open_package
+
+from tests.helpers import PASS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def unpack_adapter(w, pkg: Path, dest: Path) -> Path:
+    kr = Keyring(w.root / "home")
+    tgsp.unpack(pkg, dest, kr.trust_policy(), identities=kr.identities("operator", lambda: PASS))
+    return dest
+
+
+def adapter_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def test_round_end_to_end(workspace, capsys, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    code, out, err = run(capsys, "peft", "run", "--spec", workspace.spec(), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    pkg = Path(report["package"])
+    assert report["outcome"] == "packaged" and report["version"] == 1
+    # the package verifies, through the CLI as a user would
+    assert run(capsys, "tgsp", "verify", pkg)[0] == 0
+    # it unpacks with the recipient key to a standard PEFT folder
+    adapter = unpack_adapter(workspace, pkg, workspace.root / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    x = torch.tensor([[1, 50, 60, 70, 80]])
+    with torch.no_grad():
+        before = base(input_ids=x).logits.clone()
+        tuned = PeftModel.from_pretrained(base, adapter)
+        after = tuned(input_ids=x).logits
+    assert not torch.allclose(before, after), "the adapter must change the model's outputs"
+    # the evidence chain holds the novelty, metrics, evaluation, forgetting and environment
+    with open_package(pkg) as p:
+        events = {e["type"]: e["data"] for e in p.evidence}
+        prov = p.provenance
+    assert {"tgflow.round.start", "tgflow.inputs", "tgflow.novelty", "tgflow.training", "tgflow.evaluation",
+            "tgflow.forgetting", "tgflow.privacy", "tgflow.round.end", "tgflow.build", "tgflow.sign"} <= set(events)
+    assert events["tgflow.novelty"]["novel"] == 64
+    assert events["tgflow.training"]["steps"] == 6 and events["tgflow.training"]["tokens"] > 0
+    assert "forgetting" in events["tgflow.forgetting"] and "eval_loss_after" in events["tgflow.evaluation"]
+    assert events["tgflow.round.start"]["environment"]["torch"]
+    assert len(events["tgflow.round.start"]["spec_sha256"]) == 64
+    assert events["tgflow.inputs"]["base_model"]["files"]["model.safetensors"]
+    assert prov["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"]
+    # the route moved on: history and version
+    assert json.loads((workspace.state / "route.json").read_text())["last_version"] == 1
+    assert not (workspace.state / "checkpoint").exists()
+
+
+def test_same_spec_gives_the_same_adapter_bytes(workspace, capsys):
+    digests = []
+    for i in range(2):
+        spec = workspace.spec(f"s{i}.json", output__path=f"out/a{i}.tgsp", output__state_dir=f"state{i}")
+        assert run(capsys, "peft", "run", "--spec", spec)[0] == 0
+        digests.append(adapter_digest(unpack_adapter(workspace, workspace.root / f"out/a{i}.tgsp", workspace.root / f"u{i}")))
+    assert digests[0] == digests[1]
+
+
+def test_second_round_on_the_same_data_is_skipped(workspace, capsys):
+    spec = workspace.spec(policy={"novelty_threshold": 0.01, "min_novel_examples": 8, "forgetting_budget": 10.0,
+                                  "eval_fraction": 0.25})
+    assert run(capsys, "peft", "run", "--spec", spec)[0] == 0
+    pkg = workspace.root / "out" / "adapter.tgsp"
+    first = pkg.read_bytes()
+    code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
+    assert code == 10, err
+    doc = json.loads(out)
+    assert doc["error"]["exit_code"] == 10 and "novel" in doc["error"]["message"]
+    assert pkg.read_bytes() == first  # no new package
+    reports = sorted((workspace.state / "rounds").glob("*skipped-low-novelty.evidence.jsonl"))
+    assert reports, "a skipped round leaves an evidence record"
+    from tgsp.evidence import parse_jsonl
+
+    events = parse_jsonl(reports[-1].read_bytes())
+    assert [e["type"] for e in events][-2:] == ["tgflow.novelty", "tgflow.round.end"]
+    assert events[-2]["data"]["duplicates"] == 64
+
+
+def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
+    spec = workspace.spec(base_model_ref=str(ROOT / "examples" / "tiny-base"),
+                          policy={"novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 0.0,
+                                  "eval_fraction": 0.25},
+                          training={"steps": 8, "batch_size": 8, "learning_rate": 0.02, "seed": 1, "max_seq_len": 64})
+    code, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert code == 11 and "exceeds the budget" in err
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
+    report = json.loads(next((workspace.state / "rounds").glob("*rejected-forgetting.report.json")).read_text())
+    assert report["forgetting"]["forgetting"] > 0 and report["forgetting"]["budget"] == 0.0
+    assert not (workspace.state / "route.json").exists()  # route state untouched
+
+
+def test_evaluation_gate_rejects_without_a_package(workspace, capsys):
+    spec = workspace.spec(policy={"novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 10.0,
+                                  "eval_fraction": 0.25, "gate": {"max_eval_loss": 0.001}})
+    code, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert code == 12 and "max_eval_loss" in err
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
+
+
+@pytest.mark.parametrize("over,code,needle", [
+    ({"training": {"steps": 0}}, 2, "training.steps"),
+    ({"base_model_ref": "./no-such-model"}, 2, "no-such-model"),
+    ({"feed": {"type": "jsonl", "uri": "feeds/missing.jsonl"}}, 2, "missing.jsonl"),
+    ({"output__recipients": ["nobody"]}, 3, "nobody"),
+    ({"output__path": "no/such/dir/a.tgsp"}, 2, "does not exist"),
+])
+def test_bad_input_is_clear_and_writes_nothing(workspace, capsys, over, code, needle):
+    got, _, err = run(capsys, "peft", "run", "--spec", workspace.spec(**over))
+    assert got == code and needle in err
+    assert list((workspace.root / "out").iterdir()) == []
+
+
+def test_corrupt_feed_row_is_named(workspace, capsys):
+    with open(workspace.root / "feeds" / "support-tickets.jsonl", "a") as f:
+        f.write('{"oops": 1}\n')
+    spec = workspace.spec(feed={"type": "jsonl", "uri": "feeds/support-tickets.jsonl"})
+    got, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert got == 2 and "support-tickets.jsonl:241" in err
+    assert list((workspace.root / "out").iterdir()) == []
+
+
+def test_wrong_signing_passphrase_exit_3_before_any_work(workspace, capsys, monkeypatch):
+    monkeypatch.setenv("TGFLOW_PASSPHRASE", "wrong")
+    got, _, err = run(capsys, "peft", "run", "--spec", workspace.spec())
+    assert got == 3 and "wrong passphrase" in err
+    assert list((workspace.root / "out").iterdir()) == []
+
+
+def test_privacy_modes_not_available_yet_are_refused(workspace, capsys):
+    spec = workspace.spec(privacy={"mode": "n2he"})
+    got, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert got == 2 and "privacy.mode" in err
+
+
+# --- restart safety ---------------------------------------------------------------
+def _cli(spec: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tgflow_cli", "peft", "run", "--spec", str(spec)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(state: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (state / "checkpoint" / "current.json").exists():
+            return
+        if proc.poll() is not None:
+            raise AssertionError("run ended before its first checkpoint: " + proc.stderr.read())
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_round_resumes_to_the_same_adapter(workspace, capsys, sig):
+    common = dict(training={"steps": 40, "batch_size": 8, "learning_rate": 0.01, "seed": 3, "max_seq_len": 64,
+                            "checkpoint_every": 5})
+    reference = workspace.spec("ref.json", output__path="out/ref.tgsp", output__state_dir="ref-state", **common)
+    assert run(capsys, "peft", "run", "--spec", reference)[0] == 0
+    want = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "ref.tgsp", workspace.root / "u-ref"))
+
+    spec = workspace.spec("kill.json", output__path="out/kill.tgsp", **common)
+    env = dict(os.environ)
+    proc = _cli(spec, env)
+    _wait_for_checkpoint(workspace.state, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 75, proc.stderr.read()
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (workspace.root / "out" / "kill.tgsp").exists()
+    code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
+    assert code == 0, err
+    assert json.loads(out)["training"]["resumed_from_step"] > 0
+    got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
+    assert got == want

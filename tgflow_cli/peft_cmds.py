@@ -1,0 +1,91 @@
+"""tgflow peft ...: run one continuous-learning round in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from .common import STATE, emit_json, err, keyring, out, passphrase
+
+app = typer.Typer(no_args_is_help=True, help="Continuous learning of LoRA adapters (in-process, GPU when present).")
+
+
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[threading.Event]:
+    """SIGTERM (a Kubernetes eviction) and Ctrl-C set a flag: training writes a
+    checkpoint after the current step and exits with code 75."""
+    stop = threading.Event()
+    previous = {}
+
+    def handler(signum, frame):
+        if stop.is_set():  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop.set()
+        err.print(f"received signal {signum}: checkpointing after this step")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+@app.command()
+def run(
+    spec: Path = typer.Option(..., "--spec", help="The run spec (JSON). See docs/peft-run.md."),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the signing key (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the round's report as JSON."),
+) -> None:
+    """Run one round: read the feed, apply the novelty policy, train the LoRA,
+    evaluate, enforce the forgetting budget and the evaluation gate, and write a
+    signed, encrypted TGSP package with its evidence.
+
+    Exit codes: 0 packaged, 10 skipped (low novelty), 11 forgetting budget
+    exceeded, 12 evaluation gate failed, 75 interrupted (checkpoint saved; re-run
+    to resume), 2 bad spec or input, 3 key problem.
+
+    Example: tgflow peft run --spec examples/run_spec.json
+    """
+    from runners.round import run_round
+
+    bar = None
+    if sys.stderr.isatty() and not json_out:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int, loss: float) -> None:
+        if bar is None:
+            return
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, loss=loss)
+        bar.update(tasks[stage], completed=done, loss=loss)
+
+    with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
+        result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress)
+    if json_out:
+        return emit_json(result.report)
+    _render(result.report)
+
+
+def _render(report: dict) -> None:
+    ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
+    out.print(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
+              f"{nv['duplicates']} duplicates)")
+    out.print(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
+              f"loss {tr['loss_first']} -> {tr['loss_last']}")
+    out.print(f"new-domain eval loss: {ev['eval_loss_before']} -> {ev['eval_loss_after']} "
+              f"({ev['eval_improvement'] * 100:.1f}% better)")
+    out.print(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "
+              f"= {fg['forgetting'] * 100:+.2f}% (budget {fg['budget'] * 100:.1f}%)")
+    out.print(f"[bold green]packaged[/] {report['package']} version {report['version']} {report['package_id']}")
