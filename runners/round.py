@@ -137,7 +137,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     fingerprint = {"spec_sha256": digest, "train_sha256": train_digest, "model_sha256": model_id}
     steps = total_steps(spec.training, len(train_data))
     result = train(peft_model, tok, train_data, spec.training, device.name, store, fingerprint, stop=stop,
-                   progress=(lambda d, t, loss: progress("training", d, t, loss)) if progress else None)
+                   progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None)
     ctx.record("tgflow.training", {**result.metrics(), "train_examples": len(train_data), "train_sha256": train_digest,
                                    "lora": spec.lora.model_dump(mode="json"), "planned_steps": steps,
                                    "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -108,6 +109,8 @@ class TrainingSpec(_Strict):
     seed: int = Field(0, ge=0, lt=2**32)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = Field(25, ge=1, description="Write a resumable checkpoint every N steps")
+    packing: bool = Field(False, description="Pack each micro-batch's examples into rows of max_seq_len "
+                                             "(block-diagonal attention, no cross-example loss): fewer pad tokens")
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:
@@ -197,4 +200,4 @@ def json_schema() -> dict[str, Any]:
 
 def resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
+    return Path(os.path.normpath(p if p.is_absolute() else base / p))

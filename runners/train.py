@@ -16,7 +16,8 @@ from typing import Callable
 
 from tgsp.errors import Interrupted
 
-from .batches import Tokenized, collate, per_example_loss
+from .batches import (Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
+                      per_example_loss_packed)
 from .checkpoint import Checkpoint, CheckpointStore
 from .spec import LoraSpec, TrainingSpec
 
@@ -77,7 +78,7 @@ def _lr(step: int, spec: TrainingSpec, total: int) -> float:
 
 def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, store: CheckpointStore,
           fingerprint: dict, *, stop: threading.Event | None = None,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          progress: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
     """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``)."""
     import torch
 
@@ -99,20 +100,24 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
             g["lr"] = _lr(step, spec, total)
         step_loss = 0.0
         for j in range(spec.gradient_accumulation):
-            idx = micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)
-            ids, mask, labels = collate([data[i] for i in idx], tok.pad_token_id, device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = per_example_loss(logits, labels).mean() / spec.gradient_accumulation
+            items = [data[i] for i in micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)]
+            if spec.packing:
+                ids, pos, labels, seg = collate_packed(pack(items, spec.max_seq_len), tok.pad_token_id, device)
+                losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items))
+            else:
+                ids, mask, labels = collate(items, tok.pad_token_id, device)
+                losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+            loss = losses.mean() / spec.gradient_accumulation
             loss.backward()
             step_loss += loss.item()
-            result.tokens += int(mask.sum())
+            result.tokens += sum(len(i.input_ids) for i in items)
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         result.losses.append(step_loss)
         done = step + 1
         if progress:
-            progress(done, total, step_loss)
+            progress(done, total, step_loss, result.tokens)
         interrupted = stop is not None and stop.is_set() and done < total
         if interrupted or (done % spec.checkpoint_every == 0 and done < total):
             _save(store, done, params, opt, fingerprint, result)

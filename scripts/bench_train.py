@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Benchmark our round's training loop against a plain peft + transformers loop.
+
+Same model, same data, same settings, same run; each loop in its own process.
+Prints real (non-pad) tokens per second, peak memory and the ratios.
+
+  CPU (default when no GPU): the shipped tiny base model and support tickets.
+  GPU: a Llama-architecture model of ~1B parameters at random init, bf16,
+       sequence length 1024, with variable-length examples (64..1024 tokens);
+       our loop packs each micro-batch (block-diagonal attention, no
+       cross-example loss), the plain loop pads to the longest example.
+
+    python scripts/bench_train.py [--device cpu|cuda] [--steps N] [--json]
+Target (issue #3): ours must not be slower (ratio >= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_model(kind: str, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "tiny":
+        return AutoModelForCausalLM.from_pretrained(ROOT / "examples" / "tiny-base").to(device)
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048,
+                      tie_word_embeddings=False, attn_implementation="sdpa")
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg)
+    return model.to(torch.bfloat16)
+
+
+def build_data(kind: str):
+    """Tokenized examples: the real feed for tiny, seeded lengths 64..1024 for 1b."""
+    from runners.batches import Tokenized, tokenize
+    from runners.feeds import load_feed
+    from runners.spec import FeedSpec
+
+    if kind == "tiny":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(ROOT / "examples" / "tiny-base")
+        feed = load_feed(FeedSpec(type="jsonl", uri="support-tickets.jsonl"), ROOT / "examples" / "feeds")
+        return tokenize(tok, feed.examples, 96), tok.pad_token_id
+    rng = random.Random(0)
+    items = []
+    for _ in range(512):
+        n = rng.randint(64, 1024)
+        ids = [1] + [rng.randrange(3, 32000) for _ in range(n - 1)]
+        items.append(Tokenized(ids, [-100] + ids[1:]))
+    return items, 0
+
+
+class _Tok:
+    def __init__(self, pad: int) -> None:
+        self.pad_token_id = pad
+
+
+def run_ours(args, model, data, pad):
+    from runners.checkpoint import CheckpointStore
+    from runners.spec import LoraSpec, TrainingSpec
+    from runners.train import add_lora, train
+
+    model = add_lora(model, LoraSpec(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), 0)
+    spec = TrainingSpec(steps=args.steps, batch_size=args.batch, learning_rate=1e-4, seed=0,
+                        max_seq_len=args.seq_len, checkpoint_every=10**9, packing=args.device == "cuda")
+    marks = {}
+
+    def progress(done, total, loss, tokens):
+        if done in (args.warmup, total):
+            _sync(args.device)
+            marks[done] = (time.perf_counter(), tokens)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, _Tok(pad), data, spec, args.device, CheckpointStore(Path(tmp)), {}, progress=progress)
+    return marks
+
+
+def run_plain(args, model, data, pad):
+    """The usual loop: get_peft_model, pad to the longest, model(..., labels=).loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from runners.batches import collate
+    from runners.train import micro_batch
+
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    marks, tokens = {}, 0
+    for step in range(args.steps):
+        items = [data[i] for i in micro_batch(step, len(data), args.batch, 0)]
+        ids, mask, labels = collate(items, pad, args.device)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += sum(len(i.input_ids) for i in items)
+        if step + 1 in (args.warmup, args.steps):
+            _sync(args.device)
+            marks[step + 1] = (time.perf_counter(), tokens)
+    return marks
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def worker(args) -> None:
+    import torch
+
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model = build_model(args.model, args.device)
+    model.config.use_cache = False
+    data, pad = build_data(args.model)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    marks = (run_ours if args.worker == "ours" else run_plain)(args, model, data, pad)
+    (t0, k0), (t1, k1) = marks[args.warmup], marks[args.steps]
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
+            else int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024)
+    print(json.dumps({"tokens_per_second": (k1 - k0) / (t1 - t0), "peak_mib": peak,
+                      "params": sum(p.numel() for p in model.parameters())}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="training-loop benchmark (see module docstring)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    ap.add_argument("--model", choices=["tiny", "1b"], default=None)
+    args = ap.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = args.device == "cuda"
+    args.model = args.model or ("1b" if gpu else "tiny")
+    args.steps = args.steps or (30 if gpu else 40)
+    args.warmup = args.warmup or (5 if gpu else 5)
+    args.batch = args.batch or (8 if gpu else 16)
+    args.seq_len = args.seq_len or (1024 if gpu else 96)
+    if args.worker:
+        worker(args)
+        return 0
+    results = {}
+    for name in ("plain", "ours") * args.repeat:
+        cmd = [sys.executable, __file__, "--worker", name, "--device", args.device, "--model", args.model,
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+               "--seq-len", str(args.seq_len)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        best = results.get(name)
+        if best is None or r["tokens_per_second"] > best["tokens_per_second"]:
+            results[name] = r
+    ratio = results["ours"]["tokens_per_second"] / results["plain"]["tokens_per_second"]
+    mem = results["ours"]["peak_mib"] / results["plain"]["peak_mib"]
+    summary = {"device": args.device, "model": args.model, "params": results["ours"]["params"], "steps": args.steps,
+               "batch": args.batch, "seq_len": args.seq_len, "plain": results["plain"], "ours": results["ours"],
+               "tokens_per_second_ratio": ratio, "peak_memory_ratio": mem, "not_slower": ratio >= 1.0}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.model} model ({summary['params'] / 1e6:.1f}M params) on {args.device}, batch {args.batch}, "
+              f"seq {args.seq_len}, {args.steps} steps ({args.warmup} warm-up), best of {args.repeat}")
+        for name in ("plain", "ours"):
+            r = results[name]
+            print(f"  {name:<6} {r['tokens_per_second']:>10.0f} tokens/s   peak {r['peak_mib']:.0f} MiB")
+        print(f"  ratio ours/plain: {ratio:.3f}x tokens/s, {mem:.3f}x peak memory  "
+              f"[{'PASS' if ratio >= 1.0 else 'MISS'}] not slower")
+    return 0 if ratio >= 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
