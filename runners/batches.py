@@ -73,7 +73,8 @@ class PackedRow:
 
 
 def pack(items: list[Tokenized], max_len: int) -> list[PackedRow]:
-    """First-fit the micro-batch's examples into rows of at most ``max_len``.
+    """First-fit-decreasing: the micro-batch's examples, longest first, each
+    into the first row of at most ``max_len`` tokens it fits.
 
     Each example keeps its own position ids (restarting at 0), so attention
     never crosses an example boundary (transformers builds a block-diagonal
@@ -81,7 +82,9 @@ def pack(items: list[Tokenized], max_len: int) -> list[PackedRow]:
     so no loss is taken across a boundary either.
     """
     rows: list[dict] = []
-    for index, item in enumerate(items):
+    order = sorted(range(len(items)), key=lambda i: (-len(items[i].input_ids), i))
+    for index in order:
+        item = items[index]
         n = len(item.input_ids)
         row = next((r for r in rows if len(r["ids"]) + n <= max_len), None)
         if row is None:

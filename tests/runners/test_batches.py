@@ -21,11 +21,12 @@ def test_prompt_tokens_carry_no_loss(tiny_model):
 
 def test_pack_first_fit_keeps_every_token():
     items = [Tokenized(list(range(1, n + 1)), list(range(1, n + 1))) for n in (5, 3, 7, 2)]
-    rows = pack(items, 8)
+    rows = pack(items, 8)  # lengths 5, 3, 7, 2: decreasing order 7, 5, 3, 2
     assert sum(len(r.input_ids) for r in rows) == 17 and all(len(r.input_ids) <= 8 for r in rows)
-    assert [r.segments for r in rows][0] == [0] * 5 + [1] * 3
-    assert rows[0].labels[0] == IGNORE and rows[0].labels[5] == IGNORE  # no loss across a boundary
-    assert rows[0].position_ids == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert len(rows) == 3  # first-fit-decreasing: [7], [5, 3], [2]
+    assert rows[1].segments == [0] * 5 + [1] * 3
+    assert rows[1].labels[0] == IGNORE and rows[1].labels[5] == IGNORE  # no loss across a boundary
+    assert rows[1].position_ids == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
