@@ -18,7 +18,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgsp.canonical import encode
-from tgsp.errors import InputError, NotFoundError
+from tgsp.errors import InputError
+from tgsp.inputfile import read_input
 
 SPEC_VERSION = "tgflow.run-spec/1"
 
@@ -172,12 +173,7 @@ def parse_spec(obj: Any) -> RunSpec:
 def load_spec(path: str | Path) -> tuple[RunSpec, Path, str]:
     """Read, validate and digest a spec file. Returns (spec, its folder, digest)."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"run spec {p} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read run spec {p}: {exc.strerror}") from None
+    raw = read_input(p, "run spec")
     try:
         obj = json.loads(raw)
     except ValueError as exc:

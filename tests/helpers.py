@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,3 +33,15 @@ def make_adapter(folder: Path, *, weights: int = 50_000, seed: int = 0) -> Path:
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assemble(entries: list[tuple[str, bytes]]) -> bytes:
+    """A canonical TGSP container holding exactly these entries, in this order."""
+    from tgsp import archive
+
+    buf = io.BytesIO()
+    w = archive.Writer(buf)
+    for name, data in entries:
+        w.add(name, data)
+    w.close()
+    return buf.getvalue()

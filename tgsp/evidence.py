@@ -19,7 +19,8 @@ from typing import Any, Iterable
 
 from . import clock, hashchain
 from .canonical import encode, parse
-from .errors import EvidenceError, FormatError, InputError, NotFoundError
+from .errors import EvidenceError, FormatError, InputError
+from .inputfile import read_input
 
 MAX_EVENTS = 100_000
 _TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}\Z")
@@ -83,11 +84,9 @@ def load_user_events(path: str | Path, default_time: datetime) -> list[dict[str,
     optional ``time`` (ISO 8601) and optional ``data``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"evidence file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read evidence file {path}: {exc}") from None
+        text = read_input(path, "evidence file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"evidence file {path} is not UTF-8 text") from None
     bodies = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

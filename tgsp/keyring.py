@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 from . import _seal, clock, hashchain
 from .atomic import write_bytes
 from .canonical import encode, parse
+from .inputfile import read_input
 from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError,
                      PassphraseRequiredError, RotationError)
 from .keys import KINDS, RECIPIENT, SIGNING, PrivateKey, PublicKey
@@ -346,12 +347,7 @@ class Keyring:
 
 def load_public_file(path: str | os.PathLike) -> PublicKeyFile:
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise KeyNotFoundError(f"public key file {p} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {p}: {exc.strerror}") from None
+    data = read_input(p, "public key file", missing=KeyNotFoundError)
     try:
         return PublicKeyFile.from_dict(parse(data, what=str(p)))
     except FormatError as exc:
@@ -360,9 +356,8 @@ def load_public_file(path: str | os.PathLike) -> PublicKeyFile:
 
 def load_revocation(path: str | os.PathLike) -> Revocation:
     p = Path(path)
+    data = read_input(p, "revocation file")
     try:
-        return parse_revocation(parse(p.read_bytes(), what=str(p)))
-    except FileNotFoundError:
-        raise InputError(f"revocation file {p} does not exist") from None
+        return parse_revocation(parse(data, what=str(p)))
     except FormatError as exc:
         raise InputError(f"{p}: {exc}") from None

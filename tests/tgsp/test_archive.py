@@ -14,6 +14,8 @@ from tgsp import archive, canonical, evidence, manifest as mf
 from tgsp.errors import FormatError, TgflowError, UnsafeEntryError
 from tgsp.paths import check_relpath
 
+from tests.helpers import assemble
+
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buf = io.BytesIO()
@@ -72,26 +74,17 @@ def test_compressed_archive_is_rejected_clearly():
         archive.index(io.BytesIO(data), max_entries=10, max_entry_size=10, file_size=len(data))
 
 
-def _canonical(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    w = archive.Writer(buf)
-    for name, data in entries:
-        w.add(name, data)
-    w.close()
-    return buf.getvalue()
-
-
 def test_oversized_entry_and_too_many_entries_are_rejected():
-    data = _canonical([("payload/big", bytes(4096))])
+    data = assemble([("payload/big", bytes(4096))])
     with pytest.raises(tgsp.errors.LimitError, match="over the"):
         archive.index(io.BytesIO(data), max_entries=10, max_entry_size=1024, file_size=len(data))
-    many = _canonical([(f"payload/f{i}", b"") for i in range(20)])
+    many = assemble([(f"payload/f{i}", b"") for i in range(20)])
     with pytest.raises(tgsp.errors.LimitError, match="more than"):
         archive.index(io.BytesIO(many), max_entries=5, max_entry_size=10, file_size=len(many))
 
 
 def test_size_field_claiming_more_than_the_file_is_truncation():
-    data = bytearray(_canonical([("payload/a", b"x")]))
+    data = bytearray(assemble([("payload/a", b"x")]))
     header = archive.header("payload/a", 1 << 40)
     data[:512] = header
     with pytest.raises(FormatError, match="truncated"):
@@ -100,7 +93,7 @@ def test_size_field_claiming_more_than_the_file_is_truncation():
 
 def test_header_is_canonical_and_readable_by_tarfile():
     name = "payload/" + "/".join(["d" * 40] * 4)  # long: uses the ustar prefix field
-    data = _canonical([(name, b"hello")])
+    data = assemble([(name, b"hello")])
     entries = archive.index(io.BytesIO(data), max_entries=10, max_entry_size=100, file_size=len(data))
     assert [(e.name, e.size) for e in entries] == [(name, 5)]
     with tarfile.open(fileobj=io.BytesIO(data)) as t:

@@ -13,7 +13,7 @@ import tgsp
 from tgsp import archive, canonical, dsse, manifest as mf
 from tgsp.verify import open_package
 
-from tests.helpers import fixed, make_adapter, pp
+from tests.helpers import assemble, fixed, make_adapter, pp
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -25,15 +25,6 @@ def verify_bytes(world, data: bytes, **policy):
 def entries_of(data: bytes) -> list[tuple[str, bytes]]:
     f = io.BytesIO(data)
     return [(e.name, archive.read_entry(f, e)) for e in archive.index(f, max_entries=100, max_entry_size=1 << 30, file_size=len(data))]
-
-
-def assemble(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    w = archive.Writer(buf)
-    for name, data in entries:
-        w.add(name, data)
-    w.close()
-    return buf.getvalue()
 
 
 def test_untouched_package_verifies(world):
