@@ -207,7 +207,7 @@ def unpack(
     pp = passphrase(passphrase_file)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
     size = package.stat().st_size if package.is_file() else None
-    with progress("unpacking", 2 * size if size else None) as tick:
+    with progress("unpacking", size) as tick:
         res = tgsp.unpack(package, output, policy, identities=identities, progress=tick)
     if state:
         record_rollback_state(state, res.report)
