@@ -53,10 +53,10 @@ class Context:
         self.events.append(evidence.event(type_, data, self.now()))
 
 
-def state_dir(spec: RunSpec, base: Path) -> Path:
+def state_dir(spec: RunSpec, out_base: Path) -> Path:
     if spec.output.state_dir:
-        return resolve(base, spec.output.state_dir)
-    return resolve(base, spec.output.path).parent / ".tgflow-state" / spec.route_key
+        return resolve(out_base, spec.output.state_dir)
+    return resolve(out_base, spec.output.path).parent / ".tgflow-state" / spec.route_key
 
 
 def environment(device: model_mod.Device) -> dict[str, Any]:
@@ -74,15 +74,26 @@ def environment(device: model_mod.Device) -> dict[str, Any]:
 
 def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               stop: threading.Event | None = None, progress: Callable[[str, int, int, float], None] | None = None,
-              now: clock.Clock = clock.utcnow) -> RoundResult:
+              now: clock.Clock = clock.utcnow, input_root: Path | None = None,
+              output_root: Path | None = None) -> RoundResult:
+    """Run one round. Relative input paths resolve against ``input_root``
+    (default: the spec's folder); with ``output_root`` the package goes to
+    ``output_root/<basename of output.path>`` and relative state_dirs there."""
     spec, base, digest = load_spec(spec_path)
+    out_base = base
+    if input_root is not None:
+        base = Path(input_root).resolve()
+    if output_root is not None:
+        out_base = Path(output_root).resolve()
+        spec = spec.model_copy(update={"output": spec.output.model_copy(
+            update={"path": Path(spec.output.path).name})})
     if spec.privacy.mode != "off":
         raise InputError(f"privacy.mode {spec.privacy.mode!r} is not available in this tgflow yet",
                          hint="use privacy.mode \"off\"")
-    ctx = Context(spec, base, digest, state_dir(spec, base), now)
+    ctx = Context(spec, base, digest, state_dir(spec, out_base), now)
     started = now()
     # Fail fast on everything that needs no model: keys, recipients, output path.
-    out_path = resolve(base, spec.output.path)
+    out_path = resolve(out_base, spec.output.path)
     if not out_path.parent.is_dir():
         raise InputError(f"output folder {out_path.parent} does not exist", hint=f"mkdir -p {out_path.parent}")
     recipients = [keyring.resolve_public(r).key for r in spec.output.recipients]

@@ -15,7 +15,7 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import key_cmds, peft_cmds, tgsp_cmds
+from . import export_cmds, key_cmds, peft_cmds, tgsp_cmds
 from .common import STATE, emit_json, err
 from .errors import INTERRUPTED, USAGE, classify
 
@@ -31,6 +31,7 @@ app = typer.Typer(
 app.add_typer(key_cmds.app, name="key")
 app.add_typer(tgsp_cmds.app, name="tgsp")
 app.add_typer(peft_cmds.app, name="peft")
+app.command("export")(export_cmds.export)
 
 
 def _version(value: bool) -> None:

@@ -43,6 +43,8 @@ def run(
     spec: Path = typer.Option(..., "--spec", help="The run spec (JSON). See docs/peft-run.md."),
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the signing key (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
     json_out: bool = typer.Option(False, "--json", help="Print the round's report as JSON."),
+    input_root: Optional[Path] = typer.Option(None, "--input-root", help="Resolve relative input paths (model, feeds) here instead of the spec's folder (for containers).", file_okay=False),
+    output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
@@ -72,7 +74,8 @@ def run(
         bar.update(tasks[stage], completed=done, loss=loss)
 
     with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
-        result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress)
+        result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress,
+                           input_root=input_root, output_root=output_root)
     if json_out:
         return emit_json(result.report)
     _render(result.report)

@@ -206,3 +206,19 @@ def test_killed_round_resumes_to_the_same_adapter(workspace, capsys, sig):
     assert json.loads(out)["training"]["resumed_from_step"] > 0
     got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
     assert got == want
+
+
+def test_input_and_output_roots_for_containers(workspace, capsys, tiny_model, tmp_path):
+    """The layout export uses: spec in /config, inputs under one root, outputs under another."""
+    import shutil
+
+    config, work, out = tmp_path / "config", tmp_path / "work", tmp_path / "outroot"
+    config.mkdir(), out.mkdir()
+    shutil.copytree(workspace.root / "feeds", work / "feeds")
+    spec = workspace.spec(output__path="anything/adapter.tgsp")
+    (config / "run_spec.json").write_text(spec.read_text())
+    code, outp, err = run(capsys, "peft", "run", "--spec", config / "run_spec.json", "--input-root", work,
+                          "--output-root", out, "--json")
+    assert code == 0, err
+    assert json.loads(outp)["package"] == str(out / "adapter.tgsp")
+    assert (out / ".tgflow-state" / "support" / "route.json").exists()

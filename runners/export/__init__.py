@@ -1,0 +1,67 @@
+"""Export a run spec as native, validated job definitions for external platforms.
+
+``export`` is pure: spec + options in, a dict of file name -> document out.
+``write`` puts them on disk. ``check`` runs the platform's own offline
+validator (the ``export-check`` extra) and our checks for what it misses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tgsp.atomic import write_bytes
+from tgsp.errors import InputError
+
+from ..spec import RunSpec
+from . import secrets
+from .jobspec import ExportOptions
+
+BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
+
+
+def _module(backend: str):
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(f"{__name__}.{backend}")
+
+
+def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any]:
+    """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
+    files = _module(backend).export(spec, options)
+    files["run_spec.json"] = spec.model_dump(mode="json")
+    secrets.check(files, where=backend)
+    return dict(sorted(files.items()))
+
+
+def check(backend: str, files: dict[str, Any]) -> list[str]:
+    """Run the validators; returns what was checked. Raises on invalid output."""
+    try:
+        return _module(backend).check(files)
+    except ImportError as exc:
+        raise InputError(f"--check needs the {backend} validator ({exc.name}), which is not installed",
+                         hint="pip install 'tgflow[export-check]'") from None
+
+
+def render(name: str, doc: Any) -> bytes:
+    if name.endswith(".yaml"):
+        import yaml
+
+        class _NoAliases(yaml.SafeDumper):  # repeated dicts are written out, never as &anchors
+            def ignore_aliases(self, data: Any) -> bool:
+                return True
+
+        return yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=100).encode()
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write(files: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, doc in files.items():
+        write_bytes(out / name, render(name, doc))
+        paths.append(out / name)
+    return paths

@@ -1,0 +1,115 @@
+"""The portable job spec every backend shares, and the options that shape it.
+
+Every backend runs the same container command:
+
+    tgflow peft run --spec <config>/run_spec.json --input-root <in> --output-root <out> --json
+
+with the keyring at TGFLOW_HOME and the passphrase in a file whose path is in
+TGFLOW_PASSPHRASE_FILE. Both come from the platform's secret store, by
+reference. Nothing here touches the network or the filesystem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from tgsp.errors import InputError
+
+from ..spec import RunSpec
+
+DEFAULT_IMAGE = "ghcr.io/tgflow/tgflow:0.1.0"
+JOB_SPEC_FORMAT = "tgflow.job-spec/1"
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# peft run's exit codes, for platforms that can act on them.
+RETRY_CODES = (75,)  # interrupted with a checkpoint: run again to resume
+FINAL_CODES = (1, 2, 3, 4, 5, 10, 11, 12)  # retrying cannot help
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    image: str = DEFAULT_IMAGE
+    schedule: str | None = None  # 5-field unix cron (see cron.py)
+    name: str | None = None  # default: tgflow-<route>
+    gpus: int = 0
+    cpu: str = "2"
+    memory: str = "8Gi"
+    timeout_minutes: int = 240
+    grace_seconds: int = 300
+    retries: int = 3
+    settings: dict[str, str] = field(default_factory=dict)  # backend-specific (--set KEY=VALUE)
+
+    def setting(self, key: str, backend: str, *, default: str | None = None) -> str:
+        value = self.settings.get(key, default)
+        if value is None:
+            raise InputError(f"the {backend} backend needs --set {key}=...", hint=f"see docs/export.md#{backend}")
+        return value
+
+
+def dns1123(text: str, *, max_len: int = 63, what: str = "name") -> str:
+    if len(text) > max_len or not _DNS1123.match(text):
+        raise InputError(f"{what} {text!r} is not a valid DNS-1123 label (lowercase a-z, 0-9, '-', at most {max_len})",
+                         hint="pass --name with a valid name")
+    return text
+
+
+def job_name(spec: RunSpec, options: ExportOptions, *, max_len: int = 52) -> str:
+    if options.name:
+        return dns1123(options.name, max_len=max_len, what="--name")
+    derived = re.sub(r"[^a-z0-9-]+", "-", f"tgflow-{spec.route_key}".lower()).strip("-")[:max_len].rstrip("-")
+    return dns1123(derived, max_len=max_len)
+
+
+def check_paths(spec: RunSpec) -> None:
+    """Inputs must live under the input root in a container: no '..' escapes."""
+    refs = [("base_model_ref", spec.base_model_ref)]
+    for name in ("feed", "reference", "eval"):
+        feed = getattr(spec, name)
+        if feed is not None and feed.type != "hf":
+            refs.append((f"{name}.uri", feed.uri))
+    for where, value in refs:
+        if ".." in PurePosixPath(value).parts:
+            raise InputError(f"run spec {where} {value!r} leaves the input folder; in a container every input lives "
+                             "under --input-root", hint="use a path inside the spec's folder, or an absolute container path")
+
+
+def command(config_dir: str, input_root: str, output_root: str) -> tuple[list[str], list[str]]:
+    return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", "--input-root", input_root,
+                        "--output-root", output_root, "--json"]
+
+
+def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
+    return {
+        "TGFLOW_HOME": keyring_dir,
+        "TGFLOW_PASSPHRASE_FILE": passphrase_file,
+        "HOME": "/tmp",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str], args: list[str],
+             env: dict[str, str], secrets: list[dict[str, str]], inputs: list[dict[str, Any]],
+             outputs: list[dict[str, Any]], schedule: str | None) -> dict[str, Any]:
+    return {
+        "format": JOB_SPEC_FORMAT,
+        "name": name,
+        "route_key": spec.route_key,
+        "image": options.image,
+        "command": cmd,
+        "args": args,
+        "env": env,
+        "secrets": secrets,
+        "resources": {"cpu": options.cpu, "memory": options.memory, "gpus": options.gpus},
+        "inputs": inputs,
+        "outputs": outputs,
+        "schedule": None if options.schedule is None else {"unix": options.schedule, "native": schedule},
+        "timeout_minutes": options.timeout_minutes,
+        "exit_codes": {"0": "packaged", "10": "skipped (low novelty)", "11": "rejected (forgetting)",
+                       "12": "rejected (evaluation gate)", "75": "interrupted; re-run resumes", "2": "bad input",
+                       "3": "key problem"},
+    }

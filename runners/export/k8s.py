@@ -1,0 +1,148 @@
+"""Kubernetes: a ConfigMap with the run spec, a Job, and a CronJob with --schedule.
+
+Mounts: /config (ConfigMap), /keyring (Secret, read-only), /secrets/passphrase
+(Secret, read-only), /work (inputs PVC, read-only), /out (state PVC: packages and
+route state, so a restarted pod resumes), /tmp (emptyDir). The container runs as
+a non-root user on a read-only root filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..spec import RunSpec
+from . import cron
+from .jobspec import FINAL_CODES, RETRY_CODES, ExportOptions, base_env, check_paths, command, job_name, portable
+
+KUBERNETES_VERSION = "1.32"  # schemas used by --check
+
+
+def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
+    check_paths(spec)
+    name = job_name(spec, options)
+    ns = options.settings.get("namespace")
+    labels = {"app.kubernetes.io/name": "tgflow", "app.kubernetes.io/component": "peft-run",
+              "tgflow.dev/route": name.removeprefix("tgflow-")}
+    meta = lambda n: {"name": n, "labels": labels, **({"namespace": ns} if ns else {})}  # noqa: E731
+    cm_name = f"{name}-spec"
+    passphrase_secret = options.settings.get("passphrase_secret", "tgflow-passphrase")
+    keyring_secret = options.settings.get("keyring_secret", "tgflow-keyring")
+    work_claim = options.settings.get("work_claim", "tgflow-work")
+    state_claim = options.settings.get("state_claim", "tgflow-state")
+    cmd, args = command("/config", "/work", "/out")
+    env = base_env("/secrets/passphrase", "/keyring")
+    limits = {"cpu": options.cpu, "memory": options.memory}
+    if options.gpus:
+        limits["nvidia.com/gpu"] = str(options.gpus)
+    container = {
+        "name": "tgflow",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": cmd,
+        "args": args,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "resources": {"requests": {"cpu": options.cpu, "memory": options.memory}, "limits": limits},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/config", "readOnly": True},
+            {"name": "keyring", "mountPath": "/keyring", "readOnly": True},
+            {"name": "passphrase", "mountPath": "/secrets", "readOnly": True},
+            {"name": "work", "mountPath": "/work", "readOnly": True},
+            {"name": "state", "mountPath": "/out"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    containers = [container]
+    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
+        containers.append({
+            "name": "n2he-sidecar",
+            "image": options.setting("n2he_image", "k8s"),
+            "ports": [{"containerPort": 8765, "name": "n2he"}],
+            "securityContext": container["securityContext"],
+            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        })
+        container["env"].append({"name": "TGFLOW_N2HE_URL", "value": "http://127.0.0.1:8765"})
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": options.grace_seconds,
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": containers,
+            "volumes": [
+                {"name": "config", "configMap": {"name": cm_name}},
+                {"name": "keyring", "secret": {"secretName": keyring_secret, "defaultMode": 0o400}},
+                {"name": "passphrase", "secret": {"secretName": passphrase_secret, "defaultMode": 0o400,
+                                                  "items": [{"key": "passphrase", "path": "passphrase"}]}},
+                {"name": "work", "persistentVolumeClaim": {"claimName": work_claim, "readOnly": True}},
+                {"name": "state", "persistentVolumeClaim": {"claimName": state_claim}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+    job_spec = {
+        "backoffLimit": options.retries,
+        "activeDeadlineSeconds": options.timeout_minutes * 60,
+        # exit 75 (checkpointed after SIGTERM) is retried without counting; policy outcomes are final.
+        "podFailurePolicy": {"rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Ignore", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(RETRY_CODES)}},
+            {"action": "FailJob", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(FINAL_CODES)}},
+        ]},
+        "template": pod,
+    }
+    files: dict[str, Any] = {
+        "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm_name),
+                           "data": {"run_spec.json": json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True)}},
+        "job.yaml": {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(name), "spec": job_spec},
+    }
+    native = None
+    if options.schedule:
+        native = cron.to_unix(cron.parse(options.schedule))
+        files["cronjob.yaml"] = {
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(name),
+            "spec": {"schedule": native, "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 3600,
+                     "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
+                     "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec}},
+        }
+        if "time_zone" in options.settings:
+            files["cronjob.yaml"]["spec"]["timeZone"] = options.settings["time_zone"]
+    files["job_spec.json"] = portable(
+        spec, options, name=name, cmd=cmd, args=args, env=env, schedule=native,
+        secrets=[{"name": "passphrase", "mount": "/secrets/passphrase", "ref": f"secret/{passphrase_secret}#passphrase"},
+                 {"name": "keyring", "mount": "/keyring", "ref": f"secret/{keyring_secret}"}],
+        inputs=[{"name": "work", "mount": "/work", "ref": f"pvc/{work_claim}", "read_only": True}],
+        outputs=[{"name": "out", "mount": "/out", "ref": f"pvc/{state_claim}"}])
+    return files
+
+
+def check(files: dict[str, Any]) -> list[str]:
+    """Validate with kubernetes-validate (strict schemas), plus cross-references."""
+    import kubernetes_validate
+
+    done = []
+    for name in ("configmap.yaml", "job.yaml", "cronjob.yaml"):
+        if name in files:
+            kubernetes_validate.validate(files[name], KUBERNETES_VERSION, strict=True)
+            done.append(f"{name}: kubernetes-validate {KUBERNETES_VERSION} strict")
+    cm = files["configmap.yaml"]["metadata"]["name"]
+    for name in ("job.yaml", "cronjob.yaml"):
+        if name not in files:
+            continue
+        spec = files[name]["spec"]
+        job = spec["jobTemplate"]["spec"] if name == "cronjob.yaml" else spec
+        pod = job["template"]["spec"]
+        vols = {v["name"]: v for v in pod["volumes"]}
+        if vols["config"]["configMap"]["name"] != cm:
+            raise ValueError(f"{name}: the config volume names ConfigMap {vols['config']['configMap']['name']!r}, not {cm!r}")
+        for c in pod["containers"]:
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in vols:
+                    raise ValueError(f"{name}: container {c['name']} mounts unknown volume {m['name']!r}")
+        if "run_spec.json" not in files["configmap.yaml"]["data"]:
+            raise ValueError("configmap.yaml holds no run_spec.json")
+        done.append(f"{name}: volumes and ConfigMap cross-references")
+    return done
