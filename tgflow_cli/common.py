@@ -40,14 +40,18 @@ def emit_json(obj: Any) -> None:
 
 
 def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> Callable[[], str]:
-    """A lazy, cached passphrase source: file flag, env, env file, then a
-    prompt only when both stdin and stderr are terminals."""
+    """A lazy, cached passphrase source: file flag, env, env file, a cloud
+    secret reference, then a prompt only when stdin and stderr are terminals."""
     cache: list[str] = []
 
     def get() -> str:
         if cache:
             return cache[0]
         value = passphrase_from_env(str(passphrase_file) if passphrase_file else None)
+        if value is None and os.environ.get("TGFLOW_PASSPHRASE_SECRET"):
+            from .cloud_secrets import fetch
+
+            value = fetch(os.environ["TGFLOW_PASSPHRASE_SECRET"])
         if value is None:
             if not (sys.stdin.isatty() and sys.stderr.isatty()):
                 raise PassphraseRequiredError("no passphrase given and no terminal to ask on")

@@ -83,8 +83,10 @@ def test_negative_cases_are_refused_clearly(backend, case):
     elif case == "secret-in-setting":
         key = {"k8s": "n2he_image", "sagemaker": "bucket", "vertex": "bucket", "azureml": "work_uri",
                "databricks": "work_dir"}[backend]
-        opts = options(backend, settings={**SETTINGS[backend], key: "https://user:hunter2@host.example/x"})
-        needle = "credentials in a URL"
+        planted = {"sagemaker": "s3://acme/AKIAABCDEFGHIJKLMNOP/", "vertex": "gs://acme/AKIAABCDEFGHIJKLMNOP/"}
+        opts = options(backend, settings={**SETTINGS[backend],
+                                          key: planted.get(backend, "/x/AKIAABCDEFGHIJKLMNOP/y")})
+        needle = "AWS access key id"
         if backend == "k8s":  # the n2he image only appears with an n2he spec
             spec = SPEC.model_copy(update={"privacy": SPEC.privacy.model_copy(
                 update={"mode": "n2he", "n2he": N2HESpec(sidecar=True)})})
