@@ -83,7 +83,8 @@ def test_negative_cases_are_refused_clearly(backend, case):
     elif case == "secret-in-setting":
         key = {"k8s": "n2he_image", "sagemaker": "bucket", "vertex": "bucket", "azureml": "work_uri",
                "databricks": "work_dir"}[backend]
-        planted = {"sagemaker": "s3://acme/AKIAABCDEFGHIJKLMNOP/", "vertex": "gs://acme/AKIAABCDEFGHIJKLMNOP/"}
+        planted = {"sagemaker": "s3://acme/AKIAABCDEFGHIJKLMNOP/", "vertex": "gs://acme/AKIAABCDEFGHIJKLMNOP/",
+                   "databricks": "/Volumes/ml/AKIAABCDEFGHIJKLMNOP/work"}
         opts = options(backend, settings={**SETTINGS[backend],
                                           key: planted.get(backend, "/x/AKIAABCDEFGHIJKLMNOP/y")})
         needle = "AWS access key id"
