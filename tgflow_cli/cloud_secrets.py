@@ -2,19 +2,28 @@
 
 TGFLOW_PASSPHRASE_SECRET names the secret. Only platforms that cannot mount a
 secret as a file need it (SageMaker); it is read only when no file or
-environment passphrase is set. Supported: AWS Secrets Manager ARNs, resolved
-with boto3 (present on AWS images, or `pip install boto3`).
+environment passphrase is set. Supported:
+  arn:aws:secretsmanager:...            AWS Secrets Manager, with boto3
+  projects/P/secrets/S/versions/V       GCP Secret Manager, with google-cloud-secret-manager
+Credentials come from the platform (the job's role or service account).
 """
 
 from __future__ import annotations
 
+import re
+
 from tgsp.errors import PassphraseRequiredError
 
+_GCP = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
 
-def fetch(ref: str) -> str:
+
+def fetch(ref: str, *, gcp_client=None) -> str:
+    if _GCP.match(ref):
+        return _fetch_gcp(ref, gcp_client)
     if not ref.startswith("arn:aws:secretsmanager:"):
         raise PassphraseRequiredError(f"TGFLOW_PASSPHRASE_SECRET {ref[:40]!r} is not a supported reference",
-                                      hint="use an AWS Secrets Manager ARN, or mount the passphrase as a file "
+                                      hint="use an AWS Secrets Manager ARN or a GCP Secret Manager version name, "
+                                           "or mount the passphrase as a file "
                                            "and set TGFLOW_PASSPHRASE_FILE")
     try:
         import boto3
@@ -29,3 +38,20 @@ def fetch(ref: str) -> str:
     if not value:
         raise PassphraseRequiredError("the Secrets Manager secret holds no string value")
     return value
+
+
+def _fetch_gcp(ref: str, client=None) -> str:
+    try:
+        from google.api_core import exceptions as gexc
+        from google.cloud import secretmanager
+    except ImportError:
+        raise PassphraseRequiredError("TGFLOW_PASSPHRASE_SECRET needs google-cloud-secret-manager",
+                                      hint="pip install google-cloud-secret-manager") from None
+    try:
+        client = client or secretmanager.SecretManagerServiceClient()
+        data = client.access_secret_version(name=ref).payload.data
+    except gexc.GoogleAPIError as exc:
+        raise PassphraseRequiredError(f"cannot read the passphrase from Secret Manager: {exc}") from None
+    if not data:
+        raise PassphraseRequiredError("the Secret Manager secret version is empty")
+    return data.decode("utf-8")

@@ -132,3 +132,19 @@ def test_export_never_touches_the_network(tmp_path):
         assert proc.returncode == 0, proc.stderr
         argv.append(backend)
     assert argv == IMPLEMENTED
+
+
+NATIVE = {"k8s": "job.yaml", "sagemaker": "training_job.json", "vertex": "custom_job.json", "azureml": "job.yaml",
+          "databricks": "job.json"}
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+def test_validators_reject_an_unknown_field(backend):
+    """The check has teeth: a field the platform does not know fails it."""
+    import copy
+
+    files = copy.deepcopy(ex.export(SPEC, backend, options(backend)))
+    doc = files[NATIVE[backend]]
+    (doc["spec"] if backend == "k8s" else doc)["unknownFieldXyz"] = 1
+    with pytest.raises(Exception):
+        ex.check(backend, files)
