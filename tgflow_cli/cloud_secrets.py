@@ -5,6 +5,7 @@ secret as a file need it (SageMaker); it is read only when no file or
 environment passphrase is set. Supported:
   arn:aws:secretsmanager:...            AWS Secrets Manager, with boto3
   projects/P/secrets/S/versions/V       GCP Secret Manager, with google-cloud-secret-manager
+  https://V.vault.azure.net/secrets/S   Azure Key Vault, with azure-keyvault-secrets + azure-identity
 Credentials come from the platform (the job's role or service account).
 """
 
@@ -15,14 +16,18 @@ import re
 from tgsp.errors import PassphraseRequiredError
 
 _GCP = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
+_AZURE = re.compile(r"^(https://[a-z0-9-]+\.vault\.azure\.net)/secrets/([A-Za-z0-9-]+)(?:/([0-9a-f]{32}))?$")
 
 
-def fetch(ref: str, *, gcp_client=None) -> str:
+def fetch(ref: str, *, gcp_client=None, azure_client=None) -> str:
     if _GCP.match(ref):
         return _fetch_gcp(ref, gcp_client)
+    if _AZURE.match(ref):
+        return _fetch_azure(ref, azure_client)
     if not ref.startswith("arn:aws:secretsmanager:"):
         raise PassphraseRequiredError(f"TGFLOW_PASSPHRASE_SECRET {ref[:40]!r} is not a supported reference",
-                                      hint="use an AWS Secrets Manager ARN or a GCP Secret Manager version name, "
+                                      hint="use an AWS Secrets Manager ARN, a GCP Secret Manager version name or an "
+                                           "Azure Key Vault secret URL, "
                                            "or mount the passphrase as a file "
                                            "and set TGFLOW_PASSPHRASE_FILE")
     try:
@@ -55,3 +60,24 @@ def _fetch_gcp(ref: str, client=None) -> str:
     if not data:
         raise PassphraseRequiredError("the Secret Manager secret version is empty")
     return data.decode("utf-8")
+
+
+def _fetch_azure(ref: str, client=None) -> str:
+    vault, name, version = _AZURE.match(ref).groups()
+    try:
+        from azure.core.exceptions import AzureError
+        from azure.keyvault.secrets import SecretClient
+    except ImportError:
+        raise PassphraseRequiredError("TGFLOW_PASSPHRASE_SECRET needs azure-keyvault-secrets and azure-identity",
+                                      hint="pip install azure-keyvault-secrets azure-identity") from None
+    try:
+        if client is None:
+            from azure.identity import DefaultAzureCredential
+
+            client = SecretClient(vault, DefaultAzureCredential())
+        value = client.get_secret(name, version).value
+    except AzureError as exc:
+        raise PassphraseRequiredError(f"cannot read the passphrase from Key Vault: {str(exc).splitlines()[0]}") from None
+    if not value:
+        raise PassphraseRequiredError("the Key Vault secret is empty")
+    return value

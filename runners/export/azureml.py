@@ -1,0 +1,104 @@
+"""Azure Machine Learning: a command job YAML, and with --schedule a schedule YAML.
+
+Inputs are uri_folder data assets mounted read-only (config, work, keyring);
+the output folder is mounted read-write and holds packages and route state,
+so a re-run resumes. The passphrase is a Key Vault secret URL in
+TGFLOW_PASSPHRASE_SECRET, read at start-up with the compute's managed identity.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tgsp.errors import InputError
+
+from ..spec import RunSpec
+from . import cron
+from .jobspec import ExportOptions, base_env, check_paths, job_name, portable
+
+_KV = re.compile(r"^https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+(/[0-9a-f]{32})?$")
+_BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
+    check_paths(spec)
+    s = lambda key, **kw: options.setting(key, "azureml", **kw)  # noqa: E731
+    name = job_name(spec, options, max_len=63)
+    secret = s("passphrase_secret_ref")
+    if not _KV.match(secret):
+        raise InputError("--set passphrase_secret_ref must be https://<vault>.vault.azure.net/secrets/<name>[/<version>]")
+    env = base_env("", "${{inputs.keyring}}")
+    del env["TGFLOW_PASSPHRASE_FILE"], env["TGFLOW_HOME"]  # TGFLOW_HOME is bound in the command
+    env["TGFLOW_PASSPHRASE_SECRET"] = secret
+    work, out = s("work_uri"), s("out_uri")
+    config = s("config_uri", default=work.rstrip("/") + "/config")
+    keyring = s("keyring_uri", default=work.rstrip("/") + "/keyring")
+    command = ("TGFLOW_HOME=${{inputs.keyring}} tgflow peft run --spec ${{inputs.config}}/run_spec.json "
+               "--input-root ${{inputs.work}} --output-root ${{outputs.out}} --json")
+    job: dict[str, Any] = {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json",
+        "type": "command",
+        "display_name": name,
+        "experiment_name": name,
+        "description": f"tgflow continuous-learning round for route {spec.route_key}",
+        "tags": {"tgflow-route": spec.route_key},
+        "command": command,
+        "environment": {"image": options.image},
+        "compute": s("compute"),
+        "identity": {"type": "managed"},
+        "inputs": {
+            "config": {"type": "uri_folder", "path": config, "mode": "ro_mount"},
+            "work": {"type": "uri_folder", "path": work, "mode": "ro_mount"},
+            "keyring": {"type": "uri_folder", "path": keyring, "mode": "ro_mount"},
+        },
+        "outputs": {"out": {"type": "uri_folder", "path": out, "mode": "rw_mount"}},
+        "environment_variables": env,
+        "resources": {"instance_count": 1},
+        "limits": {"timeout": options.timeout_minutes * 60},
+    }
+    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
+        job["environment_variables"]["TGFLOW_N2HE_URL"] = s("n2he_url")
+    files: dict[str, Any] = {"job.yaml": job}
+    native = None
+    if options.schedule:
+        native = cron.to_unix(cron.parse(options.schedule))
+        files["schedule.yaml"] = {
+            "$schema": "https://azuremlschemas.azureedge.net/latest/schedule.schema.json",
+            "name": name,
+            "display_name": f"{name} schedule",
+            "trigger": {"type": "cron", "expression": native, "time_zone": options.settings.get("time_zone", "UTC")},
+            "create_job": "./job.yaml",
+        }
+    files["job_spec.json"] = portable(
+        spec, options, name=name, cmd=["tgflow"], args=command.split()[2:], env=env, schedule=native,
+        secrets=[{"name": "passphrase", "env": "TGFLOW_PASSPHRASE_SECRET", "ref": secret}],
+        inputs=[{"name": k, "ref": v["path"], "read_only": True} for k, v in job["inputs"].items()],
+        outputs=[{"name": "out", "ref": out}])
+    return files
+
+
+def check(files: dict[str, Any]) -> list[str]:
+    from azure.ai.ml import load_job
+    from azure.ai.ml.entities._load_functions import load_schedule
+
+    from . import render
+
+    job = files["job.yaml"]
+    for kind, name in _BINDING.findall(job["command"]):
+        if name not in job.get(kind, {}):
+            raise ValueError(f"job.yaml: the command uses ${{{{{kind}.{name}}}}}, which job.yaml does not define")
+    done = ["job.yaml: every ${{inputs.x}} / ${{outputs.x}} in the command is defined"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("job.yaml", "schedule.yaml"):
+            if name in files:
+                (Path(tmp) / name).write_bytes(render(name, files[name]))
+        load_job(Path(tmp) / "job.yaml")
+        done.append("job.yaml: azure-ai-ml load_job")
+        if "schedule.yaml" in files:
+            cron.parse(files["schedule.yaml"]["trigger"]["expression"])
+            load_schedule(Path(tmp) / "schedule.yaml")
+            done.append("schedule.yaml: azure-ai-ml load_schedule (with job.yaml), unix cron")
+    return done
