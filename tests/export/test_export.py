@@ -148,3 +148,28 @@ def test_validators_reject_an_unknown_field(backend):
     (doc["spec"] if backend == "k8s" else doc)["unknownFieldXyz"] = 1
     with pytest.raises(Exception):
         ex.check(backend, files)
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+def test_n2he_sidecar_per_platform(backend):
+    """k8s: a sidecar container; SageMaker: embedded TenSEAL via env; Vertex: a
+    secondary worker pool; Azure ML and Databricks: an external service URL."""
+    spec = SPEC.model_copy(update={"privacy": SPEC.privacy.model_copy(
+        update={"mode": "n2he", "n2he": N2HESpec(sidecar=True)})})
+    extra = {"k8s": {"n2he_image": "registry.example/n2he:1"}, "vertex": {"n2he_image": "registry.example/n2he:1"},
+             "azureml": {"n2he_url": "https://n2he.internal.example"}, "databricks": {}, "sagemaker": {}}[backend]
+    files = ex.export(spec, backend, options(backend, settings={**SETTINGS[backend], **extra}))
+    ex.check(backend, files)
+    if backend == "k8s":
+        names = [c["name"] for c in files["job.yaml"]["spec"]["template"]["spec"]["containers"]]
+        assert names == ["tgflow", "n2he-sidecar"]
+    elif backend == "sagemaker":
+        assert files["training_job.json"]["Environment"]["TGFLOW_N2HE_MODE"] == "embedded"
+    elif backend == "vertex":
+        pools = files["custom_job.json"]["jobSpec"]["workerPoolSpecs"]
+        assert len(pools) == 2 and pools[1]["containerSpec"]["imageUri"] == "registry.example/n2he:1"
+    elif backend == "azureml":
+        assert files["job.yaml"]["environment_variables"]["TGFLOW_N2HE_URL"] == "https://n2he.internal.example"
+    else:
+        env = files["job.json"]["tasks"][0]["new_cluster"]["spark_env_vars"]
+        assert env["TGFLOW_N2HE_URL"] == "https://n2he.internal.example"
