@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import tgsp
 from tgsp import clock, evidence
@@ -228,7 +228,7 @@ def _write_report(ctx: Context, report: dict[str, Any]) -> Path:
     return rounds / f"{name}.report.json"
 
 
-def _reject(ctx: Context, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> RoundResult:
+def _reject(ctx: Context, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> NoReturn:
     """Record the outcome, write evidence and report, and raise ``kind``."""
     ctx.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
     report = {**report, "outcome": kind.outcome, "reason": message}

@@ -111,7 +111,10 @@ def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m
     if file_key is not None:
         chunk, overhead = m["encryption"]["chunk_size"] + _stream.TAG, -_stream.TAG
         cipher = _stream.file_cipher(file_key, rel)
-        _chunk_sizes(entry.size, chunk - _stream.TAG)
+        try:
+            _stream.plain_size_of(entry.size, chunk - _stream.TAG)
+        except ValueError:
+            raise DecryptionError() from None
 
         def transform(index: int, last: bool, vin: memoryview, vout: memoryview) -> None:
             try:
@@ -132,15 +135,6 @@ def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m
         raise DigestError(f"{rel} does not match its SHA-256 in the manifest")
     if plain != meta["sha256"] or target.stat().st_size != meta["size"]:
         raise DecryptionError()
-
-
-def _chunk_sizes(stored: int, chunk: int) -> list[int]:
-    try:
-        _stream.plain_size_of(stored, chunk)
-    except ValueError:
-        raise DecryptionError() from None
-    full, rest = divmod(stored, chunk + _stream.TAG)
-    return [chunk + _stream.TAG] * full + ([rest] if rest else [])
 
 
 def _fsync_tree(root: Path) -> None:

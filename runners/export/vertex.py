@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from tgsp.errors import InputError
@@ -36,7 +37,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     name = job_name(spec, options, max_len=63)
     project, region = s("project"), s("region")
     secret = s("passphrase_secret")
-    if not secret.startswith(f"projects/{project}/secrets/") and not secret.startswith("projects/"):
+    if not re.fullmatch(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+", secret):
         raise InputError("--set passphrase_secret must be projects/P/secrets/S/versions/V")
     bucket, mount = _gcs(s("bucket"))
     cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out")
