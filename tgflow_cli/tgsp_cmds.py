@@ -77,9 +77,9 @@ def build(
     pp = passphrase(passphrase_file)
     signers = [kr.signer(s, pp) for s in sign or []]
     events = load_user_events(evidence, now()) if evidence else []
-    total = sum(f.size for f in tgsp.package.collect(src_dir))
-    with progress("packing", total) as tick:
-        res = tgsp.build(src_dir, output, route=route, version=version, kind=kind, recipients=recipients,
+    files = tgsp.package.collect(src_dir)
+    with progress("packing", sum(f.size for f in files)) as tick:
+        res = tgsp.build(src_dir, output, files=files, route=route, version=version, kind=kind, recipients=recipients,
                          signers=signers, events=events, expires=clock.parse_user(expires, what="--expires") if expires else None,
                          chunk_size=chunk_size, now=now, progress=tick)
     if json_out:

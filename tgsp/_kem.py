@@ -16,7 +16,6 @@ X25519 = "x25519"
 MLKEM768 = "ml-kem-768"
 SUITE_ID = "hpke-base/mlkem768-x25519/hkdf-sha256/aes-256-gcm"
 PUBLIC_SIZES = {X25519: 32, MLKEM768: 1184}
-SEED_SIZES = {X25519: 32, MLKEM768: 64}
 INFO = b"tgsp/1 file key"
 
 _SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)

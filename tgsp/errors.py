@@ -25,10 +25,6 @@ class NotFoundError(InputError):
     """A named file, folder or key does not exist."""
 
 
-class UnsafePathError(InputError):
-    """A path is absolute, escapes its root, or is not a plain file name."""
-
-
 # --- package problems found while reading or verifying (exit 1) -------------
 class PackageError(TgflowError):
     """A package failed a check. ``check`` names which one."""

@@ -143,9 +143,11 @@ def build(
     extra: dict[str, Any] | None = None,
     now: clock.Clock = clock.utcnow,
     progress: Progress | None = None,
+    files: list[SourceFile] | None = None,
 ) -> BuildResult:
-    """Pack ``src`` into a package at ``out`` (atomically)."""
-    files = collect(src)
+    """Pack ``src`` into a package at ``out`` (atomically). ``files`` is
+    ``collect(src)`` when the caller already has it (to size a progress bar)."""
+    files = collect(src) if files is None else files
     started = now()
     if any(r.kind != RECIPIENT for r in recipients):
         raise InputError("recipients must be recipient keys (X25519 + ML-KEM-768)")

@@ -144,9 +144,6 @@ class Package:
             raise PackageError("evidence chain head does not match the manifest")
         return f"{len(records)} events, head {ev['head'][:16]}"
 
-    def payload_bytes(self) -> int:
-        return sum(f["stored"]["size"] for f in self.manifest["files"])
-
 
 def _has_fd(f) -> bool:
     try:
