@@ -16,9 +16,10 @@ from typing import Callable
 
 from tgsp.errors import Interrupted
 
-from .batches import (Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
+from .batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
                       per_example_loss_packed)
 from .checkpoint import Checkpoint, CheckpointStore
+from .dp_sgd import DPConfig, DPRandom, PerExampleClipper, micro_batches, poisson_sample
 from .spec import LoraSpec, TrainingSpec
 
 
@@ -76,59 +77,114 @@ def _lr(step: int, spec: TrainingSpec, total: int) -> float:
     return spec.learning_rate
 
 
+@dataclass
+class DPRun:
+    """What DP-SGD needs besides the model: the mechanism and its secret randomness."""
+
+    config: DPConfig
+    random: DPRandom
+
+
 def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, store: CheckpointStore,
           fingerprint: dict, *, stop: threading.Event | None = None,
-          progress: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
-    """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``)."""
+          progress: Callable[[int, int, float, int], None] | None = None,
+          dp: DPRun | None = None, limit: int | None = None) -> TrainResult:
+    """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``).
+
+    With ``dp``, every step is a DP-SGD step on a Poisson sample. ``limit``
+    stops after that many steps (the privacy budget) even if more were planned.
+    """
     import torch
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in params], lr=spec.learning_rate, weight_decay=spec.weight_decay)
     total = total_steps(spec, len(data))
+    end = total if limit is None else min(total, limit)
     result = TrainResult(0, 0, 0.0)
     start = 0
     ckpt = store.load(fingerprint)
     if ckpt is not None:
-        start = _restore(ckpt, params, opt, device)
+        start = _restore(ckpt, params, opt, device, dp)
         result.losses = list(ckpt.meta.get("losses", []))
         result.tokens = int(ckpt.meta.get("tokens", 0))
         result.resumed_from = start
+    clipper = PerExampleClipper(model, dp.config.max_grad_norm) if dp else None
     model.train()
     t0 = time.perf_counter()
-    for step in range(start, total):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, spec, total)
-        step_loss = 0.0
-        for j in range(spec.gradient_accumulation):
-            items = [data[i] for i in micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)]
-            if spec.packing:
-                ids, pos, labels, seg = collate_packed(pack(items, spec.max_seq_len), tok.pad_token_id, device)
-                losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items))
+    try:
+        for step in range(start, end):
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, spec, total)
+            if dp:
+                step_loss, tokens = dp_step(model, tok, data, spec.batch_size, device, clipper, dp)
             else:
-                ids, mask, labels = collate(items, tok.pad_token_id, device)
-                losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
-            loss = losses.mean() / spec.gradient_accumulation
-            loss.backward()
-            step_loss += loss.item()
-            result.tokens += sum(len(i.input_ids) for i in items)
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        result.losses.append(step_loss)
-        done = step + 1
-        if progress:
-            progress(done, total, step_loss, result.tokens)
-        interrupted = stop is not None and stop.is_set() and done < total
-        if interrupted or (done % spec.checkpoint_every == 0 and done < total):
-            _save(store, done, params, opt, fingerprint, result)
-        if interrupted:
-            raise Interrupted(f"stopped at step {done} of {total}; checkpoint saved, re-run the same command to resume")
-    result.steps = total
+                step_loss, tokens = _plain_step(model, tok, data, spec, step, device)
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+            result.tokens += tokens
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            result.losses.append(step_loss)
+            done = step + 1
+            if progress:
+                progress(done, end, step_loss, result.tokens)
+            interrupted = stop is not None and stop.is_set() and done < end
+            if interrupted or (done % spec.checkpoint_every == 0 and done < end):
+                _save(store, done, params, opt, fingerprint, result, dp)
+            if interrupted:
+                raise Interrupted(f"stopped at step {done} of {end}; checkpoint saved, re-run the same command to resume")
+    finally:
+        if clipper:
+            clipper.remove()
+    result.steps = end
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, result: TrainResult) -> None:
+def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int, device: str) -> tuple[float, int]:
+    """Accumulate the mean loss gradient of one seeded batch; returns (loss, tokens)."""
+    step_loss, tokens = 0.0, 0
+    for j in range(spec.gradient_accumulation):
+        items = [data[i] for i in micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)]
+        if spec.packing:
+            ids, pos, labels, seg = collate_packed(pack(items, spec.max_seq_len), tok.pad_token_id, device)
+            losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items))
+        else:
+            ids, mask, labels = collate(items, tok.pad_token_id, device)
+            losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        loss = losses.mean() / spec.gradient_accumulation
+        loss.backward()
+        step_loss += loss.item()
+        tokens += sum(len(i.input_ids) for i in items)
+    return step_loss, tokens
+
+
+def dp_step(model, tok, data: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
+            dp: DPRun) -> tuple[float, int]:
+    """Set ``.grad`` of every LoRA factor for one DP-SGD step; returns (mean loss, tokens).
+
+    Every micro-batch has exactly ``rows`` rows: the Poisson sample fills them
+    and empty rows of weight 0 pad the last one, so shapes stay static."""
+    import torch
+
+    sample = poisson_sample(len(data), dp.config.sample_rate, dp.random.sampling)
+    empty = Tokenized([tok.pad_token_id], [IGNORE])
+    loss_sum, tokens = 0.0, 0
+    for chunk, real in micro_batches(sample, rows):
+        items = [data[i] for i in chunk] + [empty] * (rows - real)
+        ids, mask, labels = collate(items, tok.pad_token_id, device)
+        weights = torch.zeros(rows, device=ids.device)
+        weights[:real] = 1.0
+        losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels) * weights
+        losses.sum().backward()
+        clipper.accumulate(weights)
+        loss_sum += float(losses.detach().sum())
+        tokens += sum(len(i.input_ids) for i in items[:real])
+    clipper.finish(dp.config.noise_multiplier, dp.config.expected_batch, dp.random.noise)
+    return loss_sum / max(len(sample), 1), tokens
+
+
+def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, result: TrainResult,
+          dp: DPRun | None) -> None:
     import torch
 
     optim = {}
@@ -140,11 +196,13 @@ def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, res
     if torch.cuda.is_available():
         for i, st in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"cuda{i}"] = st
+    if dp:
+        rng.update(dp.random.state())
     store.save(Checkpoint(step, {**fingerprint, "losses": result.losses, "tokens": result.tokens},
                           {n: p for n, p in params}, optim, rng))
 
 
-def _restore(ckpt: Checkpoint, params, opt, device: str) -> int:
+def _restore(ckpt: Checkpoint, params, opt, device: str, dp: DPRun | None) -> int:
     import torch
 
     with torch.no_grad():
@@ -158,4 +216,6 @@ def _restore(ckpt: Checkpoint, params, opt, device: str) -> int:
     torch.set_rng_state(ckpt.rng["cpu"])
     if torch.cuda.is_available():
         torch.cuda.set_rng_state_all([ckpt.rng[k] for k in sorted(ckpt.rng) if k.startswith("cuda")])
+    if dp:
+        dp.random.restore(ckpt.rng)
     return ckpt.step
