@@ -87,8 +87,9 @@ class History:
         write_bytes(self.folder / "history.json", json.dumps(meta).encode())
 
 
-def score(examples: list[Example], embeddings, history: History, threshold: float) -> NoveltyResult:
-    seen, hist, comparable = history.load()
+def score(examples: list[Example], embeddings, history: History | None, threshold: float) -> NoveltyResult:
+    """Scores against ``history``; with None, only duplicates within the feed score 0."""
+    seen, hist, comparable = history.load() if history is not None else (set(), None, True)
     scores = [1.0] * len(examples)
     if hist is not None and len(hist):
         sims = embeddings @ hist.T

@@ -20,14 +20,16 @@ from typing import Any, Callable, NoReturn
 import tgsp
 from tgsp import clock, evidence
 from tgsp.atomic import write_bytes
-from tgsp.errors import ForgettingExceeded, GateFailed, InputError, NoveltySkipped, RoundOutcome
+from tgsp.errors import BudgetExhausted, ForgettingExceeded, GateFailed, InputError, NoveltySkipped, RoundOutcome
 
-from . import feeds as feeds_mod, model as model_mod, novelty
+from . import feeds as feeds_mod, model as model_mod, novelty, privacy
 from .batches import tokenize
 from .checkpoint import CheckpointStore
+from .dp_sgd import DPRandom
 from .evaluate import mean_loss, relative_change
+from .ledger import Ledger
 from .spec import RunSpec, load_spec, resolve
-from .train import add_lora, total_steps, train
+from .train import DPRun, add_lora, total_steps, train
 
 PACKAGED = "packaged"
 
@@ -48,9 +50,18 @@ class Context:
     state: Path
     now: clock.Clock = clock.utcnow
     events: list[dict] = field(default_factory=list)
+    ledger: Ledger | None = None  # set once a DP round has charged the ledger
+    round_id: str = ""
 
     def record(self, type_: str, data: Any) -> None:
         self.events.append(evidence.event(type_, data, self.now()))
+
+    def settle(self, outcome: str) -> None:
+        """Write the round's outcome into its ledger entry (a DP round only)."""
+        if self.ledger is not None:
+            entry = self.ledger.pending(self.round_id) or next(
+                e for e in reversed(self.ledger.entries) if e["round_id"] == self.round_id)
+            self.ledger.settle(self.round_id, entry["events"][0]["steps"], {"outcome": outcome, "settled": clock.fmt(self.now())})
 
 
 def state_dir(spec: RunSpec, out_base: Path) -> Path:
@@ -87,10 +98,17 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         out_base = Path(output_root).resolve()
         spec = spec.model_copy(update={"output": spec.output.model_copy(
             update={"path": Path(spec.output.path).name})})
-    if spec.privacy.mode != "off":
-        raise InputError(f"privacy.mode {spec.privacy.mode!r} is not available in this tgflow yet",
-                         hint="use privacy.mode \"off\"")
+    if spec.privacy.mode == "n2he":
+        raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet",
+                         hint="use privacy.mode \"dp\" or \"off\"")
+    dp_on = spec.privacy.mode == "dp"
+    if dp_on:
+        privacy.check_spec(spec)
     ctx = Context(spec, base, digest, state_dir(spec, out_base), now)
+    # Fail closed on an unreadable ledger before any work.
+    ledger = Ledger.load(ctx.state, spec.route_key) if dp_on else None
+    audit = privacy.AuditKey(ctx.state) if dp_on else None
+    private = (lambda d: audit.digest(d)) if audit else (lambda d: d)  # noqa: E731
     started = now()
     # Fail fast on everything that needs no model: keys, recipients, output path.
     out_path = resolve(out_base, spec.output.path)
@@ -111,7 +129,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
                                       "spec": spec.model_dump(mode="json"), "environment": environment(device)})
     ctx.record("tgflow.inputs", {
         "base_model": {"ref": spec.base_model_ref, "sha256": model_id, "files": model_files},
-        "feed": {"source": feed.source, "sha256": feed.digest, "examples": len(feed.examples), "tgsp_package": feed.package_id},
+        "feed": {"source": feed.source, "sha256": private(feed.digest), "examples": len(feed.examples),
+                 "tgsp_package": feed.package_id},
         "reference": {"source": reference.source, "sha256": reference.digest, "examples": len(reference.examples)},
         "eval": None if eval_feed is None else {"source": eval_feed.source, "sha256": eval_feed.digest,
                                                 "examples": len(eval_feed.examples)}})
@@ -120,7 +139,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     max_len = spec.training.max_seq_len
     history = novelty.History(ctx.state / "novelty", model_id)
     emb = novelty.embed(model, tok, feed.examples, device.name, max_len)
-    nov = novelty.score(feed.examples, emb, history, spec.policy.novelty_threshold)
+    # Under DP the history is not consulted: a past record could otherwise decide
+    # which later records are trained on, outside any round's ε (docs/privacy.md).
+    nov = novelty.score(feed.examples, emb, None if dp_on else history, spec.policy.novelty_threshold)
     summary = nov.summary(spec.policy.novelty_threshold, spec.policy.min_novel_examples)
     ctx.record("tgflow.novelty", summary)
     if summary["skipped"]:
@@ -147,13 +168,46 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     store = CheckpointStore(ctx.state / "checkpoint")
     fingerprint = {"spec_sha256": digest, "train_sha256": train_digest, "model_sha256": model_id}
     steps = total_steps(spec.training, len(train_data))
+    dp_run, plan = None, None
+    if dp_on:
+        ctx.ledger, ctx.round_id = ledger, tgsp.canonical.sha256_hex(tgsp.canonical.encode(fingerprint))
+        own = ledger.pending(ctx.round_id)
+        spent = [ev for e in ledger.entries if e is not own for ev in ledger.events_of(e)]
+        plan = privacy.plan(spec, len(train_data), spent)
+        if plan.allowed_steps == 0:
+            ctx.ledger = None
+            return _budget_refused(ctx, ledger, plan)
+        ledger.begin(ctx.round_id, plan.event(plan.allowed_steps), {
+            "started": clock.fmt(started), "planned_steps": plan.planned_steps, "delta": plan.delta,
+            "accountant": plan.accountant, "max_grad_norm": plan.config.max_grad_norm,
+            "expected_batch_size": plan.config.expected_batch, "spec_sha256": digest})
+        dp_run = DPRun(plan.config, DPRandom(device.name))
     result = train(peft_model, tok, train_data, spec.training, device.name, store, fingerprint, stop=stop,
-                   progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None)
-    ctx.record("tgflow.training", {**result.metrics(), "train_examples": len(train_data), "train_sha256": train_digest,
-                                   "lora": spec.lora.model_dump(mode="json"), "planned_steps": steps,
-                                   "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
-                                   "device": device.name, "dtype": device.dtype_name})
-    ctx.record("tgflow.privacy", {"mode": "off", "note": "no differential privacy: the adapter may memorise training examples"})
+                   progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None,
+                   dp=dp_run, limit=plan.allowed_steps if plan else None)
+    training = {**result.metrics(), "train_examples": len(train_data), "train_sha256": private(train_digest),
+                "lora": spec.lora.model_dump(mode="json"), "planned_steps": steps,
+                "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
+                "device": device.name, "dtype": device.dtype_name}
+    if plan is None:
+        ctx.record("tgflow.training", training)
+        privacy_record = {"mode": "off", "note": "no differential privacy: the adapter may memorise training examples"}
+    else:
+        # Losses, token counts and timings come from the private records outside the mechanism.
+        withheld = ("tokens", "seconds", "tokens_per_second", "loss_first", "loss_last")
+        ctx.record("tgflow.training", {**{k: v for k, v in training.items() if k not in withheld},
+                                       "withheld_under_dp": list(withheld)})
+        privacy_record = plan.summary(result.steps, dp_run.random.source)
+        ledger.settle(ctx.round_id, result.steps, {"epsilon": privacy_record["epsilon"],
+                                                   "route_epsilon": privacy_record["route_epsilon"],
+                                                   "noise_multiplier": plan.config.noise_multiplier,
+                                                   "randomness": dp_run.random.source})
+    ctx.record("tgflow.privacy", privacy_record)
+    if plan is not None and result.steps < plan.planned_steps:
+        store.clear()
+        return _reject(ctx, BudgetExhausted, f"privacy budget reached: stopped after {result.steps} of "
+                       f"{plan.planned_steps} steps (route epsilon {privacy_record['route_epsilon']:.4g} of "
+                       f"{plan.budget:g}); nothing packaged", {"training": result.metrics(), "privacy": privacy_record})
 
     # --- evaluation gate and forgetting budget ------------------------------------------
     eval_after, ref_after = mean_loss(peft_model, tok, eval_data, device.name), mean_loss(peft_model, tok, ref_data, device.name)
@@ -173,7 +227,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
               "reference_loss_after": round(ref_after, 6), "forgetting": round(forgetting, 6),
               "budget": spec.policy.forgetting_budget, "passed": forgetting <= spec.policy.forgetting_budget}
     ctx.record("tgflow.forgetting", forget)
-    report = {"novelty": summary, "training": result.metrics(), "evaluation": evaluation, "forgetting": forget}
+    report = {"novelty": summary, "training": result.metrics(), "evaluation": evaluation, "forgetting": forget,
+              "privacy": privacy_record}
     if not forget["passed"]:
         store.clear()
         return _reject(ctx, ForgettingExceeded, f"forgetting {forgetting:.4f} exceeds the budget {spec.policy.forgetting_budget}",
@@ -194,8 +249,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
             adapter_dir, out_path, route=spec.route_key, version=version, kind="adapter", recipients=recipients,
             signers=[signer], events=ctx.events, expires=expires, now=now,
             external={"run_spec_sha256": digest, "route_key": spec.route_key},
+            extra={"privacy": plan.manifest(privacy_record) if plan else {"mode": "off"}},
             dependencies=[{"uri": f"tgflow:base-model/{spec.base_model_ref}", "digest": {"sha256": model_id}},
-                          {"uri": f"tgflow:feed/{feed.source}", "digest": {"sha256": feed.digest}},
+                          {"uri": f"tgflow:feed/{feed.source}", "digest": _digest_map(private(feed.digest))},
                           {"uri": f"tgflow:reference/{reference.source}", "digest": {"sha256": reference.digest}}])
     # Only now does the route move on: history grows, version advances, checkpoint goes.
     # Every novel example this round consumed (trained on or held out) is now "seen".
@@ -203,6 +259,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     write_bytes(ctx.state / "route.json", json.dumps({"route": spec.route_key, "last_version": version,
                                                       "package_id": built.package_id}).encode())
     store.clear()
+    ctx.settle(PACKAGED)
     report.update({"outcome": PACKAGED, "package": str(out_path), "package_id": built.package_id, "version": version})
     _write_report(ctx, report)
     return RoundResult(PACKAGED, report, out_path, built.package_id)
@@ -228,8 +285,25 @@ def _write_report(ctx: Context, report: dict[str, Any]) -> Path:
     return rounds / f"{name}.report.json"
 
 
+def _digest_map(d: str) -> dict[str, str]:
+    algo, _, value = d.rpartition(":")
+    return {algo or "sha256": value}
+
+
+def _budget_refused(ctx: Context, ledger: Ledger, plan: privacy.DPPlan) -> NoReturn:
+    spent = plan.summary(0, "none")["route_epsilon_before"]
+    record = {**plan.summary(0, "none"), "refused": True}
+    ctx.record("tgflow.privacy", record)
+    message = (f"privacy budget exhausted: the route has spent epsilon {spent:.4g} of {plan.budget:g}, and not one "
+               f"more step at noise_multiplier {plan.config.noise_multiplier:.4g} fits")
+    ledger.refuse(ctx.round_id, {"outcome": BudgetExhausted.outcome, "started": clock.fmt(ctx.now()),
+                                 "reason": message, "spec_sha256": ctx.digest})
+    _reject(ctx, BudgetExhausted, message, {"privacy": record})
+
+
 def _reject(ctx: Context, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> NoReturn:
     """Record the outcome, write evidence and report, and raise ``kind``."""
+    ctx.settle(kind.outcome)
     ctx.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
     report = {**report, "outcome": kind.outcome, "reason": message}
     report["report_path"] = str(_write_report(ctx, report))

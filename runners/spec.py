@@ -54,7 +54,7 @@ class PolicySpec(_Strict):
 
 class DPSpec(_Strict):
     max_grad_norm: float = Field(gt=0)
-    noise_multiplier: Optional[float] = Field(None, ge=0)
+    noise_multiplier: Optional[float] = Field(None, gt=0)
     target_epsilon: Optional[float] = Field(None, gt=0)
     target_delta: float = Field(gt=0, lt=1)
     accountant: Literal["prv", "pld", "rdp"] = "prv"

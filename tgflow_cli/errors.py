@@ -10,6 +10,7 @@ Exit codes (documented in docs/cli.md):
   10 peft run: round skipped (too little novel data)
   11 peft run: adapter rejected by the forgetting budget
   12 peft run: adapter rejected by the evaluation gate
+  13 peft run: the route's privacy budget is exhausted (refused, or stopped at the budget)
   75 peft run: interrupted (SIGTERM); checkpoint saved, re-run to resume
   130 interrupted
 """
@@ -19,13 +20,14 @@ from __future__ import annotations
 from tgsp import errors as E
 
 OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
-SKIPPED, FORGETTING, GATE, RESUMABLE = 10, 11, 12, 75
+SKIPPED, FORGETTING, GATE, BUDGET, RESUMABLE = 10, 11, 12, 13, 75
 
 # Most specific first; the first match wins.
 TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.NoveltySkipped, SKIPPED, "nothing new to learn; the route state is unchanged"),
     (E.ForgettingExceeded, FORGETTING, "no package written; see the report in the route's state folder"),
     (E.GateFailed, GATE, "no package written; see the report in the route's state folder"),
+    (E.BudgetExhausted, BUDGET, "no package written; the ledger is in the route's state folder (docs/privacy.md)"),
     (E.Interrupted, RESUMABLE, "re-run the same command to resume from the checkpoint"),
     (E.DecryptionError, DECRYPT, "check that you are a recipient and the identity key is the right one"),
     (E.WrongPassphraseError, KEY, None),

@@ -51,7 +51,7 @@ def run(
     signed, encrypted TGSP package with its evidence.
 
     Exit codes: 0 packaged, 10 skipped (low novelty), 11 forgetting budget
-    exceeded, 12 evaluation gate failed, 75 interrupted (checkpoint saved; re-run
+    exceeded, 12 evaluation gate failed, 13 privacy budget exhausted, 75 interrupted (checkpoint saved; re-run
     to resume), 2 bad spec or input, 3 key problem.
 
     Example: tgflow peft run --spec examples/run_spec.json
@@ -87,6 +87,11 @@ def _render(report: dict) -> None:
               f"{nv['duplicates']} duplicates)")
     out.print(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
               f"loss {tr['loss_first']} -> {tr['loss_last']}")
+    pv = report.get("privacy") or {}
+    if pv.get("mode") == "dp":
+        out.print(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "
+                  f"sigma {pv['noise_multiplier']:.4g}, q {pv['sample_rate']:.4g}, {pv['steps']} steps); route epsilon "
+                  f"{pv['route_epsilon']:.4g} of {pv['route_budget_epsilon'] if pv['route_budget_epsilon'] else 'no budget'}")
     out.print(f"new-domain eval loss: {ev['eval_loss_before']} -> {ev['eval_loss_after']} "
               f"({ev['eval_improvement'] * 100:.1f}% better)")
     out.print(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "

@@ -118,7 +118,7 @@ class DecryptionError(TgflowError):
         super().__init__("decryption failed")
 
 
-# --- peft run outcomes (exit 10-12, 75) -----------------------------------------
+# --- peft run outcomes (exit 10-13, 75) -----------------------------------------
 class RoundOutcome(TgflowError):
     """A round ended without a promotable package; ``report`` says why."""
 
@@ -139,6 +139,12 @@ class ForgettingExceeded(RoundOutcome):
 
 class GateFailed(RoundOutcome):
     outcome = "rejected-eval-gate"
+
+
+class BudgetExhausted(RoundOutcome):
+    """The route's privacy budget allows no more training (refused, or stopped at the budget)."""
+
+    outcome = "privacy-budget-exhausted"
 
 
 class Interrupted(TgflowError):

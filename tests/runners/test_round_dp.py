@@ -1,0 +1,202 @@
+"""`tgflow peft run` with privacy.mode "dp", end to end through the real CLI:
+the package records the guarantee, and the route ledger enforces the budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tgflow_cli.main import main
+from tgsp.verify import open_package
+
+from tests.runners.test_round import ROOT, run
+
+DP = {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_delta": 1e-4}
+
+
+def dp_spec(w, name="spec.json", dp=None, **over):
+    over.setdefault("training", {"steps": 6, "batch_size": 8, "learning_rate": 0.01, "seed": 3, "max_seq_len": 64,
+                                 "checkpoint_every": 2})
+    return w.spec(name, privacy={"mode": "dp", "dp": {**DP, **(dp or {})}},
+                  eval={"type": "jsonl", "uri": "feeds/support-eval.jsonl", "max_examples": 16}, **over)
+
+
+def ledger(w) -> dict:
+    return json.loads((w.state / "privacy-ledger.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _test_seed(monkeypatch):
+    monkeypatch.setenv("TGFLOW_DP_TEST_SEED", "5")
+
+
+def test_dp_round_packages_with_its_guarantee(workspace, capsys):
+    from runners.accounting import DpEvent, epsilon
+
+    code, out, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    pv = report["privacy"]
+    assert pv["mode"] == "dp" and pv["steps"] == 6 and pv["noise_multiplier"] == 1.0
+    assert pv["sample_rate"] == pytest.approx(8 / 64)  # q = B / N, N = all 64 (eval is its own feed)
+    assert pv["epsilon"] == pytest.approx(epsilon([DpEvent(1.0, 8 / 64, 6)], 1e-4), rel=1e-5)
+    assert pv["route_epsilon"] == pv["epsilon"] and pv["accountant"] == "prv"
+    assert pv["epsilon_rdp"] >= pv["epsilon"]  # RDP is the looser bound
+    assert "NOT private" in pv["randomness"]  # the test seed is never passed off as private
+    with open_package(report["package"], check_digests=True) as pkg:
+        manifest = pkg.manifest
+        by_type = {e["type"]: e["data"] for e in pkg.evidence}
+    assert manifest["privacy"]["epsilon"] == pv["epsilon"] and manifest["privacy"]["route_epsilon"] == pv["route_epsilon"]
+    for key in ("delta", "noise_multiplier", "sample_rate", "steps", "accountant"):
+        assert manifest["privacy"][key] == pv[key]
+    assert by_type["tgflow.privacy"]["epsilon"] == pv["epsilon"]
+    training = by_type["tgflow.training"]
+    # Nothing computed from private records outside the mechanism is released.
+    assert "loss_first" not in training and "tokens" not in training and "seconds" not in training
+    assert training["train_sha256"].startswith("hmac-sha256:")
+    assert by_type["tgflow.inputs"]["feed"]["sha256"].startswith("hmac-sha256:")
+    entry = ledger(workspace)["entries"]
+    assert len(entry) == 1 and entry[0]["status"] == "settled" and entry[0]["outcome"] == "packaged"
+    assert entry[0]["events"] == [{"noise_multiplier": 1.0, "sample_rate": 0.125, "steps": 6}]
+
+
+def test_target_epsilon_is_calibrated(workspace, capsys):
+    spec = dp_spec(workspace, dp={"noise_multiplier": None, "target_epsilon": 4.0})
+    code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
+    assert code == 0, err
+    pv = json.loads(out)["privacy"]
+    assert 4.0 * 0.99 <= pv["epsilon"] <= 4.0
+    assert pv["noise_multiplier_source"].startswith("calibrated")
+
+
+def test_three_rounds_against_a_route_budget(workspace, capsys):
+    from runners.accounting import DpEvent, epsilon
+
+    one = epsilon([DpEvent(1.0, 0.125, 6)], 1e-4)
+    two = epsilon([DpEvent(1.0, 0.125, 12)], 1e-4)
+    budget = round((two + epsilon([DpEvent(1.0, 0.125, 15)], 1e-4)) / 2, 4)  # room for 2 rounds and half of a third
+    feeds = workspace.root / "feeds"
+    rows = (feeds / "support-tickets.jsonl").read_text().splitlines()
+    for k in range(3):  # fresh data each round
+        (feeds / f"round{k}.jsonl").write_text("\n".join(rows[64 * k: 64 * (k + 1)]) + "\n")
+    spec = lambda k: dp_spec(workspace, f"spec{k}.json", dp={"route_budget_epsilon": budget},  # noqa: E731
+                             feed={"type": "jsonl", "uri": f"feeds/round{k}.jsonl"})
+    assert run(capsys, "peft", "run", "--spec", spec(0))[0] == 0
+    assert run(capsys, "peft", "run", "--spec", spec(1))[0] == 0
+    assert not (workspace.root / "out" / "adapter.tgsp.tmp").exists()
+    pkg = workspace.root / "out" / "adapter.tgsp"
+    before = pkg.read_bytes()
+    code, out, err = run(capsys, "peft", "run", "--spec", spec(2), "--json")
+    assert code == 13, err
+    assert "privacy budget reached" in err and "stopped after" in err
+    assert pkg.read_bytes() == before  # the last good package is untouched, nothing new promoted
+    entries = ledger(workspace)["entries"]
+    assert [e["outcome"] for e in entries] == ["packaged", "packaged", "privacy-budget-exhausted"]
+    third = entries[2]["events"][0]["steps"]
+    assert 0 < third < 6
+    spent = epsilon([DpEvent(1.0, 0.125, 12 + third)], 1e-4)
+    assert spent <= budget < epsilon([DpEvent(1.0, 0.125, 12 + third + 1)], 1e-4)  # cut exactly at the budget
+    assert two > one
+    # A fourth round is refused before it trains, with the same code, and charges nothing.
+    code, _, err = run(capsys, "peft", "run", "--spec", spec(2))
+    assert code == 13 and "privacy budget exhausted" in err
+    entries = ledger(workspace)["entries"]
+    assert entries[-1]["status"] == "refused" and entries[-1]["events"] == []
+    reports = sorted((workspace.state / "rounds").glob("*privacy-budget-exhausted.evidence.jsonl"))
+    assert len(reports) == 2
+
+
+def _cli(w, *args, env_extra=None):
+    env = {**os.environ, "TGFLOW_HOME": str(w.root / "home"), "TGFLOW_PASSPHRASE": os.environ["TGFLOW_PASSPHRASE"],
+           "TGFLOW_DP_TEST_SEED": "5", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "tgflow_cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_ledger_survives_a_crash_mid_round(workspace):
+    """SIGKILL during training: the pending charge stays; the re-run resumes
+    under the same entry (no double charge) and settles it."""
+    spec = dp_spec(workspace, training={"steps": 400, "batch_size": 8, "learning_rate": 0.01, "seed": 3,
+                                        "max_seq_len": 64, "checkpoint_every": 5})
+    proc = _cli(workspace, "peft", "run", "--spec", spec)
+    ckpt = workspace.state / "checkpoint" / "current.json"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), proc.communicate()[1].decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    entries = ledger(workspace)["entries"]
+    assert len(entries) == 1 and entries[0]["status"] == "pending"
+    assert entries[0]["events"][0]["steps"] == 400  # charged in full until settled
+    # The spent budget is visible while the round is pending (a new spec could not ignore it).
+    from runners.ledger import Ledger
+
+    assert Ledger.load(workspace.state, "support").spent(1e-4, "prv") > 0
+    proc = _cli(workspace, "peft", "run", "--spec", spec, "--json")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out)
+    assert report["training"]["resumed_from_step"] > 0
+    entries = ledger(workspace)["entries"]
+    assert len(entries) == 1 and entries[0]["status"] == "settled" and entries[0]["events"][0]["steps"] == 400
+
+
+def test_a_damaged_ledger_stops_the_route(workspace, capsys):
+    workspace.state.mkdir(parents=True)
+    (workspace.state / "privacy-ledger.json").write_text('{"format": "tgflow.privacy-ledger/1", "entries": [')
+    code, _, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace))
+    assert code == 2 and "privacy ledger" in err and "unreadable" in err
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
+
+
+@pytest.mark.parametrize("over,dp,message", [
+    ({"training": {"steps": 2, "batch_size": 8, "packing": True}}, {}, "packing"),
+    ({}, {"target_delta": 0.05}, "not below 1/N"),
+    ({"training": {"steps": 2, "batch_size": 128}}, {}, "larger than the 64 training examples"),
+    ({}, {"noise_multiplier": None, "target_epsilon": 0.0001}, "out of reach"),
+    ({}, {"noise_multiplier": 0}, "greater than 0"),
+])
+def test_bad_dp_settings_are_refused_before_training(workspace, capsys, over, dp, message):
+    code, _, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace, dp=dp, **over))
+    assert code == 2, err
+    assert message in err
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
+    assert not (workspace.state / "checkpoint").exists()
+
+
+def test_dp_needs_a_separate_eval_feed(workspace, capsys):
+    spec = workspace.spec(privacy={"mode": "dp", "dp": DP})
+    code, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert code == 2 and "needs an eval feed" in err
+
+
+def test_production_runs_are_not_reproducible(workspace, capsys, monkeypatch):
+    """Without the test seed, the sampling and noise come from os.urandom."""
+    import hashlib
+
+    import tgsp
+    from tgsp.keyring import Keyring
+    from tests.helpers import PASS
+
+    monkeypatch.delenv("TGFLOW_DP_TEST_SEED")
+    digests = []
+    for k in range(2):
+        spec = dp_spec(workspace, f"s{k}.json", output={"path": f"out/a{k}.tgsp", "signing_key": "release",
+                                                         "recipients": ["operator"], "state_dir": f"out/state{k}"})
+        code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
+        assert code == 0, err
+        assert json.loads(out)["privacy"]["randomness"] == "os.urandom"
+        kr = Keyring(workspace.root / "home")
+        dest = workspace.root / f"unpacked{k}"
+        tgsp.unpack(workspace.root / "out" / f"a{k}.tgsp", dest, kr.trust_policy(),
+                    identities=kr.identities("operator", lambda: PASS))
+        digests.append(hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] != digests[1]
