@@ -169,9 +169,9 @@ def poisson_sample(n: int, q: float, generator) -> list[int]:
     return torch.nonzero(torch.rand(n, generator=generator) < q).flatten().tolist()
 
 
-def micro_batches(indices: list[int], rows: int) -> Iterator[tuple[list[int], int]]:
-    """Chunks of at most ``rows`` indices, each with its count of real rows
+def micro_batches(items: list, rows: int) -> Iterator[tuple[list, int]]:
+    """Chunks of at most ``rows`` items, each with its count of real rows
     (the caller pads every chunk to ``rows``). No chunk for an empty sample."""
-    for i in range(0, len(indices), rows):
-        chunk = indices[i : i + rows]
+    for i in range(0, len(items), rows):
+        chunk = items[i : i + rows]
         yield chunk, len(chunk)

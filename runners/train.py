@@ -160,17 +160,24 @@ def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int
 
 def dp_step(model, tok, data: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
             dp: DPRun) -> tuple[float, int]:
-    """Set ``.grad`` of every LoRA factor for one DP-SGD step; returns (mean loss, tokens).
+    """Set ``.grad`` of every LoRA factor for one DP-SGD step on a fresh Poisson
+    sample; returns (mean loss, tokens)."""
+    sample = poisson_sample(len(data), dp.config.sample_rate, dp.random.sampling)
+    return dp_gradient(model, tok, [data[i] for i in sample], rows, device, clipper, dp)
 
-    Every micro-batch has exactly ``rows`` rows: the Poisson sample fills them
-    and empty rows of weight 0 pad the last one, so shapes stay static."""
+
+def dp_gradient(model, tok, batch: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
+                dp: DPRun) -> tuple[float, int]:
+    """Clipped, noised gradient of one logical batch (any size, even empty).
+
+    Every micro-batch has exactly ``rows`` rows: the batch fills them and
+    empty rows of weight 0 pad the last one, so shapes stay static."""
     import torch
 
-    sample = poisson_sample(len(data), dp.config.sample_rate, dp.random.sampling)
     empty = Tokenized([tok.pad_token_id], [IGNORE])
     loss_sum, tokens = 0.0, 0
-    for chunk, real in micro_batches(sample, rows):
-        items = [data[i] for i in chunk] + [empty] * (rows - real)
+    for chunk, real in micro_batches(batch, rows):
+        items = chunk + [empty] * (rows - real)
         ids, mask, labels = collate(items, tok.pad_token_id, device)
         weights = torch.zeros(rows, device=ids.device)
         weights[:real] = 1.0
@@ -178,9 +185,9 @@ def dp_step(model, tok, data: list[Tokenized], rows: int, device: str, clipper: 
         losses.sum().backward()
         clipper.accumulate(weights)
         loss_sum += float(losses.detach().sum())
-        tokens += sum(len(i.input_ids) for i in items[:real])
+        tokens += sum(len(i.input_ids) for i in chunk)
     clipper.finish(dp.config.noise_multiplier, dp.config.expected_batch, dp.random.noise)
-    return loss_sum / max(len(sample), 1), tokens
+    return loss_sum / max(len(batch), 1), tokens
 
 
 def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, result: TrainResult,

@@ -2,7 +2,8 @@
 # The main job, end to end, on the embedded default, with no downloads:
 # one continuous-learning round (`tgflow peft run`) on the bundled tiny base
 # model and support-ticket feed, producing a signed, encrypted TGSP package;
-# then verify it, unpack it, and load the adapter with PEFT.
+# then verify it, unpack it, and load the adapter with PEFT. Then the same
+# round under differential privacy (DP-SGD, with the route's privacy ledger).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh train
@@ -17,6 +18,9 @@ $tg key generate operator --type recipient
 $tg peft run --spec examples/run_spec.json
 $tg tgsp verify "$out/support.tgsp"
 $tg tgsp unpack "$out/support.tgsp" -o "$out/adapter" --identity operator
+# The same round with differential privacy (epsilon 3 per round, route budget 10).
+$tg peft run --spec examples/run_spec_dp.json
+$tg tgsp verify "$out/support-dp.tgsp"
 { set +x; } 2>/dev/null
 .venv/bin/python - "$out/adapter" <<'PY'
 import sys, torch
