@@ -53,17 +53,22 @@ class PolicySpec(_Strict):
 
 
 class DPSpec(_Strict):
-    max_grad_norm: float = Field(gt=0)
-    noise_multiplier: Optional[float] = Field(None, gt=0)
-    target_epsilon: Optional[float] = Field(None, gt=0)
-    target_delta: float = Field(gt=0, lt=1)
-    accountant: Literal["prv", "pld", "rdp"] = "prv"
-    route_budget_epsilon: Optional[float] = Field(None, gt=0)
+    """DP-SGD settings; see docs/privacy.md."""
+
+    max_grad_norm: float = Field(gt=0, description="C: each example's gradient (all LoRA factors together) is clipped to this L2 norm")
+    noise_multiplier: Optional[float] = Field(None, gt=0, description="σ: Gaussian noise std is σ·C per logical batch (give this or target_epsilon)")
+    target_epsilon: Optional[float] = Field(None, gt=0, description="Calibrate σ so this round's ε lands on this (give this or noise_multiplier)")
+    target_delta: float = Field(gt=0, lt=1, description="δ; must be below 1/N (N = training examples); 1e-5 or less is usual")
+    accountant: Literal["prv", "rdp"] = Field("prv", description="prv: privacy random variables (tight upper bound); rdp: Rényi DP (looser)")
+    route_budget_epsilon: Optional[float] = Field(None, gt=0, description="Total ε the route may spend across all rounds (the ledger enforces it)")
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> DPSpec:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError("give exactly one of noise_multiplier or target_epsilon")
+        if self.target_epsilon and self.route_budget_epsilon and self.target_epsilon > self.route_budget_epsilon:
+            raise ValueError(f"target_epsilon {self.target_epsilon:g} exceeds route_budget_epsilon "
+                             f"{self.route_budget_epsilon:g}: no round could finish")
         return self
 
 

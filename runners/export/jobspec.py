@@ -25,7 +25,7 @@ JOB_SPEC_FORMAT = "tgflow.job-spec/1"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # peft run's exit codes, for platforms that can act on them.
 RETRY_CODES = (75,)  # interrupted with a checkpoint: run again to resume
-FINAL_CODES = (1, 2, 3, 4, 5, 10, 11, 12)  # retrying cannot help
+FINAL_CODES = (1, 2, 3, 4, 5, 10, 11, 12, 13)  # retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,6 @@ def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str]
         "schedule": None if options.schedule is None else {"unix": options.schedule, "native": schedule},
         "timeout_minutes": options.timeout_minutes,
         "exit_codes": {"0": "packaged", "10": "skipped (low novelty)", "11": "rejected (forgetting)",
-                       "12": "rejected (evaluation gate)", "75": "interrupted; re-run resumes", "2": "bad input",
+                       "12": "rejected (evaluation gate)", "13": "privacy budget exhausted", "75": "interrupted; re-run resumes", "2": "bad input",
                        "3": "key problem"},
     }

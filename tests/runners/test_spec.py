@@ -44,6 +44,15 @@ def test_minimal_spec_and_defaults():
     ("output.recipients", [], "output.recipients"),
     ("privacy.mode", "dp", "needs a dp section"),
     ("training.precision", "int4", "training.precision"),
+    ("privacy.dp", {"max_grad_norm": 1, "target_delta": 1e-5}, "exactly one of noise_multiplier or target_epsilon"),
+    ("privacy.dp", {"max_grad_norm": 1, "target_delta": 1e-5, "noise_multiplier": 1, "target_epsilon": 2},
+     "exactly one of noise_multiplier or target_epsilon"),
+    ("privacy.dp", {"max_grad_norm": 1, "target_delta": 1e-5, "target_epsilon": 5, "route_budget_epsilon": 4},
+     "exceeds route_budget_epsilon"),
+    ("privacy.dp", {"max_grad_norm": 0, "target_delta": 1e-5, "noise_multiplier": 1}, "privacy.dp.max_grad_norm"),
+    ("privacy.dp", {"max_grad_norm": 1, "target_delta": 1.5, "noise_multiplier": 1}, "privacy.dp.target_delta"),
+    ("privacy.dp", {"max_grad_norm": 1, "target_delta": 1e-5, "noise_multiplier": 1, "accountant": "gdp"},
+     "privacy.dp.accountant"),
 ])
 def test_invalid_specs_name_the_field(path, value, needle):
     with pytest.raises(InputError) as exc:
@@ -60,6 +69,8 @@ def test_comments_are_allowed_anywhere():
 def test_example_spec_is_valid():
     spec, base, digest = load_spec(ROOT / "examples" / "run_spec.json")
     assert spec.route_key == "support" and len(digest) == 64
+    dp, _, _ = load_spec(ROOT / "examples" / "run_spec_dp.json")
+    assert dp.privacy.mode == "dp" and dp.privacy.dp.target_epsilon == 3.0 and dp.route_key == "support-dp"
 
 
 def test_missing_and_malformed_spec_files(tmp_path):
