@@ -23,6 +23,7 @@ from tgsp.errors import InputError
 
 ACCOUNTANTS = ("prv", "rdp")
 SIGMA_MIN, SIGMA_MAX = 0.3, 100.0  # the calibration range for target_epsilon
+EPSILON_MAX = 100.0  # above this a round's bound says nothing (and PRV maths gets slow): refused
 _RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512, 1024]
 
 

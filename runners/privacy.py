@@ -25,7 +25,7 @@ from typing import Any
 from tgsp.atomic import write_bytes
 from tgsp.errors import InputError
 
-from .accounting import DpEvent, calibrate, epsilon, max_steps
+from .accounting import EPSILON_MAX, DpEvent, calibrate, epsilon, max_steps
 from .dp_sgd import DPConfig
 from .spec import RunSpec
 from .train import total_steps
@@ -95,6 +95,12 @@ def plan(spec: RunSpec, n_train: int, spent: list[DpEvent]) -> DPPlan:
     steps = total_steps(t, n_train)
     if dp.noise_multiplier is not None:
         sigma, source = dp.noise_multiplier, "spec"
+        # RDP is a cheap upper bound on PRV: screen out meaningless settings before the slow maths.
+        rough = epsilon([DpEvent(sigma, q, steps)], dp.target_delta, "rdp")
+        if not rough <= EPSILON_MAX:
+            raise InputError(f"privacy.dp.noise_multiplier {sigma:g} gives epsilon {rough:.3g} for {steps} steps at "
+                             f"sample rate {q:.4g}: no meaningful guarantee (over {EPSILON_MAX:g})",
+                             hint="raise noise_multiplier, train fewer steps, or give target_epsilon instead")
     else:
         sigma = calibrate(dp.target_epsilon, q, steps, dp.target_delta, dp.accountant)
         source = f"calibrated to target_epsilon {dp.target_epsilon:g}"

@@ -57,7 +57,7 @@ class DPSpec(_Strict):
 
     max_grad_norm: float = Field(gt=0, description="C: each example's gradient (all LoRA factors together) is clipped to this L2 norm")
     noise_multiplier: Optional[float] = Field(None, gt=0, description="σ: Gaussian noise std is σ·C per logical batch (give this or target_epsilon)")
-    target_epsilon: Optional[float] = Field(None, gt=0, description="Calibrate σ so this round's ε lands on this (give this or noise_multiplier)")
+    target_epsilon: Optional[float] = Field(None, gt=0, le=100, description="Calibrate σ so this round's ε lands on this (give this or noise_multiplier)")
     target_delta: float = Field(gt=0, lt=1, description="δ; must be below 1/N (N = training examples); 1e-5 or less is usual")
     accountant: Literal["prv", "rdp"] = Field("prv", description="prv: privacy random variables (tight upper bound); rdp: Rényi DP (looser)")
     route_budget_epsilon: Optional[float] = Field(None, gt=0, description="Total ε the route may spend across all rounds (the ledger enforces it)")

@@ -163,6 +163,7 @@ def test_a_damaged_ledger_stops_the_route(workspace, capsys):
     ({"training": {"steps": 2, "batch_size": 128}}, {}, "larger than the 64 training examples"),
     ({}, {"noise_multiplier": None, "target_epsilon": 0.0001}, "out of reach"),
     ({}, {"noise_multiplier": 0}, "greater than 0"),
+    ({}, {"noise_multiplier": 0.05}, "no meaningful guarantee"),
 ])
 def test_bad_dp_settings_are_refused_before_training(workspace, capsys, over, dp, message):
     code, _, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace, dp=dp, **over))
