@@ -38,7 +38,11 @@ class DpEvent:
 
     @classmethod
     def from_json(cls, obj: dict) -> DpEvent:
-        return cls(float(obj["noise_multiplier"]), float(obj["sample_rate"]), int(obj["steps"]))
+        """Parse a stored event; ValueError unless σ > 0, 0 < q <= 1 and steps >= 0 (all finite)."""
+        sigma, q, steps = float(obj["noise_multiplier"]), float(obj["sample_rate"]), obj["steps"]
+        if not (math.isfinite(sigma) and sigma > 0 and 0 < q <= 1 and type(steps) is int and steps >= 0):
+            raise ValueError(f"invalid DP event {obj!r}")
+        return cls(sigma, q, steps)
 
 
 def merge(events: Iterable[DpEvent]) -> list[DpEvent]:

@@ -48,8 +48,10 @@ class Ledger:
             if obj.get("format") != FORMAT or obj.get("route") != route or not isinstance(obj.get("entries"), list):
                 raise ValueError("wrong format or route")
             for e in obj["entries"]:
-                if e["status"] not in (PENDING, SETTLED, REFUSED):
-                    raise ValueError("unknown status")
+                if e["status"] not in (PENDING, SETTLED, REFUSED) or not isinstance(e["round_id"], str):
+                    raise ValueError("an entry has no valid status or round_id")
+                if not isinstance(e["events"], list) or len(e["events"]) != (e["status"] != REFUSED):
+                    raise ValueError("an entry has malformed events")
                 [DpEvent.from_json(ev) for ev in e["events"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"privacy ledger {path} is unreadable ({exc}); the route's spent budget is unknown",

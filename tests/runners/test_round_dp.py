@@ -201,3 +201,16 @@ def test_production_runs_are_not_reproducible(workspace, capsys, monkeypatch):
                     identities=kr.identities("operator", lambda: PASS))
         digests.append(hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest())
     assert digests[0] != digests[1]
+
+
+def test_a_rejected_adapter_still_spends_its_epsilon(workspace, capsys):
+    spec = dp_spec(workspace, policy={"novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 10.0,
+                                      "gate": {"min_eval_improvement": 0.99}})
+    code, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert code == 12, err
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
+    [entry] = ledger(workspace)["entries"]
+    assert entry["status"] == "settled" and entry["outcome"] == "rejected-eval-gate"
+    assert entry["events"] == [{"noise_multiplier": 1.0, "sample_rate": 0.125, "steps": 6}] and entry["epsilon"] > 0
+    [evidence] = (workspace.state / "rounds").glob("*rejected-eval-gate.evidence.jsonl")
+    assert '"tgflow.privacy"' in evidence.read_text()
