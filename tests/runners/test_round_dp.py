@@ -16,7 +16,7 @@ import pytest
 from tgflow_cli.main import main
 from tgsp.verify import open_package
 
-from tests.runners.test_round import ROOT, run
+from tests.runners.test_round import ROOT, run, unpack_adapter
 
 DP = {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_delta": 1e-4}
 
@@ -37,7 +37,7 @@ def _test_seed(monkeypatch):
     monkeypatch.setenv("TGFLOW_DP_TEST_SEED", "5")
 
 
-def test_dp_round_packages_with_its_guarantee(workspace, capsys):
+def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
     from runners.accounting import DpEvent, epsilon
 
     code, out, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace), "--json")
@@ -65,6 +65,22 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys):
     entry = ledger(workspace)["entries"]
     assert len(entry) == 1 and entry[0]["status"] == "settled" and entry[0]["outcome"] == "packaged"
     assert entry[0]["events"] == [{"noise_multiplier": 1.0, "sample_rate": 0.125, "steps": 6}]
+    # Every LoRA factor in the shipped adapter moved away from its initialisation (B starts at zero,
+    # A at a seeded random draw): the silent failure where DP leaves weights untouched did not happen.
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from runners.spec import LoraSpec
+    from runners.train import add_lora
+
+    shipped = load_file(str(unpack_adapter(workspace, Path(report["package"]), workspace.root / "a") /
+                            "adapter_model.safetensors"))
+    init = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model), LoraSpec(r=4, alpha=8), 3).state_dict()
+    assert len(shipped) == 8
+    for name, tensor in shipped.items():
+        start = init[name.replace(".weight", ".default.weight")]
+        assert not torch.equal(tensor, start), f"{name} did not move"
 
 
 def test_target_epsilon_is_calibrated(workspace, capsys):
