@@ -1,10 +1,11 @@
 """DP-SGD for LoRA: exact per-example clipping from one backward pass.
 
 A LoRA factor is a bias-free ``nn.Linear`` (peft's ``lora_A``/``lora_B``), so
-the gradient of example i is ``sum_t grad_out[i, t] ⊗ input[i, t]``. Hooks
-cache each factor's input on the forward pass and form that per-example
-gradient from the output gradient on the backward pass (one small batched
-matmul per factor). Then, per logical batch:
+the gradient of example i is ``sum_t grad_out[i, t] ⊗ input[i, t]``. While
+training, each factor runs through a small autograd function that keeps its
+input and, on the backward pass, forms that per-example gradient from the
+output gradient (one batched matmul per factor, in place of the summed
+weight gradient). Then, per logical batch:
 
   g_i     = per-example gradient of example i's token-mean loss (all LoRA factors)
   ĝ_i     = g_i · min(1, C / ‖g_i‖₂)          (global norm across every factor)
@@ -59,71 +60,97 @@ def lora_factors(model) -> list:
     return found
 
 
-class PerExampleClipper:
-    """Hooks that turn each backward pass into a sum of clipped per-example gradients."""
+def _per_example_linear():
+    """A bias-free linear layer whose backward pass yields per-example weight
+    gradients (into ``sink``) instead of their sum. Built lazily: torch is
+    only imported by runs that train."""
+    import torch
 
-    def __init__(self, model, max_grad_norm: float) -> None:
-        self.modules = lora_factors(model)
-        self.C = max_grad_norm
-        self._inputs: dict[int, object] = {}
-        self._grads: dict[int, object] = {}
-        self.summed = {id(m): None for m in self.modules}
-        self._handles = [m.register_forward_hook(self._forward) for m in self.modules]
+    class PerExampleLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, sink, key):
+            ctx.save_for_backward(x, weight)
+            ctx.sink, ctx.key = sink, key
+            return torch.nn.functional.linear(x, weight)
 
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-    def _forward(self, module, inputs, output) -> None:
-        import torch
-
-        if not module.training or not output.requires_grad:
-            return
-        x = inputs[0].detach()
-        key = id(module)
-        self._inputs[key] = x
-
-        def grad_hook(grad_out):
-            # (B, T, out) x (B, T, in) -> (B, out, in); fp32 so bf16 runs clip exactly.
-            xs = self._inputs.pop(key)
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, weight = ctx.saved_tensors
+            grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+            # (B, T, out)ᵀ x (B, T, in) -> (B, out, in), in fp32 so bf16 runs clip exactly.
+            # This replaces the summed weight gradient (None below): same cost, per example.
             dtype = torch.promote_types(grad_out.dtype, torch.float32)
             g = grad_out.to(dtype).reshape(grad_out.shape[0], -1, grad_out.shape[-1])
-            a = xs.to(dtype).reshape(xs.shape[0], -1, xs.shape[-1])
-            self._grads[key] = torch.bmm(g.transpose(1, 2), a)
+            a = x.to(dtype).reshape(x.shape[0], -1, x.shape[-1])
+            ctx.sink[ctx.key] = torch.bmm(g.transpose(1, 2), a)
+            return grad_x, None, None, None
 
-        output.register_hook(grad_hook)
+    return PerExampleLinear
 
-    def accumulate(self, weights) -> "object":
-        """After ``backward``: clip each example's gradient, add the weighted sum
-        to the running total. Returns the per-example norms (before clipping)."""
+
+class PerExampleClipper:
+    """Turns each backward pass into a sum of clipped per-example gradients.
+
+    Every LoRA factor's forward is swapped for ``PerExampleLinear`` while the
+    clipper is installed (``remove`` restores it). All factors share one flat
+    fp32 buffer, so clipping, noise and the division are a few large
+    operations per step rather than a few per factor."""
+
+    def __init__(self, model, max_grad_norm: float) -> None:
         import torch
 
-        grads = [self._grads.pop(id(m)) for m in self.modules]
-        sq = torch.stack([g.pow(2).sum(dim=(1, 2)) for g in grads]).sum(0)
-        norms = sq.sqrt()
+        self.modules = lora_factors(model)
+        self.C = max_grad_norm
+        self._fn = _per_example_linear()
+        self._grads: dict[int, object] = {}
+        self._total = None
+        self._sizes = [m.weight.numel() for m in self.modules]
+        self._device = self.modules[0].weight.device
+        self._dtype = torch.promote_types(self.modules[0].weight.dtype, torch.float32)
+        for m in self.modules:
+            m.forward = self._forward_for(m)
+
+    def remove(self) -> None:
+        for m in self.modules:
+            m.__dict__.pop("forward", None)
+
+    def _forward_for(self, module):
+        import torch
+
+        def forward(x):
+            if not module.training or not torch.is_grad_enabled():
+                return torch.nn.functional.linear(x, module.weight)
+            return self._fn.apply(x, module.weight, self._grads, id(module))
+
+        return forward
+
+    def accumulate(self, weights):
+        """After ``backward``: clip each example's gradient (global norm over all
+        factors), add the weighted sum to the running total. Returns the
+        per-example norms before clipping."""
+        import torch
+
+        flat = torch.cat([self._grads.pop(id(m)).flatten(1) for m in self.modules], dim=1)  # (B, P)
+        norms = torch.linalg.vector_norm(flat, dim=1)
         factor = (self.C / (norms + 1e-6)).clamp(max=1.0) * weights.to(norms.dtype)
-        for m, g in zip(self.modules, grads):
-            contrib = torch.einsum("b,boi->oi", factor, g)
-            key = id(m)
-            self.summed[key] = contrib if self.summed[key] is None else self.summed[key] + contrib
-        self._inputs.clear()
+        contrib = factor @ flat
+        self._total = contrib if self._total is None else self._total + contrib
         return norms
 
     def finish(self, sigma: float, expected_batch: int, generator) -> None:
         """Set each factor's ``.grad`` to (clipped sum + N(0, σ²C²)) / B, and reset."""
         import torch
 
-        for m in self.modules:
-            w = m.weight
-            total = self.summed[id(m)]
-            if total is None:  # an empty Poisson sample still gets its noise
-                total = torch.zeros(w.shape, dtype=torch.promote_types(w.dtype, torch.float32), device=w.device)
-            if sigma > 0:
-                noise = torch.empty(w.shape, dtype=total.dtype, device=w.device)
-                noise.normal_(0.0, sigma * self.C, generator=generator)
-                total = total + noise
-            w.grad = (total / expected_batch).to(w.dtype)
-            self.summed[id(m)] = None
+        total = self._total
+        if total is None:  # an empty Poisson sample still gets its noise
+            total = torch.zeros(sum(self._sizes), dtype=self._dtype, device=self._device)
+        if sigma > 0:
+            noise = torch.empty_like(total).normal_(0.0, sigma * self.C, generator=generator)
+            total = total + noise
+        total = total / expected_batch
+        for m, part in zip(self.modules, torch.split(total, self._sizes)):
+            m.weight.grad = part.view_as(m.weight).to(m.weight.dtype)
+        self._total = None
 
 
 class DPRandom:

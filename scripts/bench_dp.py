@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark a DP-SGD step against a non-DP step: same model, data, batches, run.
 
-Three loops, each in its own process, on the same sequence of batches:
+Three loops on identical model copies in one process, on the same batches,
+interleaved step by step so machine drift hits them alike:
   nondp   our plain LoRA step (per-example token-mean loss, AdamW)
   dp      our DP-SGD step: per-example gradients from the LoRA hooks, global
           clipping, Gaussian noise, division by the fixed batch size
@@ -9,7 +10,7 @@ Three loops, each in its own process, on the same sequence of batches:
           peft model, when it runs; reported, never required
 
 The batches are fixed (not Poisson samples) so every loop does the same work.
-Prints milliseconds per step and the ratios to the non-DP step.
+Prints the median milliseconds per step and the ratios to the non-DP step.
 
   CPU (default without a GPU): the shipped tiny base model, support tickets.
   GPU: a Llama-architecture model of ~1B parameters at random init, bf16,
@@ -21,10 +22,8 @@ Targets (issue #4): dp/nondp <= 1.15 on the CPU tiny model, <= 1.25 on the GPU.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_train import _sync, _Tok, build_data, build_model  # noqa: E402
+from bench_train import _sync, _Tok, build_data, build_model, parse_args  # noqa: E402
 
 TARGETS = {"cpu": 1.15, "cuda": 1.25}
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -52,7 +51,7 @@ def _lora(model):
     return add_lora(model, LoraSpec(r=16, alpha=32, target_modules=MODULES), 0)
 
 
-def run_nondp(args, model, batches, pad):
+def make_nondp(args, model, pad):
     import torch
 
     from runners.batches import collate, per_example_loss
@@ -69,10 +68,10 @@ def run_nondp(args, model, batches, pad):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return _timed(args, batches, step)
+    return step
 
 
-def run_dp(args, model, batches, pad):
+def make_dp(args, model, pad):
     import torch
 
     from runners.dp_sgd import DPConfig, DPRandom, PerExampleClipper
@@ -89,10 +88,10 @@ def run_dp(args, model, batches, pad):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return _timed(args, batches, step)
+    return step
 
 
-def run_opacus(args, model, batches, pad):
+def make_opacus(args, model, pad):
     import torch
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
@@ -110,92 +109,71 @@ def run_opacus(args, model, batches, pad):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return _timed(args, batches, step)
+    return step
 
 
-def _timed(args, batches, step) -> float:
-    """Seconds per step after the warm-up steps."""
-    for i, items in enumerate(batches):
-        if i == args.warmup:
-            _sync(args.device)
-            t0 = time.perf_counter()
-        step(items)
-    _sync(args.device)
-    return (time.perf_counter() - t0) / (len(batches) - args.warmup)
+MAKERS = {"nondp": make_nondp, "dp": make_dp, "opacus": make_opacus}
 
 
-RUNNERS = {"nondp": run_nondp, "dp": run_dp, "opacus": run_opacus}
+def measure(args) -> dict:
+    """Interleaved: each batch goes through every loop in turn (rotating the
+    order), so machine drift hits all of them alike. Median ms per step."""
+    import statistics
 
-
-def worker(args) -> None:
     import torch
 
     if args.device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = build_model(args.model, args.device)
-    model.config.use_cache = False
     data, pad = build_data(args.model)
     data = [d for d in data if len(d.input_ids) <= args.seq_len] or data
-    data = [type(d)(d.input_ids[: args.seq_len], d.labels[: args.seq_len]) for d in data]
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    seconds = RUNNERS[args.worker](args, model, _batches(args, data), pad)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
-            else int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024)
-    print(json.dumps({"ms_per_step": seconds * 1000, "peak_mib": peak,
-                      "params": sum(p.numel() for p in model.parameters())}))
+    batches = _batches(args, [type(d)(d.input_ids[: args.seq_len], d.labels[: args.seq_len]) for d in data])
+    steps, errors, params = {}, {}, 0
+    for name in ["nondp", "dp"] + ([] if args.no_opacus else ["opacus"]):
+        try:
+            model = build_model(args.model, args.device)
+            model.config.use_cache = False
+            params = sum(p.numel() for p in model.parameters())
+            steps[name] = MAKERS[name](args, model, pad)
+            steps[name](batches[0])  # fail here, not mid-measurement
+        except Exception as exc:  # Opacus is optional: report why it did not run
+            if name != "opacus":
+                raise
+            steps.pop(name, None)
+            errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    peaks: dict[str, float] = {n: 0.0 for n in steps}
+    order = list(steps)
+    for _ in range(args.repeat):
+        for i, items in enumerate(batches):
+            order = order[1:] + order[:1]
+            for name in order:
+                if args.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                _sync(args.device)
+                t0 = time.perf_counter()
+                steps[name](items)
+                _sync(args.device)
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - t0)
+                if args.device == "cuda":
+                    peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**20)
+    results = {n: {"ms_per_step": statistics.median(t) * 1000, "ms_mean": statistics.fmean(t) * 1000,
+                   **({"peak_mib": peaks[n]} if args.device == "cuda" else {})} for n, t in times.items()}
+    return {"results": results, "errors": errors, "params": params}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="DP-SGD step benchmark (see module docstring)")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--seq-len", type=int, default=None)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-opacus", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
-    ap.add_argument("--model", choices=["tiny", "1b"], default=None)
-    args = ap.parse_args()
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args = parse_args("DP-SGD step benchmark (see module docstring)", list(MAKERS), repeat=3, steps=(25, 40),
+                      seq_len=(512, 96), extra=lambda ap: ap.add_argument("--no-opacus", action="store_true"))
     gpu = args.device == "cuda"
-    args.model = args.model or ("1b" if gpu else "tiny")
-    args.steps = args.steps or (25 if gpu else 40)
-    args.batch = args.batch or (8 if gpu else 16)
-    args.seq_len = args.seq_len or (512 if gpu else 96)
-    if args.worker:
-        worker(args)
-        return 0
-    names = ["nondp", "dp"] + ([] if args.no_opacus else ["opacus"])
-    results, errors = {}, {}
-    for _ in range(args.repeat):
-        for name in names:
-            if name in errors:
-                continue
-            cmd = [sys.executable, __file__, "--worker", name, "--device", args.device, "--model", args.model,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-                   "--seq-len", str(args.seq_len)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            if proc.returncode != 0:
-                if name != "opacus":
-                    sys.stderr.write(proc.stderr)
-                    return 2
-                errors[name] = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            if name not in results or r["ms_per_step"] < results[name]["ms_per_step"]:
-                results[name] = r
+    out = measure(args)
+    results, errors = out["results"], out["errors"]
     base = results["nondp"]["ms_per_step"]
     ratio = results["dp"]["ms_per_step"] / base
     target = TARGETS[args.device]
-    summary = {"device": args.device, "model": args.model, "params": results["nondp"]["params"], "batch": args.batch,
-               "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "results": results,
-               "dp_over_nondp": ratio, "target": target, "within_target": ratio <= target,
+    summary = {"device": args.device, "model": args.model, "params": out["params"], "batch": args.batch,
+               "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "passes": args.repeat,
+               "results": results, "dp_over_nondp": ratio, "target": target, "within_target": ratio <= target,
                "opacus_over_nondp": results["opacus"]["ms_per_step"] / base if "opacus" in results else None,
                "opacus_error": errors.get("opacus")}
     if gpu:
@@ -205,14 +183,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{args.model} model ({summary['params'] / 1e6:.1f}M params) on {summary.get('gpu', args.device)}, "
-              f"batch {args.batch}, seq <= {args.seq_len}, {args.steps} steps ({args.warmup} warm-up), best of {args.repeat}")
-        for name in names:
+        print(f"{args.model} model ({summary['params'] / 1e6:.2f}M base params) on {summary.get('gpu', args.device)}, "
+              f"batch {args.batch}, seq <= {args.seq_len}, {args.steps} steps x {args.repeat} passes "
+              f"({args.warmup} warm-up), interleaved, median per step")
+        for name in ["nondp", "dp", "opacus"]:
             if name in results:
                 r = results[name]
-                print(f"  {name:<7} {r['ms_per_step']:>9.1f} ms/step   {r['ms_per_step'] / base:5.3f}x   "
-                      f"peak {r['peak_mib']:.0f} MiB")
-            else:
+                mem = f"   peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
+                print(f"  {name:<7} {r['ms_per_step']:>9.1f} ms/step   {r['ms_per_step'] / base:5.3f}x{mem}")
+            elif name in errors:
                 print(f"  {name:<7} failed: {errors[name]}")
         print(f"  dp/nondp {ratio:.3f}x  [{'PASS' if ratio <= target else 'MISS'}] target <= {target}x")
     return 0 if ratio <= target else 1

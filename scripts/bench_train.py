@@ -145,17 +145,21 @@ def worker(args) -> None:
                       "params": sum(p.numel() for p in model.parameters())}))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="training-loop benchmark (see module docstring)")
+def parse_args(description: str, workers: list[str], *, repeat: int, steps: tuple[int, int],
+               seq_len: tuple[int, int], extra=None) -> argparse.Namespace:
+    """The flags both training benchmarks share; (gpu, cpu) defaults for steps and seq_len."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--seq-len", type=int, default=None)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
     ap.add_argument("--model", choices=["tiny", "1b"], default=None)
+    if extra:
+        extra(ap)
     args = ap.parse_args()
     if args.device is None:
         import torch
@@ -163,10 +167,15 @@ def main() -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = args.device == "cuda"
     args.model = args.model or ("1b" if gpu else "tiny")
-    args.steps = args.steps or (30 if gpu else 40)
-    args.warmup = args.warmup or (5 if gpu else 5)
+    args.steps = args.steps or steps[not gpu]
     args.batch = args.batch or (8 if gpu else 16)
-    args.seq_len = args.seq_len or (1024 if gpu else 96)
+    args.seq_len = args.seq_len or seq_len[not gpu]
+    return args
+
+
+def main() -> int:
+    args = parse_args("training-loop benchmark (see module docstring)", ["ours", "plain"], repeat=2,
+                      steps=(30, 40), seq_len=(1024, 96))
     if args.worker:
         worker(args)
         return 0
