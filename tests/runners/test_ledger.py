@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from runners.accounting import DpEvent, epsilon
 from runners.ledger import FILENAME, FORMAT, Ledger
-from tgsp.errors import InputError
+from tgsp.errors import InputError, OutputError
 
 
 def test_charge_before_training_then_settle(tmp_path):
@@ -70,3 +70,25 @@ def test_the_parser_returns_a_ledger_or_a_clean_error(tmp_path, entries, raw):
             continue
         # Whatever loads is usable: every event is valid and the spend computes.
         assert all(e.sigma > 0 and 0 < e.q <= 1 and e.steps >= 0 for e in ledger.events())
+
+
+def test_a_crash_while_writing_leaves_the_previous_ledger(tmp_path, monkeypatch):
+    """Power loss between write and rename: the old ledger stays whole, and the
+    round that was being settled still counts at its full pending charge."""
+    import os
+
+    ledger = Ledger.load(tmp_path, "r")
+    ledger.begin("round-1", DpEvent(1.0, 0.1, 50), {})
+    before = (tmp_path / FILENAME).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OutputError, match="simulated crash"):
+        ledger.settle("round-1", 10, {"outcome": "packaged"})
+    monkeypatch.undo()
+    assert (tmp_path / FILENAME).read_bytes() == before
+    survivor = Ledger.load(tmp_path, "r")
+    assert survivor.events() == [DpEvent(1.0, 0.1, 50)] and survivor.pending("round-1") is not None
+    assert [p.name for p in tmp_path.iterdir()] == [FILENAME]  # no stray temporary file either
