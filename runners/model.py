@@ -82,19 +82,30 @@ def pick_device(precision: str) -> Device:
     return Device("cpu", "float32")
 
 
-def load(folder: Path, device: Device):
-    """Load tokenizer and model from ``folder`` with no network and no pickle."""
+def load_tokenizer(folder: Path):
+    """The tokenizer alone (no weights), with a pad token."""
     offline()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load the tokenizer from {folder}: {str(exc).splitlines()[0][:200]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load(folder: Path, device: Device):
+    """Load tokenizer and model from ``folder`` with no network and no pickle."""
+    tok = load_tokenizer(folder)
+    from transformers import AutoModelForCausalLM
+
+    try:
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                      dtype=device.dtype)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load the base model from {folder}: {str(exc).splitlines()[0][:200]}") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     model.to(device.name)
     model.config.use_cache = False
     return tok, model

@@ -83,13 +83,8 @@ def environment(device: model_mod.Device) -> dict[str, Any]:
     return env
 
 
-def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
-              stop: threading.Event | None = None, progress: Callable[[str, int, int, float], None] | None = None,
-              now: clock.Clock = clock.utcnow, input_root: Path | None = None,
-              output_root: Path | None = None) -> RoundResult:
-    """Run one round. Relative input paths resolve against ``input_root``
-    (default: the spec's folder); with ``output_root`` the package goes to
-    ``output_root/<basename of output.path>`` and relative state_dirs there."""
+def open_spec(spec_path: str | Path, input_root: Path | None, output_root: Path | None) -> tuple[RunSpec, Path, Path, str]:
+    """(spec, input base, output base, digest), with the container roots applied."""
     spec, base, digest = load_spec(spec_path)
     out_base = base
     if input_root is not None:
@@ -98,6 +93,56 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         out_base = Path(output_root).resolve()
         spec = spec.model_copy(update={"output": spec.output.model_copy(
             update={"path": Path(spec.output.path).name})})
+    return spec, base, out_base, digest
+
+
+def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: Path | None = None,
+                   output_root: Path | None = None) -> dict[str, Any]:
+    """The route's spent and remaining ε, and how the spec's next round would fit.
+
+    Reads the ledger and the feed (to count its distinct examples, N); trains nothing."""
+    spec, base, out_base, _ = open_spec(spec_path, input_root, output_root)
+    if spec.privacy.mode != "dp":
+        raise InputError(f"privacy.mode is {spec.privacy.mode!r}: route {spec.route_key} keeps no privacy ledger",
+                         hint="the budget applies to privacy.mode \"dp\" routes")
+    privacy.check_spec(spec)
+    dp = spec.privacy.dp
+    state = state_dir(spec, out_base)
+    ledger = Ledger.load(state, spec.route_key)
+    tok = model_mod.load_tokenizer(model_mod.resolve_model(spec.base_model_ref, base))
+    chat = (lambda msgs: tok.apply_chat_template(msgs, tokenize=False)) if getattr(tok, "chat_template", None) else None
+    feed = feeds_mod.load_feed(spec.feed, base, chat_template=chat, keyring=keyring)
+    n = len({e.digest for e in feed.examples})  # under DP only in-feed duplicates are dropped
+    plan = privacy.plan(spec, n, ledger.events())
+    spent = ledger.spent(dp.target_delta, dp.accountant)
+    after = plan.summary(plan.allowed_steps, "n/a")
+    statuses: dict[str, int] = {}
+    for e in ledger.entries:
+        key = e["status"] if e["status"] != "settled" else e.get("outcome", "settled")
+        statuses[key] = statuses.get(key, 0) + 1
+    return {
+        "route": spec.route_key, "ledger": str(ledger.path), "accountant": dp.accountant, "delta": dp.target_delta,
+        "rounds": statuses, "route_epsilon": round(spent, 6),
+        "route_epsilon_rdp": round(ledger.spent(dp.target_delta, "rdp"), 6),
+        "route_budget_epsilon": dp.route_budget_epsilon,
+        "remaining_epsilon": None if dp.route_budget_epsilon is None else round(max(0.0, dp.route_budget_epsilon - spent), 6),
+        "next_round": {"examples": n, "sample_rate": plan.config.sample_rate,
+                       "noise_multiplier": plan.config.noise_multiplier, "planned_steps": plan.planned_steps,
+                       "steps_within_budget": plan.allowed_steps, "epsilon": after["epsilon"],
+                       "route_epsilon_after": after["route_epsilon"],
+                       "outcome": ("runs in full" if plan.allowed_steps == plan.planned_steps else
+                                   "refused (exit 13)" if plan.allowed_steps == 0 else
+                                   f"stops at step {plan.allowed_steps} (exit 13)")}}
+
+
+def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
+              stop: threading.Event | None = None, progress: Callable[[str, int, int, float], None] | None = None,
+              now: clock.Clock = clock.utcnow, input_root: Path | None = None,
+              output_root: Path | None = None) -> RoundResult:
+    """Run one round. Relative input paths resolve against ``input_root``
+    (default: the spec's folder); with ``output_root`` the package goes to
+    ``output_root/<basename of output.path>`` and relative state_dirs there."""
+    spec, base, out_base, digest = open_spec(spec_path, input_root, output_root)
     if spec.privacy.mode == "n2he":
         raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet",
                          hint="use privacy.mode \"dp\" or \"off\"")

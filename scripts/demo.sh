@@ -21,6 +21,7 @@ $tg tgsp unpack "$out/support.tgsp" -o "$out/adapter" --identity operator
 # The same round with differential privacy (epsilon 3 per round, route budget 10).
 $tg peft run --spec examples/run_spec_dp.json
 $tg tgsp verify "$out/support-dp.tgsp"
+$tg peft budget --spec examples/run_spec_dp.json
 { set +x; } 2>/dev/null
 .venv/bin/python - "$out/adapter" <<'PY'
 import sys, torch

@@ -81,6 +81,45 @@ def run(
     _render(result.report)
 
 
+@app.command()
+def budget(
+    spec: Path = typer.Option(..., "--spec", help="The run spec (JSON) of a privacy.mode \"dp\" route."),
+    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
+    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
+) -> None:
+    """Show a DP route's privacy budget: ε spent (from the ledger), what is
+    left, and whether the spec's next round fits. Trains nothing.
+
+    Exit codes: 0 the next round fits (in full or in part), 13 not one more
+    step fits (peft run would refuse the round), 2 bad spec or ledger.
+
+    Example: tgflow peft budget --spec examples/run_spec_dp.json
+    """
+    from runners.round import privacy_budget
+
+    status = privacy_budget(spec, keyring(), input_root=input_root, output_root=output_root)
+    nxt = status["next_round"]
+    if json_out:
+        emit_json(status)
+    else:
+        left = status["remaining_epsilon"]
+        out.print(f"route {status['route']}: epsilon {status['route_epsilon']:.4g} spent at delta {status['delta']:g} "
+                  f"({status['accountant']}; RDP {status['route_epsilon_rdp']:.4g}), budget "
+                  f"{status['route_budget_epsilon'] if status['route_budget_epsilon'] is not None else 'none'}"
+                  + (f", {left:.4g} left" if left is not None else ""))
+        out.print(f"rounds: {', '.join(f'{k} {v}' for k, v in sorted(status['rounds'].items())) or 'none yet'}")
+        out.print(f"next round: {nxt['examples']} examples, q {nxt['sample_rate']:.4g}, sigma "
+                  f"{nxt['noise_multiplier']:.4g}, {nxt['steps_within_budget']} of {nxt['planned_steps']} steps fit "
+                  f"-> {nxt['outcome']}; route epsilon after: {nxt['route_epsilon_after']:.4g}")
+    if nxt["steps_within_budget"] == 0:
+        from tgsp.errors import BudgetExhausted
+
+        STATE.reported = True  # the status above is the JSON report
+        raise BudgetExhausted(f"privacy budget exhausted: not one more step fits route {status['route']}'s budget",
+                              status, hint="the route is done; start a new route or raise its budget deliberately")
+
+
 def _render(report: dict) -> None:
     ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
     out.print(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "

@@ -104,8 +104,19 @@ def test_three_rounds_against_a_route_budget(workspace, capsys):
         (feeds / f"round{k}.jsonl").write_text("\n".join(rows[64 * k: 64 * (k + 1)]) + "\n")
     spec = lambda k: dp_spec(workspace, f"spec{k}.json", dp={"route_budget_epsilon": budget},  # noqa: E731
                              feed={"type": "jsonl", "uri": f"feeds/round{k}.jsonl"})
+    code, out, _ = run(capsys, "peft", "budget", "--spec", spec(0), "--json")
+    fresh = json.loads(out)
+    assert code == 0 and fresh["route_epsilon"] == 0 and fresh["rounds"] == {}
+    assert fresh["next_round"]["outcome"] == "runs in full" and fresh["next_round"]["examples"] == 64
     assert run(capsys, "peft", "run", "--spec", spec(0))[0] == 0
     assert run(capsys, "peft", "run", "--spec", spec(1))[0] == 0
+    code, out, _ = run(capsys, "peft", "budget", "--spec", spec(2), "--json")
+    status = json.loads(out)
+    assert code == 0 and status["rounds"] == {"packaged": 2}
+    assert status["route_epsilon"] == pytest.approx(two, rel=1e-6)
+    assert status["remaining_epsilon"] == pytest.approx(budget - two, abs=1e-5)
+    predicted = status["next_round"]["steps_within_budget"]
+    assert 0 < predicted < 6 and status["next_round"]["outcome"] == f"stops at step {predicted} (exit 13)"
     assert not (workspace.root / "out" / "adapter.tgsp.tmp").exists()
     pkg = workspace.root / "out" / "adapter.tgsp"
     before = pkg.read_bytes()
@@ -116,7 +127,7 @@ def test_three_rounds_against_a_route_budget(workspace, capsys):
     entries = ledger(workspace)["entries"]
     assert [e["outcome"] for e in entries] == ["packaged", "packaged", "privacy-budget-exhausted"]
     third = entries[2]["events"][0]["steps"]
-    assert 0 < third < 6
+    assert third == predicted  # peft budget predicted exactly where the round would stop
     spent = epsilon([DpEvent(1.0, 0.125, 12 + third)], 1e-4)
     assert spent <= budget < epsilon([DpEvent(1.0, 0.125, 12 + third + 1)], 1e-4)  # cut exactly at the budget
     assert two > one
@@ -125,6 +136,8 @@ def test_three_rounds_against_a_route_budget(workspace, capsys):
     assert code == 13 and "privacy budget exhausted" in err
     entries = ledger(workspace)["entries"]
     assert entries[-1]["status"] == "refused" and entries[-1]["events"] == []
+    code, out, _ = run(capsys, "peft", "budget", "--spec", spec(2))
+    assert code == 13 and "refused (exit 13)" in out, out
     reports = sorted((workspace.state / "rounds").glob("*privacy-budget-exhausted.evidence.jsonl"))
     assert len(reports) == 2
 
