@@ -83,13 +83,17 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
         assert not torch.equal(tensor, start), f"{name} did not move"
 
 
-def test_target_epsilon_is_calibrated(workspace, capsys):
-    spec = dp_spec(workspace, dp={"noise_multiplier": None, "target_epsilon": 4.0})
+def test_target_epsilon_is_calibrated_with_micro_batches(workspace, capsys):
+    """Micro-batches of 4 rows, 2 per logical batch: the expected batch (and q) is 8 / 64."""
+    spec = dp_spec(workspace, dp={"noise_multiplier": None, "target_epsilon": 4.0},
+                   training={"steps": 6, "batch_size": 4, "gradient_accumulation": 2, "learning_rate": 0.01,
+                             "seed": 3, "max_seq_len": 64})
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 0, err
     pv = json.loads(out)["privacy"]
     assert 4.0 * 0.99 <= pv["epsilon"] <= 4.0
     assert pv["noise_multiplier_source"].startswith("calibrated")
+    assert pv["expected_batch_size"] == 8 and pv["sample_rate"] == 0.125
 
 
 def test_three_rounds_against_a_route_budget(workspace, capsys):
