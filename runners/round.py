@@ -207,21 +207,25 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     ref_data = tokenize(tok, reference.examples, max_len)
     train_digest = tgsp.canonical.sha256_hex(tgsp.canonical.encode([[e.prompt, e.target] for e in train_ex]))
 
+    fingerprint = {"spec_sha256": digest, "train_sha256": train_digest, "model_sha256": model_id}
+    steps = total_steps(spec.training, len(train_data))
+    plan = None
+    if dp_on:  # plan the mechanism (and check the budget) before any more work
+        round_id = tgsp.canonical.sha256_hex(tgsp.canonical.encode(fingerprint))
+        own = ledger.pending(round_id)
+        spent = [ev for e in ledger.entries if e is not own for ev in ledger.events_of(e)]
+        plan = privacy.plan(spec, len(train_data), spent)
+        if plan.allowed_steps == 0:
+            ctx.round_id = round_id
+            return _budget_refused(ctx, ledger, plan)
+
     # --- base losses, then train ----------------------------------------------------
     eval_before, ref_before = mean_loss(model, tok, eval_data, device.name), mean_loss(model, tok, ref_data, device.name)
     peft_model = add_lora(model, spec.lora, spec.training.seed)
     store = CheckpointStore(ctx.state / "checkpoint")
-    fingerprint = {"spec_sha256": digest, "train_sha256": train_digest, "model_sha256": model_id}
-    steps = total_steps(spec.training, len(train_data))
-    dp_run, plan = None, None
-    if dp_on:
-        ctx.ledger, ctx.round_id = ledger, tgsp.canonical.sha256_hex(tgsp.canonical.encode(fingerprint))
-        own = ledger.pending(ctx.round_id)
-        spent = [ev for e in ledger.entries if e is not own for ev in ledger.events_of(e)]
-        plan = privacy.plan(spec, len(train_data), spent)
-        if plan.allowed_steps == 0:
-            ctx.ledger = None
-            return _budget_refused(ctx, ledger, plan)
+    dp_run = None
+    if plan is not None:
+        ctx.ledger, ctx.round_id = ledger, round_id
         ledger.begin(ctx.round_id, plan.event(plan.allowed_steps), {
             "started": clock.fmt(started), "planned_steps": plan.planned_steps, "delta": plan.delta,
             "accountant": plan.accountant, "max_grad_norm": plan.config.max_grad_norm,
