@@ -4,7 +4,7 @@
 Three loops on identical model copies in one process, on the same batches,
 interleaved step by step so machine drift hits them alike:
   nondp   our plain LoRA step (per-example token-mean loss, AdamW)
-  dp      our DP-SGD step: per-example gradients from the LoRA hooks, global
+  dp      our DP-SGD step: per-example gradients from the LoRA factors' backward, global
           clipping, Gaussian noise, division by the fixed batch size
   opacus  Opacus 1.x hooks mode (GradSampleModule + DPOptimizer) on the same
           peft model, when it runs; reported, never required
