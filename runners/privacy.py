@@ -116,9 +116,14 @@ class AuditKey:
         path = state / "audit-key"
         if not path.exists():
             state.mkdir(parents=True, exist_ok=True)
-            write_bytes(path, os.urandom(32).hex().encode())
-            os.chmod(path, 0o600)
-        self.key = bytes.fromhex(path.read_text().strip())
+            write_bytes(path, os.urandom(32).hex().encode(), mode=0o600)
+        try:
+            self.key = bytes.fromhex(path.read_text().strip())
+            if len(self.key) != 32:
+                raise ValueError
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise InputError(f"audit key {path} is damaged", hint="restore it from a backup (it keys this route's "
+                             "evidence digests)") from None
 
     def digest(self, sha256_hex: str) -> str:
         return "hmac-sha256:" + hmac.new(self.key, bytes.fromhex(sha256_hex), hashlib.sha256).hexdigest()

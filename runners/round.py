@@ -183,9 +183,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     # --- novelty ----------------------------------------------------------------
     max_len = spec.training.max_seq_len
     history = novelty.History(ctx.state / "novelty", model_id)
-    emb = novelty.embed(model, tok, feed.examples, device.name, max_len)
-    # Under DP the history is not consulted: a past record could otherwise decide
-    # which later records are trained on, outside any round's ε (docs/privacy.md).
+    # Under DP the history is neither consulted nor grown: a past record could
+    # otherwise decide which later records are trained on, outside any round's ε.
+    emb = None if dp_on else novelty.embed(model, tok, feed.examples, device.name, max_len)
     nov = novelty.score(feed.examples, emb, None if dp_on else history, spec.policy.novelty_threshold)
     summary = nov.summary(spec.policy.novelty_threshold, spec.policy.min_novel_examples)
     ctx.record("tgflow.novelty", summary)
@@ -304,7 +304,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
                           {"uri": f"tgflow:reference/{reference.source}", "digest": {"sha256": reference.digest}}])
     # Only now does the route move on: history grows, version advances, checkpoint goes.
     # Every novel example this round consumed (trained on or held out) is now "seen".
-    history.append(novel, emb[nov.novel])
+    if not dp_on:  # DP records must not steer which records later rounds select
+        history.append(novel, emb[nov.novel])
     write_bytes(ctx.state / "route.json", json.dumps({"route": spec.route_key, "last_version": version,
                                                       "package_id": built.package_id}).encode())
     store.clear()

@@ -62,6 +62,8 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
     assert "loss_first" not in training and "tokens" not in training and "seconds" not in training
     assert training["train_sha256"].startswith("hmac-sha256:")
     assert by_type["tgflow.inputs"]["feed"]["sha256"].startswith("hmac-sha256:")
+    assert not (workspace.state / "novelty").exists()  # DP records never steer later rounds' selection
+    assert oct((workspace.state / "audit-key").stat().st_mode & 0o777) == "0o600"
     entry = ledger(workspace)["entries"]
     assert len(entry) == 1 and entry[0]["status"] == "settled" and entry[0]["outcome"] == "packaged"
     assert entry[0]["events"] == [{"noise_multiplier": 1.0, "sample_rate": 0.125, "steps": 6}]
@@ -180,6 +182,13 @@ def test_ledger_survives_a_crash_mid_round(workspace):
     assert report["training"]["resumed_from_step"] > 0
     entries = ledger(workspace)["entries"]
     assert len(entries) == 1 and entries[0]["status"] == "settled" and entries[0]["events"][0]["steps"] == 400
+
+
+def test_a_damaged_audit_key_stops_the_route(workspace, capsys):
+    workspace.state.mkdir(parents=True)
+    (workspace.state / "audit-key").write_text("not hex")
+    code, _, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace))
+    assert code == 2 and "audit key" in err and "damaged" in err
 
 
 def test_a_damaged_ledger_stops_the_route(workspace, capsys):
