@@ -171,6 +171,12 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
         out.print(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
     for r in info["recipients"]:
         out.print(f"recipient {short(r)}")
+    pv = m.get("privacy")
+    if isinstance(pv, dict) and pv.get("mode") == "dp":  # written by peft run; not part of the format
+        out.print(f"privacy: DP-SGD epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
+                  f"route epsilon {pv.get('route_epsilon')} of {pv.get('route_budget_epsilon')}")
+    elif isinstance(pv, dict):
+        out.print(f"privacy: {pv.get('mode')}")
     for e in ev:
         out.print(f"event {e['seq']:>3} {e['time']} {e['type']}")
 

@@ -54,6 +54,8 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
         manifest = pkg.manifest
         by_type = {e["type"]: e["data"] for e in pkg.evidence}
     assert manifest["privacy"]["epsilon"] == pv["epsilon"] and manifest["privacy"]["route_epsilon"] == pv["route_epsilon"]
+    code, out, _ = run(capsys, "tgsp", "inspect", report["package"])
+    assert code == 0 and f"privacy: DP-SGD epsilon {pv['epsilon']}" in out
     for key in ("delta", "noise_multiplier", "sample_rate", "steps", "accountant"):
         assert manifest["privacy"][key] == pv[key]
     assert by_type["tgflow.privacy"]["epsilon"] == pv["epsilon"]
