@@ -13,8 +13,8 @@ The batches are fixed (not Poisson samples) so every loop does the same work.
 Prints the median milliseconds per step and the ratios to the non-DP step.
 
   CPU (default without a GPU): the shipped tiny base model, support tickets.
-  GPU: a Llama-architecture model of ~1B parameters at random init, bf16,
-       sequence length 512, batch 8.
+  GPU: a Llama-architecture model of 1.1B parameters (the TinyLlama shape) at
+       random init, bf16, sequence length <= 512, batch 8.
 
     python scripts/bench_dp.py [--device cpu|cuda] [--steps N] [--json]
 Targets (issue #4): dp/nondp <= 1.15 on the CPU tiny model, <= 1.25 on the GPU.
@@ -164,7 +164,7 @@ def measure(args) -> dict:
 
 def main() -> int:
     args = parse_args("DP-SGD step benchmark (see module docstring)", list(MAKERS), repeat=3, steps=(25, 40),
-                      seq_len=(512, 96), extra=lambda ap: ap.add_argument("--no-opacus", action="store_true"))
+                      seq_len=(512, 96), gpu_model="1.1b", extra=lambda ap: ap.add_argument("--no-opacus", action="store_true"))
     gpu = args.device == "cuda"
     out = measure(args)
     results, errors = out["results"], out["errors"]

@@ -37,7 +37,10 @@ def build_model(kind: str, device: str):
     torch.manual_seed(0)
     if kind == "tiny":
         return AutoModelForCausalLM.from_pretrained(ROOT / "examples" / "tiny-base").to(device)
-    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+    # "1b": 856M parameters (16 layers), the model bench_train's recorded numbers use;
+    # "1.1b": the TinyLlama-1.1B shape (22 layers), 1.1B parameters.
+    layers = 22 if kind == "1.1b" else 16
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers,
                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048,
                       tie_word_embeddings=False, attn_implementation="sdpa")
     with torch.device(device):
@@ -146,7 +149,7 @@ def worker(args) -> None:
 
 
 def parse_args(description: str, workers: list[str], *, repeat: int, steps: tuple[int, int],
-               seq_len: tuple[int, int], extra=None) -> argparse.Namespace:
+               seq_len: tuple[int, int], gpu_model: str = "1b", extra=None) -> argparse.Namespace:
     """The flags both training benchmarks share; (gpu, cpu) defaults for steps and seq_len."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -157,7 +160,7 @@ def parse_args(description: str, workers: list[str], *, repeat: int, steps: tupl
     ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
-    ap.add_argument("--model", choices=["tiny", "1b"], default=None)
+    ap.add_argument("--model", choices=["tiny", "1b", "1.1b"], default=None)
     if extra:
         extra(ap)
     args = ap.parse_args()
@@ -166,7 +169,7 @@ def parse_args(description: str, workers: list[str], *, repeat: int, steps: tupl
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = args.device == "cuda"
-    args.model = args.model or ("1b" if gpu else "tiny")
+    args.model = args.model or (gpu_model if gpu else "tiny")
     args.steps = args.steps or steps[not gpu]
     args.batch = args.batch or (8 if gpu else 16)
     args.seq_len = args.seq_len or seq_len[not gpu]
