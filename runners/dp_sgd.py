@@ -82,7 +82,10 @@ def _per_example_linear():
             dtype = torch.promote_types(grad_out.dtype, torch.float32)
             g = grad_out.to(dtype).reshape(grad_out.shape[0], -1, grad_out.shape[-1])
             a = x.to(dtype).reshape(x.shape[0], -1, x.shape[-1])
-            ctx.sink[ctx.key] = torch.bmm(g.transpose(1, 2), a)
+            per_example = torch.bmm(g.transpose(1, 2), a)
+            # A factor called twice in one forward (a shared module) sums its contributions.
+            previous = ctx.sink.get(ctx.key)
+            ctx.sink[ctx.key] = per_example if previous is None else previous + per_example
             return grad_x, None, None, None
 
     return PerExampleLinear
@@ -130,7 +133,11 @@ class PerExampleClipper:
         per-example norms before clipping."""
         import torch
 
-        flat = torch.cat([self._grads.pop(id(m)).flatten(1) for m in self.modules], dim=1)  # (B, P)
+        rows = len(weights)
+        # A factor the forward pass never reached has a zero gradient for every example.
+        flat = torch.cat([self._grads.pop(id(m)).flatten(1) if id(m) in self._grads else
+                          torch.zeros(rows, m.weight.numel(), dtype=self._dtype, device=self._device)
+                          for m in self.modules], dim=1)  # (B, P)
         norms = torch.linalg.vector_norm(flat, dim=1)
         factor = (self.C / (norms + 1e-6)).clamp(max=1.0) * weights.to(norms.dtype)
         contrib = factor @ flat

@@ -235,3 +235,41 @@ def test_clipped_sum_matches_reference_for_any_batch(lengths, c_scale, seed):
 
 
 _MODEL: dict = {}
+
+
+def test_a_factor_used_twice_and_one_never_used():
+    """A LoRA'd layer applied twice in one forward (its per-example gradients add up), and
+    a LoRA'd layer the forward never reaches (zero gradient), still match the reference."""
+    from peft import LoraConfig, get_peft_model
+
+    class Out:
+        def __init__(self, logits):
+            self.logits = logits
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(VOCAB, 16)
+            self.shared = torch.nn.Linear(16, 16)
+            self.unused = torch.nn.Linear(16, 16)
+            self.head = torch.nn.Linear(16, VOCAB)
+
+        def forward(self, input_ids, attention_mask=None):
+            h = self.embed(input_ids)
+            h = torch.tanh(self.shared(h))
+            h = torch.tanh(self.shared(h))  # the same module again
+            return Out(self.head(h))
+
+    torch.manual_seed(0)
+    model = get_peft_model(Toy(), LoraConfig(r=2, lora_alpha=4, target_modules=["shared", "unused"],
+                                             init_lora_weights=False))
+    model.train()
+    items = _examples([5, 8, 3, 6])
+    _, norms = _reference(model, items, 1e9)
+    C = float(norms.median())
+    ref, _ = _reference(model, items, C)
+    ours, our_norms = _clipped_sum(model, items, C)
+    assert torch.allclose(our_norms, norms, rtol=1e-5)
+    for name in ref:
+        assert torch.allclose(ours[name], ref[name], rtol=1e-5, atol=1e-7), name
+    assert all(float(ours[n].abs().max()) == 0.0 for n in ours if ".unused." in n)
