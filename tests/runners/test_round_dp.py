@@ -261,3 +261,33 @@ def test_a_rejected_adapter_still_spends_its_epsilon(workspace, capsys):
     assert entry["events"] == [{"noise_multiplier": 1.0, "sample_rate": 0.125, "steps": 6}] and entry["epsilon"] > 0
     [evidence] = (workspace.state / "rounds").glob("*rejected-eval-gate.evidence.jsonl")
     assert '"tgflow.privacy"' in evidence.read_text()
+
+
+def test_sigterm_mid_dp_round_resumes_to_the_same_adapter(workspace, capsys):
+    """The DP generators' state travels in the checkpoint: under the test seed, a
+    round stopped by SIGTERM (exit 75) and resumed ends on the uninterrupted bytes,
+    and the ledger holds one entry for it."""
+    from tests.runners.test_round import _cli as popen_run, _wait_for_checkpoint, adapter_digest
+
+    training = {"steps": 40, "batch_size": 8, "learning_rate": 0.01, "seed": 3, "max_seq_len": 64,
+                "checkpoint_every": 5}
+    reference = dp_spec(workspace, "ref.json", training=training,
+                        output={"path": "out/ref.tgsp", "signing_key": "release", "recipients": ["operator"],
+                                "state_dir": "ref-state"})
+    assert run(capsys, "peft", "run", "--spec", reference)[0] == 0
+    want = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "ref.tgsp", workspace.root / "u-ref"))
+    spec = dp_spec(workspace, "kill.json", training=training,
+                   output={"path": "out/kill.tgsp", "signing_key": "release", "recipients": ["operator"]})
+    proc = popen_run(spec, dict(os.environ))
+    _wait_for_checkpoint(workspace.state, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 75, proc.stderr.read()
+    assert ledger(workspace)["entries"][0]["status"] == "pending"
+    code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
+    assert code == 0, err
+    assert json.loads(out)["training"]["resumed_from_step"] > 0
+    got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
+    assert got == want
+    [entry] = ledger(workspace)["entries"]
+    assert entry["status"] == "settled" and entry["events"][0]["steps"] == 40
