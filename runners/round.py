@@ -341,8 +341,8 @@ def _digest_map(d: str) -> dict[str, str]:
 
 
 def _budget_refused(ctx: Context, ledger: Ledger, plan: privacy.DPPlan) -> NoReturn:
-    spent = plan.summary(0, "none")["route_epsilon_before"]
     record = {**plan.summary(0, "none"), "refused": True}
+    spent = record["route_epsilon_before"]
     ctx.record("tgflow.privacy", record)
     message = (f"privacy budget exhausted: the route has spent epsilon {spent:.4g} of {plan.budget:g}, and not one "
                f"more step at noise_multiplier {plan.config.noise_multiplier:.4g} fits")
