@@ -81,9 +81,11 @@ class Ledger:
             self._save()
         return entry
 
-    def settle(self, round_id: str, steps: int, update: dict[str, Any]) -> None:
+    def settle(self, round_id: str, update: dict[str, Any], *, steps: int | None = None) -> None:
+        """Mark the round's entry settled with ``update``; with ``steps``, charge exactly that many."""
         entry = self.pending(round_id) or next(e for e in reversed(self.entries) if e["round_id"] == round_id)
-        entry["events"] = [{**entry["events"][0], "steps": steps}]
+        if steps is not None:
+            entry["events"] = [{**entry["events"][0], "steps": steps}]
         entry.update({"status": SETTLED, **update})
         self._save()
 

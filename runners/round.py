@@ -59,9 +59,7 @@ class Context:
     def settle(self, outcome: str) -> None:
         """Write the round's outcome into its ledger entry (a DP round only)."""
         if self.ledger is not None:
-            entry = self.ledger.pending(self.round_id) or next(
-                e for e in reversed(self.ledger.entries) if e["round_id"] == self.round_id)
-            self.ledger.settle(self.round_id, entry["events"][0]["steps"], {"outcome": outcome, "settled": clock.fmt(self.now())})
+            self.ledger.settle(self.round_id, {"outcome": outcome, "settled": clock.fmt(self.now())})
 
 
 def state_dir(spec: RunSpec, out_base: Path) -> Path:
@@ -247,10 +245,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         ctx.record("tgflow.training", {**{k: v for k, v in training.items() if k not in withheld},
                                        "withheld_under_dp": list(withheld)})
         privacy_record = plan.summary(result.steps, dp_run.random.source)
-        ledger.settle(ctx.round_id, result.steps, {"epsilon": privacy_record["epsilon"],
-                                                   "route_epsilon": privacy_record["route_epsilon"],
-                                                   "noise_multiplier": plan.config.noise_multiplier,
-                                                   "randomness": dp_run.random.source})
+        ledger.settle(ctx.round_id, {"epsilon": privacy_record["epsilon"], "route_epsilon": privacy_record["route_epsilon"],
+                                     "noise_multiplier": plan.config.noise_multiplier,
+                                     "randomness": dp_run.random.source}, steps=result.steps)
     ctx.record("tgflow.privacy", privacy_record)
     if plan is not None and result.steps < plan.planned_steps:
         store.clear()

@@ -22,7 +22,7 @@ def test_charge_before_training_then_settle(tmp_path):
     # Resuming the same round keeps the same entry: no double charge.
     again.begin("round-1", DpEvent(1.0, 0.1, 50), {"delta": 1e-5})
     assert len(Ledger.load(tmp_path, "r").entries) == 1
-    again.settle("round-1", 30, {"outcome": "rejected-eval-gate"})
+    again.settle("round-1", {"outcome": "rejected-eval-gate"}, steps=30)
     final = Ledger.load(tmp_path, "r")
     assert final.events() == [DpEvent(1.0, 0.1, 30)]
     assert final.entries[0]["status"] == "settled" and final.entries[0]["outcome"] == "rejected-eval-gate"
@@ -86,7 +86,7 @@ def test_a_crash_while_writing_leaves_the_previous_ledger(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OutputError, match="simulated crash"):
-        ledger.settle("round-1", 10, {"outcome": "packaged"})
+        ledger.settle("round-1", {"outcome": "packaged"}, steps=10)
     monkeypatch.undo()
     assert (tmp_path / FILENAME).read_bytes() == before
     survivor = Ledger.load(tmp_path, "r")
