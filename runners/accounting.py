@@ -86,13 +86,13 @@ def epsilon(events: Sequence[DpEvent], delta: float, accountant: str = "prv") ->
 def calibrate(target: float, q: float, steps: int, delta: float, accountant: str = "prv") -> float:
     """The smallest σ (within 0.5% of ε) whose round ε does not exceed ``target``."""
     eps = lambda s: epsilon([DpEvent(s, q, steps)], delta, accountant)  # noqa: E731
-    if eps(SIGMA_MAX) > target:
+    if (floor := eps(SIGMA_MAX)) > target:
         raise InputError(f"privacy.dp.target_epsilon {target} is out of reach: even noise_multiplier {SIGMA_MAX:g} "
-                         f"gives epsilon {eps(SIGMA_MAX):.3g} for {steps} steps at sample rate {q:.4g}",
+                         f"gives epsilon {floor:.3g} for {steps} steps at sample rate {q:.4g}",
                          hint="allow a larger target_epsilon, or train fewer steps")
-    if eps(SIGMA_MIN) <= target:
+    if (ceiling := eps(SIGMA_MIN)) <= target:
         raise InputError(f"privacy.dp.target_epsilon {target} is too loose to calibrate: noise_multiplier "
-                         f"{SIGMA_MIN} already gives epsilon {eps(SIGMA_MIN):.3g}",
+                         f"{SIGMA_MIN} already gives epsilon {ceiling:.3g}",
                          hint="set a smaller target_epsilon, or give noise_multiplier directly")
     lo, hi = SIGMA_MIN, SIGMA_MAX  # eps(lo) > target >= eps(hi)
     while True:
