@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from rich.console import Console
 
 from tgsp import Keyring
 from tgsp.errors import PassphraseRequiredError
 from tgsp.keyring import passphrase_from_env
+
+from .term import err
 
 
 @dataclass
@@ -27,8 +28,6 @@ class State:
 
 
 STATE = State()
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def keyring() -> Keyring:

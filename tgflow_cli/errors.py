@@ -12,14 +12,15 @@ Exit codes (documented in docs/cli.md):
   12 peft run: adapter rejected by the evaluation gate
   13 peft run: the route's privacy budget is exhausted (refused, or stopped at the budget)
   75 peft run: interrupted (SIGTERM); checkpoint saved, re-run to resume
-  130 interrupted
+  130 interrupted (SIGINT, Ctrl-C)
+  143 terminated (SIGTERM or SIGHUP outside peft run's training loop)
 """
 
 from __future__ import annotations
 
 from tgsp import errors as E
 
-OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED, TERMINATED = 0, 1, 2, 3, 4, 5, 130, 143
 SKIPPED, FORGETTING, GATE, BUDGET, RESUMABLE = 10, 11, 12, 13, 75
 
 # Most specific first; the first match wins.

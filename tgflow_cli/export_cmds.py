@@ -11,7 +11,8 @@ import typer
 
 from tgsp.errors import InputError
 
-from .common import emit_json, err, out
+from .common import emit_json
+from .term import say, warn
 
 
 class Backend(str, Enum):
@@ -61,6 +62,6 @@ def export(
     if json_out:
         return emit_json({"backend": backend.value, "files": [str(p) for p in paths], "checked": checked})
     for p in paths:
-        out.print(f"wrote {p}")
+        say(f"wrote {p}")
     for c in checked:
-        err.print(f"checked {c}")
+        warn(f"checked {c}")

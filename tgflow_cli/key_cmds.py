@@ -15,7 +15,8 @@ from tgsp import clock
 from tgsp.atomic import write_bytes
 from tgsp.errors import PackageError
 
-from .common import STATE, emit_json, err, keyring, out, passphrase, short
+from .common import STATE, emit_json, keyring, passphrase, short
+from .term import cells, line, out, say, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, revoke and audit keys.")
 
@@ -46,7 +47,7 @@ def generate(
     pub = keyring().generate(name, type.value, passphrase(passphrase_file, confirm=True))
     if json_out:
         return emit_json(_pub_summary(pub))
-    out.print(f"generated {pub.kind} key [bold]{pub.name}[/] {pub.keyid}")
+    say(f"generated {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid}")
 
 
 @app.command("list")
@@ -60,9 +61,9 @@ def list_(json_out: bool = Json) -> None:
         return emit_json([k.__dict__ for k in keys])
     table = Table("name", "type", "key id", "version", "created", "private", "revoked")
     for k in keys:
-        table.add_row(k.name, k.kind, short(k.keyid), str(k.version), k.created, "yes" if k.private else "",
-                      "[red]REVOKED[/]" if k.revoked else "")
-    out.print(table if keys else "no keys yet: tgflow key generate NAME")
+        table.add_row(*cells(k.name, k.kind, short(k.keyid), k.version, k.created, "yes" if k.private else ""),
+                      line(styled("REVOKED", "red")) if k.revoked else "")
+    out.print(table) if keys else say("no keys yet: tgflow key generate NAME")
 
 
 @app.command()
@@ -75,9 +76,9 @@ def show(name: str, json_out: bool = Json) -> None:
     if json_out:
         return emit_json(info)
     for field in ("name", "kind", "keyid", "version", "created", "private_in_keyring", "revoked"):
-        out.print(f"{field:>20}: {info[field]}")
+        say(f"{field:>20}: {info[field]}")
     for v in info.get("versions", []):
-        out.print(f"{'version ' + str(v['version']):>20}: {v['keyid']}{'  REVOKED' if v['revoked'] else ''}")
+        say(f"{'version ' + str(v['version']):>20}: {v['keyid']}{'  REVOKED' if v['revoked'] else ''}")
 
 
 @app.command("export-public")
@@ -94,7 +95,7 @@ def export_public(
         sys.stdout.write(data.decode())
     else:
         write_bytes(output, data)
-        err.print(f"wrote {output}")
+        warn(f"wrote {output}")
 
 
 @app.command("import")
@@ -110,7 +111,7 @@ def import_(
     pub = keyring().import_public(file, name)
     if json_out:
         return emit_json(_pub_summary(pub))
-    out.print(f"trusted {pub.kind} key [bold]{pub.name}[/] {pub.keyid} (version {pub.version})")
+    say(f"trusted {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid} (version {pub.version})")
 
 
 @app.command()
@@ -123,7 +124,7 @@ def rotate(name: str, passphrase_file: Optional[Path] = PassFile, json_out: bool
     pub = keyring().rotate(name, passphrase(passphrase_file))
     if json_out:
         return emit_json(_pub_summary(pub))
-    out.print(f"rotated [bold]{pub.name}[/] to version {pub.version}: {pub.keyid}")
+    say("rotated ", styled(pub.name, "bold"), f" to version {pub.version}: {pub.keyid}")
 
 
 @app.command()
@@ -144,7 +145,7 @@ def revoke(
     if json_out:
         return emit_json({"keyid": rev.keyid, "revoked_at": clock.fmt(rev.revoked_at), "reason": rev.reason,
                           "file": str(path)})
-    out.print(f"revoked {rev.keyid} from {clock.fmt(rev.revoked_at)}; share {path} (verify --revocations)")
+    say(f"revoked {rev.keyid} from {clock.fmt(rev.revoked_at)}; share {path} (verify --revocations)")
 
 
 @app.command()
@@ -161,8 +162,8 @@ def audit(json_out: bool = Json) -> None:
     else:
         for r in records:
             if isinstance(r, dict) and "op" in r:
-                out.print(f"{r.get('seq'):>4} {r.get('time')} {r.get('op'):<9} {r.get('name')} {short(str(r.get('keyid')))}")
+                say(f"{r.get('seq'):>4} {r.get('time')} {r.get('op'):<9} {r.get('name')} {short(str(r.get('keyid')))}")
     if brk is not None:
         raise PackageError(f"audit log breaks at record {brk.index}: {brk.reason}")
     if not json_out:
-        out.print(f"audit log intact: {len(records)} records, head {short(head)}")
+        say(f"audit log intact: {len(records)} records, head {short(head)}")

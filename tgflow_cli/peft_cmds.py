@@ -11,7 +11,8 @@ from typing import Iterator, Optional
 
 import typer
 
-from .common import STATE, emit_json, err, keyring, out, passphrase
+from .common import STATE, emit_json, keyring, passphrase
+from .term import err, say, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Continuous learning of LoRA adapters (in-process, GPU when present).")
 
@@ -27,7 +28,7 @@ def _graceful_stop() -> Iterator[threading.Event]:
         if stop.is_set():  # a second signal: stop now
             raise KeyboardInterrupt
         stop.set()
-        err.print(f"received signal {signum}: checkpointing after this step")
+        warn(f"received signal {signum}: checkpointing after this step")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
@@ -104,12 +105,12 @@ def budget(
         emit_json(status)
     else:
         left = status["remaining_epsilon"]
-        out.print(f"route {status['route']}: epsilon {status['route_epsilon']:.4g} spent at delta {status['delta']:g} "
+        say(f"route {status['route']}: epsilon {status['route_epsilon']:.4g} spent at delta {status['delta']:g} "
                   f"({status['accountant']}; RDP {status['route_epsilon_rdp']:.4g}), budget "
                   f"{status['route_budget_epsilon'] if status['route_budget_epsilon'] is not None else 'none'}"
                   + (f", {left:.4g} left" if left is not None else ""))
-        out.print(f"rounds: {', '.join(f'{k} {v}' for k, v in sorted(status['rounds'].items())) or 'none yet'}")
-        out.print(f"next round: {nxt['examples']} examples, q {nxt['sample_rate']:.4g}, sigma "
+        say(f"rounds: {', '.join(f'{k} {v}' for k, v in sorted(status['rounds'].items())) or 'none yet'}")
+        say(f"next round: {nxt['examples']} examples, q {nxt['sample_rate']:.4g}, sigma "
                   f"{nxt['noise_multiplier']:.4g}, {nxt['steps_within_budget']} of {nxt['planned_steps']} steps fit "
                   f"-> {nxt['outcome']}; route epsilon after: {nxt['route_epsilon_after']:.4g}")
     if nxt["steps_within_budget"] == 0:
@@ -122,17 +123,17 @@ def budget(
 
 def _render(report: dict) -> None:
     ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
-    out.print(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
+    say(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
               f"{nv['duplicates']} duplicates)")
-    out.print(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
+    say(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
               f"loss {tr['loss_first']} -> {tr['loss_last']}")
     pv = report.get("privacy") or {}
     if pv.get("mode") == "dp":
-        out.print(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "
+        say(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "
                   f"sigma {pv['noise_multiplier']:.4g}, q {pv['sample_rate']:.4g}, {pv['steps']} steps); route epsilon "
                   f"{pv['route_epsilon']:.4g} of {pv['route_budget_epsilon'] if pv['route_budget_epsilon'] else 'no budget'}")
-    out.print(f"new-domain eval loss: {ev['eval_loss_before']} -> {ev['eval_loss_after']} "
+    say(f"new-domain eval loss: {ev['eval_loss_before']} -> {ev['eval_loss_after']} "
               f"({ev['eval_improvement'] * 100:.1f}% better)")
-    out.print(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "
+    say(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "
               f"= {fg['forgetting'] * 100:+.2f}% (budget {fg['budget'] * 100:.1f}%)")
-    out.print(f"[bold green]packaged[/] {report['package']} version {report['version']} {report['package_id']}")
+    say(styled("packaged", "bold green"), f" {report['package']} version {report['version']} {report['package_id']}")

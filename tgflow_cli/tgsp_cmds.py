@@ -15,7 +15,8 @@ from tgsp import clock
 from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
-from .common import STATE, emit_json, err, keyring, out, passphrase, progress, short
+from .common import STATE, emit_json, keyring, passphrase, progress, short
+from .term import cells, line, out, say, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Build, sign, verify, inspect and unpack TGSP packages (.tgsp / .tssp).")
 
@@ -46,11 +47,11 @@ def _render_report(report) -> None:
     table = Table("check", "result", "detail", show_header=True)
     colour = {"ok": "green", "failed": "red", "skipped": "dim", "not-run": "yellow"}
     for c in report.checks:
-        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+        table.add_row(*cells(c.name, line(styled(c.status, colour[c.status])), c.detail))
     out.print(table)
     for n in report.notes:
-        out.print(f"note: {n}")
-    out.print(f"[bold green]VERIFIED[/] {report.package_id}" if report.ok else "[bold red]REJECTED[/]")
+        say(f"note: {n}")
+    say(styled("VERIFIED", "bold green"), f" {report.package_id}") if report.ok else say(styled("REJECTED", "bold red"))
 
 
 @app.command()
@@ -86,9 +87,9 @@ def build(
         return emit_json({"path": str(res.path), "package_id": res.package_id, "route": route, "version": version,
                           "files": len(res.manifest["files"]), "signed_by": [s.name for s in signers],
                           "recipients": [r.keyid for r in recipients]})
-    out.print(f"built {res.path} {res.package_id}")
+    say(f"built {res.path} {res.package_id}")
     if not signers:
-        err.print("note: the package is unsigned; sign it with: tgflow tgsp sign PKG --key KEY")
+        warn("note: the package is unsigned; sign it with: tgflow tgsp sign PKG --key KEY")
 
 
 @app.command()
@@ -107,7 +108,7 @@ def sign(
     res = tgsp.sign(package, signer, out=output, now=_now())
     if json_out:
         return emit_json({"path": str(res.path), "package_id": res.package_id, "signed_by": signer.name})
-    out.print(f"signed {res.path} with {signer.name} ({short(signer.keyid)}): {res.package_id}")
+    say(f"signed {res.path} with {signer.name} ({short(signer.keyid)}): {res.package_id}")
 
 
 @app.command()
@@ -158,27 +159,27 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
         for s in info["manifest"]["signers"]:
             s.pop("lineage", None)
         return emit_json(info)
-    out.print(f"[bold]{package}[/]  {info['package_id']}  (not verified: run tgsp verify)")
-    out.print(f"format {m['format']}  kind {m['kind']}  route {m['route']}  version {m['version']}  created {m['created']}"
+    say(styled(str(package), "bold"), f"  {info['package_id']}  (not verified: run tgsp verify)")
+    say(f"format {m['format']}  kind {m['kind']}  route {m['route']}  version {m['version']}  created {m['created']}"
               + (f"  expires {m['expires']}" if "expires" in m else ""))
     files = Table("path", "size", "sha256", "stored")
     for f in m["files"]:
-        files.add_row(f["path"], str(f["size"]), short(f["sha256"]), "encrypted" if "encryption" in m else "plain")
+        files.add_row(*cells(f["path"], f["size"], short(f["sha256"]), "encrypted" if "encryption" in m else "plain"))
     out.print(files)
     for s in m["signers"]:
-        out.print(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']}")
+        say(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']}")
     for sig in info["signatures"]:
-        out.print(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
+        say(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
     for r in info["recipients"]:
-        out.print(f"recipient {short(r)}")
+        say(f"recipient {short(r)}")
     pv = m.get("privacy")
     if isinstance(pv, dict) and pv.get("mode") == "dp":  # written by peft run; not part of the format
-        out.print(f"privacy: DP-SGD epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
+        say(f"privacy: DP-SGD epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
                   f"route epsilon {pv.get('route_epsilon')} of {pv.get('route_budget_epsilon')}")
     elif isinstance(pv, dict):
-        out.print(f"privacy: {pv.get('mode')}")
+        say(f"privacy: {pv.get('mode')}")
     for e in ev:
-        out.print(f"event {e['seq']:>3} {e['time']} {e['type']}")
+        say(f"event {e['seq']:>3} {e['time']} {e['type']}")
 
 
 def _alg_of(m, keyid: str) -> str:
@@ -220,4 +221,4 @@ def unpack(
     if json_out:
         return emit_json({"path": str(res.path), "package_id": res.report.package_id, "files": res.files,
                           "bytes": res.bytes, "verify": res.report.to_dict()})
-    out.print(f"verified {res.report.package_id}; unpacked {res.files} files ({res.bytes} bytes) to {res.path}")
+    say(f"verified {res.report.package_id}; unpacked {res.files} files ({res.bytes} bytes) to {res.path}")

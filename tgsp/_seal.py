@@ -21,8 +21,11 @@ KDF_ID = "argon2id"
 AEAD_ID = "aes-256-gcm"
 DEFAULT_PARAMS = {"memory_cost": 65536, "iterations": 3, "lanes": 4}
 # Refuse files that ask for absurd work (a denial-of-service on open) or for
-# parameters too weak to mean anything.
-_LIMITS = {"memory_cost": (19456, 4 << 20), "iterations": (1, 64), "lanes": (1, 64)}
+# parameters too weak to mean anything. The bounds are inclusive: memory_cost
+# in KiB from 19 MiB (OWASP's floor) to 1 GiB, at most 16 passes and 16 lanes,
+# and at most 4 GiB-passes of work in all (our own keys use 64 MiB x 3).
+_LIMITS = {"memory_cost": (19456, 1 << 20), "iterations": (1, 16), "lanes": (1, 16)}
+MAX_WORK_KIB = 4 << 20
 
 
 def _kdf(passphrase: bytes, salt: bytes, params: dict[str, int]) -> bytes:
@@ -52,6 +55,8 @@ def open_sealed(blob: Any, passphrase: str, aad: bytes) -> bytes:
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
             raise FormatError(f"sealed private key has an out-of-range {name}")
         params[name] = value
+    if params["memory_cost"] * params["iterations"] > MAX_WORK_KIB:
+        raise FormatError("sealed private key asks for more KDF work than tgflow allows")
     salt = b64d(kdf.get("salt"), what="salt")
     nonce = b64d(blob.get("nonce"), what="nonce")
     if len(salt) < 16 or len(nonce) != 12:

@@ -1,34 +1,148 @@
 """Atomic output: write beside the target, fsync, then rename over it.
 
 A crash or error at any point leaves either the old file or nothing at the
-destination, never a half-written package.
+destination, never a half-written package. Temporaries are named
+``.<name>.tgflow~<host>~<pid>.<random>.tmp`` (``.unpack`` for folders), so
+after a ``kill -9`` the next tgflow run in the same folder can prove which
+leftovers are its own (this host, a process that no longer exists, our uid)
+and remove only those. Cleanups run with SIGINT/SIGTERM deferred, so a
+second signal cannot cut them short.
+
+Rule for output locations (every command): a missing parent folder is
+created; a destination that is a symbolic link is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import OutputError
+from .errors import InputError, OutputError
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname() or "host")[:64]
+_TEMP = re.compile(r"\..+\.tgflow~(?P<host>[A-Za-z0-9.-]+)~(?P<pid>\d+)\.[a-z0-9_]+\.(tmp|unpack)\Z", re.S)
+_LIVE: set[str] = set()  # this process's own temporaries, by path
+
+
+def temp_prefix(name: str) -> str:
+    return f".{name}.tgflow~{_HOST}~{os.getpid()}."
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends (cleanup must finish)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stale(entry: os.DirEntry) -> bool:
+    m = _TEMP.match(entry.name)
+    if m is None or m["host"] != _HOST or entry.path in _LIVE:
+        return False
+    try:
+        if entry.stat(follow_symlinks=False).st_uid != os.getuid() or entry.is_symlink():
+            return False
+    except OSError:
+        return False
+    pid = int(m["pid"])
+    if pid == os.getpid():
+        return True  # ours by name, but not live in this process: a previous incarnation (container restart)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, owned by someone else
+    return False
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[str]:
+    """Remove tgflow's own temporaries left in ``folder`` by a killed run."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
+        for entry in it:
+            if _stale(entry):
+                with signals_deferred():
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def prepare_parent(dest: Path) -> Path:
+    """The folder ``dest`` goes into, created when missing; links refused."""
+    if dest.is_symlink():
+        raise InputError(f"output {dest} is a symbolic link; refusing to write through it",
+                         hint="give the real path")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot create output folder {parent}: a file of that name exists") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}") from None
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} is not a folder")
+    sweep_stale(parent)
+    return parent
+
+
+def _os_error(dest, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {dest}: {exc.strerror or exc}",
+                       hint="check free space and permissions of the output folder")
+
+
+@contextlib.contextmanager
+def private_dir(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` (mode 0700), removed on any failure.
+    The caller renames it into place before the block ends."""
+    parent = prepare_parent(dest)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".unpack", dir=parent))
+    except OSError as exc:
+        raise _os_error(dest, exc) from None
+    _LIVE.add(str(tmp))
+    try:
+        yield tmp
+    except BaseException:
+        with signals_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _LIVE.discard(str(tmp))
 
 
 @contextlib.contextmanager
 def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool = True) -> Iterator[BinaryIO]:
     dest = Path(dest)
-    if dest.is_dir():
-        raise OutputError(f"{dest} is a directory", hint="give a file path for the output")
-    if not overwrite and dest.exists():
-        raise OutputError(f"{dest} already exists", hint="choose another path or remove it first")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist", hint=f"mkdir -p {parent}")
+    if dest.is_dir() and not dest.is_symlink():
+        raise InputError(f"{dest} is a directory", hint="give a file path for the output")
+    if not overwrite and (dest.exists() or dest.is_symlink()):
+        raise InputError(f"{dest} already exists", hint="choose another path, remove it first, or pass --force")
+    parent = prepare_parent(dest)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise OutputError(f"cannot write in {parent}: {exc.strerror}") from None
+        raise _os_error(dest, exc) from None
+    _LIVE.add(tmp)
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
             yield f
@@ -38,11 +152,13 @@ def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool =
         os.replace(tmp, dest)
         _fsync_dir(parent)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
+        with signals_deferred(), contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+            raise _os_error(dest, exc) from None
         raise
+    finally:
+        _LIVE.discard(tmp)
 
 
 class DropBehind:
@@ -79,6 +195,11 @@ def write_all(f: BinaryIO, data) -> None:
 def write_bytes(dest: str | os.PathLike, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
     with atomic_file(dest, mode=mode, overwrite=overwrite) as f:
         write_all(f, data)
+
+
+def fsync_tree(root: Path) -> None:
+    for folder, _dirs, _files in os.walk(root):
+        _fsync_dir(Path(folder))
 
 
 def _fsync_dir(path: Path) -> None:

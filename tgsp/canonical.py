@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from typing import Any
 
 import rfc8785
@@ -23,6 +24,29 @@ def encode(obj: Any) -> bytes:
         return rfc8785.dumps(obj)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise FormatError(f"value cannot be canonically encoded: {exc}") from exc
+
+
+MAX_DEPTH = 64  # our own documents nest about 8 deep
+# One match per string (skipped whole) or per bracket: cheap even for MiBs of base64.
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: ``true`` is not 1 here."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_depth(data: bytes, *, what: str = "JSON", limit: int = MAX_DEPTH) -> None:
+    """Refuse nesting deeper than ``limit`` before the parser recurses."""
+    depth = 0
+    for m in _TOKENS.finditer(data):
+        c = m.group()[0]
+        if c in b"[{":
+            depth += 1
+            if depth > limit:
+                raise FormatError(f"{what} nests deeper than {limit} levels")
+        elif c in b"]}":
+            depth -= 1
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -44,13 +68,14 @@ def parse(data: bytes, *, what: str = "JSON", canonical: bool = False) -> Any:
     With ``canonical=True`` the bytes must also be exactly their JCS form,
     so there is one and only one byte string for each value.
     """
+    check_depth(data, what=what)
     try:
         text = data.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except FormatError as exc:
         raise FormatError(f"{what}: {exc}") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from None
     if canonical and encode(obj) != data:
         raise FormatError(f"{what} is not in canonical (RFC 8785) form")
     return obj

@@ -11,7 +11,6 @@ provenance v1 predicate, naming every payload file as a subject.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -92,9 +91,9 @@ def load_user_events(path: str | Path, default_time: datetime) -> list[dict[str,
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-        except ValueError as exc:
-            raise InputError(f"{path}:{n}: not valid JSON ({exc})") from None
+            obj = parse(line.encode("utf-8"), what=f"{path}:{n}: event")
+        except FormatError as exc:
+            raise InputError(str(exc)) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not _TYPE.match(obj["type"]):
             raise InputError(f"{path}:{n}: each event needs a \"type\" string (letters, digits, . _ / : -)")
         extra = set(obj) - {"type", "time", "data"}

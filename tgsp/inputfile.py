@@ -1,21 +1,40 @@
-"""Reading a user-named input file with one clear error per failure."""
+"""Reading a user-named input file: bounded, with one clear error per failure.
+
+Every JSON input (specs, key files, revocations, evidence, state files,
+passphrase files) is read through here with a byte cap, so ``/dev/zero`` or
+a huge file is refused after reading at most cap + 1 bytes.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .errors import InputError, NotFoundError
 
+MAX_INPUT = 16 << 20  # far above any spec, key file or revocation we write
 
-def read_input(path: str | os.PathLike, what: str, *, missing: type[NotFoundError] = NotFoundError) -> bytes:
-    """The file's bytes; ``missing`` if it does not exist, InputError if unreadable."""
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise missing(f"{what} {p} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {p} is a folder, not a file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {p}: {exc.strerror}") from None
+
+def read_input(path: str | os.PathLike, what: str, *, missing: type[NotFoundError] = NotFoundError,
+               max_bytes: int = MAX_INPUT, error: type[Exception] = InputError) -> bytes:
+    """The file's bytes ('-' is stdin); ``missing`` if it does not exist,
+    ``error`` if it is unreadable or larger than ``max_bytes``."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(max_bytes + 1)
+        label = "standard input"
+    else:
+        p = Path(path)
+        label = str(p)
+        try:
+            with open(p, "rb") as f:
+                data = f.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise missing(f"{what} {p} does not exist") from None
+        except IsADirectoryError:
+            raise error(f"{what} {p} is a folder, not a file") from None
+        except OSError as exc:
+            raise error(f"cannot read {what} {p}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise error(f"{what} {label} is larger than {max_bytes} bytes; refusing to read it")
+    return data

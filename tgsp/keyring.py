@@ -25,13 +25,16 @@ from . import _seal, clock, hashchain
 from .atomic import write_bytes
 from .canonical import encode, parse
 from .inputfile import read_input
-from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError,
+from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
                      PassphraseRequiredError, RotationError)
 from .keys import KINDS, RECIPIENT, SIGNING, PrivateKey, PublicKey
 from .lineage import Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement
 from .signing import Signer, TrustPolicy
 
 PRIVATE_FILE = "tgflow-private-key/1"
+MAX_PASSPHRASE = 64 << 10
+MAX_KEY_FILE = 1 << 20
+MAX_AUDIT = 64 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 Passphrase = Callable[[], str]
 
@@ -50,14 +53,25 @@ def passphrase_from_env(passphrase_file: str | None = None, env: Mapping[str, st
     path = path or env.get("TGFLOW_PASSPHRASE_FILE")
     if not path:
         return None
+    data = read_input(path, "passphrase file", missing=PassphraseFileMissing, max_bytes=MAX_PASSPHRASE,
+                      error=PassphraseRequiredError)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PassphraseRequiredError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PassphraseRequiredError(f"passphrase file {path} is not UTF-8 text",
+                                      hint="a passphrase file holds one line of text") from None
     text = text[:-1] if text.endswith("\n") else text
+    text = text[:-1] if text.endswith("\r") else text
     if not text:
         raise PassphraseRequiredError(f"passphrase file {path} is empty")
+    if "\x00" in text or "\n" in text:
+        raise PassphraseRequiredError(f"passphrase file {path} holds more than one line of text",
+                                      hint="a passphrase file holds one line of text")
     return text
+
+
+class PassphraseFileMissing(PassphraseRequiredError, NotFoundError):
+    """A named passphrase file does not exist (a key problem: exit 3)."""
 
 
 def check_name(name: str) -> str:
@@ -109,7 +123,7 @@ class Keyring:
         path = self._key_path(name)
         if not path.exists():
             raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
-        obj = parse(path.read_bytes(), what=f"key file {path}")
+        obj = parse(read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError), what=f"key file {path}")
         if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
             raise FormatError(f"{path} is not a tgflow private key file")
         return obj
@@ -332,7 +346,8 @@ class Keyring:
         if not path.exists():
             return []
         out = []
-        for n, line in enumerate(path.read_bytes().splitlines()):
+        data = read_input(path, "audit log", max_bytes=MAX_AUDIT, error=KeyringError)
+        for n, line in enumerate(data.splitlines()):
             try:
                 out.append(parse(line, what="audit record"))
             except FormatError:

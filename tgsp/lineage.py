@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from . import clock, dsse
-from .canonical import encode, parse
+from .canonical import encode, is_int, parse
 from .errors import FormatError, RotationError, SignatureError
 from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
 
@@ -171,7 +171,7 @@ class PublicKeyFile:
         if not isinstance(obj, dict) or obj.get("type") != PUBLIC_FILE:
             raise FormatError(f"not a tgflow public key file (type must be {PUBLIC_FILE})")
         kind, name, version = obj.get("kind"), obj.get("name"), obj.get("version")
-        if kind not in (SIGNING, RECIPIENT) or not isinstance(name, str) or not isinstance(version, int):
+        if kind not in (SIGNING, RECIPIENT) or not isinstance(name, str) or not is_int(version):
             raise FormatError("public key file needs kind, name and version")
         key = PublicKey.from_dict({"kind": kind, "public": obj.get("public")})
         if obj.get("keyid") != key.keyid:

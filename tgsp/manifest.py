@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from . import _kem, _stream, clock
+from .canonical import is_int
 from .errors import FormatError, LimitError
 from .paths import casefold_key, check_relpath
 
@@ -111,6 +112,7 @@ def validate(m: Any) -> dict:
         paths.append(path)
     if paths != sorted(paths, key=lambda p: p.encode("utf-8")):
         raise FormatError("manifest files are not in canonical (sorted) order")
+    _no_file_folder_clash(folded)
 
     ev = _exact(m.get("evidence"), {"size", "sha256", "head", "count"}, "evidence ")
     _size(ev["size"], "evidence size"), _hex(ev["sha256"], "evidence sha256"), _hex(ev["head"], "evidence head")
@@ -129,10 +131,19 @@ def validate(m: Any) -> dict:
         if _hex(s["keyid"], "signer keyid") in seen:
             raise FormatError("manifest names a signer twice")
         seen.add(s["keyid"])
-        if not isinstance(s["name"], str) or not isinstance(s["version"], int) or s["version"] < 1:
+        if not isinstance(s["name"], str) or not is_int(s["version"]) or s["version"] < 1:
             raise FormatError("manifest signer needs a name and a version >= 1")
         clock.parse(s["signed_at"], what="signer signed_at")
     return m
+
+
+def _no_file_folder_clash(folded: set[str]) -> None:
+    """``a`` and ``a/b`` cannot both be files: one would have to be a folder."""
+    for path in folded:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in folded:
+                raise FormatError(f"manifest lists {'/'.join(parts[:i])!r} both as a file and as a folder")
 
 
 def entry_names(m: dict) -> list[str]:

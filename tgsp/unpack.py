@@ -8,17 +8,15 @@ extraction is caught too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import _stream, archive, manifest as mf
 from ._pump import pump
-from .atomic import write_all
+from .atomic import fsync_tree, prepare_parent, private_dir, write_all
 from .canonical import b64d
 from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
 from .keys import RECIPIENT, PrivateKey
@@ -48,8 +46,7 @@ def unpack(
     progress: Callable[[int], None] | None = None,
 ) -> UnpackResult:
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(f"{out} exists and is not an empty folder", hint="choose a new output folder")
+    _check_output(out)
     # Every check but the payload hashes, which happen while extracting: one
     # pass over the payload, and nothing reaches `out` before all of it matched.
     report = verify(path, policy, limits=limits, payload_digests=False)
@@ -57,29 +54,35 @@ def unpack(
     m = report.manifest
     file_key = _file_key(m, identities or [])
     need = sum(f["size"] for f in m["files"])
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = prepare_parent(out)
     if shutil.disk_usage(parent).free < need:
         raise OutputError(f"not enough free space in {parent}: need {need} bytes")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".unpack", dir=parent))
-    try:
-        with open(path, "rb") as f:
-            # Re-index: the same canonical checks as verify, against this handle.
-            pkg = Package(f, str(path), limits)
-            if pkg.package_id != report.package_id:
-                raise DigestError("package changed after it was verified")
+    with private_dir(out) as tmp, open(path, "rb") as f:
+        # Re-index: the same canonical checks as verify, against this handle.
+        pkg = Package(f, str(path), limits)
+        if pkg.package_id != report.package_id:
+            raise DigestError("package changed after it was verified")
+        try:
             for entry_meta in m["files"]:
                 _extract_one(pkg, entry_meta, tmp, file_key, m, progress)
-        _fsync_tree(tmp)
+            fsync_tree(tmp)
+        except OSError as exc:
+            raise OutputError(f"cannot write into {parent}: {exc.strerror or exc}",
+                              hint="check free space and permissions of the output folder") from None
         report.checks = [Check("digests", "ok", f"{len(m['files'])} files, {need} bytes: stored and plaintext SHA-256 "
                                f"match; id {report.package_id}") if c.name == "digests" else c for c in report.checks]
+        _check_output(out)  # still free: nothing appeared there meanwhile
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return UnpackResult(out, report, len(m["files"]), need)
+
+
+def _check_output(out: Path) -> None:
+    if out.is_symlink():
+        raise InputError(f"output {out} is a symbolic link; refusing to extract through it", hint="give the real path")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty folder", hint="choose a new output folder")
 
 
 def _file_key(m: dict, identities: list[PrivateKey]) -> bytes | None:
@@ -137,11 +140,3 @@ def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m
         raise DecryptionError()
 
 
-def _fsync_tree(root: Path) -> None:
-    for folder, _dirs, _files in os.walk(root):
-        with contextlib.suppress(OSError):
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)

@@ -22,13 +22,15 @@ from typing import Any, BinaryIO, Callable
 
 from . import archive, clock, dsse, evidence, manifest as mf, signing
 from .atomic import write_bytes
-from .canonical import parse, sha256_hex
+from .canonical import is_int, parse, sha256_hex
+from .inputfile import read_input
 from .errors import (DigestError, EntryListError, ExpiredError, FormatError, InputError, LimitError,
                      NotFoundError, PackageError, RollbackError, TgflowError, VerificationFailed)
 
 CHECKS = ("format", "entries", "digests", "evidence", "signatures", "expiry", "rollback")
 ROLLBACK_STATE = "tgflow-rollback-state/1"
 IO_BLOCK = 4 << 20
+MAX_STATE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -293,16 +295,16 @@ def _check_rollback(m: dict[str, Any], pid: str, policy: signing.TrustPolicy) ->
 # --- rollback state files ------------------------------------------------------
 def load_rollback_state(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         return {"format": ROLLBACK_STATE, "routes": {}}
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        obj = parse(read_input(p, "rollback state", max_bytes=MAX_STATE), what=f"rollback state {p}")
+    except FormatError as exc:
         raise InputError(f"rollback state {p} is unreadable: {exc}") from None
     routes = obj.get("routes") if isinstance(obj, dict) and obj.get("format") == ROLLBACK_STATE else None
     if not isinstance(routes, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("version"), int) and isinstance(v.get("package_id"), str)
-            for v in routes.values()):
+            isinstance(v, dict) and is_int(v.get("version")) and isinstance(v.get("package_id"), str)
+            and isinstance(v.get("kind", ""), str) for v in routes.values()):
         raise InputError(f"rollback state {p} is malformed", hint="restore it from backup; never delete it to get past a check")
     return obj
 

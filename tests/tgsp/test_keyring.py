@@ -60,7 +60,7 @@ def test_passphrase_sources_in_order(tmp_path):
     assert passphrase_from_env(None, {"TGFLOW_PASSPHRASE": "env", "TGFLOW_PASSPHRASE_FILE": str(g)}) == "env"
     assert passphrase_from_env(None, {"TGFLOW_PASSPHRASE_FILE": str(g)}) == "from-env-file"
     assert passphrase_from_env(None, {}) is None
-    with pytest.raises(PassphraseRequiredError, match="cannot read"):
+    with pytest.raises(PassphraseRequiredError, match="does not exist"):
         passphrase_from_env(str(tmp_path / "missing"), {})
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(PassphraseRequiredError, match="empty"):

@@ -71,7 +71,8 @@ def test_evidence_and_provenance(world, tmp_path):
     ("not json", "not valid JSON"),
     ('{"data": 1}', "needs a \\\"type\\\""),
     ('{"type": "x", "extra": 1}', "unknown field"),
-    ('{"type": "x", "data": NaN}', "not valid JSON"),
+    ('{"type": "x", "data": NaN}', "non-finite number NaN"),
+    ("[" * 5000 + "]" * 5000, "nests deeper than 64"),
     ('{"type": "x", "time": "yesterday"}', "ISO 8601"),
 ])
 def test_bad_evidence_lines_name_the_line(tmp_path, line, msg):
@@ -194,5 +195,6 @@ def test_failed_build_leaves_no_partial_output_and_keeps_old_file(world, tmp_pat
 def test_missing_source_and_missing_output_folder(tmp_path, world):
     with pytest.raises(tgsp.errors.NotFoundError):
         tgsp.build(tmp_path / "nope", tmp_path / "o.tgsp")
-    with pytest.raises(OutputError, match="does not exist"):
-        tgsp.build(world.src, tmp_path / "no" / "such" / "o.tgsp")
+    # One rule for every command: a missing output folder is created.
+    res = tgsp.build(world.src, tmp_path / "no" / "such" / "o.tgsp")
+    assert res.path.is_file() and tgsp.open_package(res.path, check_digests=True).close() is None

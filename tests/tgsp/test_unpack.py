@@ -83,7 +83,7 @@ def test_refuses_non_empty_output_folder(world, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(OutputError, match="not an empty folder"):
+    with pytest.raises(InputError, match="not an empty folder"):
         tgsp.unpack(world.pkg, out, world.policy(), identities=world.kr.identities("ops", pp))
     assert (out / "keep.txt").read_text() == "mine"
 
