@@ -167,7 +167,8 @@ def load_feed(feed: FeedSpec, base: Path, *, chat_template=None, keyring=None, i
                 if keyring is None:
                     raise InputError("a TGSP data feed needs the keyring's trust store")
                 tmp = tempfile.TemporaryDirectory(prefix="tgflow-feed-")
-                res = tgsp.unpack(path, Path(tmp.name) / "data", keyring.trust_policy(), identities=identities or [])
+                policy = keyring.trust_policy(kind="data", route=feed.route, min_version=feed.min_version)
+                res = tgsp.unpack(path, Path(tmp.name) / "data", policy, identities=identities or [])
                 package_id = res.report.package_id
                 rows = _files_rows(Path(tmp.name) / "data")
         examples = []

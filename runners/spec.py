@@ -36,6 +36,8 @@ class FeedSpec(_Strict):
     split: str = Field("train", description="Split to read for type=dataset or hf")
     text_field: Optional[str] = Field(None, description="Column holding plain text; default: text, prompt/completion or messages")
     max_examples: Optional[int] = Field(None, ge=1, description="Read at most this many examples")
+    route: Optional[str] = Field(None, description="type=tgsp: accept only a data package of this route")
+    min_version: Optional[int] = Field(None, ge=0, description="type=tgsp: accept only a data package of at least this version")
 
 
 class GateSpec(_Strict):

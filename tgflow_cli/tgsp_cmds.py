@@ -25,7 +25,9 @@ Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
 Trusted = typer.Option(None, "--trusted", help="Trust only these keys (names or public key files). Default: the keyring's trust store.")
 Revocations = typer.Option(None, "--revocations", help="Extra revocation files to honour.", exists=False)
 MinVersion = typer.Option(None, "--min-version", help="Reject packages whose version is below this floor.")
-StateFile = typer.Option(None, "--state", help="Rollback state file: floors per route, raised on success.", dir_okay=False)
+StateFile = typer.Option(None, "--state", help="Rollback state file: floors per route, raised on success. A route it does not track yet is refused unless --route names it.", dir_okay=False)
+RoutePin = typer.Option(None, "--route", help="Accept only packages of this route.")
+KindPin = typer.Option(None, "--kind", help="Accept only packages of this kind (adapter, data, ...).")
 
 
 def _now() -> clock.Clock:
@@ -37,10 +39,11 @@ def _now() -> clock.Clock:
     return clock.utcnow
 
 
-def _policy(trusted, revocations, min_version, state):
+def _policy(trusted, revocations, min_version, state, route=None, kind=None):
     return keyring().trust_policy(
         trusted=trusted or None, revocation_files=[str(r) for r in revocations or []],
-        min_version=min_version, rollback_state=load_rollback_state(state) if state else None)
+        min_version=min_version, rollback_state=load_rollback_state(state) if state else None,
+        route=route, kind=kind)
 
 
 def _render_report(report) -> None:
@@ -118,14 +121,16 @@ def verify(
     revocations: Optional[List[Path]] = Revocations,
     min_version: Optional[int] = MinVersion,
     state: Optional[Path] = StateFile,
+    route: Optional[str] = RoutePin,
+    kind: Optional[str] = KindPin,
     json_out: bool = Json,
 ) -> None:
-    """Check format, entries, digests, evidence, both signatures, expiry and rollback.
+    """Check format, entries, both signatures, evidence, digests, expiry and rollback.
     Exit 0 only if all hold, 1 if any fails.
 
     Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json
     """
-    policy = _policy(trusted, revocations, min_version, state)
+    policy = _policy(trusted, revocations, min_version, state, route, kind)
     size = package.stat().st_size if package.is_file() else None
     with progress("verifying", size) as tick:
         report = tgsp.verify(package, policy, progress=tick)
@@ -201,6 +206,8 @@ def unpack(
     revocations: Optional[List[Path]] = Revocations,
     min_version: Optional[int] = MinVersion,
     state: Optional[Path] = StateFile,
+    route: Optional[str] = RoutePin,
+    kind: Optional[str] = KindPin,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -210,7 +217,7 @@ def unpack(
     Example: tgflow tgsp unpack adapter.tgsp -o ./adapter --identity ops
     """
     kr = keyring()
-    policy = _policy(trusted, revocations, min_version, state)
+    policy = _policy(trusted, revocations, min_version, state, route, kind)
     pp = passphrase(passphrase_file)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
     size = package.stat().st_size if package.is_file() else None

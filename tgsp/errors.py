@@ -25,6 +25,12 @@ class NotFoundError(InputError):
     """A named file, folder or key does not exist."""
 
 
+class UnsafeSourceError(InputError):
+    """A folder to pack holds something a package must not: a link, a FIFO,
+    a device, a name that is not portable or collides by case (bad input,
+    unlike an unsafe entry found inside a package)."""
+
+
 # --- package problems found while reading or verifying (exit 1) -------------
 class PackageError(TgflowError):
     """A package failed a check. ``check`` names which one."""

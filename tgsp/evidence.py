@@ -135,3 +135,15 @@ def provenance_statement(
             },
         },
     }
+
+
+def check_provenance(statement: Any, files: list[dict[str, Any]]) -> None:
+    """The provenance must be an in-toto Statement v1 whose subjects are
+    exactly the manifest's files, in order, with their plaintext SHA-256."""
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise EvidenceError(f"provenance is not an in-toto Statement ({STATEMENT_TYPE})")
+    if statement.get("predicateType") != SLSA_PROVENANCE:
+        raise EvidenceError(f"provenance predicateType must be {SLSA_PROVENANCE}")
+    want = [{"name": f["path"], "digest": {"sha256": f["sha256"]}} for f in files]
+    if statement.get("subject") != want:
+        raise EvidenceError("provenance subjects do not match the manifest's files and digests")

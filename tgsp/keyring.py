@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from . import _seal, clock, hashchain
 from .atomic import write_bytes
-from .canonical import encode, parse
+from .canonical import encode, is_int, parse
 from .inputfile import read_input
 from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
                      PassphraseRequiredError, RotationError)
@@ -35,6 +35,10 @@ PRIVATE_FILE = "tgflow-private-key/1"
 MAX_PASSPHRASE = 64 << 10
 MAX_KEY_FILE = 1 << 20
 MAX_AUDIT = 64 << 20
+# The audit log's length and head, kept beside it: a log cut short (a crash,
+# a careless edit, a restore of the log alone) no longer reads as intact.
+AUDIT_HEAD = "audit.head"
+AUDIT_HEAD_TYPE = "tgflow-audit-head/1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 Passphrase = Callable[[], str]
 
@@ -74,6 +78,10 @@ class PassphraseFileMissing(PassphraseRequiredError, NotFoundError):
     """A named passphrase file does not exist (a key problem: exit 3)."""
 
 
+def is_path_ref(ref: str) -> bool:
+    return "/" in ref or ref.endswith(".json")
+
+
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InputError(f"key name {name!r} is not allowed", hint="use 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
@@ -111,6 +119,13 @@ class Keyring:
         with open(self.home / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                # Check the audit chain before changing anything: a change that
+                # could not be logged must not happen (and a retry must not repeat it).
+                records, brk, _ = self.audit()
+                if brk is not None:
+                    raise KeyringError(f"audit log is broken at record {brk.index} ({brk.reason}); refusing to change keys",
+                                       hint="run: tgflow key audit")
+                self._records = records
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -125,7 +140,20 @@ class Keyring:
             raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
         obj = parse(read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError), what=f"key file {path}")
         if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
-            raise FormatError(f"{path} is not a tgflow private key file")
+            raise KeyringError(f"{path} is not a tgflow private key file")
+        versions = obj.get("versions")
+        if not isinstance(versions, list) or not versions or obj.get("name") != name:
+            raise KeyringError(f"{path} is not a tgflow private key file")
+        for n, v in enumerate(versions, 1):
+            # Never trust a stored id: it is what revocations and trust are checked by.
+            try:
+                ok = isinstance(v, dict) and v.get("version") == n and is_int(v.get("version")) and \
+                    PublicKey.from_dict({"kind": obj["kind"], "public": v.get("public")}).keyid == v.get("keyid")
+            except FormatError:
+                ok = False
+            if not ok:
+                raise KeyringError(f"key file {path} was altered: version {n}'s key id or number does not match its key",
+                                   hint="restore the key file from backup")
         return obj
 
     def _save_key(self, obj: dict[str, Any]) -> None:
@@ -248,13 +276,12 @@ class Keyring:
         return pub
 
     def resolve_public(self, ref: str) -> PublicKeyFile:
-        """A name in the trust store, or a path to a public key file."""
-        if _NAME.match(ref) and (self._dir("trust") / f"{ref}.json").exists():
-            return self.public_file(ref)
-        if Path(ref).is_file():
+        """A path (it contains '/' or ends in '.json') is a public key file;
+        anything else is a name in the trust store and never a file, so a
+        file planted in the working folder cannot become trusted."""
+        if is_path_ref(ref):
             return load_public_file(ref)
-        raise KeyNotFoundError(f"{ref!r} is neither a key in {self.home} nor a public key file",
-                               hint="see: tgflow key list")
+        return self.public_file(ref)
 
     # --- revocation ---------------------------------------------------------------
     def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None) -> Revocation:
@@ -328,18 +355,19 @@ class Keyring:
         return TrustPolicy(trusted=keys, revocations=revs, **kw)
 
     def _audit(self, op: str, name: str, keyid: str, detail: dict[str, Any]) -> None:
-        path = self.home / "audit.jsonl"
-        records = self.audit_records()
-        head, _, brk = hashchain.check(records)
-        if brk is not None:
-            raise KeyringError(f"audit log is broken at record {brk.index} ({brk.reason}); refusing to append",
-                               hint="run: tgflow key audit")
+        """Append one record (under the lock; ``_locked`` checked the chain),
+        then move the head file that makes a cut-off tail detectable."""
+        records = self._records
+        head, _, _ = hashchain.check(records)
         record = hashchain.link({"op": op, "time": clock.fmt(self.now()), "name": name, "keyid": keyid,
                                  "detail": detail}, len(records), head)
-        with open(path, "ab") as f:
+        with open(self.home / "audit.jsonl", "ab") as f:
             f.write(encode(record) + b"\n")
             f.flush()
             os.fsync(f.fileno())
+        records.append(record)
+        write_bytes(self.home / AUDIT_HEAD, encode({"type": AUDIT_HEAD_TYPE, "count": len(records),
+                                                    "head": hashchain.record_hash(record)}) + b"\n", mode=0o600)
 
     def audit_records(self) -> list[Any]:
         path = self.home / "audit.jsonl"
@@ -354,15 +382,39 @@ class Keyring:
                 out.append({"unparseable": n})
         return out
 
+    def _recorded_head(self) -> tuple[int, str] | None:
+        path = self.home / AUDIT_HEAD
+        if not path.exists():
+            return None
+        try:
+            obj = parse(read_input(path, "audit head", max_bytes=4096, error=KeyringError), what="audit head")
+        except FormatError:
+            obj = None
+        if not isinstance(obj, dict) or obj.get("type") != AUDIT_HEAD_TYPE or not is_int(obj.get("count")) \
+                or not isinstance(obj.get("head"), str):
+            return (-1, "")
+        return obj["count"], obj["head"]
+
     def audit(self) -> tuple[list[Any], hashchain.ChainBreak | None, str]:
+        """The log, its first break (a cut-off tail counts), and its head."""
         records = self.audit_records()
-        head, _, brk = hashchain.check(records)
+        head, count, brk = hashchain.check(records)
+        recorded = self._recorded_head()
+        if brk is None and recorded is not None:
+            want, want_head = recorded
+            if want < 0:
+                brk = hashchain.ChainBreak(count, f"{AUDIT_HEAD} is unreadable")
+            elif count < want:
+                brk = hashchain.ChainBreak(count, f"log was truncated: {AUDIT_HEAD} records {want} records, "
+                                                  f"the log holds {count}")
+            elif want and hashchain.record_hash(records[want - 1]) != want_head:
+                brk = hashchain.ChainBreak(want - 1, f"record {want - 1} is not the one {AUDIT_HEAD} records")
         return records, brk, head
 
 
 def load_public_file(path: str | os.PathLike) -> PublicKeyFile:
     p = Path(path)
-    data = read_input(p, "public key file", missing=KeyNotFoundError)
+    data = read_input(p, "public key file", max_bytes=MAX_KEY_FILE)
     try:
         return PublicKeyFile.from_dict(parse(data, what=str(p)))
     except FormatError as exc:

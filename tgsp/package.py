@@ -23,7 +23,8 @@ from . import _kem, _stream, archive, clock, dsse, evidence, manifest as mf
 from ._pump import pump
 from .atomic import DropBehind, atomic_file, write_all
 from .canonical import b64e, encode, parse, sha256_hex
-from .errors import FormatError, InputError, NotFoundError, OutputError, SignatureError, UnsafeEntryError
+from .errors import (FormatError, InputError, NotFoundError, OutputError, SignatureError, UnsafeEntryError,
+                     UnsafeSourceError)
 from .keys import RECIPIENT, PublicKey
 from .paths import casefold_key, check_relpath
 from .signing import Signer, sign_manifest
@@ -72,14 +73,15 @@ def collect(src: str | os.PathLike) -> list[SourceFile]:
                 rel = prefix + item.name
                 st = item.stat(follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
-                    raise UnsafeEntryError(f"{rel} is a symbolic link; packages hold regular files only",
+                    raise UnsafeSourceError(f"{rel} is a symbolic link; packages hold regular files only",
                                            hint="copy the file it points to into the folder instead")
                 if stat.S_ISDIR(st.st_mode):
                     walk(Path(item.path), rel + "/")
                 elif stat.S_ISREG(st.st_mode):
-                    out.append(SourceFile(check_relpath(rel, what="file name"), Path(item.path), st.st_size))
+                    out.append(SourceFile(_source_name(rel), Path(item.path), st.st_size))
                 else:
-                    raise UnsafeEntryError(f"{rel} is not a regular file (device, FIFO or socket)")
+                    raise UnsafeSourceError(f"{rel} is not a regular file (device, FIFO or socket)",
+                                            hint="packages hold regular files only; move it out of the folder")
 
     walk(root, "")
     out.sort(key=lambda f: f.path.encode("utf-8"))
@@ -87,10 +89,19 @@ def collect(src: str | os.PathLike) -> list[SourceFile]:
     for f in out:
         other = folded.setdefault(casefold_key(f.path), f.path)
         if other != f.path:
-            raise UnsafeEntryError(f"{other} and {f.path} differ only in case; they would collide on unpack")
+            raise UnsafeSourceError(f"{other} and {f.path} differ only in case; they would collide on unpack",
+                                    hint="rename one of them")
     if len(out) > mf.MAX_FILES:
         raise InputError(f"{root} has {len(out)} files; a package holds at most {mf.MAX_FILES}")
     return out
+
+
+def _source_name(rel: str) -> str:
+    try:
+        return check_relpath(rel, what="file name")
+    except UnsafeEntryError as exc:
+        raise UnsafeSourceError(str(exc), hint="rename it: names must be NFC, without control or reserved "
+                                               "characters, at most 240 bytes") from None
 
 
 def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, progress: Progress | None) -> dict[str, Any]:
@@ -149,6 +160,9 @@ def build(
     ``collect(src)`` when the caller already has it (to size a progress bar)."""
     files = collect(src) if files is None else files
     started = now()
+    if expires is not None and expires <= started:
+        raise InputError(f"expiry {clock.fmt(expires)} is not in the future (now {clock.fmt(started)})",
+                         hint="give a later --expires")
     if any(r.kind != RECIPIENT for r in recipients):
         raise InputError("recipients must be recipient keys (X25519 + ML-KEM-768)")
     if len({r.keyid for r in recipients}) != len(recipients):

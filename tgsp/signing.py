@@ -58,6 +58,8 @@ class TrustPolicy:
     now: clock.Clock = clock.utcnow
     min_version: int | None = None
     rollback_state: dict[str, Any] | None = None
+    route: str | None = None  # pin: only packages of this route
+    kind: str | None = None  # pin: only packages of this kind
     notes: list[str] = field(default_factory=list)
 
     def trusted_lineages(self) -> list[list[KeyVersion]]:

@@ -3,12 +3,15 @@
 ``open_package`` does the format pass: it walks the archive's headers
 (seeking over data), then reads and strictly parses the DSSE envelope and
 the manifest inside it, once. ``verify`` then runs the checks in a fixed
-order and reports each one:
+order, cheapest first, and stops at the first failure (the rest are
+reported ``not-run``):
 
-  format, entries, digests, evidence, signatures, expiry, rollback
+  format, entries, signatures, evidence, digests, expiry, rollback
 
-The manifest bytes are parsed exactly once; the signature checks run over
-those same bytes, so what is verified is what is used.
+So nothing unsigned or untrusted costs more than reading its envelope: the
+payload is hashed only under a trusted signature. The manifest bytes are
+parsed exactly once; the signature checks run over those same bytes, so
+what is verified is what is used.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from . import archive, clock, dsse, evidence, manifest as mf, signing
 from .atomic import write_bytes
 from .canonical import is_int, parse, sha256_hex
 from .inputfile import read_input
-from .errors import (DigestError, EntryListError, ExpiredError, FormatError, InputError, LimitError,
+from .errors import (DigestError, EntryListError, EvidenceError, ExpiredError, FormatError, InputError, LimitError,
                      NotFoundError, PackageError, RollbackError, TgflowError, VerificationFailed)
 
-CHECKS = ("format", "entries", "digests", "evidence", "signatures", "expiry", "rollback")
+CHECKS = ("format", "entries", "signatures", "evidence", "digests", "expiry", "rollback")
 ROLLBACK_STATE = "tgflow-rollback-state/1"
 IO_BLOCK = 4 << 20
 MAX_STATE = 4 << 20
@@ -125,7 +128,9 @@ class Package:
             e = self.entry(name)
             if e.size != size:
                 raise DigestError(f"{name} is {e.size} bytes; the manifest says {size}")
-            if not payload and name.startswith(mf.PAYLOAD_PREFIX):
+            if not name.startswith(mf.PAYLOAD_PREFIX):
+                continue  # metadata: hashed by the evidence check, before it is parsed
+            if not payload:
                 continue
             h = hashlib.sha256()
             for chunk in archive.iter_entry(self.f, e, buf):
@@ -136,15 +141,27 @@ class Package:
                 raise DigestError(f"{name} does not match its SHA-256 in the manifest")
             total += size
         if not payload:
-            return f"metadata SHA-256 match; payload digests are checked while extracting; id {self.package_id}"
-        return f"{len(self.manifest['files'])} files and metadata, {total} bytes, SHA-256 match; id {self.package_id}"
+            return f"payload sizes match; payload digests are checked while extracting; id {self.package_id}"
+        return f"{len(self.manifest['files'])} files, {total} bytes, SHA-256 match; id {self.package_id}"
+
+    def _metadata(self, name: str, field: str) -> bytes:
+        """An entry's bytes, only once their size and SHA-256 match the signed manifest."""
+        want = self.manifest[field]
+        if self.entry(name).size != want["size"]:
+            raise DigestError(f"{name} is {self.entry(name).size} bytes; the manifest says {want['size']}")
+        data = self.read(name)
+        if sha256_hex(data) != want["sha256"]:
+            raise DigestError(f"{name} does not match its SHA-256 in the manifest")
+        return data
 
     def check_evidence(self) -> str:
-        records = self.evidence
+        records = evidence.parse_jsonl(self._metadata(mf.EVIDENCE_ENTRY, "evidence"))
         ev = self.manifest["evidence"]
         if evidence.head_of(records) != ev["head"] or len(records) != ev["count"]:
-            raise PackageError("evidence chain head does not match the manifest")
-        return f"{len(records)} events, head {ev['head'][:16]}"
+            raise EvidenceError("evidence chain head does not match the manifest")
+        prov = parse(self._metadata(mf.PROVENANCE_ENTRY, "provenance"), what="provenance", canonical=True)
+        evidence.check_provenance(prov, self.manifest["files"])
+        return f"{len(records)} events, head {ev['head'][:16]}; provenance subjects match the manifest"
 
 
 def _has_fd(f) -> bool:
@@ -226,6 +243,11 @@ class VerifyReport:
 
 
 def _run(report: VerifyReport, name: str, fn: Callable[[], str | None]) -> None:
+    """Run one check, unless an earlier one failed (then it is ``not-run``)."""
+    bad = report.first_failure
+    if bad is not None:
+        report.checks.append(Check(name, "not-run", f"{bad.name} check failed"))
+        return
     try:
         detail = fn()
         report.checks.append(Check(name, "skipped" if detail is None else "ok", detail or "not requested"))
@@ -253,16 +275,15 @@ def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
         m = report.manifest = pkg.manifest
         report.package_id = pkg.package_id
         report.checks.append(Check("format", "ok", f"{mf.FORMAT}, {len(pkg.entries)} entries, canonical"))
-        _run(report, "entries", pkg.check_entries)
-        _run(report, "digests", lambda: pkg.check_digests(progress, payload=payload_digests))
-        _run(report, "evidence", pkg.check_evidence)
-
         def sigs() -> str:
             notes = signing.check(pkg.envelope, m, policy)
             report.notes += notes[1:]
             return notes[0]
 
+        _run(report, "entries", pkg.check_entries)
         _run(report, "signatures", sigs)
+        _run(report, "evidence", pkg.check_evidence)
+        _run(report, "digests", lambda: pkg.check_digests(progress, payload=payload_digests))
         _run(report, "expiry", lambda: _check_expiry(m, policy))
         _run(report, "rollback", lambda: _check_rollback(m, pkg.package_id, policy))
     return report
@@ -278,18 +299,31 @@ def _check_expiry(m: dict[str, Any], policy: signing.TrustPolicy) -> str | None:
 
 
 def _check_rollback(m: dict[str, Any], pid: str, policy: signing.TrustPolicy) -> str | None:
-    route, version = m["route"], m["version"]
+    """Route and kind pins, then the version floor (from --min-version and --state)."""
+    route, version, kind = m["route"], m["version"], m["kind"]
+    if policy.route is not None and route != policy.route:
+        raise RollbackError(f"package is for route {route!r}, not the expected {policy.route!r}")
+    if policy.kind is not None and kind != policy.kind:
+        raise RollbackError(f"package is of kind {kind!r}, not the expected {policy.kind!r}")
+    pins = "".join(f", {k} pinned" for k, v in (("route", policy.route), ("kind", policy.kind)) if v is not None)
     if policy.min_version is None and policy.rollback_state is None:
-        return None
+        return f"route {route} kind {kind}{pins}" if pins else None
     floor = policy.min_version or 0
-    seen = (policy.rollback_state or {}).get("routes", {}).get(route)
+    routes = (policy.rollback_state or {}).get("routes", {})
+    seen = routes.get(route)
+    if policy.rollback_state is not None and seen is None and routes and policy.route is None:
+        raise RollbackError(f"route {route!r} is not one this state file tracks ({', '.join(sorted(routes))})",
+                            hint=f"name it to accept it: --route {route}")
     if seen is not None:
         floor = max(floor, seen["version"])
+        if seen.get("kind", kind) != kind and policy.kind is None:
+            raise RollbackError(f"route {route} was seen with kind {seen['kind']!r}, this package is {kind!r}",
+                                hint=f"name it to accept it: --kind {kind}")
         if version == seen["version"] and pid != seen["package_id"]:
             raise RollbackError(f"route {route} version {version} was already seen with different content")
     if version < floor:
         raise RollbackError(f"route {route} version {version} is below the rollback floor {floor}")
-    return f"route {route} version {version} >= floor {floor}"
+    return f"route {route} kind {kind} version {version} >= floor {floor}{pins}"
 
 
 # --- rollback state files ------------------------------------------------------
@@ -317,5 +351,5 @@ def record_rollback_state(path: str | os.PathLike, report: VerifyReport) -> None
     route, version = report.manifest["route"], report.manifest["version"]
     seen = state["routes"].get(route)
     if seen is None or version > seen["version"]:
-        state["routes"][route] = {"version": version, "package_id": report.package_id}
+        state["routes"][route] = {"version": version, "package_id": report.package_id, "kind": report.manifest["kind"]}
         write_bytes(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())

@@ -43,7 +43,7 @@ def test_round_trip_with_json(setup, tmp_path, capsys):
     code, out, _ = run(capsys, "tgsp", "verify", pkg, "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["package_id"] == built["package_id"]
-    assert [c["name"] for c in report["checks"]] == ["format", "entries", "digests", "evidence", "signatures", "expiry", "rollback"]
+    assert [c["name"] for c in report["checks"]] == ["format", "entries", "signatures", "evidence", "digests", "expiry", "rollback"]
     code, out, _ = run(capsys, "tgsp", "inspect", pkg, "--json")
     info = json.loads(out)
     assert code == 0 and {s["algorithm"] for s in info["signatures"]} == {"ed25519", "ml-dsa-65"}

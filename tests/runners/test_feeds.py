@@ -90,3 +90,24 @@ def test_signed_tgsp_data_package_is_verified_before_use(tmp_path):
     stranger = Keyring(tmp_path / "stranger")
     with pytest.raises(tgsp.errors.VerificationFailed, match="no trusted signer"):
         load_feed(FeedSpec(type="tgsp", uri="data.tgsp"), tmp_path, keyring=stranger)
+
+
+def test_tgsp_feed_needs_kind_data_and_honours_route_and_version_pins(tmp_path):
+    """A signed adapter (or an old data package of another route) signed by the
+    same trusted key is not a data feed (issue 10, item 3: route and kind pins)."""
+    kr = Keyring(tmp_path / "home")
+    kr.generate("data-signer", "signing", pp)
+    src = tmp_path / "data"
+    src.mkdir()
+    write_jsonl(src / "rows.jsonl", ROWS[:2])
+    signer = kr.signer("data-signer", pp)
+    tgsp.build(src, tmp_path / "adapter.tgsp", kind="adapter", route="tickets", version=5, signers=[signer])
+    tgsp.build(src, tmp_path / "data.tgsp", kind="data", route="tickets", version=5, signers=[signer])
+    with pytest.raises(tgsp.errors.VerificationFailed, match="kind 'adapter', not the expected 'data'"):
+        load_feed(FeedSpec(type="tgsp", uri="adapter.tgsp"), tmp_path, keyring=kr)
+    with pytest.raises(tgsp.errors.VerificationFailed, match="route 'tickets', not the expected 'other'"):
+        load_feed(FeedSpec(type="tgsp", uri="data.tgsp", route="other"), tmp_path, keyring=kr)
+    with pytest.raises(tgsp.errors.VerificationFailed, match="below the rollback floor 6"):
+        load_feed(FeedSpec(type="tgsp", uri="data.tgsp", route="tickets", min_version=6), tmp_path, keyring=kr)
+    feed = load_feed(FeedSpec(type="tgsp", uri="data.tgsp", route="tickets", min_version=5), tmp_path, keyring=kr)
+    assert len(feed.examples) == 2

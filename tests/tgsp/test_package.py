@@ -10,7 +10,7 @@ import pytest
 
 import tgsp
 from tgsp import canonical, evidence, manifest as mf
-from tgsp.errors import InputError, OutputError, SignatureError, UnsafeEntryError
+from tgsp.errors import InputError, OutputError, SignatureError, UnsafeEntryError, UnsafeSourceError
 from tgsp.keyring import Keyring
 from tgsp.verify import open_package
 
@@ -163,7 +163,7 @@ def test_unknown_critical_field_is_rejected(world, tmp_path, monkeypatch):
 def test_source_with_symlink_is_refused(tmp_path):
     src = make_adapter(tmp_path / "src")
     os.symlink("/etc/hostname", src / "link")
-    with pytest.raises(UnsafeEntryError, match="symbolic link"):
+    with pytest.raises(UnsafeSourceError, match="symbolic link"):
         tgsp.build(src, tmp_path / "o.tgsp")
     assert not (tmp_path / "o.tgsp").exists()
 
@@ -173,7 +173,7 @@ def test_case_collision_is_refused(tmp_path):
     src.mkdir()
     (src / "Model.bin").write_bytes(b"a")
     (src / "model.bin").write_bytes(b"b")
-    with pytest.raises(UnsafeEntryError, match="differ only in case"):
+    with pytest.raises(UnsafeSourceError, match="differ only in case"):
         tgsp.build(src, tmp_path / "o.tgsp")
 
 
