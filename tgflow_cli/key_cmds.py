@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tgsp import clock
 from tgsp.atomic import write_bytes
-from tgsp.errors import PackageError
+from tgsp.errors import InputError, PackageError
 
 from .common import STATE, emit_json, keyring, passphrase, short
 from .term import cells, line, out, say, styled, warn
@@ -132,6 +132,7 @@ def revoke(
     ref: str = typer.Argument(..., metavar="NAME|KEYID", help="An own key's name (its current version) or a key id (prefix)."),
     reason: str = typer.Option(..., "--reason", help="Why, in words (recorded and signed)."),
     at: Optional[str] = typer.Option(None, "--at", help="Revoke from this ISO 8601 time (default: now)."),
+    fork: Optional[Path] = typer.Option(None, "--fork", help="Revoke the forked branch in this public key file or package (made with a stolen older version of NAME)."),
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -140,12 +141,34 @@ def revoke(
     Example: tgflow key revoke release --reason "laptop lost"
     """
     kr = keyring()
-    rev = kr.revoke(ref, reason, passphrase(passphrase_file), when=clock.parse_user(at) if at else None)
+    branch = _branch_of(fork) if fork else None
+    rev = kr.revoke(ref, reason, passphrase(passphrase_file), when=clock.parse_user(at) if at else None, branch=branch)
     path = kr.revocation_path(rev.keyid)
     if json_out:
         return emit_json({"keyid": rev.keyid, "revoked_at": clock.fmt(rev.revoked_at), "reason": rev.reason,
                           "file": str(path)})
     say(f"revoked {rev.keyid} from {clock.fmt(rev.revoked_at)}; share {path} (verify --revocations)")
+
+
+def _branch_of(path: Path):
+    """The rotation chain in a public key file, or of a package's signer."""
+    from tgsp.errors import TgflowError
+    from tgsp.keyring import load_public_file
+    from tgsp.lineage import Lineage
+
+    try:
+        pub = load_public_file(path)
+        if pub.lineage is not None:
+            return pub.lineage
+    except TgflowError:
+        pass
+    import tgsp
+
+    with tgsp.open_package(path) as pkg:
+        signers = pkg.manifest["signers"]
+    if len(signers) != 1:
+        raise InputError(f"{path} is neither a signing public key file nor a package with one signer")
+    return Lineage.from_dict(signers[0]["lineage"])
 
 
 @app.command()

@@ -28,7 +28,8 @@ from .inputfile import read_input
 from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
                      PassphraseRequiredError, RotationError)
 from .keys import KINDS, RECIPIENT, SIGNING, PrivateKey, PublicKey
-from .lineage import Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement
+from .lineage import (Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement,
+                      vet)
 from .signing import Signer, TrustPolicy
 
 PRIVATE_FILE = "tgflow-private-key/1"
@@ -257,6 +258,9 @@ class Keyring:
         name = check_name(name or pub.name)
         pub = PublicKeyFile(name, pub.kind, pub.version, pub.created, pub.key, pub.lineage)
         with self._locked():
+            if pub.lineage is not None:  # forks are checked against every name, and against revocations
+                known = [t.lineage.walk() for t in self.trusted() if t.lineage is not None]
+                vet(pub.lineage.walk(), known, self.revocations(), f"{path}")
             dest = self._dir("trust") / f"{name}.json"
             if dest.exists():
                 cur = load_public_file(dest)
@@ -284,20 +288,38 @@ class Keyring:
         return self.public_file(ref)
 
     # --- revocation ---------------------------------------------------------------
-    def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None) -> Revocation:
+    def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None,
+               branch: Lineage | None = None) -> Revocation:
+        """Revoke an own key version, or with ``branch``, a key on a forked
+        branch of an own key's root (``ref`` is then the own key's name)."""
         if not reason.strip():
             raise InputError("a revocation needs a --reason")
         with self._locked():
             obj, target = self._find_version(ref)
             if obj["kind"] != SIGNING:
                 raise KeyringError("only signing keys can be revoked; rotate recipient keys instead")
+            keyid = target["keyid"]
+            if branch is not None:
+                keyid = self._forked_key(obj, branch)
             signer = self._unseal(obj, obj["versions"][-1], passphrase)
-            stmt = revocation_statement(target["keyid"], reason, when or self.now(), signer,
-                                        Lineage.from_dict(obj["lineage"]))
+            stmt = revocation_statement(keyid, reason, when or self.now(), signer,
+                                        Lineage.from_dict(obj["lineage"]), branch)
             rev = parse_revocation(stmt)
             write_bytes(self._dir("revocations") / f"{rev.keyid}.json", (json.dumps(stmt, indent=2) + "\n").encode())
-            self._audit("revoke", obj["name"], rev.keyid, {"reason": reason, "revoked_at": clock.fmt(rev.revoked_at)})
+            self._audit("revoke", obj["name"], rev.keyid, {"reason": reason, "revoked_at": clock.fmt(rev.revoked_at),
+                                                           **({"branch": True} if branch else {})})
         return rev
+
+    @staticmethod
+    def _forked_key(obj: dict[str, Any], branch: Lineage) -> str:
+        """The first key where ``branch`` leaves our own chain (the fork's head)."""
+        ours, theirs = Lineage.from_dict(obj["lineage"]).walk(), branch.walk()
+        if theirs[0].key.keyid != ours[0].key.keyid:
+            raise InputError(f"that chain does not start at {obj['name']}'s root key; it is not a fork of it")
+        for mine, other in zip(ours + [None] * len(theirs), theirs):
+            if mine is None or mine.key.keyid != other.key.keyid:
+                return other.key.keyid
+        raise InputError("that chain does not fork from yours: every version in it is your own")
 
     def _find_version(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if _NAME.match(ref) and self._key_path(ref).exists():

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import clock, dsse
 from .canonical import encode, is_int, parse
-from .errors import FormatError, RotationError, SignatureError
+from .errors import FormatError, RevokedError, RotationError, SignatureError
 from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
 
 ROTATION = "tgflow-rotation/1"
@@ -106,16 +106,25 @@ class Revocation:
     revoked_at: datetime
     reason: str
     root_keyid: str
+    # The signer's chain as the revocation carries it: trusted chain knowledge
+    # for fork detection (never a source of trust by itself).
+    lineage: tuple[KeyVersion, ...] = ()
 
 
-def revocation_statement(keyid: str, reason: str, when: datetime, by: PrivateKey, by_lineage: Lineage) -> dict[str, Any]:
-    payload = encode({
+def revocation_statement(keyid: str, reason: str, when: datetime, by: PrivateKey, by_lineage: Lineage,
+                         branch: Lineage | None = None) -> dict[str, Any]:
+    """``branch`` revokes a key on a forked branch of the signer's own root
+    (made with a stolen older version): it is the chain that holds the key."""
+    body = {
         "type": REVOCATION,
         "keyid": keyid,
         "revoked_at": clock.fmt(when),
         "reason": reason,
         "by": by_lineage.to_dict(),
-    })
+    }
+    if branch is not None:
+        body["branch"] = branch.to_dict()
+    payload = encode(body)
     return dsse.Envelope(dsse.REVOCATION_TYPE, payload, tuple(by.sign_hybrid(dsse.REVOCATION_TYPE, payload))).to_dict()
 
 
@@ -127,13 +136,57 @@ def parse_revocation(obj: Any) -> Revocation:
         stmt = parse(env.payload, what="revocation", canonical=True)
         if not isinstance(stmt, dict) or stmt.get("type") != REVOCATION or not isinstance(stmt.get("reason"), str):
             raise FormatError("not a revocation statement")
+        if set(stmt) - {"type", "keyid", "revoked_at", "reason", "by", "branch"}:
+            raise FormatError("revocation has unknown fields")
         versions = Lineage.from_dict(stmt.get("by")).walk()
-        if stmt.get("keyid") not in {v.key.keyid for v in versions}:
+        holder = versions
+        if "branch" in stmt:  # a fork of the same root, revoked by the root's owner
+            holder = Lineage.from_dict(stmt["branch"]).walk()
+            if holder[0].key.keyid != versions[0].key.keyid:
+                raise FormatError("revocation branch does not share the signer's root")
+        if stmt.get("keyid") not in {v.key.keyid for v in holder}:
             raise FormatError("revocation names a key outside the signer's lineage")
         versions[-1].key.verify_hybrid(env.payload_type, env.payload, env.sig_map())
-        return Revocation(stmt["keyid"], clock.parse(stmt.get("revoked_at")), stmt["reason"], versions[0].key.keyid)
+        return Revocation(stmt["keyid"], clock.parse(stmt.get("revoked_at")), stmt["reason"], versions[0].key.keyid,
+                          tuple(versions))
     except (FormatError, SignatureError) as exc:
         raise FormatError(f"invalid revocation: {exc}") from None
+
+
+# --- vetting a chain against what a verifier knows --------------------------------
+def _fork_at(a: list[KeyVersion] | tuple[KeyVersion, ...], b) -> int | None:
+    return next((x.version for x, y in zip(a, b) if x.key.keyid != y.key.keyid), None)
+
+
+def vet(versions: list[KeyVersion], trusted: list[list[KeyVersion]], revocations, label: str) -> bool:
+    """Check a walked chain against the verifier's knowledge; True if its root is trusted.
+
+    - It must agree with every trusted chain of the same root, under any name,
+      and with the chain every revocation of that root carries (fork detection).
+    - A rotation made by a revoked key counts only if the verifier already
+      trusted it (it is in a trusted chain) and it is dated before the
+      revocation; whatever time an unknown one claims, it is refused.
+    """
+    root = versions[0].key.keyid
+    same = [t for t in trusted if t[0].key.keyid == root]
+    for known in same + [list(r.lineage) for r in revocations if r.root_keyid == root and r.lineage]:
+        at = _fork_at(versions, known)
+        if at is not None:
+            raise RotationError(f"{label}: its rotation chain forks from a trusted one at version {at}")
+    known_links = {(v.version, v.key.keyid) for t in same for v in t}
+    revoked = {r.keyid: r for r in revocations}
+    for prev, nxt in zip(versions, versions[1:]):
+        r = revoked.get(prev.key.keyid)
+        if r is None:
+            continue
+        if (nxt.version, nxt.key.keyid) not in known_links:
+            raise RevokedError(f"{label}: rotation to version {nxt.version} was made by a key revoked at "
+                               f"{clock.fmt(r.revoked_at)} and was not trusted before",
+                               hint="import the key owner's current public key file")
+        if clock.parse(nxt.time) >= r.revoked_at:
+            raise RevokedError(f"{label}: rotation to version {nxt.version} was signed by a key "
+                               f"revoked at {clock.fmt(r.revoked_at)}")
+    return bool(same)
 
 
 # --- public key files ----------------------------------------------------------

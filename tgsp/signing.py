@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from . import clock, dsse
 from .errors import RevokedError, RotationError, SignatureError, TrustError
 from .keys import SIGNING, PrivateKey, PublicKey
-from .lineage import KeyVersion, Lineage, PublicKeyFile, Revocation
+from .lineage import KeyVersion, Lineage, PublicKeyFile, Revocation, vet
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,6 @@ class TrustPolicy:
         return [t.lineage.walk() for t in self.trusted if t.kind == SIGNING and t.lineage]
 
 
-def _consistent(signer: list[KeyVersion], trusted: list[KeyVersion]) -> bool:
-    """Same root, and no fork: every version both know is the same key."""
-    return all(a.key.keyid == b.key.keyid for a, b in zip(signer, trusted))
-
-
 def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> list[str]:
     """Raise unless every named signer signed with both algorithms and at
     least one of them is trusted and unrevoked. Returns notes for the report."""
@@ -91,26 +86,13 @@ def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> 
         key.verify_hybrid(env.payload_type, env.payload, sigs)
         named.update(key.component_ids().values())
         signed_at = clock.parse(s["signed_at"])
-        for v in versions:  # a revoked key signs nothing after its revocation
-            r = revoked.get(v.key.keyid)
-            if r is None:
-                continue
-            if v.key.keyid == key.keyid and signed_at >= r.revoked_at:
-                raise RevokedError(f"signer {label} was revoked at {clock.fmt(r.revoked_at)} ({r.reason}); "
-                                   f"package signed {s['signed_at']}")
-            nxt = versions[v.version] if v.version < len(versions) else None
-            if nxt is not None and clock.parse(nxt.time) >= r.revoked_at:
-                raise RevokedError(f"signer {label}: rotation to version {nxt.version} was signed by a key "
-                                   f"revoked at {clock.fmt(r.revoked_at)}")
-            if v.key.keyid == key.keyid:
-                notes.append(f"signer {label} was revoked later, at {clock.fmt(r.revoked_at)}")
-        matches = [t for t in trusted if t[0].key.keyid == versions[0].key.keyid]
-        if any(_consistent(versions, t) for t in matches):
-            trusted_names.append(label)
-        elif matches:
-            raise RotationError(f"signer {label}: its rotation chain forks from the trusted one")
-        else:
-            untrusted.append(label)
+        r = revoked.get(key.keyid)  # a revoked key signs nothing after its revocation
+        if r is not None and signed_at >= r.revoked_at:
+            raise RevokedError(f"signer {label} was revoked at {clock.fmt(r.revoked_at)} ({r.reason}); "
+                               f"package signed {s['signed_at']}")
+        if r is not None:
+            notes.append(f"signer {label} was revoked later, at {clock.fmt(r.revoked_at)}")
+        (trusted_names if vet(versions, trusted, policy.revocations, f"signer {label}") else untrusted).append(label)
     extra = [k for k in sigs if k not in named]
     if extra:
         raise SignatureError(f"envelope holds a signature from key {extra[0][:16]} that the manifest does not name")
