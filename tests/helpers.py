@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,3 +47,9 @@ def assemble(entries: list[tuple[str, bytes]]) -> bytes:
         w.add(name, data)
     w.close()
     return buf.getvalue()
+
+
+def tgflow_exe() -> list[str]:
+    """The installed console script (the real entry point), else python -m."""
+    exe = shutil.which("tgflow", path=str(Path(sys.executable).parent)) or shutil.which("tgflow")
+    return [exe] if exe else [sys.executable, "-m", "tgflow_cli"]

@@ -12,18 +12,13 @@ from pathlib import Path
 import pytest
 
 from tgflow_cli.main import main
-from tests.helpers import PASS, files_of, make_adapter
+from tests.helpers import PASS, files_of, make_adapter, tgflow_exe
 
 
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def tgflow_exe() -> list[str]:
-    exe = shutil.which("tgflow", path=str(Path(sys.executable).parent)) or shutil.which("tgflow")
-    return [exe] if exe else [sys.executable, "-m", "tgflow_cli"]
 
 
 @pytest.fixture

@@ -1,0 +1,144 @@
+"""Issue 10, item 1: signals at every point, through the installed console script."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tgsp
+from tgsp.keyring import Keyring
+
+from tests.helpers import PASS, pp, tgflow_exe
+
+BIG = 96 << 20  # enough that hashing or decrypting takes a while on 2 cores
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    kr = Keyring(root / "home")
+    kr.generate("rel", "signing", pp)
+    kr.generate("ops", "recipient", pp)
+    src = root / "src"
+    src.mkdir()
+    marker = os.urandom(64)
+    with open(src / "weights.bin", "wb") as f:
+        f.write(marker)
+        for _ in range(BIG >> 20):
+            f.write(os.urandom(1 << 20))
+    signed, sealed = root / "signed.tgsp", root / "sealed.tgsp"
+    tgsp.build(src, signed, signers=[kr.signer("rel", pp)])
+    tgsp.build(src, sealed, signers=[kr.signer("rel", pp)], recipients=[kr.public_file("ops").key])
+
+    class B:
+        pass
+    b = B()
+    b.root, b.home, b.signed, b.sealed, b.marker, b.src = root, root / "home", signed, sealed, marker, src
+    b.env = {**os.environ, "TGFLOW_HOME": str(b.home), "TGFLOW_PASSPHRASE": PASS, "PYTHONUNBUFFERED": "1"}
+    b.env.pop("CI", None)
+    return b
+
+
+def _wait_for(pred, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def _start(argv, env, **kw):
+    return subprocess.Popen(tgflow_exe() + [str(a) for a in argv], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_sigint_during_verify_exits_130_not_0(big):
+    proc = _start(["tgsp", "verify", big.signed], big.env)
+    assert _wait_for(lambda: _has_open(proc.pid, big.signed))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert b"error: interrupted" in err and b"VERIFIED" not in out
+
+
+def test_verify_and_deploy_gate_never_passes_when_interrupted(big):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(["bash", "-c", f"{' '.join(tgflow_exe())} tgsp verify {big.signed} && echo OK"],
+                                env=big.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        child = lambda: [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]  # noqa: E731
+        assert _wait_for(lambda: child() and _has_open(child()[0], big.signed))
+        os.killpg(proc.pid, sig)
+        out, _ = proc.communicate(timeout=60)
+        assert b"OK" not in out and proc.returncode != 0
+
+
+def test_sigterm_mid_unpack_leaves_no_plaintext(big, tmp_path):
+    out_dir = tmp_path / "adapter"
+    proc = _start(["tgsp", "unpack", big.sealed, "-o", out_dir, "--identity", "ops"], big.env)
+    staging = lambda: [p for p in tmp_path.iterdir() if p.name.endswith(".unpack")]  # noqa: E731
+    assert _wait_for(lambda: staging() and any(f.stat().st_size > 0 for f in staging()[0].rglob("*") if f.is_file()))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and b"error: terminated" in err
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no output
+    for f in big.root.rglob("*"):  # and no decrypted byte beside the package either
+        if f.is_file() and f.parent != big.src and f != big.signed:  # (the plain package holds it by design)
+            assert big.marker not in f.read_bytes()[:1 << 16]
+
+
+def test_after_kill_9_the_next_run_removes_only_its_own_stale_temporaries(big, tmp_path):
+    proc = _start(["tgsp", "unpack", big.sealed, "-o", tmp_path / "a", "--identity", "ops"], big.env)
+    staging = lambda: [p for p in tmp_path.iterdir() if p.name.endswith(".unpack")]  # noqa: E731
+    assert _wait_for(lambda: staging())
+    proc.kill()
+    proc.wait()
+    left = staging()
+    assert left  # kill -9 runs no cleanup
+    foreign = tmp_path / ".b.tgflow~otherhost~1.abcdefgh.unpack"  # not provably ours: kept
+    foreign.mkdir()
+    subprocess.run(tgflow_exe() + ["tgsp", "unpack", str(big.signed), "-o", str(tmp_path / "b")], env=big.env,
+                   check=True, capture_output=True)
+    assert not any(p.exists() for p in left) and foreign.exists()
+
+
+def test_sigterm_mid_build_leaves_no_temporary(big, tmp_path):
+    out = tmp_path / "p.tgsp"
+    proc = _start(["tgsp", "build", big.src, "-o", out, "--sign", "rel", "--recipient", "ops"], big.env)
+    assert _wait_for(lambda: any(p.name.endswith(".tmp") for p in tmp_path.iterdir()))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143 and list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_at_the_passphrase_prompt_exits_130(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_PASSPHRASE")}
+    env["TGFLOW_HOME"] = str(tmp_path / "h")
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real CLI on a terminal
+        os.execvpe(tgflow_exe()[0], tgflow_exe() + ["key", "generate", "k"], env)
+    seen = b""
+    end = time.monotonic() + 60
+    while b"Passphrase" not in seen and time.monotonic() < end:
+        try:
+            seen += os.read(fd, 1024)
+        except OSError:
+            break
+    assert b"Passphrase" in seen
+    os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert not (tmp_path / "h" / "keys" / "k.json").exists()
