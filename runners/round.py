@@ -19,7 +19,7 @@ from typing import Any, Callable, NoReturn
 
 import tgsp
 from tgsp import clock, evidence
-from tgsp.atomic import write_bytes
+from tgsp.atomic import prepare_parent, write_bytes
 from tgsp.errors import BudgetExhausted, ForgettingExceeded, GateFailed, InputError, NoveltySkipped, RoundOutcome
 
 from . import feeds as feeds_mod, model as model_mod, novelty, privacy
@@ -63,8 +63,15 @@ class Context:
 
 
 def state_dir(spec: RunSpec, out_base: Path) -> Path:
+    """The route's state folder. A relative ``state_dir`` must stay inside the
+    output base: under --output-root, one that climbs out (``../..``) would
+    put the DP ledger on a container's ephemeral disk."""
     if spec.output.state_dir:
-        return resolve(out_base, spec.output.state_dir)
+        where = resolve(out_base, spec.output.state_dir)
+        if not Path(spec.output.state_dir).is_absolute() and not where.is_relative_to(out_base):
+            raise InputError(f"output.state_dir {spec.output.state_dir!r} leaves the output folder {out_base}",
+                             hint="give a folder inside the output folder, or an absolute path on durable storage")
+        return where
     return resolve(out_base, spec.output.path).parent / ".tgflow-state" / spec.route_key
 
 
@@ -147,6 +154,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     dp_on = spec.privacy.mode == "dp"
     if dp_on:
         privacy.check_spec(spec)
+    out_path = resolve(out_base, spec.output.path)
+    prepare_parent(out_path)  # one rule for every command: create it, or exit 5
     ctx = Context(spec, base, digest, state_dir(spec, out_base), now)
     # Fail closed on an unreadable ledger before any work.
     ledger = Ledger.load(ctx.state, spec.route_key) if dp_on else None
@@ -154,9 +163,6 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     private = (lambda d: audit.digest(d)) if audit else (lambda d: d)  # noqa: E731
     started = now()
     # Fail fast on everything that needs no model: keys, recipients, output path.
-    out_path = resolve(out_base, spec.output.path)
-    if not out_path.parent.is_dir():
-        raise InputError(f"output folder {out_path.parent} does not exist", hint=f"mkdir -p {out_path.parent}")
     recipients = [keyring.resolve_public(r).key for r in spec.output.recipients]
     signer = keyring.signer(spec.output.signing_key, passphrase)
     device = model_mod.pick_device(spec.training.precision)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tgsp.errors import Interrupted
+from tgsp.errors import InputError, Interrupted
 
 from .batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
                       per_example_loss_packed)
@@ -61,10 +61,25 @@ def micro_batch(index: int, n: int, batch: int, seed: int) -> list[int]:
     return out
 
 
+def check_target_modules(model, wanted) -> None:
+    """Name the model's real module names when a target does not exist."""
+    if wanted == "all-linear":
+        return
+    import torch
+
+    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"})
+    missing = [w for w in wanted if w not in linear]
+    if missing:
+        raise InputError(f"lora.target_modules {', '.join(missing)} not found in the model",
+                         hint=f"its linear modules are: {', '.join(linear)} (or use \"all-linear\")")
+
+
 def add_lora(model, lora: LoraSpec, seed: int):
     import torch
     from peft import LoraConfig, get_peft_model
 
+    check_target_modules(model, lora.target_modules)
     torch.manual_seed(seed)  # LoRA A init draws from the RNG
     cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
                      target_modules=lora.target_modules, task_type="CAUSAL_LM")

@@ -25,7 +25,8 @@ def fetch(ref: str, *, gcp_client=None, azure_client=None) -> str:
     if _AZURE.match(ref):
         return _fetch_azure(ref, azure_client)
     if not ref.startswith("arn:aws:secretsmanager:"):
-        raise PassphraseRequiredError(f"TGFLOW_PASSPHRASE_SECRET {ref[:40]!r} is not a supported reference",
+        # Never echo it: a value that is not a reference may be the passphrase itself.
+        raise PassphraseRequiredError("TGFLOW_PASSPHRASE_SECRET is not a supported reference (its value is not shown)",
                                       hint="use an AWS Secrets Manager ARN, a GCP Secret Manager version name or an "
                                            "Azure Key Vault secret URL, "
                                            "or mount the passphrase as a file "
@@ -48,6 +49,7 @@ def fetch(ref: str, *, gcp_client=None, azure_client=None) -> str:
 def _fetch_gcp(ref: str, client=None) -> str:
     try:
         from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
         from google.cloud import secretmanager
     except ImportError:
         raise PassphraseRequiredError("TGFLOW_PASSPHRASE_SECRET needs google-cloud-secret-manager",
@@ -57,6 +59,11 @@ def _fetch_gcp(ref: str, client=None) -> str:
         data = client.access_secret_version(name=ref).payload.data
     except gexc.GoogleAPIError as exc:
         raise PassphraseRequiredError(f"cannot read the passphrase from Secret Manager: {exc}") from None
+    except auth_exc.GoogleAuthError as exc:  # no credentials on this machine
+        raise PassphraseRequiredError(f"cannot read the passphrase from Secret Manager: no usable Google credentials "
+                                      f"({str(exc).splitlines()[0][:120]})",
+                                      hint="run where a service account is attached, or set "
+                                           "GOOGLE_APPLICATION_CREDENTIALS") from None
     if not data:
         raise PassphraseRequiredError("the Secret Manager secret version is empty")
     return data.decode("utf-8")

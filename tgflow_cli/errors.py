@@ -18,10 +18,29 @@ Exit codes (documented in docs/cli.md):
 
 from __future__ import annotations
 
+import errno
+
 from tgsp import errors as E
 
 OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED, TERMINATED = 0, 1, 2, 3, 4, 5, 130, 143
 SKIPPED, FORGETTING, GATE, BUDGET, RESUMABLE = 10, 11, 12, 13, 75
+
+# The one table of exit codes: what each means (docs/cli.md, the exports' job_spec.json).
+MEANINGS: dict[int, str] = {
+    OK: "ok (peft run: packaged; with --skip-ok also: nothing new)",
+    FAILED: "verification or policy failure",
+    USAGE: "usage or bad input",
+    KEY: "key or passphrase problem",
+    DECRYPT: "decryption failed (opaque)",
+    OUTPUT: "output not writable",
+    SKIPPED: "peft run: round skipped (too little novel data)",
+    FORGETTING: "peft run: adapter rejected by the forgetting budget",
+    GATE: "peft run: adapter rejected by the evaluation gate",
+    BUDGET: "peft run: the route's privacy budget is exhausted",
+    RESUMABLE: "peft run: interrupted, checkpoint saved; re-run to resume",
+    INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
+    TERMINATED: "terminated (SIGTERM); nothing half-written; re-run",
+}
 
 # Most specific first; the first match wins.
 TABLE: list[tuple[type[BaseException], int, str | None]] = [
@@ -43,6 +62,9 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
 ]
 
 
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def classify(exc: BaseException) -> tuple[str, str | None, int]:
     """(one-line message, hint or None, exit code) for any error."""
     for kind, code, hint in TABLE:
@@ -51,4 +73,7 @@ def classify(exc: BaseException) -> tuple[str, str | None, int]:
             return message, getattr(exc, "hint", None) or hint, code
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", None, INTERRUPTED
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # a write the code did not wrap itself
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror}", "check free space and permissions of the output folder", OUTPUT
     return f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug and report it", FAILED

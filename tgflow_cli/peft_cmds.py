@@ -44,6 +44,7 @@ def run(
     spec: Path = typer.Option(..., "--spec", help="The run spec (JSON). See docs/peft-run.md."),
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the signing key (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
     json_out: bool = typer.Option(False, "--json", help="Print the round's report as JSON."),
+    skip_ok: bool = typer.Option(False, "--skip-ok", help="Exit 0, not 10, when the round is skipped because nothing is new (for schedulers: a quiet night is a success)."),
     input_root: Optional[Path] = typer.Option(None, "--input-root", help="Resolve relative input paths (model, feeds) here instead of the spec's folder (for containers).", file_okay=False),
     output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
 ) -> None:
@@ -74,9 +75,19 @@ def run(
             tasks[stage] = bar.add_task(stage, total=total, loss=loss)
         bar.update(tasks[stage], completed=done, loss=loss)
 
-    with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
-        result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress,
-                           input_root=input_root, output_root=output_root)
+    from tgsp.errors import NoveltySkipped
+
+    try:
+        with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
+            result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress,
+                               input_root=input_root, output_root=output_root)
+    except NoveltySkipped as exc:
+        if not skip_ok:
+            raise
+        if json_out:
+            return emit_json({"ok": True, "outcome": exc.outcome, **exc.report})
+        warn(f"skipped: {exc} (--skip-ok: exit 0)")
+        return None
     if json_out:
         return emit_json(result.report)
     _render(result.report)

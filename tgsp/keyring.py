@@ -104,6 +104,10 @@ class Keyring:
     def __init__(self, home: str | os.PathLike | None = None, *, now: clock.Clock = clock.utcnow) -> None:
         self.home = Path(home) if home else default_home()
         self.now = now
+        self._records: list[Any] = []
+        if self.home.exists() and not self.home.is_dir():
+            raise KeyringError(f"the keyring {self.home} is not a folder",
+                               hint="point TGFLOW_HOME (or --home) at a folder")
 
     # --- paths and locking ------------------------------------------------------
     def _dir(self, sub: str) -> Path:
@@ -112,7 +116,11 @@ class Keyring:
     def _ensure(self) -> None:
         for sub in ("", "keys", "trust", "revocations"):
             p = self.home / sub
-            p.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                p.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise KeyringError(f"cannot create the keyring folder {p}: {exc.strerror}",
+                                   hint="point TGFLOW_HOME (or --home) at a writable folder") from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -7,12 +7,13 @@ validator (the ``export-check`` extra) and our checks for what it misses.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 from pathlib import Path
 from typing import Any
 
-from tgsp.atomic import write_bytes
+from tgsp.atomic import prepare_parent, write_bytes
 from tgsp.errors import InputError
 
 from ..spec import RunSpec
@@ -30,10 +31,22 @@ def _module(backend: str):
 
 def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any]:
     """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
-    files = _module(backend).export(spec, options)
+    module = _module(backend)
+    _known_settings(backend, module.SETTINGS, options.settings)
+    files = module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)
+    secrets.check_not_passphrase(files, where=backend)
     return dict(sorted(files.items()))
+
+
+def _known_settings(backend: str, known: frozenset[str], given: dict[str, str]) -> None:
+    for key in sorted(given):
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise InputError(f"--set {key}: the {backend} backend has no such setting"
+                             + (f"; did you mean {near[0]}?" if near else ""),
+                             hint=f"its settings: {', '.join(sorted(known))} (docs/export.md#{backend})")
 
 
 def check(backend: str, files: dict[str, Any]) -> list[str]:
@@ -59,7 +72,9 @@ def render(name: str, doc: Any) -> bytes:
 
 def write(files: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"export output {out} is a file, not a folder", hint="give a folder for -o")
+    prepare_parent(out / "job_spec.json")
     paths = []
     for name, doc in files.items():
         write_bytes(out / name, render(name, doc))

@@ -16,12 +16,15 @@ from typing import Any
 from tgsp.errors import InputError
 
 from ..spec import RunSpec
-from . import cron
+from . import cron, jobspec
 from .jobspec import ExportOptions, base_env, check_paths, job_name, portable
 
 _KV = re.compile(r"^https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+(/[0-9a-f]{32})?$")
 _BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
+
+# Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
+SETTINGS = frozenset({'compute', 'config_uri', 'keyring_uri', 'n2he_url', 'out_uri', 'passphrase_secret_ref', 'time_zone', 'work_uri'})
 
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
@@ -36,8 +39,9 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     work, out = s("work_uri"), s("out_uri")
     config = s("config_uri", default=work.rstrip("/") + "/config")
     keyring = s("keyring_uri", default=work.rstrip("/") + "/keyring")
-    command = ("TGFLOW_HOME=${{inputs.keyring}} tgflow peft run --spec ${{inputs.config}}/run_spec.json "
-               "--input-root ${{inputs.work}} --output-root ${{outputs.out}} --json")
+    # The same command as every backend; Azure ML substitutes ${{...}} before the shell runs it.
+    exe, argv = jobspec.command("${{inputs.config}}", "${{inputs.work}}", "${{outputs.out}}")
+    command = "TGFLOW_HOME=${{inputs.keyring}} " + " ".join(exe + argv)
     job: dict[str, Any] = {
         "$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json",
         "type": "command",

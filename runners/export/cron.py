@@ -66,24 +66,26 @@ def parse(text: str) -> Cron:
 
 
 def _shift_dow(field: str) -> str:
-    """Unix weekdays (0-7, 0 and 7 = Sunday) to AWS/Quartz weekdays (1-7 = SUN-SAT)."""
-    def one(n: str) -> str:
-        return str(int(n) % 7 + 1)
+    """Unix weekdays (0-7, 0 and 7 = Sunday) to AWS/Quartz weekdays (1-7 = SUN-SAT).
 
-    items = []
+    The field is expanded to its set of days first, so ranges that touch
+    Sunday at either end (``0-7``, ``5-7``, ``0-2``) and steps keep their
+    meaning; a set covering the whole week is ``*``."""
+    days: set[int] = set()
     for item in field.split(","):
         base, _, step = item.partition("/")
-        if base == "*":
-            items.append(item)
-            continue
-        nums = base.split("-")
-        if len(nums) == 2 and int(nums[1]) == 7 and int(nums[0]) > 0:  # e.g. 5-7: FRI-SUN wraps
-            if step:
-                raise InputError(f"day-of-week {item!r} with a step cannot be translated")
-            items.append(f"{one(nums[0])}-7,1")
-            continue
-        items.append("-".join(one(n) for n in nums) + (f"/{step}" if step else ""))
-    return ",".join(items)
+        nums = [0, 6] if base == "*" else [int(n) for n in base.split("-")]
+        lo, hi = nums[0], nums[-1]
+        days.update(d % 7 for d in range(lo, hi + 1, int(step or 1)))
+    if days == set(range(7)):
+        return "*"
+    runs: list[list[int]] = []
+    for d in sorted(x + 1 for x in days):
+        if runs and d == runs[-1][-1] + 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
 
 
 def _day_fields(cron: Cron, dialect: str) -> tuple[str, str]:

@@ -22,6 +22,9 @@ from .jobspec import ExportOptions, base_env, check_paths, command, job_name, po
 _TASK_KEY = "peft_run"
 
 
+# Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
+SETTINGS = frozenset({'config_dir', 'keyring_dir', 'n2he_url', 'node_type_id', 'out_dir', 'secret_key', 'secret_scope', 'spark_version', 'time_zone', 'work_dir'})
+
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
     s = lambda key, **kw: options.setting(key, "databricks", **kw)  # noqa: E731

@@ -2,7 +2,7 @@
 
 Every backend runs the same container command:
 
-    tgflow peft run --spec <config>/run_spec.json --input-root <in> --output-root <out> --json
+    tgflow peft run --spec <config>/run_spec.json --input-root <in> --output-root <out> --skip-ok --json
 
 with the keyring at TGFLOW_HOME and the passphrase in a file whose path is in
 TGFLOW_PASSPHRASE_FILE. Both come from the platform's secret store, by
@@ -24,8 +24,9 @@ DEFAULT_IMAGE = "ghcr.io/tgflow/tgflow:0.1.0"
 JOB_SPEC_FORMAT = "tgflow.job-spec/1"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # peft run's exit codes, for platforms that can act on them.
-RETRY_CODES = (75,)  # interrupted with a checkpoint: run again to resume
-FINAL_CODES = (1, 2, 3, 4, 5, 10, 11, 12, 13)  # retrying cannot help
+# Runs use --skip-ok, so "nothing new" (10) is a successful, quiet night (0).
+RETRY_CODES = (75, 143)  # interrupted (checkpoint saved) or terminated: run again to resume
+FINAL_CODES = (1, 2, 3, 4, 5, 11, 12, 13)  # retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def check_paths(spec: RunSpec) -> None:
 
 def command(config_dir: str, input_root: str, output_root: str) -> tuple[list[str], list[str]]:
     return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", "--input-root", input_root,
-                        "--output-root", output_root, "--json"]
+                        "--output-root", output_root, "--skip-ok", "--json"]
 
 
 def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
@@ -90,6 +91,13 @@ def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
         "HF_DATASETS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def exit_codes() -> dict[str, str]:
+    """What each exit code of the exported command means (docs/cli.md)."""
+    from tgflow_cli.errors import MEANINGS
+
+    return {str(code): text for code, text in sorted(MEANINGS.items()) if code != 10}
 
 
 def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str], args: list[str],
@@ -109,7 +117,5 @@ def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str]
         "outputs": outputs,
         "schedule": None if options.schedule is None else {"unix": options.schedule, "native": schedule},
         "timeout_minutes": options.timeout_minutes,
-        "exit_codes": {"0": "packaged", "10": "skipped (low novelty)", "11": "rejected (forgetting)",
-                       "12": "rejected (evaluation gate)", "13": "privacy budget exhausted", "75": "interrupted; re-run resumes", "2": "bad input",
-                       "3": "key problem"},
+        "exit_codes": exit_codes(),
     }

@@ -1,7 +1,8 @@
 """Kubernetes: a ConfigMap with the run spec, a Job, and a CronJob with --schedule.
 
-Mounts: /config (ConfigMap), /keyring (Secret, read-only), /secrets/passphrase
-(Secret, read-only), /work (inputs PVC, read-only), /out (state PVC: packages and
+Mounts: /config (ConfigMap), /keyring/keys, /keyring/trust and
+/keyring/revocations (one Secret per keyring folder, read-only; the last one
+optional), /secrets/passphrase (Secret, read-only), /work (inputs PVC, read-only), /out (state PVC: packages and
 route state, so a restarted pod resumes), /tmp (emptyDir). The container runs as
 a non-root user on a read-only root filesystem.
 """
@@ -9,25 +10,40 @@ a non-root user on a read-only root filesystem.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron
-from .jobspec import FINAL_CODES, RETRY_CODES, ExportOptions, base_env, check_paths, command, job_name, portable
+from .jobspec import FINAL_CODES, RETRY_CODES, ExportOptions, base_env, check_paths, command, dns1123, job_name, portable
 
 KUBERNETES_VERSION = "1.32"  # schemas used by --check
+
+
+# Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
+SETTINGS = frozenset({'keyring_secret', 'n2he_image', 'namespace', 'passphrase_secret', 'state_claim', 'time_zone', 'work_claim'})
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
 
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
     name = job_name(spec, options)
     ns = options.settings.get("namespace")
+    if ns is not None:
+        dns1123(ns, what="--set namespace")
+    for what, value in (("--cpu", options.cpu), ("--memory", options.memory)):
+        if not _QUANTITY.match(value):
+            raise InputError(f"{what} {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
     labels = {"app.kubernetes.io/name": "tgflow", "app.kubernetes.io/component": "peft-run",
               "tgflow.dev/route": name.removeprefix("tgflow-")}
     meta = lambda n: {"name": n, "labels": labels, **({"namespace": ns} if ns else {})}  # noqa: E731
     cm_name = f"{name}-spec"
     passphrase_secret = options.settings.get("passphrase_secret", "tgflow-passphrase")
-    keyring_secret = options.settings.get("keyring_secret", "tgflow-keyring")
+    keyring_secret = dns1123(options.settings.get("keyring_secret", "tgflow-keyring"), max_len=50,
+                             what="--set keyring_secret")
     work_claim = options.settings.get("work_claim", "tgflow-work")
     state_claim = options.settings.get("state_claim", "tgflow-state")
     cmd, args = command("/config", "/work", "/out")
@@ -48,7 +64,11 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
             {"name": "config", "mountPath": "/config", "readOnly": True},
-            {"name": "keyring", "mountPath": "/keyring", "readOnly": True},
+            # One Secret per keyring folder (Secret keys are flat file names):
+            # <keyring_secret>-keys, -trust and (optional) -revocations.
+            {"name": "keyring-keys", "mountPath": "/keyring/keys", "readOnly": True},
+            {"name": "keyring-trust", "mountPath": "/keyring/trust", "readOnly": True},
+            {"name": "keyring-revocations", "mountPath": "/keyring/revocations", "readOnly": True},
             {"name": "passphrase", "mountPath": "/secrets", "readOnly": True},
             {"name": "work", "mountPath": "/work", "readOnly": True},
             {"name": "state", "mountPath": "/out"},
@@ -74,7 +94,10 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
             "containers": containers,
             "volumes": [
                 {"name": "config", "configMap": {"name": cm_name}},
-                {"name": "keyring", "secret": {"secretName": keyring_secret, "defaultMode": 0o400}},
+                {"name": "keyring-keys", "secret": {"secretName": f"{keyring_secret}-keys", "defaultMode": 0o400}},
+                {"name": "keyring-trust", "secret": {"secretName": f"{keyring_secret}-trust", "defaultMode": 0o400}},
+                {"name": "keyring-revocations", "secret": {"secretName": f"{keyring_secret}-revocations",
+                                                           "defaultMode": 0o400, "optional": True}},
                 {"name": "passphrase", "secret": {"secretName": passphrase_secret, "defaultMode": 0o400,
                                                   "items": [{"key": "passphrase", "path": "passphrase"}]}},
                 {"name": "work", "persistentVolumeClaim": {"claimName": work_claim, "readOnly": True}},
@@ -113,7 +136,10 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     files["job_spec.json"] = portable(
         spec, options, name=name, cmd=cmd, args=args, env=env, schedule=native,
         secrets=[{"name": "passphrase", "mount": "/secrets/passphrase", "ref": f"secret/{passphrase_secret}#passphrase"},
-                 {"name": "keyring", "mount": "/keyring", "ref": f"secret/{keyring_secret}"}],
+                 {"name": "keyring-keys", "mount": "/keyring/keys", "ref": f"secret/{keyring_secret}-keys"},
+                 {"name": "keyring-trust", "mount": "/keyring/trust", "ref": f"secret/{keyring_secret}-trust"},
+                 {"name": "keyring-revocations", "mount": "/keyring/revocations",
+                  "ref": f"secret/{keyring_secret}-revocations", "optional": True}],
         inputs=[{"name": "work", "mount": "/work", "ref": f"pvc/{work_claim}", "read_only": True}],
         outputs=[{"name": "out", "mount": "/out", "ref": f"pvc/{state_claim}"}])
     return files

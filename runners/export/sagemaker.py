@@ -24,6 +24,9 @@ from .jobspec import ExportOptions, base_env, check_paths, command, job_name, po
 _INPUT = "/opt/ml/input/data"
 
 
+# Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
+SETTINGS = frozenset({'bucket', 'instance_type', 'passphrase_secret_arn', 'role_arn', 'scheduler_role_arn', 'time_zone', 'volume_gb'})
+
 def _s3(prefix: str, sub: str) -> str:
     if not prefix.startswith("s3://"):
         raise InputError(f"--set bucket must be an s3:// URI, not {prefix!r}")
@@ -37,7 +40,6 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
     if not secret_arn.startswith("arn:aws:secretsmanager:"):
         raise InputError("--set passphrase_secret_arn must be a Secrets Manager ARN (arn:aws:secretsmanager:...)")
     cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints")
-    args = args[:-2] + ["--output-root", "/opt/ml/checkpoints", "--json"]
     env = base_env("", f"{_INPUT}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret_arn

@@ -8,15 +8,26 @@ name), never as literal values.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
-from tgsp.errors import InputError
+from tgsp.errors import InputError, TgflowError
+from tgsp.keyring import passphrase_from_env
 
 _SECRET_NAME = re.compile(r"(PASS(WORD|PHRASE)?|SECRET|TOKEN|API[_-]?KEY|PRIVATE[_-]?KEY|CREDENTIAL|ACCESS[_-]?KEY)",
                           re.IGNORECASE)
 _SECRET_VALUE = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"-----BEGIN PGP PRIVATE KEY BLOCK-----"), "a PGP private key"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
+    (re.compile(r"\bsk-(proj-|ant-|svcacct-)?[A-Za-z0-9_-]{20,}"), "an OpenAI-style API key"),
+    (re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"), "a GitLab token"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "a Google API key"),
+    (re.compile(r"://:[^/\s@]+@"), "a password in a URL"),
+    (re.compile(r"(?i)[?&](access_token|token|api[_-]?key|key|password|passwd|secret|client_secret|auth|code)="
+                r"[^&\s#]{8,}"), "a token in a URL query string"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), "a GitHub token"),
     (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "a Slack token"),
@@ -60,3 +71,34 @@ def check(obj: Any, where: str) -> None:
                 and not _REFERENCE_KEY.search(key):
             raise InputError(f"{where}: {path} ({key}) holds a literal value; secrets may only be references",
                              hint="use a file path under /secrets or a secrets-manager reference")
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def passphrases(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The passphrase this shell would use, from the environment or its file."""
+    found = [env["TGFLOW_PASSPHRASE"]] if env.get("TGFLOW_PASSPHRASE") else []
+    if env.get("TGFLOW_PASSPHRASE_FILE"):
+        with contextlib.suppress(TgflowError):
+            found.append(passphrase_from_env(None, {"TGFLOW_PASSPHRASE_FILE": env["TGFLOW_PASSPHRASE_FILE"]}) or "")
+    return [p for p in found if len(p) >= 4]
+
+
+def check_not_passphrase(obj: Any, where: str, env: Mapping[str, str] = os.environ) -> None:
+    """Refuse output that holds the passphrase itself, whatever key it sits under."""
+    secrets_ = passphrases(env)
+    for text in _strings(obj):
+        if any(p in text for p in secrets_):
+            raise InputError(f"{where}: a value equals or contains the passphrase from the environment; "
+                             "refusing to write it into a job spec",
+                             hint="pass it as a reference (a secret scope, a Secret, a secrets-manager ARN)")

@@ -25,6 +25,9 @@ from .jobspec import ExportOptions, base_env, check_paths, command, job_name, po
 _OUTPUT_ONLY = ("name", "state", "createTime", "startTime", "endTime", "updateTime", "error", "webAccessUris")
 
 
+# Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
+SETTINGS = frozenset({'accelerator_type', 'bucket', 'disk_gb', 'machine_type', 'n2he_image', 'passphrase_secret', 'project', 'region', 'scheduler_service_account', 'service_account', 'time_zone'})
+
 def _gcs(bucket: str) -> tuple[str, str]:
     if not bucket.startswith("gs://"):
         raise InputError(f"--set bucket must be a gs:// URI, not {bucket!r}")

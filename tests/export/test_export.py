@@ -25,7 +25,7 @@ SETTINGS = {
     "k8s": {"namespace": "ml-rounds"},
     "sagemaker": {"role_arn": "arn:aws:iam::123456789012:role/tgflow-training", "bucket": "s3://acme-tgflow/support",
                   "passphrase_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tgflow-pp-AbCdEf",
-                  "scheduler_role_arn": "arn:aws:iam::123456789012:role/tgflow-scheduler", "region": "eu-west-1"},
+                  "scheduler_role_arn": "arn:aws:iam::123456789012:role/tgflow-scheduler"},
     "vertex": {"project": "acme-ml", "region": "europe-west4", "bucket": "gs://acme-tgflow/support",
                "service_account": "tgflow@acme-ml.iam.gserviceaccount.com",
                "passphrase_secret": "projects/acme-ml/secrets/tgflow-passphrase/versions/latest"},

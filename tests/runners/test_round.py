@@ -135,7 +135,7 @@ def test_evaluation_gate_rejects_without_a_package(workspace, capsys):
     ({"base_model_ref": "./no-such-model"}, 2, "no-such-model"),
     ({"feed": {"type": "jsonl", "uri": "feeds/missing.jsonl"}}, 2, "missing.jsonl"),
     ({"output__recipients": ["nobody"]}, 3, "nobody"),
-    ({"output__path": "no/such/dir/a.tgsp"}, 2, "does not exist"),
+    ({"output__path": "feeds/reference.jsonl/a.tgsp"}, 5, "a file of that name exists"),
 ])
 def test_bad_input_is_clear_and_writes_nothing(workspace, capsys, over, code, needle):
     got, _, err = run(capsys, "peft", "run", "--spec", workspace.spec(**over))
