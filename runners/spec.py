@@ -9,6 +9,7 @@ spec file's folder.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -17,15 +18,16 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tgsp.canonical import encode
-from tgsp.errors import InputError
+from tgsp.canonical import encode, parse
+from tgsp.errors import FormatError, InputError
 from tgsp.inputfile import read_input
 
 SPEC_VERSION = "tgflow.run-spec/1"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "steps": "100" or "packing": 1 is an error, not a silent conversion.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FeedSpec(_Strict):
@@ -160,14 +162,41 @@ def _strip_comments(obj: Any) -> Any:
     return obj
 
 
+# Spellings from the customer's documents, and what tgflow calls them.
+_RENAMED = {"hf_dataset": "hf", "huggingface": "hf", "json": "jsonl", "parquet_file": "parquet"}
+
+
+def _one(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "spec"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        near = difflib.get_close_matches(loc[-1], _fields_at(loc[:-1]), n=1)
+        msg = "unknown field" + (f"; did you mean {near[0]!r}?" if near else " (see docs/run-spec.schema.json)")
+    elif err["type"] == "literal_error" and loc and loc[-1] == "type" and err.get("input") in _RENAMED:
+        msg = f"{err['input']!r} is called {_RENAMED[err['input']]!r} in tgflow; {msg}"
+    return f"{where}: {msg}"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: Any = RunSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        ann = getattr(field, "annotation", None)
+        model = next((a for a in (ann, *getattr(ann, "__args__", ())) if hasattr(a, "model_fields")), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
 def _format_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "spec"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown field (check the spelling; see docs/run-spec.schema.json)"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"run spec field {where}: {msg}{more}"
+    """Every problem at once, unknown fields first (a typo'd ``trainig`` also
+    makes ``training`` missing; the typo is the news)."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    items = [_one(e) for e in errors]
+    if len(items) == 1:
+        return f"run spec field {items[0]}"
+    return f"run spec has {len(items)} problems: " + "; ".join(items)
 
 
 def parse_spec(obj: Any) -> RunSpec:
@@ -182,9 +211,9 @@ def load_spec(path: str | Path) -> tuple[RunSpec, Path, str]:
     p = Path(path)
     raw = read_input(p, "run spec")
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"run spec {p} is not valid JSON: {exc}") from None
+        obj = parse(raw, what=f"run spec {p}")
+    except FormatError as exc:
+        raise InputError(str(exc)) from None
     spec = parse_spec(obj)
     return spec, p.resolve().parent, spec_digest(spec)
 

@@ -94,6 +94,33 @@ def run(
 
 
 @app.command()
+def validate(
+    spec: Path = typer.Option(..., "--spec", help="The run spec (JSON)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
+    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
+) -> None:
+    """Check the spec, the model, the feeds, the keys and the output location
+    without training, and list every problem. Exit 0 when all hold, 2 if any fails.
+
+    Example: tgflow peft validate --spec examples/run_spec.json
+    """
+    from runners.validate import validate as run_checks
+    from tgsp.errors import InputError
+
+    result = run_checks(spec, keyring(), input_root=input_root, output_root=output_root)
+    if json_out:
+        emit_json(result)
+    else:
+        for c in result["checks"]:
+            say(styled("ok    " if c["ok"] else "FAIL  ", "green" if c["ok"] else "bold red"), f"{c['name']}: {c['detail']}")
+    if not result["ok"]:
+        STATE.reported = True
+        bad = [c["name"] for c in result["checks"] if not c["ok"]]
+        raise InputError(f"run spec {spec}: {len(bad)} check(s) failed: {', '.join(bad)}")
+
+
+@app.command()
 def budget(
     spec: Path = typer.Option(..., "--spec", help="The run spec (JSON) of a privacy.mode \"dp\" route."),
     json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),

@@ -12,6 +12,7 @@ from rich.table import Table
 
 import tgsp
 from tgsp import clock
+from tgsp.errors import InputError
 from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
@@ -97,8 +98,9 @@ def build(
 
 @app.command()
 def sign(
-    package: Path = typer.Argument(..., help="Package to sign."),
-    key: str = typer.Option(..., "--key", help="Signing key name."),
+    package: Optional[Path] = typer.Argument(None, help="Package to sign."),
+    package_opt: Optional[Path] = typer.Option(None, "--package", hidden=True, help="Same as PACKAGE (the spelling in older guides)."),
+    key: str = typer.Option(..., "--key", "--key-id", help="Signing key name (--key-id is accepted, as in older guides)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here instead of replacing the package."),
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
@@ -107,6 +109,9 @@ def sign(
 
     Example: tgflow tgsp sign adapter.tgsp --key release
     """
+    if (package is None) == (package_opt is None):
+        raise InputError("give the package to sign once: tgflow tgsp sign PKG --key KEY")
+    package = package or package_opt
     signer = keyring().signer(key, passphrase(passphrase_file))
     res = tgsp.sign(package, signer, out=output, now=_now())
     if json_out:

@@ -1,0 +1,69 @@
+"""`tgflow peft validate`: every check a round makes before training, at once.
+
+Each check runs on its own and reports its problem, so one call lists
+everything wrong with a spec, its model, feeds, keys and output location.
+Nothing is trained, written or decrypted; no passphrase is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from tgsp.errors import InputError, TgflowError
+
+from . import feeds as feeds_mod, model as model_mod
+from .round import open_spec, state_dir
+from .spec import resolve
+
+
+def _output_writable(out: Path) -> str:
+    probe = out.parent
+    while not probe.exists():  # the folder is created on the run: check its nearest ancestor
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"output {out}: {probe} is not a writable folder")
+    return f"output {out} can be written"
+
+
+def _model(spec, base: Path) -> str:
+    folder = model_mod.resolve_model(spec.base_model_ref, base)
+    missing = [n for n in ("config.json",) if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"base model {folder} has no {', '.join(missing)}")
+    model_mod.load_tokenizer(folder)
+    return f"base model {folder}"
+
+
+def _keys(spec, keyring) -> str:
+    pub = keyring.public_file(spec.output.signing_key)
+    if pub.kind != "signing" or not (keyring.home / "keys" / f"{pub.name}.json").exists():
+        raise InputError(f"output.signing_key {spec.output.signing_key!r} is not an own signing key in {keyring.home}")
+    for r in spec.output.recipients:
+        if keyring.resolve_public(r).kind != "recipient":
+            raise InputError(f"output.recipients {r!r} is not a recipient key")
+    return f"signing key {pub.name} and {len(spec.output.recipients)} recipient(s)"
+
+
+def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
+             output_root: Path | None = None) -> dict[str, Any]:
+    """{"ok", "checks": [{name, ok, detail}]}; a bad spec file itself raises InputError."""
+    spec, base, out_base, _ = open_spec(spec_path, input_root, output_root)
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("output", lambda: _output_writable(resolve(out_base, spec.output.path))),
+        ("state", lambda: f"route state in {state_dir(spec, out_base)}"),
+        ("keys", lambda: _keys(spec, keyring)),
+        ("model", lambda: _model(spec, base)),
+    ]
+    for name in ("feed", "reference", "eval"):
+        feed = getattr(spec, name)
+        if feed is not None:
+            checks.append((name, lambda f=feed: f"{len(feeds_mod.load_feed(f, base, keyring=keyring).examples)} examples"))
+    results = []
+    for name, fn in checks:
+        try:
+            results.append({"name": name, "ok": True, "detail": fn()})
+        except TgflowError as exc:
+            results.append({"name": name, "ok": False, "detail": str(exc), "hint": exc.hint})
+    return {"ok": all(r["ok"] for r in results), "route": spec.route_key, "checks": results}
