@@ -31,6 +31,27 @@ def offline() -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[var] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    quiet()
+
+
+def quiet() -> None:
+    """No library progress bars or advisory warnings on our stderr: tgflow
+    reports its own progress (on a TTY only), and --json output stays clean."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for module in ("transformers", "peft", "torch", "opacus", "datasets", "huggingface_hub"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - the train extra is not installed
+        pass
 
 
 def resolve_model(ref: str, base: Path) -> Path:

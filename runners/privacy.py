@@ -77,7 +77,9 @@ class DPPlan:
     def manifest(self, summary: dict[str, Any]) -> dict[str, Any]:
         keys = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "route_epsilon",
                 "route_budget_epsilon", "max_grad_norm", "expected_batch_size")
-        return {"mode": "dp", **{k: summary[k] for k in keys}}
+        # A test seed makes the noise replayable: the signed record must say so.
+        private = not str(summary["randomness"]).startswith("test-seed")
+        return {"mode": "dp", **{k: summary[k] for k in keys}, "private": private, "randomness": summary["randomness"]}
 
 
 def plan(spec: RunSpec, n_train: int, spent: list[DpEvent]) -> DPPlan:

@@ -247,9 +247,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         privacy_record = {"mode": "off", "note": "no differential privacy: the adapter may memorise training examples"}
     else:
         # Losses, token counts and timings come from the private records outside the mechanism.
-        withheld = ("tokens", "seconds", "tokens_per_second", "loss_first", "loss_last")
-        ctx.record("tgflow.training", {**{k: v for k, v in training.items() if k not in withheld},
-                                       "withheld_under_dp": list(withheld)})
+        ctx.record("tgflow.training", {**{k: v for k, v in training.items() if k not in result.PRIVATE},
+                                       "withheld_under_dp": list(result.PRIVATE)})
         privacy_record = plan.summary(result.steps, dp_run.random.source)
         ledger.settle(ctx.round_id, {"epsilon": privacy_record["epsilon"], "route_epsilon": privacy_record["route_epsilon"],
                                      "noise_multiplier": plan.config.noise_multiplier,
@@ -259,7 +258,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         store.clear()
         return _reject(ctx, BudgetExhausted, f"privacy budget reached: stopped after {result.steps} of "
                        f"{plan.planned_steps} steps (route epsilon {privacy_record['route_epsilon']:.4g} of "
-                       f"{plan.budget:g}); nothing packaged", {"training": result.metrics(), "privacy": privacy_record})
+                       f"{plan.budget:g}); nothing packaged", {"training": result.metrics(private=True), "privacy": privacy_record})
 
     # --- evaluation gate and forgetting budget ------------------------------------------
     eval_after, ref_after = mean_loss(peft_model, tok, eval_data, device.name), mean_loss(peft_model, tok, ref_data, device.name)
@@ -279,7 +278,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
               "reference_loss_after": round(ref_after, 6), "forgetting": round(forgetting, 6),
               "budget": spec.policy.forgetting_budget, "passed": forgetting <= spec.policy.forgetting_budget}
     ctx.record("tgflow.forgetting", forget)
-    report = {"novelty": summary, "training": result.metrics(), "evaluation": evaluation, "forgetting": forget,
+    report = {"novelty": summary, "training": result.metrics(private=plan is not None), "evaluation": evaluation,
+              "forgetting": forget,
               "privacy": privacy_record}
     if not forget["passed"]:
         store.clear()

@@ -31,7 +31,13 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
 
-    def metrics(self) -> dict:
+    # Computed from the private records outside the DP mechanism: never shown under DP.
+    PRIVATE = ("tokens", "seconds", "tokens_per_second", "loss_first", "loss_last")
+
+    def metrics(self, *, private: bool = False) -> dict:
+        if private:
+            return {**{k: v for k, v in self.metrics().items() if k not in self.PRIVATE},
+                    "withheld_under_dp": list(self.PRIVATE)}
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 3),
                 "tokens_per_second": round(self.tokens / self.seconds, 1) if self.seconds else None,
                 "loss_first": round(self.losses[0], 6) if self.losses else None,

@@ -88,6 +88,7 @@ def run(
             return emit_json({"ok": True, "outcome": exc.outcome, **exc.report})
         warn(f"skipped: {exc} (--skip-ok: exit 0)")
         return None
+    _warn_test_seed(result.report)
     if json_out:
         return emit_json(result.report)
     _render(result.report)
@@ -159,12 +160,22 @@ def budget(
                               status, hint="the route is done; start a new route or raise its budget deliberately")
 
 
+def _warn_test_seed(report: dict) -> None:
+    pv = report.get("privacy") or {}
+    if pv.get("mode") == "dp" and str(pv.get("randomness", "")).startswith("test-seed"):
+        warn(styled("warning:", "bold yellow"), " TGFLOW_DP_TEST_SEED is set: this round is NOT private "
+             "(its sampling and noise can be replayed); never ship its package")
+
+
 def _render(report: dict) -> None:
     ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
     say(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
               f"{nv['duplicates']} duplicates)")
-    say(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
-              f"loss {tr['loss_first']} -> {tr['loss_last']}")
+    if "withheld_under_dp" in tr:
+        say(f"training: {tr['steps']} steps (loss, token counts and timings withheld under DP)")
+    else:
+        say(f"training: {tr['steps']} steps, {tr['tokens']} tokens, {tr['tokens_per_second']} tokens/s, "
+            f"loss {tr['loss_first']} -> {tr['loss_last']}")
     pv = report.get("privacy") or {}
     if pv.get("mode") == "dp":
         say(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "

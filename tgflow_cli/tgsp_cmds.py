@@ -47,6 +47,13 @@ def _policy(trusted, revocations, min_version, state, route=None, kind=None):
         route=route, kind=kind)
 
 
+def _warn_not_private(m) -> None:
+    pv = m.get("privacy") if isinstance(m, dict) else None
+    if isinstance(pv, dict) and pv.get("mode") == "dp" and pv.get("private") is False:
+        warn(styled("warning:", "bold yellow"), " this package's DP round ran with a test seed: it is NOT private "
+             f"({pv.get('randomness')}); its epsilon means nothing")
+
+
 def _render_report(report) -> None:
     table = Table("check", "result", "detail", show_header=True)
     colour = {"ok": "green", "failed": "red", "skipped": "dim", "not-run": "yellow"}
@@ -141,6 +148,8 @@ def verify(
         report = tgsp.verify(package, policy, progress=tick)
     if report.ok and state:
         record_rollback_state(state, report)
+    if report.manifest:
+        _warn_not_private(report.manifest)
     if json_out:
         emit_json(report.to_dict())
     else:
@@ -183,9 +192,11 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
     for r in info["recipients"]:
         say(f"recipient {short(r)}")
     pv = m.get("privacy")
+    _warn_not_private(m)
     if isinstance(pv, dict) and pv.get("mode") == "dp":  # written by peft run; not part of the format
-        say(f"privacy: DP-SGD epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
-                  f"route epsilon {pv.get('route_epsilon')} of {pv.get('route_budget_epsilon')}")
+        label = "DP-SGD" if pv.get("private") is not False else "DP-SGD with a TEST SEED (NOT private)"
+        say(f"privacy: {label} epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
+            f"route epsilon {pv.get('route_epsilon')} of {pv.get('route_budget_epsilon')}")
     elif isinstance(pv, dict):
         say(f"privacy: {pv.get('mode')}")
     for e in ev:

@@ -54,8 +54,15 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
         manifest = pkg.manifest
         by_type = {e["type"]: e["data"] for e in pkg.evidence}
     assert manifest["privacy"]["epsilon"] == pv["epsilon"] and manifest["privacy"]["route_epsilon"] == pv["route_epsilon"]
-    code, out, _ = run(capsys, "tgsp", "inspect", report["package"])
-    assert code == 0 and f"privacy: DP-SGD epsilon {pv['epsilon']}" in out
+    code, out, err_inspect = run(capsys, "tgsp", "inspect", report["package"])
+    assert code == 0 and f"privacy: DP-SGD with a TEST SEED (NOT private) epsilon {pv['epsilon']}" in out
+    # Issue 10, item 7: a test-seeded round is never passed off as private, and what the
+    # evidence withholds is withheld from the report and stdout too.
+    assert manifest["privacy"]["private"] is False and "NOT private" in manifest["privacy"]["randomness"]
+    assert "NOT private" in err_inspect and "NOT private" in err
+    code, _, err_verify = run(capsys, "tgsp", "verify", report["package"])
+    assert code == 0 and "NOT private" in err_verify
+    assert "loss_first" not in report["training"] and "tokens" not in report["training"]
     for key in ("delta", "noise_multiplier", "sample_rate", "steps", "accountant"):
         assert manifest["privacy"][key] == pv[key]
     assert by_type["tgflow.privacy"]["epsilon"] == pv["epsilon"]
@@ -85,6 +92,8 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
     for name, tensor in shipped.items():
         start = init[name.replace(".weight", ".default.weight")]
         assert not torch.equal(tensor, start), f"{name} did not move"
+    code, out, _ = run(capsys, "peft", "run", "--spec", dp_spec(workspace))  # the human output, too
+    assert code == 0 and "withheld under DP" in out and "tokens/s" not in out and " -> " not in out.split("training:")[1].splitlines()[0]
 
 
 def test_target_epsilon_is_calibrated_with_micro_batches(workspace, capsys):
