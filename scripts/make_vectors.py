@@ -30,6 +30,7 @@ VECTORS = ROOT / "tests" / "vectors"
 PASSPHRASE = "tgflow-test-vectors-not-secret"
 T_BUILD = datetime(2026, 1, 15, 12, 0, 0, tzinfo=timezone.utc)
 T_ROTATE = datetime(2026, 2, 1, 0, 0, 0, tzinfo=timezone.utc)
+T_SIGN_V2 = datetime(2026, 2, 2, 0, 0, 0, tzinfo=timezone.utc)  # a version signs only after it exists
 EXPIRES = datetime(2099, 12, 31, 0, 0, 0, tzinfo=timezone.utc)
 
 
@@ -68,20 +69,23 @@ def main() -> None:
     builds = {
         "plain-signed.tgsp": dict(signers=[kr.signer("vector-signer", pp)]),
         "encrypted-signed.tgsp": dict(signers=[kr.signer("vector-signer", pp)], recipients=[recipient]),
-        "rotated-v2.tgsp": dict(signers=[kr.signer("vector-rotating", pp)], recipients=[recipient]),
+        "rotated-v2.tgsp": dict(signers=[kr.signer("vector-rotating", pp)], recipients=[recipient],
+                                now=lambda: T_SIGN_V2),
     }
     expected = {}
     for name, kw in builds.items():
+        kw.setdefault("now", fixed)
         res = tgsp.build(src, VECTORS / name, route="vectors", version=1, kind="adapter", expires=EXPIRES,
-                         chunk_size=4096, now=fixed, **kw)
+                         chunk_size=4096, **kw)
         expected[name] = {"package_id": res.package_id,
                           "files": {f["path"]: f["sha256"] for f in res.manifest["files"]}}
     trust = VECTORS / "trust"
     trust.mkdir(exist_ok=True)
     for name in ("vector-signer", "vector-rotating"):
         pub = kr.public_file(name)
-        if name == "vector-rotating":  # a verifier that only ever saw version 1
-            pub = tgsp.PublicKeyFile(pub.name, pub.kind, 1, pub.created, pub.lineage.root,
+        if name == "vector-rotating":  # a verifier that only ever saw version 1 (and its own time)
+            v1_created = kr._load_key(name)["versions"][0]["created"]
+            pub = tgsp.PublicKeyFile(pub.name, pub.kind, 1, v1_created, pub.lineage.root,
                                      tgsp.lineage.Lineage(pub.lineage.root))
         (trust / f"{name}.pub.json").write_text(json.dumps(pub.to_dict(), indent=2) + "\n")
     (VECTORS / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,7 @@ ROTATION = "tgflow-rotation/1"
 REVOCATION = "tgflow-revocation/1"
 PUBLIC_FILE = "tgflow-public-key/1"
 MAX_CHAIN = 1000
+_ROTATION_FIELDS = {"type", "name", "version", "previous", "public", "time"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Lineage:
                 stmt = parse(env.payload, what="rotation statement", canonical=True)
                 if not isinstance(stmt, dict) or stmt.get("type") != ROTATION:
                     raise FormatError("not a rotation statement")
+                if set(stmt) != _ROTATION_FIELDS or not isinstance(stmt["name"], str):
+                    raise FormatError(f"a rotation statement has exactly: {', '.join(sorted(_ROTATION_FIELDS))}")
                 if stmt.get("version") != expected:
                     raise RotationError(f"rotation chain skips from version {prev.version} to {stmt.get('version')!r}")
                 if stmt.get("previous") != prev.key.keyid:

@@ -86,6 +86,10 @@ def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> 
         key.verify_hybrid(env.payload_type, env.payload, sigs)
         named.update(key.component_ids().values())
         signed_at = clock.parse(s["signed_at"])
+        made = versions[-1].time  # version 1 has no time of its own
+        if made and signed_at < clock.parse(made):
+            raise SignatureError(f"signer {label}: signed at {s['signed_at']}, before its key version "
+                                 f"{versions[-1].version} existed ({made})")
         r = revoked.get(key.keyid)  # a revoked key signs nothing after its revocation
         if r is not None and signed_at >= r.revoked_at:
             raise RevokedError(f"signer {label} was revoked at {clock.fmt(r.revoked_at)} ({r.reason}); "

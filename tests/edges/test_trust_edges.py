@@ -17,7 +17,7 @@ from tgflow_cli.main import main
 
 from tests.helpers import PASS, make_adapter, pp
 
-T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def _run(capsys, *argv):
@@ -214,3 +214,13 @@ def test_audit_log_truncation_is_detected_and_blocks_key_changes(tmp_path, capsy
     monkeypatch.setenv("TGFLOW_HOME", str(kr.home))
     code, _, err = _run(capsys, "key", "audit")
     assert code == 1 and "truncated" in err
+
+
+def test_a_signature_dated_before_its_key_version_existed_is_refused(tmp_path):
+    kr = Keyring(tmp_path / "k", now=lambda: T0 + timedelta(days=30))
+    kr.generate("rel", "signing", pp)
+    kr.rotate("rel", pp)  # version 2 made at T0 + 30 days
+    pkg = tmp_path / "p.tgsp"
+    tgsp.build(make_adapter(tmp_path / "src"), pkg, signers=[kr.signer("rel", pp)], now=lambda: T0)
+    report = tgsp.verify(pkg, kr.trust_policy())
+    assert report.first_failure.name == "signatures" and "before its key version 2 existed" in report.first_failure.detail
