@@ -39,7 +39,10 @@ class DpEvent:
     @classmethod
     def from_json(cls, obj: dict) -> DpEvent:
         """Parse a stored event; ValueError unless σ > 0, 0 < q <= 1 and steps >= 0 (all finite)."""
-        sigma, q, steps = float(obj["noise_multiplier"]), float(obj["sample_rate"]), obj["steps"]
+        raw_sigma, raw_q, steps = obj["noise_multiplier"], obj["sample_rate"], obj["steps"]
+        if type(raw_sigma) not in (int, float) or type(raw_q) not in (int, float):  # JSON true is not a number
+            raise ValueError(f"invalid DP event {obj!r}")
+        sigma, q = float(raw_sigma), float(raw_q)
         if not (math.isfinite(sigma) and sigma > 0 and 0 < q <= 1 and type(steps) is int and steps >= 0):
             raise ValueError(f"invalid DP event {obj!r}")
         return cls(sigma, q, steps)

@@ -7,10 +7,14 @@ Prints, for a large payload (default 1 GiB):
     single-core SHA-256 limit of this machine), plus `sha256sum` and a plain
     AES-256-GCM loop for reference;
   - peak RSS of each operation at 64 MiB and at the large size (flat = streaming);
+  - the time to reject an *unsigned* package of the large size (signatures
+    are checked before any payload is hashed), against verifying the signed one;
   - `tgflow tgsp verify` wall time on a small package, and whether torch got imported.
 
 Targets (issue #2): verify <= 1.2x, build with encryption <= 2.0x,
-peak RSS flat and < 100 MiB, small verify < 0.5 s. Exit 1 if any is missed.
+peak RSS flat and < 100 MiB, small verify < 0.5 s; (issue #10) an unsigned
+package of any size is rejected in < 50 ms and < 2% of the signed verify.
+Exit 1 if any is missed.
 
     python scripts/bench_tgsp.py [--size-mib 1024] [--dir /tmp] [--repeat 3]
 """
@@ -46,8 +50,13 @@ def worker(op: str, work: Path) -> None:
     t0 = time.perf_counter()
     if op == "build":
         tgsp.build(work / "src", work / "pkg.tgsp", recipients=[kr.public_file("ops").key], signers=[signer])
+    elif op == "build-unsigned":
+        tgsp.build(work / "src", work / "unsigned.tgsp")
     elif op == "verify":
         assert tgsp.verify(work / "pkg.tgsp", kr.trust_policy()).ok
+    elif op == "reject":
+        report = tgsp.verify(work / "unsigned.tgsp", kr.trust_policy())
+        assert not report.ok and report.first_failure.name == "signatures"
     elif op == "unpack":
         tgsp.unpack(work / "pkg.tgsp", work / "out", kr.trust_policy(), identities=ids)
     elapsed = time.perf_counter() - t0
@@ -134,6 +143,9 @@ def bench_size(base: Path, mib: int, repeat: int) -> dict:
         runs = [run_worker(op, work) for _ in range(repeat)]
         res[op] = min(r["seconds"] for r in runs)
         res[op + "_rss"] = max(r["rss_mib"] for r in runs)
+    run_worker("build-unsigned", work)
+    runs = [run_worker("reject", work) for _ in range(repeat)]
+    res["reject"], res["reject_rss"] = max(r["seconds"] for r in runs), max(r["rss_mib"] for r in runs)
     shutil.rmtree(work)
     return res
 
@@ -182,6 +194,8 @@ def main() -> int:
         "peak RSS < 100 MiB": max(large[k] for k in ("build_rss", "verify_rss", "unpack_rss")) < 100,
         "peak RSS flat (large - small < 16 MiB)": all(large[k] - small[k] < 16 for k in ("build_rss", "verify_rss", "unpack_rss")),
         "small verify < 0.5 s": sv["median"] < 0.5,
+        "unsigned large package rejected < 50 ms": large["reject"] < 0.05,
+        "unsigned reject < 2% of signed verify": large["reject"] < 0.02 * large["verify"],
         "verify imports no torch": not sv["torch_imported"],
     }
     result = {"small": small, "large": large, "small_verify": sv, "checks": checks}
@@ -198,6 +212,8 @@ def main() -> int:
             for op in ("build", "verify", "unpack"):
                 extra = "" if op == "verify" else f"  ({r[op] / (r['openssl'] + r['write_floor']):.2f}x openssl+write floor)"
                 print(f"  tgsp {op:<6} {r[op]:.3f} s = {ratio(r, op):.2f}x openssl{extra}   peak RSS {r[op + '_rss']:.0f} MiB")
+            print(f"  tgsp reject unsigned (worst of {args.repeat}) {r['reject'] * 1000:.1f} ms = "
+                  f"{r['reject'] / r['verify'] * 100:.2f}% of the signed verify   peak RSS {r['reject_rss']:.0f} MiB")
         print(f"\nsmall package: tgflow tgsp verify median {sv['median'] * 1000:.0f} ms; torch imported: {sv['torch_imported']}")
         for name, ok in checks.items():
             print(f"  [{'PASS' if ok else 'MISS'}] {name}")

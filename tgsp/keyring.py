@@ -179,7 +179,10 @@ class Keyring:
         return encode({"kind": kind, "public": public})
 
     def _unseal(self, obj: dict[str, Any], version: dict[str, Any], passphrase: Passphrase) -> PrivateKey:
-        secret = _seal.open_sealed(version["sealed"], passphrase(), self._aad(obj["kind"], version["public"]))
+        try:
+            secret = _seal.open_sealed(version["sealed"], passphrase(), self._aad(obj["kind"], version["public"]))
+        except FormatError as exc:  # a damaged or hostile key file is a key problem (exit 3)
+            raise KeyringError(f"key file for {obj['name']}: {exc}", hint="restore the key file from backup") from None
         key = PrivateKey.from_secret_bytes(obj["kind"], secret)
         if key.public.to_dict()["public"] != version["public"]:
             raise FormatError(f"key file for {obj['name']} does not match its public key")
