@@ -94,7 +94,8 @@ def test_owner_revokes_the_forked_branch(stolen, capsys, monkeypatch):
     owner, v1_file, rev_file, forged, real, fork_file, tmp = stolen
     monkeypatch.setenv("TGFLOW_HOME", str(tmp / "owner"))
     monkeypatch.setenv("TGFLOW_PASSPHRASE", PASS)
-    code, o, _ = _run(capsys, "key", "revoke", "rel", "--fork", forged, "--reason", "thief's branch", "--json")
+    code, o, _ = _run(capsys, "key", "revoke", "rel", "--fork", forged, "--reason", "thief's branch",
+                      "--at", L.clock.fmt(T0 + timedelta(hours=1)), "--json")  # from the theft on
     assert code == 0
     rev = L.parse_revocation(json.loads((tmp / "owner" / "revocations" / f"{json.loads(o)['keyid']}.json").read_text()))
     assert rev.keyid == json.loads(fork_file.read_text())["keyid"]
