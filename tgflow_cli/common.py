@@ -31,7 +31,30 @@ STATE = State()
 
 
 def keyring() -> Keyring:
-    return Keyring(STATE.home)
+    return Keyring(STATE.home, pin=token_pin())
+
+
+def token_pin() -> Callable[[], str]:
+    """The PKCS#11 PIN: TGFLOW_PKCS11_PIN, TGFLOW_PKCS11_PIN_FILE, else a prompt
+    on a terminal; never from argv. Asked once, only when a token is used."""
+    cache: list[str] = []
+
+    def get() -> str:
+        if not cache:
+            from tgsp import pkcs11
+
+            value = pkcs11.pin_from_env()
+            if value is None:
+                if not (sys.stdin.isatty() and sys.stderr.isatty()):
+                    pkcs11.no_pin()
+                try:
+                    value = getpass.getpass("PIN for the PKCS#11 token: ", stream=sys.stderr)
+                except EOFError:
+                    pkcs11.no_pin()
+            cache.append(value)
+        return cache[0]
+
+    return get
 
 
 def emit_json(obj: Any) -> None:

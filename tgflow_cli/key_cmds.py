@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, rev
 
 PassFile = typer.Option(None, "--passphrase-file", help="Read the passphrase from this file (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
 Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
+Pkcs11Uri = typer.Option(None, "--pkcs11", metavar="URI", help="Keep the Ed25519 half in this PKCS#11 token (RFC 7512 URI, e.g. 'pkcs11:token=ci;object=release;id=%01'). Module: TGFLOW_PKCS11_MODULE; PIN: TGFLOW_PKCS11_PIN, TGFLOW_PKCS11_PIN_FILE or a prompt.")
 
 
 class KeyType(str, Enum):
@@ -37,14 +38,16 @@ def _pub_summary(pub) -> dict:
 def generate(
     name: str = typer.Argument(..., help="A name for the key (A-Z a-z 0-9 . _ -)."),
     type: KeyType = typer.Option(KeyType.signing, "--type", help="signing: Ed25519 + ML-DSA-65. recipient: X25519 + ML-KEM-768."),
+    pkcs11: Optional[str] = Pkcs11Uri,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
     """Create a key; its private part is sealed with your passphrase (Argon2id + AES-GCM).
+    With --pkcs11, the Ed25519 half is created inside that token (non-extractable).
 
     Example: TGFLOW_PASSPHRASE_FILE=/run/secrets/pp tgflow key generate release --type signing
     """
-    pub = keyring().generate(name, type.value, passphrase(passphrase_file, confirm=True))
+    pub = keyring().generate(name, type.value, passphrase(passphrase_file, confirm=True), pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))
     say(f"generated {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid}")
@@ -78,7 +81,9 @@ def show(name: str, json_out: bool = Json) -> None:
     for field in ("name", "kind", "keyid", "version", "created", "private_in_keyring", "revoked"):
         say(f"{field:>20}: {info[field]}")
     for v in info.get("versions", []):
-        say(f"{'version ' + str(v['version']):>20}: {v['keyid']}{'  REVOKED' if v['revoked'] else ''}")
+        held = v.get("custody")
+        where = ("  (" + ", ".join(f"{a} in {c}" for a, c in sorted(held.items())) + ")") if held else ""
+        say(f"{'version ' + str(v['version']):>20}: {v['keyid']}{'  REVOKED' if v['revoked'] else ''}{where}")
 
 
 @app.command("export-public")
@@ -114,14 +119,35 @@ def import_(
     say(f"trusted {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid} (version {pub.version})")
 
 
+@app.command("import-pkcs11")
+def import_pkcs11(
+    name: str = typer.Argument(..., help="A name for the key in the keyring."),
+    uri: str = typer.Argument(..., metavar="URI", help="The existing Ed25519 key in a token (RFC 7512; id= preferred)."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Adopt an Ed25519 key that already lives in a PKCS#11 token as a new
+    signing key (its ML-DSA-65 half is made here and sealed in the keyring).
+
+    Example: TGFLOW_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so tgflow key import-pkcs11 release 'pkcs11:token=ci;id=%01'
+    """
+    pub = keyring().generate(name, "signing", passphrase(passphrase_file, confirm=True), pkcs11=uri, adopt=True)
+    if json_out:
+        return emit_json(_pub_summary(pub))
+    say(f"adopted token key as signing key ", styled(pub.name, "bold"), f" {pub.keyid}")
+
+
 @app.command()
-def rotate(name: str, passphrase_file: Optional[Path] = PassFile, json_out: bool = Json) -> None:
+def rotate(name: str, pkcs11: Optional[str] = Pkcs11Uri, passphrase_file: Optional[Path] = PassFile,
+           json_out: bool = Json) -> None:
     """Make a new version of a key. For signing keys the rotation statement is
-    signed by both the old and the new key; verifiers walk the chain.
+    signed by both the old and the new key, wherever each lives; verifiers walk
+    the chain. --pkcs11 puts the new version's Ed25519 half in a token; without
+    it the new version is a software key.
 
     Example: tgflow key rotate release && tgflow key export-public release -o release.pub.json
     """
-    pub = keyring().rotate(name, passphrase(passphrase_file))
+    pub = keyring().rotate(name, passphrase(passphrase_file), pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))
     say("rotated ", styled(pub.name, "bold"), f" to version {pub.version}: {pub.keyid}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
@@ -31,6 +32,14 @@ RoutePin = typer.Option(None, "--route", help="Accept only packages of this rout
 KindPin = typer.Option(None, "--kind", help="Accept only packages of this kind (adapter, data, ...).")
 
 
+class Hardware(str, Enum):
+    ed25519 = "ed25519"
+    all = "all"
+
+
+RequireHardware = typer.Option(None, "--require-hardware", help="Fail unless every trusted signer's signed custody record says its Ed25519 key (ed25519) or both halves (all) are held in a PKCS#11 token.")
+
+
 def _now() -> clock.Clock:
     """Honour SOURCE_DATE_EPOCH so builds can be bit-for-bit reproducible."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -40,11 +49,11 @@ def _now() -> clock.Clock:
     return clock.utcnow
 
 
-def _policy(trusted, revocations, min_version, state, route=None, kind=None):
+def _policy(trusted, revocations, min_version, state, route=None, kind=None, hardware=None):
     return keyring().trust_policy(
         trusted=trusted or None, revocation_files=[str(r) for r in revocations or []],
         min_version=min_version, rollback_state=load_rollback_state(state) if state else None,
-        route=route, kind=kind)
+        route=route, kind=kind, require_hardware=hardware.value if hardware else None)
 
 
 def _warn_not_private(m) -> None:
@@ -135,6 +144,7 @@ def verify(
     state: Optional[Path] = StateFile,
     route: Optional[str] = RoutePin,
     kind: Optional[str] = KindPin,
+    require_hardware: Optional[Hardware] = RequireHardware,
     json_out: bool = Json,
 ) -> None:
     """Check format, entries, both signatures, evidence, digests, expiry and rollback.
@@ -142,7 +152,7 @@ def verify(
 
     Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json
     """
-    policy = _policy(trusted, revocations, min_version, state, route, kind)
+    policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     size = package.stat().st_size if package.is_file() else None
     with progress("verifying", size) as tick:
         report = tgsp.verify(package, policy, progress=tick)
@@ -185,8 +195,11 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
     for f in m["files"]:
         files.add_row(*cells(f["path"], f["size"], short(f["sha256"]), "encrypted" if "encryption" in m else "plain"))
     out.print(files)
+    custody = m.get("custody") or {}
     for s in m["signers"]:
-        say(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']}")
+        held = custody.get(s["keyid"])
+        where = ", ".join(f"{a} in {v}" for a, v in sorted(held.items())) if isinstance(held, dict) else "custody not recorded"
+        say(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']} ({where})")
     for sig in info["signatures"]:
         say(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
     for r in info["recipients"]:
@@ -224,6 +237,7 @@ def unpack(
     state: Optional[Path] = StateFile,
     route: Optional[str] = RoutePin,
     kind: Optional[str] = KindPin,
+    require_hardware: Optional[Hardware] = RequireHardware,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -233,7 +247,7 @@ def unpack(
     Example: tgflow tgsp unpack adapter.tgsp -o ./adapter --identity ops
     """
     kr = keyring()
-    policy = _policy(trusted, revocations, min_version, state, route, kind)
+    policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     pp = passphrase(passphrase_file)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
     size = package.stat().st_size if package.is_file() else None

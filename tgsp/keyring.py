@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 from . import _seal, clock, hashchain
 from .atomic import write_bytes
-from .canonical import encode, is_int, parse
+from .canonical import b64e, encode, is_int, parse
 from .inputfile import read_input
 from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
                      PassphraseRequiredError, RotationError)
-from .keys import KINDS, RECIPIENT, SIGNING, PrivateKey, PublicKey
+from .keys import (ALGS, KINDS, RECIPIENT, SIGNING, HybridSigningKey, PrivateKey, PublicKey, SoftwareComponent,
+                   software_seeds)
 from .lineage import (Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement,
                       vet)
 from .signing import Signer, TrustPolicy
@@ -79,6 +80,12 @@ class PassphraseFileMissing(PassphraseRequiredError, NotFoundError):
     """A named passphrase file does not exist (a key problem: exit 3)."""
 
 
+def _env_pin() -> str:
+    from . import pkcs11
+
+    return pkcs11.pin_from_env() or pkcs11.no_pin()
+
+
 def is_path_ref(ref: str) -> bool:
     return "/" in ref or ref.endswith(".json")
 
@@ -101,9 +108,11 @@ class KeyInfo:
 
 
 class Keyring:
-    def __init__(self, home: str | os.PathLike | None = None, *, now: clock.Clock = clock.utcnow) -> None:
+    def __init__(self, home: str | os.PathLike | None = None, *, now: clock.Clock = clock.utcnow,
+                 pin: Passphrase | None = None) -> None:
         self.home = Path(home) if home else default_home()
         self.now = now
+        self.pin = pin or _env_pin  # PKCS#11 PIN source: env, PIN file, or the caller's prompt
         self._records: list[Any] = []
         if self.home.exists() and not self.home.is_dir():
             raise KeyringError(f"the keyring {self.home} is not a folder",
@@ -178,49 +187,95 @@ class Keyring:
     def _aad(kind: str, public: dict[str, Any]) -> bytes:
         return encode({"kind": kind, "public": public})
 
-    def _unseal(self, obj: dict[str, Any], version: dict[str, Any], passphrase: Passphrase) -> PrivateKey:
+    def _unseal(self, obj: dict[str, Any], version: dict[str, Any], passphrase: Passphrase):
+        """The usable private key of one version: a ``PrivateKey``, or, when a
+        half lives in a PKCS#11 token, a ``HybridSigningKey`` over both."""
+        token = version.get("pkcs11") or {}
         try:
             secret = _seal.open_sealed(version["sealed"], passphrase(), self._aad(obj["kind"], version["public"]))
         except FormatError as exc:  # a damaged or hostile key file is a key problem (exit 3)
             raise KeyringError(f"key file for {obj['name']}: {exc}", hint="restore the key file from backup") from None
-        key = PrivateKey.from_secret_bytes(obj["kind"], secret)
+        if not token:
+            key = PrivateKey.from_secret_bytes(obj["kind"], secret)
+        else:
+            key = self._split_key(obj, version, secret, token)
         if key.public.to_dict()["public"] != version["public"]:
-            raise FormatError(f"key file for {obj['name']} does not match its public key")
+            raise KeyringError(f"key file for {obj['name']} does not match its public key")
         return key
 
-    def _new_version(self, kind: str, number: int, passphrase: Passphrase) -> tuple[PrivateKey, dict[str, Any]]:
+    def _split_key(self, obj: dict[str, Any], version: dict[str, Any], secret: bytes, token: Any):
+        from . import pkcs11
+
+        if obj["kind"] != SIGNING or not isinstance(token, dict) or set(token) != {"ed25519"}:
+            raise KeyringError(f"key file for {obj['name']}: only the Ed25519 half of a signing key can be in a token")
+        seeds = software_seeds(SIGNING, secret, set(ALGS[SIGNING]) - set(token))
+        public = PublicKey.from_dict({"kind": SIGNING, "public": version["public"]}).public
+        parts: dict[str, Any] = {alg: SoftwareComponent(alg, seed) for alg, seed in seeds.items()}
+        parts["ed25519"] = pkcs11.TokenEd25519(pkcs11.parse_uri(token["ed25519"]), public["ed25519"], self.pin)
+        return HybridSigningKey(parts)
+
+    def _new_version(self, kind: str, number: int, passphrase: Passphrase, token: str | None = None,
+                     adopt: bool = False) -> tuple[Any, dict[str, Any]]:
+        """A new key version; with ``token`` (a PKCS#11 URI), its Ed25519 half
+        is made in (or, with ``adopt``, taken from) the token."""
         key = PrivateKey.generate(kind)
+        extra: dict[str, Any] = {}
+        secret = key.secret_bytes()
+        if token is not None:
+            if kind != SIGNING:
+                raise InputError("only signing keys can be held in a PKCS#11 token")
+            key, extra, secret = self._token_half(key, token, adopt)
         public = key.public.to_dict()["public"]
         return key, {
             "version": number,
             "created": clock.fmt(self.now()),
             "keyid": key.public.keyid,
             "public": public,
-            "sealed": _seal.seal(key.secret_bytes(), passphrase(), self._aad(kind, public)),
+            "sealed": _seal.seal(secret, passphrase(), self._aad(kind, public)),
+            "custody": key.custody,
+            **extra,
         }
 
-    def generate(self, name: str, kind: str, passphrase: Passphrase) -> PublicKeyFile:
+    def _token_half(self, soft: PrivateKey, token: str, adopt: bool):
+        from . import pkcs11
+
+        uri = pkcs11.parse_uri(token)
+        made = pkcs11.adopt(uri, self.pin) if adopt else pkcs11.generate(uri, soft.public.keyid[:16], self.pin)
+        full, ed_public = made
+        mldsa = soft.seeds["ml-dsa-65"]  # no token here offers ML-DSA: that half stays sealed in the keyring
+        key = HybridSigningKey({"ed25519": pkcs11.TokenEd25519(full, ed_public, self.pin),
+                                "ml-dsa-65": SoftwareComponent("ml-dsa-65", mldsa)})
+        return key, {"pkcs11": {"ed25519": str(full)}}, encode({"ml-dsa-65": b64e(mldsa)})
+
+    def generate(self, name: str, kind: str, passphrase: Passphrase, *, pkcs11: str | None = None,
+                 adopt: bool = False) -> PublicKeyFile:
+        """A new key; with ``pkcs11`` (an RFC 7512 URI) its Ed25519 half is made
+        inside that token, or with ``adopt`` an existing token key is used."""
         if kind not in KINDS:
             raise InputError(f"key type must be one of: {', '.join(KINDS)}")
         with self._locked():
             if self._key_path(name).exists() or (self._dir("trust") / f"{name}.json").exists():
                 raise KeyExistsError(f"a key named {name!r} already exists", hint="pick another name, or rotate it")
-            key, version = self._new_version(kind, 1, passphrase)
+            key, version = self._new_version(kind, 1, passphrase, pkcs11, adopt)
             obj = {"type": PRIVATE_FILE, "name": name, "kind": kind, "versions": [version]}
             if kind == SIGNING:
                 obj["lineage"] = Lineage(key.public).to_dict()
             self._save_key(obj)
             pub = self._public_file(obj)
             self._write_trust(pub)
-            self._audit("generate", name, pub.keyid, {"kind": kind})
+            self._audit("import-pkcs11" if adopt else "generate", name, pub.keyid,
+                        {"kind": kind, "custody": version["custody"], **_token_detail(version)})
         return pub
 
-    def rotate(self, name: str, passphrase: Passphrase) -> PublicKeyFile:
+    def rotate(self, name: str, passphrase: Passphrase, *, pkcs11: str | None = None,
+               adopt: bool = False) -> PublicKeyFile:
+        """A new version, signed over by the old and the new key wherever each
+        lives (``pkcs11``: the new version's Ed25519 half is in that token)."""
         with self._locked():
             obj = self._load_key(name)
             old = self._unseal(obj, obj["versions"][-1], passphrase)
             number = obj["versions"][-1]["version"] + 1
-            new, version = self._new_version(obj["kind"], number, passphrase)
+            new, version = self._new_version(obj["kind"], number, passphrase, pkcs11, adopt)
             obj["versions"].append(version)
             if obj["kind"] == SIGNING:
                 stmt = rotation_statement(name, old, new, number, self.now())
@@ -229,7 +284,8 @@ class Keyring:
             self._save_key(obj)
             pub = self._public_file(obj)
             self._write_trust(pub)
-            self._audit("rotate", name, pub.keyid, {"version": number, "previous": old.public.keyid})
+            self._audit("rotate", name, pub.keyid, {"version": number, "previous": old.public.keyid,
+                                                    "custody": version["custody"], **_token_detail(version)})
         return pub
 
     def signer(self, name: str, passphrase: Passphrase) -> Signer:
@@ -375,9 +431,11 @@ class Keyring:
         out.pop("lineage", None)
         out["private_in_keyring"] = self._key_path(name).exists()
         out["revoked"] = pub.keyid in revoked
+        own = {v["keyid"]: v for v in self._load_key(name)["versions"]} if out["private_in_keyring"] else {}
         if pub.lineage:
             out["versions"] = [{"version": v.version, "keyid": v.key.keyid, "rotated_at": v.time or None,
-                                "revoked": v.key.keyid in revoked} for v in pub.lineage.walk()]
+                                "revoked": v.key.keyid in revoked,
+                                **_custody_of(own.get(v.key.keyid))} for v in pub.lineage.walk()]
         return out
 
     # --- policy and audit ---------------------------------------------------------
@@ -443,6 +501,17 @@ class Keyring:
             elif want and hashchain.record_hash(records[want - 1]) != want_head:
                 brk = hashchain.ChainBreak(want - 1, f"record {want - 1} is not the one {AUDIT_HEAD} records")
         return records, brk, head
+
+
+def _custody_of(version: dict[str, Any] | None) -> dict[str, Any]:
+    if version is None:
+        return {}
+    return {"custody": version.get("custody") or {"ed25519": "software", "ml-dsa-65": "software"},
+            **_token_detail(version)}
+
+
+def _token_detail(version: dict[str, Any]) -> dict[str, Any]:
+    return {"pkcs11": version["pkcs11"]} if version.get("pkcs11") else {}
 
 
 def load_public_file(path: str | os.PathLike) -> PublicKeyFile:

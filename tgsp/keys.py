@@ -69,6 +69,69 @@ class PublicKey:
                 raise SignatureError(f"invalid {alg} signature from key {self.keyid[:16]}")
 
 
+SOFTWARE = "software"
+
+
+class SoftwareComponent:
+    """One signing algorithm's private key held in this process."""
+
+    custody = SOFTWARE
+
+    def __init__(self, alg: str, seed: bytes) -> None:
+        self.alg, self._seed = alg, seed
+        self.public_raw = _sig.public_from_seed(alg, seed)
+
+    def sign(self, message: bytes) -> bytes:
+        return _sig.sign(self.alg, self._seed, message)
+
+    def close(self) -> None:
+        pass
+
+
+class HybridSigningKey:
+    """A signing key whose two halves may live in different places (a token
+    for Ed25519, the sealed keyring for ML-DSA-65, say). It signs like
+    ``PrivateKey``: one DSSE signature per algorithm over the same PAE bytes."""
+
+    kind = SIGNING
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        if set(components) != set(_sig.ALGORITHMS):
+            raise FormatError(f"a signing key needs exactly {', '.join(_sig.ALGORITHMS)}")
+        self._components = components
+
+    @property
+    def public(self) -> PublicKey:
+        return PublicKey(SIGNING, {alg: c.public_raw for alg, c in self._components.items()})
+
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    @property
+    def custody(self) -> dict[str, str]:
+        return {alg: c.custody for alg, c in sorted(self._components.items())}
+
+    def sign_hybrid(self, payload_type: str, payload: bytes) -> list[tuple[str, bytes]]:
+        message = dsse.pae(payload_type, payload)
+        ids = self.public.component_ids()
+        return [(ids[alg], self._components[alg].sign(message)) for alg in _sig.ALGORITHMS]
+
+    def close(self) -> None:
+        for c in self._components.values():
+            c.close()
+
+
+def software_seeds(kind: str, data: bytes, algs: set[str]) -> dict[str, bytes]:
+    """The sealed plaintext of a key version: JCS ``{alg: base64 seed}`` for ``algs``."""
+    from .canonical import parse
+
+    obj = parse(data, what="private key", canonical=True)
+    if not isinstance(obj, dict) or set(obj) != algs or not algs <= set(ALGS[kind]):
+        raise FormatError("private key material is malformed")
+    return {alg: b64d(v, what=alg) for alg, v in obj.items()}
+
+
 @dataclass(frozen=True)
 class PrivateKey:
     kind: str
@@ -94,7 +157,19 @@ class PrivateKey:
         ids = self.public.component_ids()
         return [(ids[alg], _sig.sign(alg, self.seeds[alg], message)) for alg in _sig.ALGORITHMS]
 
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    @property
+    def custody(self) -> dict[str, str]:
+        return {alg: SOFTWARE for alg in sorted(self.seeds)}
+
+    def close(self) -> None:
+        pass
+
     def unwrap(self, wrapped: bytes) -> bytes:
+        """The Identity interface: recover a package's file key (opaque on failure)."""
         return _kem.unwrap(wrapped, self.seeds)
 
     # Seeds are stored as canonical JSON so the sealed blob is self-describing.
@@ -103,9 +178,4 @@ class PrivateKey:
 
     @classmethod
     def from_secret_bytes(cls, kind: str, data: bytes) -> PrivateKey:
-        from .canonical import parse
-
-        obj = parse(data, what="private key", canonical=True)
-        if not isinstance(obj, dict) or set(obj) != set(ALGS[kind]):
-            raise FormatError("private key material is malformed")
-        return cls(kind, {alg: b64d(v, what=alg) for alg, v in obj.items()})
+        return cls(kind, software_seeds(kind, data, set(ALGS[kind])))

@@ -23,8 +23,9 @@ ENVELOPE_ENTRY = "envelope.json"
 SIGNATURE_POLICY = {"algorithms": ["ed25519", "ml-dsa-65"], "rule": "every-signer-every-algorithm"}
 KNOWN = {
     "format", "kind", "route", "version", "created", "expires", "files", "encryption",
-    "evidence", "provenance", "signers", "signature_policy", "critical",
+    "evidence", "provenance", "signers", "signature_policy", "critical", "custody",
 }
+CUSTODIES = ("software", "pkcs11")
 MAX_FILES = 10_000
 MAX_RECIPIENTS = 256
 MAX_SIGNERS = 16
@@ -134,7 +135,20 @@ def validate(m: Any) -> dict:
         if not isinstance(s["name"], str) or not is_int(s["version"]) or s["version"] < 1:
             raise FormatError("manifest signer needs a name and a version >= 1")
         clock.parse(s["signed_at"], what="signer signed_at")
+    _check_custody(m.get("custody"), seen)
     return m
+
+
+def _check_custody(custody: Any, signer_ids: set[str]) -> None:
+    """Optional ``custody``: for each signer key id, where each half of the key is held."""
+    if custody is None:
+        return
+    if not isinstance(custody, dict) or set(custody) != signer_ids:
+        raise FormatError("manifest custody must name exactly the signers' key ids")
+    for held in custody.values():
+        if not isinstance(held, dict) or set(held) != set(SIGNATURE_POLICY["algorithms"]) or \
+                any(v not in CUSTODIES for v in held.values()):
+            raise FormatError(f"manifest custody entries map ed25519 and ml-dsa-65 to one of: {', '.join(CUSTODIES)}")
 
 
 def _no_file_folder_clash(folded: set[str]) -> None:

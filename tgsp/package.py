@@ -194,10 +194,10 @@ def build(
             "encrypted": bool(recipients), "recipients": [r.keyid for r in recipients],
         }, finished)]
         bodies += list(events)
-        bodies += [evidence.event("tgflow.sign", {"keyid": s.keyid, "name": s.name, "version": s.version}, finished)
-                   for s in signers]
+        bodies += [_sign_event(s, finished) for s in signers]
         records = evidence.append([], bodies)
         m["signers"] = [s.manifest_entry(finished) for s in signers]
+        m["custody"] = {s.keyid: s.custody for s in signers}
         prov = encode(evidence.provenance_statement(
             m["files"], builder=BUILDER_ID, started=started, finished=finished,
             external={"route": route, "version": version, "kind": kind, **(external or {})},
@@ -223,7 +223,7 @@ def sign(path: str | os.PathLike, signer: Signer, *, out: str | os.PathLike | No
 def _sign_open(pkg, signer: Signer, out: Path, now: clock.Clock) -> BuildResult:
     m, env = pkg.manifest, pkg.envelope
     if any(s["keyid"] == signer.keyid for s in m["signers"]):
-        mine = set(signer.key.public.component_ids().values())
+        mine = set(signer.public.component_ids().values())
         kept = [(k, s) for k, s in env.signatures if k not in mine]
         new_env = dsse.Envelope(env.payload_type, env.payload, tuple(kept + sign_manifest(env.payload, [signer])))
         with atomic_file(out) as f:
@@ -237,15 +237,20 @@ def _sign_open(pkg, signer: Signer, out: Path, now: clock.Clock) -> BuildResult:
         raise SignatureError(f"package is already signed by {names}; a new signer would void those signatures",
                              hint="build with every --sign at once, or re-sign with the same key")
     when = now()
-    records = evidence.append(pkg.evidence, [evidence.event(
-        "tgflow.sign", {"keyid": signer.keyid, "name": signer.name, "version": signer.version}, when)])
+    records = evidence.append(pkg.evidence, [_sign_event(signer, when)])
     m = dict(m)
     m["signers"] = list(m["signers"]) + [signer.manifest_entry(when)]
+    m["custody"] = {**(m.get("custody") or {}), signer.keyid: signer.custody}
     with atomic_file(out) as f:
         ev_entry = pkg.entry(mf.EVIDENCE_ENTRY)
         pkg.copy_prefix(f, ev_entry.header_offset)
         pid = _finish(archive.Writer(f), m, records, pkg.provenance_bytes, [signer])
     return BuildResult(out, pid, m)
+
+
+def _sign_event(s: Signer, when: datetime) -> dict[str, Any]:
+    return evidence.event("tgflow.sign", {"keyid": s.keyid, "name": s.name, "version": s.version,
+                                          "custody": s.custody}, when)
 
 
 def copy_range(src: BinaryIO, dst: BinaryIO, length: int) -> None:

@@ -19,8 +19,8 @@ from ._pump import pump
 from .atomic import fsync_tree, prepare_parent, private_dir, write_all
 from .canonical import b64d
 from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
-from .keys import RECIPIENT, PrivateKey
-from .signing import TrustPolicy
+from .keys import RECIPIENT
+from .signing import Identity, TrustPolicy
 from .verify import DEFAULT_LIMITS, Check, Limits, Package, VerifyReport, verify
 
 IO_BLOCK = 4 << 20
@@ -41,7 +41,7 @@ def unpack(
     out_dir: str | os.PathLike,
     policy: TrustPolicy,
     *,
-    identities: list[PrivateKey] | None = None,
+    identities: list[Identity] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
 ) -> UnpackResult:
@@ -85,7 +85,7 @@ def _check_output(out: Path) -> None:
         raise InputError(f"{out} exists and is not an empty folder", hint="choose a new output folder")
 
 
-def _file_key(m: dict, identities: list[PrivateKey]) -> bytes | None:
+def _file_key(m: dict, identities: list[Identity]) -> bytes | None:
     enc = m.get("encryption")
     if enc is None:
         return None
@@ -96,7 +96,7 @@ def _file_key(m: dict, identities: list[PrivateKey]) -> bytes | None:
     for ident in identities:
         if ident.kind != RECIPIENT:
             continue
-        wrapped = by_id.get(ident.public.keyid)
+        wrapped = by_id.get(ident.keyid)
         if wrapped is not None:
             return ident.unwrap(b64d(wrapped, what="wrapped key"))
     raise DecryptionError()  # not a recipient: same opaque error as a bad key
