@@ -25,6 +25,8 @@ class State:
     home: Path | None = None
     json: bool = False
     reported: bool = False  # a --json report already went to stdout
+    quiet: bool = False
+    verbose: int = 0
 
 
 STATE = State()

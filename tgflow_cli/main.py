@@ -15,11 +15,12 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import export_cmds, key_cmds, peft_cmds, tgsp_cmds
+from . import export_cmds, key_cmds, meta_cmds, peft_cmds, tgsp_cmds
 from .common import STATE, emit_json
 from .errors import INTERRUPTED, TERMINATED, USAGE, classify
+from .help import HELP_OPTIONS, polish
 from .signals import Terminated, terminate_raises
-from .term import styled, warn
+from .term import Level, error, styled
 
 app = typer.Typer(
     name="tgflow",
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
     help="Privacy-preserving continuous learning of LoRA adapters, delivered as signed, encrypted TGSP packages.\n\n"
          "Exit codes: 0 ok, 1 verification/policy failure, 2 bad input, 3 key/passphrase, 4 decryption failed, "
          "5 output not writable, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). See docs/cli.md.",
@@ -35,6 +37,8 @@ app.add_typer(key_cmds.app, name="key")
 app.add_typer(tgsp_cmds.app, name="tgsp")
 app.add_typer(peft_cmds.app, name="peft")
 app.command("export")(export_cmds.export)
+app.command("version")(meta_cmds.version)
+app.command("completion")(meta_cmds.completion)
 
 
 def _version(value: bool) -> None:
@@ -49,15 +53,21 @@ def _version(value: bool) -> None:
 def _global(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.", envvar="TGFLOW_DEBUG"),
     home: Optional[Path] = typer.Option(None, "--home", help="Keyring folder (default $TGFLOW_HOME or ~/.tgflow).", envvar="TGFLOW_HOME"),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only errors (and --json output)."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Say more: notes and hints (repeatable)."),
+    version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     STATE.debug, STATE.home = debug, home
+    STATE.quiet, STATE.verbose = quiet, verbose
+    Level.quiet, Level.verbose = quiet, verbose
+    if home is not None:  # one keyring for every layer that reads it (config.toml, the runner)
+        os.environ["TGFLOW_HOME"] = str(home)
 
 
 def _report(message: str, hint: str | None, code: int, *, check=None, type_: str = "") -> int:
-    warn(styled("error:", "bold red"), f" {message}")
+    error(styled("error:", "bold red"), f" {message}")
     if hint:
-        warn(styled("hint:", "dim"), f" {hint}")
+        error(styled("hint:", "dim"), f" {hint}")
     if STATE.json and not STATE.reported:
         emit_json({"ok": False, "error": {"message": message, "hint": hint, "exit_code": code,
                                           "check": check, "type": type_}})
@@ -70,9 +80,47 @@ def _usage(exc) -> int:
     return _report(exc.format_message(), f"see: {command} --help", USAGE, type_="UsageError")
 
 
+_CLI = None
+# Global flags may come after the subcommand too (`tgflow tgsp verify PKG --home H`):
+# they are moved to the front before parsing. (With a value: how many tokens.)
+_GLOBAL = {"--debug": 0, "-q": 0, "--quiet": 0, "-v": 0, "-vv": 0, "--verbose": 0, "--home": 1}
+
+
+def command():
+    """The click command tree, built once, with plain metavars."""
+    global _CLI
+    if _CLI is None:
+        from typer.main import get_command
+
+        _CLI = polish(get_command(app))
+    if os.environ.get("_TGFLOW_COMPLETE"):  # the shell asks for completions (tgflow completion SHELL)
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    return _CLI
+
+
+def hoist(argv: list[str]) -> list[str]:
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest += argv[i:]
+            break
+        name = a.split("=", 1)[0]
+        if name in _GLOBAL and i > 0:
+            take = 0 if "=" in a else _GLOBAL[name]
+            front += argv[i:i + 1 + take]
+            i += 1 + take
+            continue
+        rest.append(a)
+        i += 1
+    return front + rest
+
+
 def _run(argv: list[str]) -> int:
     try:
-        rv = app(args=argv, prog_name="tgflow", standalone_mode=False)
+        rv = command().main(args=hoist(argv), prog_name="tgflow", standalone_mode=False)
     except typer.Exit as exc:  # raised outside a command (eager --version, --help)
         rv = exc.exit_code
     # typer returns Exit's code instead of raising in non-standalone mode;
@@ -87,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     STATE.json = "--json" in argv
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
     STATE.reported = False
+    Level.quiet, Level.verbose = False, 0
     with terminate_raises():
         try:
             return _run(argv)

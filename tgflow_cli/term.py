@@ -53,11 +53,36 @@ def line(*parts: Any) -> Text:
     return t
 
 
+class Level:
+    """-q and -v: how much people-facing output there is (errors always print)."""
+
+    quiet = False
+    verbose = 0
+
+
 def say(*parts: Any) -> None:
-    out.print(line(*parts))
+    if not Level.quiet:
+        out.print(line(*parts))
+
+
+def show(renderable: Any) -> None:
+    """A table (its cells built with ``cells``), unless -q."""
+    if not Level.quiet:
+        out.print(renderable)
 
 
 def warn(*parts: Any) -> None:
+    if not Level.quiet:
+        err.print(line(*parts))
+
+
+def detail(*parts: Any) -> None:
+    """Printed only with -v."""
+    if Level.verbose and not Level.quiet:
+        err.print(line(*parts))
+
+
+def error(*parts: Any) -> None:
     err.print(line(*parts))
 
 

@@ -13,12 +13,13 @@ from rich.table import Table
 
 import tgsp
 from tgsp import clock
-from tgsp.errors import InputError
+from tgsp.errors import InputError, VerificationFailed
 from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
 from .common import STATE, emit_json, keyring, passphrase, progress, short
-from .term import cells, line, out, say, styled, warn
+from .stdio import is_dash, output_target, package_source
+from .term import cells, detail, line, say, show, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Build, sign, verify, inspect and unpack TGSP packages (.tgsp / .tssp).")
 
@@ -68,7 +69,7 @@ def _render_report(report) -> None:
     colour = {"ok": "green", "failed": "red", "skipped": "dim", "not-run": "yellow"}
     for c in report.checks:
         table.add_row(*cells(c.name, line(styled(c.status, colour[c.status])), c.detail))
-    out.print(table)
+    show(table)
     for n in report.notes:
         say(f"note: {n}")
     say(styled("VERIFIED", "bold green"), f" {report.package_id}") if report.ok else say(styled("REJECTED", "bold red"))
@@ -77,7 +78,7 @@ def _render_report(report) -> None:
 @app.command()
 def build(
     src_dir: Path = typer.Argument(..., help="Folder to pack, e.g. a PEFT adapter folder."),
-    output: Path = typer.Option(..., "-o", "--output", help="Package to write (.tgsp or .tssp); written atomically."),
+    output: Path = typer.Option(..., "-o", "--output", help="Package to write (.tgsp or .tssp; '-' for stdout); written atomically; an existing file needs --force."),
     route: str = typer.Option("default", "--route", help="Route key this package belongs to."),
     version: int = typer.Option(0, "--version", min=0, help="Version within the route (rollback protection)."),
     kind: str = typer.Option("files", "--kind", help="What the payload is: adapter, data, files, ..."),
@@ -86,6 +87,7 @@ def build(
     evidence: Optional[Path] = typer.Option(None, "--evidence", help="JSONL of events to add to the evidence chain."),
     expires: Optional[str] = typer.Option(None, "--expires", help="ISO 8601 expiry time."),
     chunk_size: int = typer.Option(1 << 20, "--chunk-size", help="AEAD chunk size in bytes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -99,15 +101,18 @@ def build(
     signers = [kr.signer(s, pp) for s in sign or []]
     events = load_user_events(evidence, now()) if evidence else []
     files = tgsp.package.collect(src_dir)
-    with progress("packing", sum(f.size for f in files)) as tick:
-        res = tgsp.build(src_dir, output, files=files, route=route, version=version, kind=kind, recipients=recipients,
+    if is_dash(output) and json_out:
+        raise InputError("-o - writes the package to stdout, so --json cannot share it", hint="drop --json, or give a path")
+    with output_target(output) as target, progress("packing", sum(f.size for f in files)) as tick:
+        res = tgsp.build(src_dir, target, files=files, route=route, version=version, kind=kind, recipients=recipients,
                          signers=signers, events=events, expires=clock.parse_user(expires, what="--expires") if expires else None,
-                         chunk_size=chunk_size, now=now, progress=tick)
+                         chunk_size=chunk_size, now=now, progress=tick, overwrite=force or is_dash(output))
+    where = "<stdout>" if is_dash(output) else str(res.path)
     if json_out:
-        return emit_json({"path": str(res.path), "package_id": res.package_id, "route": route, "version": version,
+        return emit_json({"path": where, "package_id": res.package_id, "route": route, "version": version,
                           "files": len(res.manifest["files"]), "signed_by": [s.name for s in signers],
                           "recipients": [r.keyid for r in recipients]})
-    say(f"built {res.path} {res.package_id}")
+    (warn if is_dash(output) else say)(f"built {where} {res.package_id}")
     if not signers:
         warn("note: the package is unsigned; sign it with: tgflow tgsp sign PKG --key KEY")
 
@@ -137,7 +142,7 @@ def sign(
 
 @app.command()
 def verify(
-    package: Path = typer.Argument(..., help="Package to verify."),
+    packages: List[Path] = typer.Argument(..., help="Packages to verify ('-' reads one from stdin)."),
     trusted: Optional[List[str]] = Trusted,
     revocations: Optional[List[Path]] = Revocations,
     min_version: Optional[int] = MinVersion,
@@ -148,25 +153,44 @@ def verify(
     json_out: bool = Json,
 ) -> None:
     """Check format, entries, both signatures, evidence, digests, expiry and rollback.
-    Exit 0 only if all hold, 1 if any fails.
+    Exit 0 only if all hold for every package, 1 if any fails.
 
     Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json
     """
-    policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
-    size = package.stat().st_size if package.is_file() else None
-    with progress("verifying", size) as tick:
-        report = tgsp.verify(package, policy, progress=tick)
+    if sum(is_dash(p) for p in packages) > 1:
+        raise InputError("standard input ('-') can be read only once")
+    reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, json_out,
+                           len(packages) > 1) for p in packages]
+    if json_out:  # one document: the report itself, or all of them
+        emit_json(reports[0].to_dict() if len(reports) == 1 else
+                  {"ok": all(r.ok for r in reports), "packages": [r.to_dict() for r in reports]})
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        STATE.reported = True
+        if len(reports) > 1:
+            raise VerificationFailed(f"{len(bad)} of {len(reports)} packages failed: "
+                                     + ", ".join(r.path for r in bad), bad[0])
+        bad[0].raise_for_failure()
+
+
+def _verify_one(package, trusted, revocations, min_version, state, route, kind, hardware, json_out, many):
+    policy = _policy(trusted, revocations, min_version, state, route, kind, hardware)  # per package: --state moves
+    detail(f"trusting {len(policy.trusted)} key(s) ({'--trusted' if trusted else 'the keyring trust store'}), "
+           f"{len(policy.revocations)} revocation(s)")
+    with package_source(package) as source:
+        size = package.stat().st_size if not is_dash(package) and package.is_file() else None
+        with progress("verifying", size) as tick:
+            report = tgsp.verify(source, policy, progress=tick)
+    report.path = "-" if is_dash(package) else str(package)
     if report.ok and state:
         record_rollback_state(state, report)
     if report.manifest:
         _warn_not_private(report.manifest)
-    if json_out:
-        emit_json(report.to_dict())
-    else:
+    if not json_out:
+        if many:
+            say(styled(report.path, "bold"))
         _render_report(report)
-    if not report.ok:
-        STATE.reported = True
-        report.raise_for_failure()
+    return report
 
 
 @app.command()
@@ -194,7 +218,7 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
     files = Table("path", "size", "sha256", "stored")
     for f in m["files"]:
         files.add_row(*cells(f["path"], f["size"], short(f["sha256"]), "encrypted" if "encryption" in m else "plain"))
-    out.print(files)
+    show(files)
     custody = m.get("custody") or {}
     for s in m["signers"]:
         held = custody.get(s["keyid"])

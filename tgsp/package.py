@@ -155,9 +155,11 @@ def build(
     now: clock.Clock = clock.utcnow,
     progress: Progress | None = None,
     files: list[SourceFile] | None = None,
+    overwrite: bool = True,
 ) -> BuildResult:
     """Pack ``src`` into a package at ``out`` (atomically). ``files`` is
-    ``collect(src)`` when the caller already has it (to size a progress bar)."""
+    ``collect(src)`` when the caller already has it (to size a progress bar);
+    ``overwrite=False`` refuses an existing ``out``."""
     files = collect(src) if files is None else files
     started = now()
     if expires is not None and expires <= started:
@@ -182,7 +184,7 @@ def build(
             "recipients": sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(file_key, r.public))} for r in recipients),
                                  key=lambda r: r["keyid"]),
         }
-    with atomic_file(out) as f:
+    with atomic_file(out, overwrite=overwrite) as f:
         w = archive.Writer(DropBehind(f))
         m["files"] = [
             _stream_file(s, w, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, progress)

@@ -107,9 +107,11 @@ class TrustPolicy:
         return [t.lineage.walk() for t in self.trusted if t.kind == SIGNING and t.lineage]
 
 
-def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> list[str]:
+def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy,
+          trusted_out: set[str] | None = None) -> list[str]:
     """Raise unless every named signer signed with both algorithms and at
-    least one of them is trusted and unrevoked. Returns notes for the report."""
+    least one of them is trusted and unrevoked. Returns notes for the report;
+    ``trusted_out`` receives the key ids of the trusted signers."""
     signers = manifest["signers"]
     if not signers:
         raise SignatureError("package is not signed", hint="sign it: tgflow tgsp sign PKG --key KEY")
@@ -150,6 +152,8 @@ def check(env: dsse.Envelope, manifest: dict[str, Any], policy: TrustPolicy) -> 
         raise TrustError(f"no trusted signer: {', '.join(untrusted)} is not in the trust store",
                          hint="import the signer's public key (tgflow key import FILE) or pass --trusted")
     _check_custody(manifest, policy.require_hardware, trusted_ids)
+    if trusted_out is not None:
+        trusted_out.update(trusted_ids)
     if untrusted:
         notes.append(f"co-signer(s) not trusted here: {', '.join(untrusted)}")
     notes.insert(0, f"signed by {', '.join(trusted_names)} with ed25519 + ml-dsa-65")

@@ -218,6 +218,7 @@ class VerifyReport:
     package_id: str | None = None
     manifest: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    trusted_signers: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -232,9 +233,27 @@ class VerifyReport:
             "path": self.path, "ok": self.ok, "package_id": self.package_id,
             "route": self.manifest.get("route") if self.manifest else None,
             "version": self.manifest.get("version") if self.manifest else None,
+            "kind": self.manifest.get("kind") if self.manifest else None,
             "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks],
+            "signers": self.signers(),
             "notes": self.notes,
         }
+
+    def signers(self) -> list[dict[str, Any]]:
+        """Each signer as structured fields: name, key id, algorithms and their
+        component key ids, lineage version, when it signed, custody, trusted."""
+        from .keys import PublicKey
+
+        if not self.manifest:
+            return []
+        custody = self.manifest.get("custody") or {}
+        out = []
+        for s in self.manifest["signers"]:
+            key = PublicKey.from_dict({"kind": "signing", "public": s["public"]})
+            out.append({"name": s["name"], "keyid": s["keyid"], "version": s["version"], "signed_at": s["signed_at"],
+                        "algorithms": [{"algorithm": alg, "keyid": kid} for alg, kid in sorted(key.component_ids().items())],
+                        "custody": custody.get(s["keyid"]), "trusted": s["keyid"] in self.trusted_signers})
+        return out
 
     def raise_for_failure(self) -> None:
         bad = self.first_failure
@@ -276,7 +295,7 @@ def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
         report.package_id = pkg.package_id
         report.checks.append(Check("format", "ok", f"{mf.FORMAT}, {len(pkg.entries)} entries, canonical"))
         def sigs() -> str:
-            notes = signing.check(pkg.envelope, m, policy)
+            notes = signing.check(pkg.envelope, m, policy, report.trusted_signers)
             report.notes += notes[1:]
             return notes[0]
 

@@ -1,0 +1,47 @@
+"""`-` for standard input and output, where a command reads or writes a file.
+
+A package read from stdin is spooled to an unnamed temporary file first
+(packages are read by seeking); one written to stdout is built into a
+private temporary folder and copied out only after the build succeeded, so
+a failed build writes nothing to the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+
+def is_dash(path: Path | str | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+@contextlib.contextmanager
+def package_source(path: Path) -> Iterator[Path | BinaryIO]:
+    """``path``, or for '-' a seekable copy of standard input."""
+    if not is_dash(path):
+        yield path
+        return
+    with tempfile.TemporaryFile(prefix="tgflow-stdin-") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f, 4 << 20)
+        f.seek(0)
+        yield f
+
+
+@contextlib.contextmanager
+def output_target(path: Path) -> Iterator[Path]:
+    """Where to write: ``path``, or for '-' a temporary file copied to stdout on success."""
+    if not is_dash(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="tgflow-stdout-") as tmp:
+        target = Path(tmp) / "package.tgsp"
+        yield target
+        sys.stdout.flush()
+        with open(target, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer, 4 << 20)
+        sys.stdout.buffer.flush()
