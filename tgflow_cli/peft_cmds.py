@@ -43,7 +43,8 @@ def _graceful_stop() -> Iterator[threading.Event]:
 def run(
     spec: Path = typer.Option(..., "--spec", help="The run spec (JSON). See docs/peft-run.md."),
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the signing key (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
-    json_out: bool = typer.Option(False, "--json", help="Print the round's report as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print the round's report as one compact JSON object on the last line of stdout (also on exits 10-13)."),
+    pretty: bool = typer.Option(False, "--pretty", help="With --json: indent the report."),
     skip_ok: bool = typer.Option(False, "--skip-ok", help="Exit 0, not 10, when the round is skipped because nothing is new (for schedulers: a quiet night is a success)."),
     input_root: Optional[Path] = typer.Option(None, "--input-root", help="Resolve relative input paths (model, feeds) here instead of the spec's folder (for containers).", file_okay=False),
     output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
@@ -75,23 +76,47 @@ def run(
             tasks[stage] = bar.add_task(stage, total=total, loss=loss)
         bar.update(tasks[stage], completed=done, loss=loss)
 
-    from tgsp.errors import NoveltySkipped
+    from tgsp.errors import NoveltySkipped, RoundOutcome
 
+    report = (lambda obj: emit_report(obj, pretty)) if json_out else None
     try:
         with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
             result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress,
                                input_root=input_root, output_root=output_root)
     except NoveltySkipped as exc:
         if not skip_ok:
-            raise
-        if json_out:
-            return emit_json({"ok": True, "outcome": exc.outcome, **exc.report})
+            return _outcome(exc, report)
+        if report:
+            return report({"ok": True, "outcome": exc.outcome, **exc.report})
         warn(f"skipped: {exc} (--skip-ok: exit 0)")
         return None
+    except RoundOutcome as exc:  # 11, 12, 13: the numbers matter most when the round did not ship
+        return _outcome(exc, report)
     _warn_test_seed(result.report)
-    if json_out:
-        return emit_json(result.report)
+    if report:
+        return report({"ok": True, **result.report})
     _render(result.report)
+
+
+def _outcome(exc, report) -> None:
+    """A round that ended without a package: with --json, its numbers and the error, then the exit code."""
+    if report:
+        from .errors import classify
+
+        message, hint, code = classify(exc)
+        report({"ok": False, "outcome": exc.outcome, **exc.report,
+                "error": {"message": message, "hint": hint, "exit_code": code, "type": type(exc).__name__}})
+        STATE.reported = True
+    raise exc
+
+
+def emit_report(obj, pretty: bool) -> None:
+    """The round's report: one compact line (the last line of stdout), or indented with --pretty."""
+    import json
+
+    text = json.dumps(obj, indent=2 if pretty else None, sort_keys=True, default=str,
+                      separators=None if pretty else (",", ":"))
+    sys.stdout.write(text + "\n")
 
 
 @app.command()
@@ -171,6 +196,8 @@ def _render(report: dict) -> None:
     ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
     say(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
               f"{nv['duplicates']} duplicates)")
+    if tr.get("resumed_from_step"):
+        say(f"resumed from the checkpoint at step {tr['resumed_from_step']}")
     if "withheld_under_dp" in tr:
         say(f"training: {tr['steps']} steps (loss, token counts and timings withheld under DP)")
     else:

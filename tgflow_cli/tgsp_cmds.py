@@ -18,6 +18,7 @@ from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
 from .common import STATE, emit_json, keyring, passphrase, progress, short
+from . import timeline
 from .stdio import is_dash, output_target, package_source
 from .term import cells, detail, line, say, show, styled, warn
 
@@ -194,12 +195,14 @@ def _verify_one(package, trusted, revocations, min_version, state, route, kind, 
 
 
 @app.command()
-def inspect(package: Path = typer.Argument(..., help="Package to list."), json_out: bool = Json) -> None:
-    """Show manifest, signers, recipients and evidence without any key (nothing is trusted).
+def inspect(package: Path = typer.Argument(..., help="Package to list ('-' reads it from stdin)."),
+            json_out: bool = Json) -> None:
+    """Show what a package says about itself without any key (nothing is trusted):
+    manifest, signers with custody, recipients, and the evidence as a timeline.
 
     Example: tgflow tgsp inspect adapter.tgsp --json
     """
-    with tgsp.open_package(package) as pkg:
+    with package_source(package) as source, tgsp.open_package(source) as pkg:
         m, env = pkg.manifest, pkg.envelope
         ev = pkg.evidence
         info = {
@@ -212,9 +215,14 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
         for s in info["manifest"]["signers"]:
             s.pop("lineage", None)
         return emit_json(info)
+    _render_inspect(package, info)
+
+
+def _render_inspect(package, info: dict) -> None:
+    m = info["manifest"]
     say(styled(str(package), "bold"), f"  {info['package_id']}  (not verified: run tgsp verify)")
     say(f"format {m['format']}  kind {m['kind']}  route {m['route']}  version {m['version']}  created {m['created']}"
-              + (f"  expires {m['expires']}" if "expires" in m else ""))
+        + (f"  expires {m['expires']}" if "expires" in m else ""))
     files = Table("path", "size", "sha256", "stored")
     for f in m["files"]:
         files.add_row(*cells(f["path"], f["size"], short(f["sha256"]), "encrypted" if "encryption" in m else "plain"))
@@ -223,21 +231,18 @@ def inspect(package: Path = typer.Argument(..., help="Package to list."), json_o
     for s in m["signers"]:
         held = custody.get(s["keyid"])
         where = ", ".join(f"{a} in {v}" for a, v in sorted(held.items())) if isinstance(held, dict) else "custody not recorded"
-        say(f"signer {s['name']} v{s['version']} {short(s['keyid'])} at {s['signed_at']} ({where})")
+        say(f"signer {s['name']} v{s['version']} key {short(s['keyid'])} signed {s['signed_at']} ({where})")
     for sig in info["signatures"]:
-        say(f"  signature {sig['algorithm']:<10} {short(sig['keyid'])}")
+        say(f"  {sig['algorithm']} signature by component key {short(sig['keyid'])}")
     for r in info["recipients"]:
         say(f"recipient {short(r)}")
-    pv = m.get("privacy")
     _warn_not_private(m)
-    if isinstance(pv, dict) and pv.get("mode") == "dp":  # written by peft run; not part of the format
-        label = "DP-SGD" if pv.get("private") is not False else "DP-SGD with a TEST SEED (NOT private)"
-        say(f"privacy: {label} epsilon {pv.get('epsilon')} at delta {pv.get('delta')} ({pv.get('accountant')}), "
-            f"route epsilon {pv.get('route_epsilon')} of {pv.get('route_budget_epsilon')}")
-    elif isinstance(pv, dict):
-        say(f"privacy: {pv.get('mode')}")
-    for e in ev:
-        say(f"event {e['seq']:>3} {e['time']} {e['type']}")
+    if isinstance(m.get("privacy"), dict):  # written by peft run; not part of the format
+        say(timeline.privacy(m["privacy"]).replace("privacy:", "privacy record:", 1))
+    say(f"parent adapter: {timeline.parent_of(info['evidence'])}")
+    say(styled("timeline", "bold"))
+    for e in info["evidence"]:
+        say(f"  {e['seq']:>3} {e['time']}  {timeline.event_line(e)}")
 
 
 def _alg_of(m, keyid: str) -> str:

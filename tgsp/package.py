@@ -191,11 +191,13 @@ def build(
             for s in files
         ]
         finished = now()
-        bodies = [evidence.event("tgflow.build", {
+        _events_before(events, finished)
+        # Chain order is time order: what happened before the build (a round's
+        # events, --evidence), then the build, then the signatures.
+        bodies = list(events) + [evidence.event("tgflow.build", {
             "tool": TOOL, "files": len(files), "bytes": sum(s.size for s in files),
             "encrypted": bool(recipients), "recipients": [r.keyid for r in recipients],
         }, finished)]
-        bodies += list(events)
         bodies += [_sign_event(s, finished) for s in signers]
         records = evidence.append([], bodies)
         m["signers"] = [s.manifest_entry(finished) for s in signers]
@@ -248,6 +250,16 @@ def _sign_open(pkg, signer: Signer, out: Path, now: clock.Clock) -> BuildResult:
         pkg.copy_prefix(f, ev_entry.header_offset)
         pid = _finish(archive.Writer(f), m, records, pkg.provenance_bytes, [signer])
     return BuildResult(out, pid, m)
+
+
+def _events_before(events: Sequence[dict[str, Any]], finished: datetime) -> None:
+    last = None
+    for n, e in enumerate(events):
+        when = clock.parse(e["time"], what="evidence event time")
+        if when > finished or (last is not None and when < last):
+            raise InputError(f"evidence event {n} ({e['type']}) is dated {e['time']}: events must be in time order "
+                             f"and not after the build ({clock.fmt(finished)})")
+        last = when
 
 
 def _sign_event(s: Signer, when: datetime) -> dict[str, Any]:

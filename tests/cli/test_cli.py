@@ -42,7 +42,7 @@ def test_round_trip_with_json(setup, tmp_path, capsys):
     code, out, _ = run(capsys, "tgsp", "inspect", pkg, "--json")
     info = json.loads(out)
     assert code == 0 and {s["algorithm"] for s in info["signatures"]} == {"ed25519", "ml-dsa-65"}
-    assert info["recipients"] and info["evidence"][0]["type"] == "tgflow.build"
+    assert info["recipients"] and [e["type"] for e in info["evidence"]] == ["tgflow.build", "tgflow.sign"]
     code, out, _ = run(capsys, "tgsp", "unpack", pkg, "-o", tmp_path / "out", "--identity", "ops", "--json")
     assert code == 0 and json.loads(out)["files"] == 4
     assert files_of(tmp_path / "out") == files_of(setup)

@@ -97,8 +97,12 @@ def test_second_round_on_the_same_data_is_skipped(workspace, capsys):
     first = pkg.read_bytes()
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 10, err
-    doc = json.loads(out)
+    assert len(out.strip().splitlines()) == 1  # one compact JSON object, the last line
+    doc = json.loads(out.strip().splitlines()[-1])
     assert doc["error"]["exit_code"] == 10 and "novel" in doc["error"]["message"]
+    assert doc["ok"] is False and doc["outcome"] == "skipped-low-novelty" and doc["novelty"]["novel"] == 0
+    code, out, _ = run(capsys, "peft", "run", "--spec", spec, "--json", "--skip-ok", "--pretty")
+    assert code == 0 and json.loads(out)["ok"] is True and out.count("\n") > 3  # --pretty indents
     assert pkg.read_bytes() == first  # no new package
     reports = sorted((workspace.state / "rounds").glob("*skipped-low-novelty.evidence.jsonl"))
     assert reports, "a skipped round leaves an evidence record"
@@ -114,8 +118,11 @@ def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
                           policy={"novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 0.0,
                                   "eval_fraction": 0.25},
                           training={"steps": 8, "batch_size": 8, "learning_rate": 0.02, "seed": 1, "max_seq_len": 64})
-    code, _, err = run(capsys, "peft", "run", "--spec", spec)
+    code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 11 and "exceeds the budget" in err
+    doc = json.loads(out.strip().splitlines()[-1])  # the round's numbers, not only an error object
+    assert doc["outcome"] == "rejected-forgetting" and doc["forgetting"]["forgetting"] > 0
+    assert doc["evaluation"]["eval_loss_after"] is not None and doc["error"]["exit_code"] == 11
     assert not (workspace.root / "out" / "adapter.tgsp").exists()
     report = json.loads(next((workspace.state / "rounds").glob("*rejected-forgetting.report.json")).read_text())
     assert report["forgetting"]["forgetting"] > 0 and report["forgetting"]["budget"] == 0.0

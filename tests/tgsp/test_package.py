@@ -51,16 +51,18 @@ def test_manifest_lists_plain_and_stored_digests(world):
 
 def test_evidence_and_provenance(world, tmp_path):
     events = tmp_path / "events.jsonl"
-    events.write_text('{"type": "ci.test", "data": {"passed": 12, "loss": 0.125}}\n'
-                      '\n{"type": "ci.scan", "time": "2030-01-01T00:00:00+00:00"}\n')
+    events.write_text('{"type": "ci.test", "time": "2025-12-31T00:00:00Z", "data": {"passed": 12, "loss": 0.125}}\n'
+                      '\n{"type": "ci.scan"}\n')
     out = tmp_path / "e.tgsp"
     body = evidence.load_user_events(events, T0())
     tgsp.build(world.src, out, events=body, signers=[world.signer], now=T0)
     with open_package(out) as pkg:
         types = [e["type"] for e in pkg.evidence]
-        assert types == ["tgflow.build", "ci.test", "ci.scan", "tgflow.sign"]
-        assert pkg.evidence[1]["data"]["loss"] == 0.125
-        assert pkg.evidence[2]["time"] == "2030-01-01T00:00:00Z"
+        assert types == ["ci.test", "ci.scan", "tgflow.build", "tgflow.sign"]  # chain order is time order
+        assert pkg.evidence[0]["data"]["loss"] == 0.125
+        assert pkg.evidence[0]["time"] == "2025-12-31T00:00:00Z"
+        times = [e["time"] for e in pkg.evidence]
+        assert times == sorted(times)
         prov = pkg.provenance
     assert prov["_type"] == "https://in-toto.io/Statement/v1"
     assert prov["predicateType"] == "https://slsa.dev/provenance/v1"
@@ -90,7 +92,7 @@ def test_sign_later_then_verify(world, tmp_path):
     report = tgsp.verify(out, world.policy())
     assert report.ok and report.package_id == res.package_id
     with open_package(out) as pkg:
-        assert [e["type"] for e in pkg.evidence] == ["tgflow.build", "tgflow.sign"]
+        assert [e["type"] for e in pkg.evidence] == ["tgflow.build", "tgflow.sign"]  # (no events given)
     # And it still decrypts to the original.
     dest = tmp_path / "o"
     tgsp.unpack(out, dest, world.policy(), identities=world.kr.identities("ops", pp))
@@ -198,3 +200,13 @@ def test_missing_source_and_missing_output_folder(tmp_path, world):
     # One rule for every command: a missing output folder is created.
     res = tgsp.build(world.src, tmp_path / "no" / "such" / "o.tgsp")
     assert res.path.is_file() and tgsp.open_package(res.path, check_digests=True).close() is None
+
+
+def test_evidence_dated_after_the_build_or_out_of_order_is_refused(world, tmp_path):
+    for text in ('{"type": "ci.late", "time": "2099-01-01T00:00:00Z"}\n',
+                 '{"type": "a", "time": "2025-06-01T00:00:00Z"}\n{"type": "b", "time": "2025-01-01T00:00:00Z"}\n'):
+        events = tmp_path / "ev.jsonl"
+        events.write_text(text)
+        with pytest.raises(InputError, match="must be in time order and not after the build"):
+            tgsp.build(world.src, tmp_path / "x.tgsp", events=evidence.load_user_events(events, T0()), now=T0)
+        assert not (tmp_path / "x.tgsp").exists()
