@@ -8,7 +8,9 @@ its evidence and a report into the route's state folder. The route state
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import platform
 import tempfile
 import threading
@@ -169,7 +171,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     model_path = model_mod.resolve_model(spec.base_model_ref, base)
     model_files = model_mod.model_digest(model_path)
     model_id = tgsp.canonical.sha256_hex(tgsp.canonical.encode(model_files))
-    tok, model = model_mod.load(model_path, device)
+    stage = _stage_reporter(progress)
+    with stage("loading the base model"):
+        tok, model = model_mod.load(model_path, device)
     chat = (lambda msgs: tok.apply_chat_template(msgs, tokenize=False)) if getattr(tok, "chat_template", None) else None
     load = lambda f: feeds_mod.load_feed(f, base, chat_template=chat, keyring=keyring)  # noqa: E731
     feed, reference = load(spec.feed), load(spec.reference)
@@ -189,8 +193,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     history = novelty.History(ctx.state / "novelty", model_id)
     # Under DP the history is neither consulted nor grown: a past record could
     # otherwise decide which later records are trained on, outside any round's ε.
-    emb = None if dp_on else novelty.embed(model, tok, feed.examples, device.name, max_len)
-    nov = novelty.score(feed.examples, emb, None if dp_on else history, spec.policy.novelty_threshold)
+    with stage("scoring novelty"):
+        emb = None if dp_on else novelty.embed(model, tok, feed.examples, device.name, max_len)
+        nov = novelty.score(feed.examples, emb, None if dp_on else history, spec.policy.novelty_threshold)
     summary = nov.summary(spec.policy.novelty_threshold, spec.policy.min_novel_examples)
     ctx.record("tgflow.novelty", summary)
     if summary["skipped"]:
@@ -224,7 +229,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
             return _budget_refused(ctx, ledger, plan)
 
     # --- base losses, then train ----------------------------------------------------
-    eval_before, ref_before = mean_loss(model, tok, eval_data, device.name), mean_loss(model, tok, ref_data, device.name)
+    with stage("evaluating the base model"):
+        eval_before, ref_before = mean_loss(model, tok, eval_data, device.name), mean_loss(model, tok, ref_data, device.name)
     peft_model = add_lora(model, spec.lora, spec.training.seed)
     store = CheckpointStore(ctx.state / "checkpoint")
     dp_run = None
@@ -261,7 +267,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
                        f"{plan.budget:g}); nothing packaged", {"training": result.metrics(private=True), "privacy": privacy_record})
 
     # --- evaluation gate and forgetting budget ------------------------------------------
-    eval_after, ref_after = mean_loss(peft_model, tok, eval_data, device.name), mean_loss(peft_model, tok, ref_data, device.name)
+    with stage("evaluating the adapter"):
+        eval_after, ref_after = mean_loss(peft_model, tok, eval_data, device.name), mean_loss(peft_model, tok, ref_data, device.name)
     improvement = -relative_change(eval_before, eval_after)
     gate = spec.policy.gate
     reasons = []
@@ -316,6 +323,18 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     report.update({"outcome": PACKAGED, "package": str(out_path), "package_id": built.package_id, "version": version})
     _write_report(ctx, report)
     return RoundResult(PACKAGED, report, out_path, built.package_id)
+
+
+def _stage_reporter(progress: Callable[[str, int, int, float], None] | None):
+    """A context manager per long stage: progress(stage, 0, 1) on entry, (1, 1) on exit."""
+    @contextlib.contextmanager
+    def stage(name: str):
+        if progress:
+            progress(name, 0, 1, math.nan)
+        yield
+        if progress:
+            progress(name, 1, 1, math.nan)
+    return stage
 
 
 def _next_version(ctx: Context) -> int:

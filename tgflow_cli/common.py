@@ -16,7 +16,7 @@ from tgsp import Keyring
 from tgsp.errors import PassphraseRequiredError
 from tgsp.keyring import passphrase_from_env
 
-from .term import err
+from .term import err, warn
 
 
 @dataclass
@@ -63,9 +63,15 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> Callable[[], str]:
+MIN_NEW_PASSPHRASE = 12
+
+
+def passphrase(passphrase_file: Path | None, *, confirm: bool = False, key: str | None = None,
+               new: bool = False, allow_weak: bool = False) -> Callable[[], str]:
     """A lazy, cached passphrase source: file flag, env, env file, a cloud
-    secret reference, then a prompt only when stdin and stderr are terminals."""
+    secret reference, then a prompt only when stdin and stderr are terminals.
+    ``key`` names the key in the prompt; ``new`` (a key being created) refuses
+    passphrases shorter than 12 characters unless ``allow_weak``."""
     cache: list[str] = []
 
     def get() -> str:
@@ -77,17 +83,39 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> Callab
 
             value = fetch(os.environ["TGFLOW_PASSPHRASE_SECRET"])
         if value is None:
-            if not (sys.stdin.isatty() and sys.stderr.isatty()):
-                raise PassphraseRequiredError("no passphrase given and no terminal to ask on")
-            value = getpass.getpass("Passphrase: ", stream=sys.stderr)
-            if confirm and getpass.getpass("Repeat passphrase: ", stream=sys.stderr) != value:
-                raise PassphraseRequiredError("the passphrases did not match")
-            if not value:
-                raise PassphraseRequiredError("an empty passphrase is not allowed")
+            value = _prompt(key, confirm=confirm, new=new, allow_weak=allow_weak)
+        if new and not allow_weak and len(value) < MIN_NEW_PASSPHRASE:
+            raise PassphraseRequiredError(
+                f"the passphrase for a new key must have at least {MIN_NEW_PASSPHRASE} characters",
+                hint="choose a longer one (a few random words), or pass --allow-weak-passphrase")
         cache.append(value)
         return value
 
     return get
+
+
+def _prompt(key: str | None, *, confirm: bool, new: bool, allow_weak: bool, tries: int = 3) -> str:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise PassphraseRequiredError("no passphrase given and no terminal to ask on")
+    what = f"key {key}" if key else "the key"
+    at_terminal = "type it again, or press Ctrl-C to stop"
+    for _ in range(tries):
+        try:
+            value = getpass.getpass(f"Passphrase for {what}: ", stream=sys.stderr)
+            if not value:
+                warn("the passphrase is empty; " + at_terminal)
+                continue
+            if new and not allow_weak and len(value) < MIN_NEW_PASSPHRASE:
+                warn(f"at least {MIN_NEW_PASSPHRASE} characters, please; " + at_terminal)
+                continue
+            if confirm and getpass.getpass(f"Repeat the passphrase for {what}: ", stream=sys.stderr) != value:
+                warn("the two passphrases did not match; " + at_terminal)
+                continue
+            return value
+        except EOFError:
+            break
+    raise PassphraseRequiredError(f"no usable passphrase for {what} was entered",
+                                  hint="run the command again (or set TGFLOW_PASSPHRASE_FILE)")
 
 
 @contextlib.contextmanager

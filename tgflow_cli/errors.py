@@ -52,7 +52,7 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.DecryptionError, DECRYPT, "check that you are a recipient and the identity key is the right one"),
     (E.WrongPassphraseError, KEY, None),
     (E.PassphraseRequiredError, KEY,
-     "set TGFLOW_PASSPHRASE or TGFLOW_PASSPHRASE_FILE, or pass --passphrase-file (no terminal to prompt on)"),
+     "set TGFLOW_PASSPHRASE or TGFLOW_PASSPHRASE_FILE, or pass --passphrase-file"),
     (E.KeyNotFoundError, KEY, "see: tgflow key list"),
     (E.KeyringError, KEY, None),
     (E.PackageError, FAILED, None),

@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, rev
 
 PassFile = typer.Option(None, "--passphrase-file", help="Read the passphrase from this file (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
 Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
+AllowWeak = typer.Option(False, "--allow-weak-passphrase", help="Accept a passphrase shorter than 12 characters for the new key.")
 Pkcs11Uri = typer.Option(None, "--pkcs11", metavar="URI", help="Keep the Ed25519 half in this PKCS#11 token (RFC 7512 URI, e.g. 'pkcs11:token=ci;object=release;id=%01'). Module: TGFLOW_PKCS11_MODULE; PIN: TGFLOW_PKCS11_PIN, TGFLOW_PKCS11_PIN_FILE or a prompt.")
 
 
@@ -39,6 +40,7 @@ def generate(
     name: str = typer.Argument(..., help="A name for the key (A-Z a-z 0-9 . _ -)."),
     type: KeyType = typer.Option(KeyType.signing, "--type", help="signing: Ed25519 + ML-DSA-65. recipient: X25519 + ML-KEM-768."),
     pkcs11: Optional[str] = Pkcs11Uri,
+    allow_weak: bool = AllowWeak,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -47,7 +49,8 @@ def generate(
 
     Example: TGFLOW_PASSPHRASE_FILE=/run/secrets/pp tgflow key generate release --type signing
     """
-    pub = keyring().generate(name, type.value, passphrase(passphrase_file, confirm=True), pkcs11=pkcs11)
+    pp = passphrase(passphrase_file, confirm=True, key=name, new=True, allow_weak=allow_weak)
+    pub = keyring().generate(name, type.value, pp, pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))
     say(f"generated {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid}")
@@ -123,6 +126,7 @@ def import_(
 def import_pkcs11(
     name: str = typer.Argument(..., help="A name for the key in the keyring."),
     uri: str = typer.Argument(..., metavar="URI", help="The existing Ed25519 key in a token (RFC 7512; id= preferred)."),
+    allow_weak: bool = AllowWeak,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -131,7 +135,8 @@ def import_pkcs11(
 
     Example: TGFLOW_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so tgflow key import-pkcs11 release 'pkcs11:token=ci;id=%01'
     """
-    pub = keyring().generate(name, "signing", passphrase(passphrase_file, confirm=True), pkcs11=uri, adopt=True)
+    pp = passphrase(passphrase_file, confirm=True, key=name, new=True, allow_weak=allow_weak)
+    pub = keyring().generate(name, "signing", pp, pkcs11=uri, adopt=True)
     if json_out:
         return emit_json(_pub_summary(pub))
     say(f"adopted token key as signing key ", styled(pub.name, "bold"), f" {pub.keyid}")
@@ -147,7 +152,7 @@ def rotate(name: str, pkcs11: Optional[str] = Pkcs11Uri, passphrase_file: Option
 
     Example: tgflow key rotate release && tgflow key export-public release -o release.pub.json
     """
-    pub = keyring().rotate(name, passphrase(passphrase_file), pkcs11=pkcs11)
+    pub = keyring().rotate(name, passphrase(passphrase_file, key=name), pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))
     say("rotated ", styled(pub.name, "bold"), f" to version {pub.version}: {pub.keyid}")
@@ -168,7 +173,7 @@ def revoke(
     """
     kr = keyring()
     branch = _branch_of(fork) if fork else None
-    rev = kr.revoke(ref, reason, passphrase(passphrase_file), when=clock.parse_user(at) if at else None, branch=branch)
+    rev = kr.revoke(ref, reason, passphrase(passphrase_file, key=ref), when=clock.parse_user(at) if at else None, branch=branch)
     path = kr.revocation_path(rev.keyid)
     if json_out:
         return emit_json({"keyid": rev.keyid, "revoked_at": clock.fmt(rev.revoked_at), "reason": rev.reason,

@@ -66,22 +66,25 @@ def run(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err, transient=True)
+                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False)
     tasks: dict[str, int] = {}
 
     def progress(stage: str, done: int, total: int, loss: float) -> None:
+        """Every long stage of the round, on a terminal only (rich, on stderr)."""
         if bar is None:
             return
+        info = f"loss {loss:.4f}" if loss == loss else ""  # NaN: a stage without a loss
         if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total, loss=loss)
-        bar.update(tasks[stage], completed=done, loss=loss)
+            tasks[stage] = bar.add_task(stage, total=total, info=info)
+        bar.update(tasks[stage], completed=done, info=info)
 
     from tgsp.errors import NoveltySkipped, RoundOutcome
 
     report = (lambda obj: emit_report(obj, pretty)) if json_out else None
     try:
         with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
-            result = run_round(spec, keyring(), passphrase(passphrase_file), stop=stop, progress=progress,
+            result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)), stop=stop,
+                               progress=progress,
                                input_root=input_root, output_root=output_root)
     except NoveltySkipped as exc:
         if not skip_ok:
@@ -96,6 +99,17 @@ def run(
     if report:
         return report({"ok": True, **result.report})
     _render(result.report)
+
+
+def _signing_key(spec: Path) -> str | None:
+    """The spec's signing key, to name it in a passphrase prompt (run_round reports spec errors)."""
+    from runners.spec import load_spec
+    from tgsp.errors import TgflowError
+
+    try:
+        return load_spec(spec)[0].output.signing_key
+    except TgflowError:
+        return None
 
 
 def _outcome(exc, report) -> None:

@@ -98,7 +98,7 @@ def build(
     """
     kr, now = keyring(), _now()
     recipients = [kr.resolve_public(r).key for r in recipient or []]
-    pp = passphrase(passphrase_file)
+    pp = passphrase(passphrase_file, key=", ".join(sign or []) or None)
     signers = [kr.signer(s, pp) for s in sign or []]
     events = load_user_events(evidence, now()) if evidence else []
     files = tgsp.package.collect(src_dir)
@@ -134,7 +134,7 @@ def sign(
     if (package is None) == (package_opt is None):
         raise InputError("give the package to sign once: tgflow tgsp sign PKG --key KEY")
     package = package or package_opt
-    signer = keyring().signer(key, passphrase(passphrase_file))
+    signer = keyring().signer(key, passphrase(passphrase_file, key=key))
     res = tgsp.sign(package, signer, out=output, now=_now())
     if json_out:
         return emit_json({"path": str(res.path), "package_id": res.package_id, "signed_by": signer.name})
@@ -277,7 +277,7 @@ def unpack(
     """
     kr = keyring()
     policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
-    pp = passphrase(passphrase_file)
+    pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
     size = package.stat().st_size if package.is_file() else None
     with progress("unpacking", size) as tick:
