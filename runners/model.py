@@ -70,7 +70,9 @@ def resolve_model(ref: str, base: Path) -> Path:
         return Path(snapshot_download(ref, local_files_only=True))
     except Exception:
         raise NotFoundError(f"base model {ref!r} is neither a local folder nor in the offline Hugging Face cache; "
-                            "tgflow never downloads", hint="copy the model folder next to the spec, or pre-fill the cache") from None
+                            "tgflow never downloads",
+                            hint=f"on a connected machine: tgflow model fetch {ref} -o models/NAME; copy the folder "
+                                 "here and set base_model_ref to it") from None
 
 
 def model_digest(folder: Path) -> dict[str, str]:
@@ -85,6 +87,9 @@ def model_digest(folder: Path) -> dict[str, str]:
             out[str(p.relative_to(folder))] = h.hexdigest()
     if not any(k.endswith(".safetensors") for k in out):
         raise InputError(f"base model {folder} has no .safetensors weights (pickled .bin weights are refused)")
+    from .fetch import check_fetched
+
+    check_fetched(folder, out)  # a folder from `tgflow model fetch`: its recorded digests must hold
     return out
 
 

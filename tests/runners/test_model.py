@@ -46,3 +46,39 @@ def test_pickled_weights_are_refused(tmp_path):
     (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(InputError, match="pickled .bin weights are refused"):
         model_digest(tmp_path / "m")
+
+
+def test_model_fetch_writes_a_verified_offline_folder(tiny_model, tmp_path, monkeypatch, capsys):
+    """tgflow model fetch, from a pre-filled cache (HF_HUB_OFFLINE=1; a connected machine
+    would download into the cache first): weights, configs and tokenizer only, with
+    digests that peft run checks (issue 16)."""
+    import json
+
+    from runners.fetch import MANIFEST
+    from tgflow_cli.main import main
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--acme--tiny-llama" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for f in tiny_model.iterdir():
+        shutil.copy(f, snap / f.name)
+    (snap / "pytorch_model.bin").write_bytes(b"pickle")  # never copied
+    (snap / "modeling_evil.py").write_text("import os")  # remote code: never copied
+    (cache / "models--acme--tiny-llama" / "refs").mkdir()
+    (cache / "models--acme--tiny-llama" / "refs" / "main").write_text("a" * 40)
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "models" / "tiny"
+    assert main(["model", "fetch", "acme/tiny-llama", "-o", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["snapshot"] == "a" * 40 and "model.safetensors" in record["files"]
+    assert not (out / "pytorch_model.bin").exists() and not (out / "modeling_evil.py").exists()
+    assert json.loads((out / MANIFEST).read_text())["files"] == record["files"]
+    assert resolve_model(str(out), tmp_path) == out and "model.safetensors" in model_digest(out)
+    (out / "config.json").write_text((out / "config.json").read_text() + " ")
+    with pytest.raises(InputError, match="config.json does not match the digest recorded"):
+        model_digest(out)
+    assert main(["model", "fetch", "acme/tiny-llama", "-o", str(out)]) == 2  # never over an existing folder
+    assert main(["model", "fetch", "acme/not-here", "-o", str(tmp_path / "x")]) == 2
