@@ -35,7 +35,16 @@ class NoveltyResult:
         return {"threshold": threshold, "min_novel_examples": minimum, "examples": len(self.scores),
                 "duplicates": self.duplicates, "novel": len(self.novel), "history_size": self.history_size,
                 "history_comparable": self.comparable, "score_min": pick(0), "score_median": pick(0.5),
-                "score_max": pick(0.999999), "skipped": len(self.novel) < minimum}
+                "score_max": pick(0.999999), "skipped": len(self.novel) < minimum,
+                "histogram": histogram(self.scores)}
+
+
+def histogram(scores: list[float], bins: int = 20) -> dict:
+    """Counts of novelty scores in equal bins over [0, 1] (for the report's plot)."""
+    counts = [0] * bins
+    for x in scores:
+        counts[min(bins - 1, max(0, int(x * bins)))] += 1
+    return {"low": 0.0, "high": 1.0, "counts": counts}
 
 
 def embed(model, tok, examples: list[Example], device: str, max_len: int, batch: int = 32):

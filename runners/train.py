@@ -32,7 +32,13 @@ class TrainResult:
     resumed_from: int = 0
 
     # Computed from the private records outside the DP mechanism: never shown under DP.
-    PRIVATE = ("tokens", "seconds", "tokens_per_second", "loss_first", "loss_last")
+    PRIVATE = ("tokens", "seconds", "tokens_per_second", "loss_first", "loss_last", "loss_curve")
+    CURVE_POINTS = 256
+
+    def curve(self) -> dict:
+        """Per-step training losses, every ``stride``-th step so at most CURVE_POINTS values."""
+        stride = max(1, math.ceil(len(self.losses) / self.CURVE_POINTS))
+        return {"stride": stride, "losses": [round(x, 6) for x in self.losses[::stride]]}
 
     def metrics(self, *, private: bool = False) -> dict:
         if private:
@@ -42,6 +48,7 @@ class TrainResult:
                 "tokens_per_second": round(self.tokens / self.seconds, 1) if self.seconds else None,
                 "loss_first": round(self.losses[0], 6) if self.losses else None,
                 "loss_last": round(self.losses[-1], 6) if self.losses else None,
+                "loss_curve": self.curve(),
                 "resumed_from_step": self.resumed_from}
 
 

@@ -202,20 +202,52 @@ def inspect(package: Path = typer.Argument(..., help="Package to list ('-' reads
 
     Example: tgflow tgsp inspect adapter.tgsp --json
     """
-    with package_source(package) as source, tgsp.open_package(source) as pkg:
-        m, env = pkg.manifest, pkg.envelope
-        ev = pkg.evidence
-        info = {
-            "package_id": pkg.package_id, "manifest": m,
-            "signatures": [{"keyid": k, "algorithm": _alg_of(m, k)} for k, _ in env.signatures],
-            "recipients": [r["keyid"] for r in (m.get("encryption") or {}).get("recipients", [])],
-            "evidence": ev, "provenance": pkg.provenance,
-        }
+    with package_source(package) as source:
+        info = _package_info(source)
     if json_out:
         for s in info["manifest"]["signers"]:
             s.pop("lineage", None)
         return emit_json(info)
     _render_inspect(package, info)
+
+
+def _package_info(source) -> dict:
+    """What a package says about itself (format-checked; nothing trusted)."""
+    with tgsp.open_package(source) as pkg:
+        m, env = pkg.manifest, pkg.envelope
+        return {
+            "package_id": pkg.package_id, "manifest": m,
+            "signatures": [{"keyid": k, "algorithm": _alg_of(m, k)} for k, _ in env.signatures],
+            "recipients": [r["keyid"] for r in (m.get("encryption") or {}).get("recipients", [])],
+            "evidence": pkg.evidence, "provenance": pkg.provenance,
+        }
+
+
+@app.command()
+def report(
+    package: Path = typer.Argument(..., help="Package to describe."),
+    output: Path = typer.Option(..., "-o", "--output", help="HTML file to write (atomically); an existing file needs --force."),
+    trusted: Optional[List[str]] = Trusted,
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+) -> None:
+    """Write one self-contained HTML page about a package for an operator or a
+    reviewer: verification against your trust store, signers, the evidence
+    timeline, the training loss curve, losses before and after against the gate,
+    forgetting against its budget, the novelty histogram and the privacy record.
+    No script and no network: plots are inline SVG.
+
+    Example: tgflow tgsp report adapter.tgsp -o report.html
+    """
+    from tgsp.atomic import write_bytes
+
+    from .report import render
+
+    info = _package_info(package)
+    result = tgsp.verify(package, _policy(trusted, None, None, None))
+    bad = result.first_failure
+    verdict = (result.ok, "against this keyring's trust store" if result.ok else f"{bad.name}: {bad.detail}")
+    write_bytes(output, render(info, verdict).encode("utf-8"), overwrite=force)
+    say(f"wrote {output} ({'verified' if result.ok else 'NOT verified: ' + bad.name})")
 
 
 def _render_inspect(package, info: dict) -> None:

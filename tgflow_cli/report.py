@@ -1,0 +1,161 @@
+"""`tgflow tgsp report`: one self-contained HTML page about a package.
+
+Pure: package facts in, HTML text out. No script, no network, no CDN: the
+plots are inline SVG and a Content-Security-Policy forbids everything else.
+Every value from the package is escaped (``html.escape``); nothing from the
+package is ever markup.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from . import timeline
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:980px;color:#1b1f24;padding:0 1em}
+h1{font-size:20px;margin-bottom:.2em}h2{font-size:16px;margin-top:1.6em;border-bottom:1px solid #d0d7de}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.dim{color:#57606a}
+table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+code{font:12px ui-monospace,monospace}.grid{display:flex;flex-wrap:wrap;gap:24px}
+figure{margin:0}figcaption{color:#57606a;font-size:12px}
+"""
+W, H, PAD = 440, 200, 36
+
+
+def e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _frame(svg_id: str, title: str, body: str, caption: str) -> str:
+    return (f'<figure><svg id="{svg_id}" role="img" aria-label="{e(title)}" width="{W}" height="{H}" '
+            f'viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect x="0" y="0" width="{W}" height="{H}" fill="#f6f8fa"/>'
+            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 8}" y2="{H - PAD}" stroke="#57606a"/>'
+            f'<line x1="{PAD}" y1="8" x2="{PAD}" y2="{H - PAD}" stroke="#57606a"/>{body}</svg>'
+            f"<figcaption>{e(caption)}</figcaption></figure>")
+
+
+def loss_curve(training: dict) -> str:
+    curve = (training.get("loss_curve") or {}) if isinstance(training, dict) else {}
+    ys = [y for y in (_num(v) for v in curve.get("losses") or []) if y is not None]
+    if "withheld_under_dp" in (training or {}):
+        return '<p class="dim">Training loss curve: withheld under differential privacy.</p>'
+    if len(ys) < 2:
+        return '<p class="dim">Training loss curve: not recorded in this package.</p>'
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or 1.0
+    pts = " ".join(f"{PAD + i * (W - PAD - 8) / (len(ys) - 1):.1f},{8 + (hi - y) / span * (H - PAD - 8):.1f}"
+                   for i, y in enumerate(ys))
+    stride = curve.get("stride", 1)
+    body = (f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{pts}"/>'
+            f'<text x="4" y="16" font-size="10">{hi:.3g}</text><text x="4" y="{H - PAD}" font-size="10">{lo:.3g}</text>'
+            f'<text x="{W - 8}" y="{H - 12}" font-size="10" text-anchor="end">step {len(ys) * stride}</text>')
+    return _frame("loss-curve", "training loss per step", body, f"Training loss, every {stride} step(s).")
+
+
+def _bars(svg_id: str, title: str, bars: list[tuple[str, float | None, str]], limit: tuple[str, float] | None,
+          caption: str) -> str:
+    values = [v for _, v, _ in bars if v is not None] + ([limit[1]] if limit else [])
+    top = max(values or [1.0]) * 1.15 or 1.0
+    slot = (W - PAD - 8) / max(1, len(bars))
+    body = ""
+    for i, (label, v, colour) in enumerate(bars):
+        x = PAD + i * slot + slot * 0.2
+        if v is not None:
+            h = v / top * (H - PAD - 8)
+            body += (f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{slot * 0.6:.1f}" height="{h:.1f}" fill="{colour}"/>'
+                     f'<text x="{x + slot * 0.3:.1f}" y="{H - PAD - h - 4:.1f}" font-size="10" text-anchor="middle">{v:.4g}</text>')
+        body += f'<text x="{x + slot * 0.3:.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="middle">{e(label)}</text>'
+    if limit:
+        y = H - PAD - limit[1] / top * (H - PAD - 8)
+        body += (f'<line x1="{PAD}" y1="{y:.1f}" x2="{W - 8}" y2="{y:.1f}" stroke="#cf222e" stroke-dasharray="4 3"/>'
+                 f'<text x="{W - 10}" y="{y - 4:.1f}" font-size="10" text-anchor="end" fill="#cf222e">{e(limit[0])}</text>')
+    return _frame(svg_id, title, body, caption)
+
+
+def evaluation(ev: dict) -> str:
+    before, after = _num(ev.get("eval_loss_before")), _num(ev.get("eval_loss_after"))
+    gate = ev.get("gate") or {}
+    limit = None
+    if _num(gate.get("max_eval_loss")) is not None:
+        limit = ("max eval loss", float(gate["max_eval_loss"]))
+    elif _num(gate.get("min_eval_improvement")) is not None and before is not None:
+        limit = (f"needed (-{gate['min_eval_improvement'] * 100:.0f}%)", before * (1 - gate["min_eval_improvement"]))
+    return _bars("evaluation", "eval loss before and after", [("base", before, "#8c959f"), ("adapter", after, "#0969da")],
+                 limit, timeline.evaluation(ev))
+
+
+def forgetting(fg: dict) -> str:
+    value, budget = _num(fg.get("forgetting")), _num(fg.get("budget"))
+    return _bars("forgetting", "forgetting against its budget",
+                 [("forgetting", max(0.0, value) if value is not None else None, "#bf8700")],
+                 ("budget", budget) if budget is not None else None, timeline.forgetting(fg))
+
+
+def novelty(nv: dict) -> str:
+    hist = nv.get("histogram") if isinstance(nv, dict) else None
+    counts = [c for c in (hist or {}).get("counts", []) if isinstance(c, int) and not isinstance(c, bool)]
+    if not counts:
+        return '<p class="dim">Novelty score histogram: not recorded in this package.</p>'
+    top = max(counts) or 1
+    slot = (W - PAD - 8) / len(counts)
+    body = "".join(f'<rect x="{PAD + i * slot:.1f}" y="{H - PAD - c / top * (H - PAD - 8):.1f}" width="{slot - 1:.1f}" '
+                   f'height="{c / top * (H - PAD - 8):.1f}" fill="#8250df"/>' for i, c in enumerate(counts))
+    t = _num(nv.get("threshold"))
+    if t is not None:
+        x = PAD + t * (W - PAD - 8)
+        body += (f'<line x1="{x:.1f}" y1="8" x2="{x:.1f}" y2="{H - PAD}" stroke="#cf222e" stroke-dasharray="4 3"/>'
+                 f'<text x="{x + 3:.1f}" y="18" font-size="10" fill="#cf222e">threshold {t:g}</text>')
+    body += (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">0</text>'
+             f'<text x="{W - 8}" y="{H - PAD + 14}" font-size="10" text-anchor="end">1</text>')
+    return _frame("novelty-histogram", "novelty scores", body, timeline.novelty(nv))
+
+
+def _latest(evidence: list[dict], kind: str) -> dict:
+    found = [r.get("data") for r in evidence if r.get("type") == kind and isinstance(r.get("data"), dict)]
+    return found[-1] if found else {}
+
+
+def _rows(pairs: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in pairs) + "</table>"
+
+
+def render(info: dict[str, Any], verdict: tuple[bool, str]) -> str:
+    m, ev = info["manifest"], info["evidence"]
+    ok, why = verdict
+    custody = m.get("custody") or {}
+    signers = "".join(
+        f"<li>{e(s['name'])} v{e(s['version'])} <code>{e(s['keyid'][:16])}</code> signed {e(s['signed_at'])} "
+        f"<span class=dim>({e(', '.join(f'{a} in {c}' for a, c in sorted((custody.get(s['keyid']) or {}).items())) or 'custody not recorded')})</span></li>"
+        for s in m["signers"]) or "<li class=bad>unsigned</li>"
+    events = "".join(f"<tr><td><code>{e(r.get('seq'))}</code></td><td><code>{e(r.get('time'))}</code></td>"
+                     f"<td>{e(timeline.event_line(r))}</td></tr>" for r in ev)
+    privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else _latest(ev, "tgflow.privacy")
+    plots = "".join([loss_curve(_latest(ev, "tgflow.training")), evaluation(_latest(ev, "tgflow.evaluation")),
+                     forgetting(_latest(ev, "tgflow.forgetting")), novelty(_latest(ev, "tgflow.novelty"))])
+    facts = _rows([("package id", f"<code>{e(info['package_id'])}</code>"), ("route", e(m["route"])),
+                   ("version", e(m["version"])), ("kind", e(m["kind"])), ("created", e(m["created"])),
+                   ("expires", e(m.get("expires", "never"))), ("recipients", e(len(info["recipients"]))),
+                   ("parent adapter", e(timeline.parent_of(ev))),
+                   ("privacy", e(timeline.privacy(privacy).removeprefix("privacy: ") if privacy else "not recorded"))])
+    status = f'<span class="{"ok" if ok else "bad"}">{"VERIFIED" if ok else "NOT VERIFIED"}</span> {e(why)}'
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>tgflow report: {e(m['route'])} v{e(m['version'])}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{e(m['route'])} version {e(m['version'])}</h1><p>{status}</p>{facts}"
+            f"<h2>Signers</h2><ul>{signers}</ul><h2>Round</h2><div class=grid>{plots}</div>"
+            f"<h2>Evidence timeline</h2><table>{events}</table>"
+            f'<p class=dim>Made by {e(_tool(ev))}. Check it yourself: <code>tgflow tgsp verify PKG</code>.</p>'
+            f"</body></html>\n")
+
+
+def _tool(evidence: list[dict]) -> str:
+    return str(_latest(evidence, "tgflow.build").get("tool", "tgflow"))
