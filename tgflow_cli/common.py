@@ -32,6 +32,25 @@ class State:
 STATE = State()
 
 
+_CONFIG: list = []
+
+
+def reset() -> None:
+    _CONFIG.clear()
+
+
+def config():
+    """$TGFLOW_HOME/config.toml (loaded once per command); flags and env win over it."""
+    from tgsp.keyring import default_home
+
+    from .config import load
+
+    home = Path(STATE.home) if STATE.home else default_home()
+    if not _CONFIG or _CONFIG[0][0] != home:
+        _CONFIG[:] = [(home, load(home))]
+    return _CONFIG[0][1]
+
+
 def keyring() -> Keyring:
     return Keyring(STATE.home, pin=token_pin())
 
@@ -82,6 +101,8 @@ def passphrase(passphrase_file: Path | None, *, confirm: bool = False, key: str 
             from .cloud_secrets import fetch
 
             value = fetch(os.environ["TGFLOW_PASSPHRASE_SECRET"])
+        if value is None and config().get("keys", "passphrase_file"):
+            value = passphrase_from_env(config().get("keys", "passphrase_file"))
         if value is None:
             value = _prompt(key, confirm=confirm, new=new, allow_weak=allow_weak)
         if new and not allow_weak and len(value) < MIN_NEW_PASSPHRASE:

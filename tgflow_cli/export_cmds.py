@@ -11,7 +11,7 @@ import typer
 
 from tgsp.errors import InputError
 
-from .common import emit_json
+from .common import config, emit_json
 from .term import say, warn
 
 
@@ -53,7 +53,8 @@ def export(
             raise InputError(f"--set {item!r} must be KEY=VALUE")
         settings[key] = value
     run_spec, _, _ = load_spec(spec)
-    options = ExportOptions(image=image or os.environ.get("TGFLOW_IMAGE") or DEFAULT_IMAGE, schedule=schedule,
+    image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
+    options = ExportOptions(image=image, schedule=schedule,
                             name=name, gpus=gpus, cpu=cpu, memory=memory, timeout_minutes=timeout_minutes,
                             settings=settings)
     files = ex.export(run_spec, backend.value, options)

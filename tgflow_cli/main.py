@@ -15,7 +15,7 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import export_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, tgsp_cmds
+from . import common, export_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, tgsp_cmds
 from .common import STATE, emit_json
 from .errors import INTERRUPTED, TERMINATED, USAGE, classify
 from .help import HELP_OPTIONS, polish
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
     STATE.reported = False
     Level.quiet, Level.verbose = False, 0
+    common.reset()  # config.toml is read afresh for each command
     with terminate_raises():
         try:
             return _run(argv)

@@ -17,7 +17,7 @@ from tgsp.errors import InputError, VerificationFailed
 from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
-from .common import STATE, emit_json, keyring, passphrase, progress, short
+from .common import STATE, config, emit_json, keyring, passphrase, progress, short
 from . import timeline
 from .stdio import is_dash, output_target, package_source
 from .term import cells, detail, line, say, show, styled, warn
@@ -51,7 +51,17 @@ def _now() -> clock.Clock:
     return clock.utcnow
 
 
+def _config_path(key: str) -> Path | None:
+    value = config().get("tgsp", key)
+    return Path(value) if value else None
+
+
 def _policy(trusted, revocations, min_version, state, route=None, kind=None, hardware=None):
+    cfg = config()  # flags win; then config.toml
+    trusted = trusted or cfg.get("tgsp", "trusted")
+    revocations = revocations or cfg.get("tgsp", "revocations")
+    state = state or cfg.get("tgsp", "state")
+    hardware = hardware or (Hardware(cfg.get("tgsp", "require_hardware")) if cfg.get("tgsp", "require_hardware") else None)
     return keyring().trust_policy(
         trusted=trusted or None, revocation_files=[str(r) for r in revocations or []],
         min_version=min_version, rollback_state=load_rollback_state(state) if state else None,
@@ -97,6 +107,7 @@ def build(
     Example: tgflow tgsp build ./adapter -o adapter.tgsp --route support --version 3 --recipient ops --sign release
     """
     kr, now = keyring(), _now()
+    recipient, sign = recipient or config().get("tgsp", "recipients"), sign or config().get("tgsp", "sign")
     recipients = [kr.resolve_public(r).key for r in recipient or []]
     pp = passphrase(passphrase_file, key=", ".join(sign or []) or None)
     signers = [kr.signer(s, pp) for s in sign or []]
@@ -160,6 +171,7 @@ def verify(
     """
     if sum(is_dash(p) for p in packages) > 1:
         raise InputError("standard input ('-') can be read only once")
+    state = state or _config_path("state")
     reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, json_out,
                            len(packages) > 1) for p in packages]
     if json_out:  # one document: the report itself, or all of them
@@ -308,6 +320,7 @@ def unpack(
     Example: tgflow tgsp unpack adapter.tgsp -o ./adapter --identity ops
     """
     kr = keyring()
+    state = state or _config_path("state")
     policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
