@@ -53,3 +53,12 @@ def tgflow_exe() -> list[str]:
     """The installed console script (the real entry point), else python -m."""
     exe = shutil.which("tgflow", path=str(Path(sys.executable).parent)) or shutil.which("tgflow")
     return [exe] if exe else [sys.executable, "-m", "tgflow_cli"]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """The real entry point in-process: (exit code, stdout, stderr)."""
+    from tgflow_cli.main import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 from tgflow_cli.main import command, main
-from tests.helpers import PASS, make_adapter, tgflow_exe
+from tests.helpers import PASS, cli, make_adapter, tgflow_exe
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+run = cli  # the real entry point, in-process
 
 
 @pytest.fixture
