@@ -21,10 +21,19 @@ def is_dash(path: Path | str | None) -> bool:
 
 
 @contextlib.contextmanager
-def package_source(path: Path) -> Iterator[Path | BinaryIO]:
-    """``path``, or for '-' a seekable copy of standard input."""
+def package_source(path: Path, *, named: bool = False) -> Iterator[Path | BinaryIO]:
+    """``path``, or for '-' a seekable copy of standard input (a file object,
+    or with ``named`` a private temporary file's path, removed afterwards).
+    The copy is the package as it arrived: ciphertext, never decrypted bytes."""
     if not is_dash(path):
         yield path
+        return
+    if named:
+        with tempfile.TemporaryDirectory(prefix="tgflow-stdin-") as tmp:
+            target = Path(tmp) / "package.tgsp"
+            with open(target, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, 4 << 20)
+            yield target
         return
     with tempfile.TemporaryFile(prefix="tgflow-stdin-") as f:
         shutil.copyfileobj(sys.stdin.buffer, f, 4 << 20)

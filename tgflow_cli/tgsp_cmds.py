@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from datetime import datetime, timezone
 from pathlib import Path
@@ -237,8 +238,8 @@ def _package_info(source) -> dict:
 
 @app.command()
 def report(
-    package: Path = typer.Argument(..., help="Package to describe."),
-    output: Path = typer.Option(..., "-o", "--output", help="HTML file to write (atomically); an existing file needs --force."),
+    package: Path = typer.Argument(..., help="Package to describe ('-' reads it from stdin)."),
+    output: Path = typer.Option(..., "-o", "--output", help="HTML file to write (atomically; '-' for stdout); an existing file needs --force."),
     trusted: Optional[List[str]] = Trusted,
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
 ) -> None:
@@ -254,11 +255,16 @@ def report(
 
     from .report import render
 
-    info = _package_info(package)
-    result = tgsp.verify(package, _policy(trusted, None, None, None))
+    with package_source(package, named=True) as source:  # read twice: describe, then verify
+        info = _package_info(source)
+        result = tgsp.verify(source, _policy(trusted, None, None, None))
     bad = result.first_failure
     verdict = (result.ok, "against this keyring's trust store" if result.ok else f"{bad.name}: {bad.detail}")
-    write_bytes(output, render(info, verdict).encode("utf-8"), overwrite=force)
+    page = render(info, verdict).encode("utf-8")
+    if is_dash(output):
+        sys.stdout.buffer.write(page)
+        return None
+    write_bytes(output, page, overwrite=force)
     say(f"wrote {output} ({'verified' if result.ok else 'NOT verified: ' + bad.name})")
 
 
@@ -301,7 +307,7 @@ def _alg_of(m, keyid: str) -> str:
 
 @app.command()
 def unpack(
-    package: Path = typer.Argument(..., help="Package to extract."),
+    package: Path = typer.Argument(..., help="Package to extract ('-' reads it from stdin)."),
     output: Path = typer.Option(..., "-o", "--output", help="New (or empty) folder to extract into."),
     identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key name to decrypt with. Repeatable."),
     trusted: Optional[List[str]] = Trusted,
@@ -324,9 +330,10 @@ def unpack(
     policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
-    size = package.stat().st_size if package.is_file() else None
-    with progress("unpacking", size) as tick:
-        res = tgsp.unpack(package, output, policy, identities=identities, progress=tick)
+    with package_source(package, named=True) as source:
+        size = source.stat().st_size if source.is_file() else None
+        with progress("unpacking", size) as tick:
+            res = tgsp.unpack(source, output, policy, identities=identities, progress=tick)
     if state:
         record_rollback_state(state, res.report)
     if json_out:

@@ -212,3 +212,15 @@ def test_weak_passphrase_for_a_new_key_needs_the_flag(home, capsys, monkeypatch)
     code, _, err = run(capsys, "key", "generate", "weak")
     assert code == 3 and "at least 12 characters" in err
     assert run(capsys, "key", "generate", "weak", "--allow-weak-passphrase")[0] == 0
+
+
+def test_dash_for_unpack_and_report(kit, tmp_path):
+    home, (_, src, pkg) = Path(os.environ["TGFLOW_HOME"]), kit
+    env, cli_ = _env(home), tgflow_exe()
+    data = pkg.read_bytes()
+    out = tmp_path / "unpacked"
+    proc = subprocess.run(cli_ + ["tgsp", "unpack", "-", "-o", str(out), "--identity", "ops"], input=data, env=env,
+                          capture_output=True)
+    assert proc.returncode == 0 and (out / "adapter_config.json").read_bytes() == (src / "adapter_config.json").read_bytes()
+    page = subprocess.run(cli_ + ["tgsp", "report", "-", "-o", "-"], input=data, env=env, capture_output=True)
+    assert page.returncode == 0 and page.stdout.startswith(b"<!doctype html>") and b"VERIFIED" in page.stdout
