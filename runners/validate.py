@@ -2,7 +2,9 @@
 
 Each check runs on its own and reports its problem, so one call lists
 everything wrong with a spec, its model, feeds, keys and output location.
-Nothing is trained, written or decrypted; no passphrase is needed.
+Nothing is trained or written and no passphrase is needed. A ``tgsp`` data
+feed is verified and opened like a round would, into a temporary folder that
+is removed afterwards.
 """
 
 from __future__ import annotations

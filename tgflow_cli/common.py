@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import json
 import os
@@ -16,7 +17,7 @@ from tgsp import Keyring
 from tgsp.errors import PassphraseRequiredError
 from tgsp.keyring import passphrase_from_env
 
-from .term import err, warn
+from .term import err, error
 
 
 @dataclass
@@ -25,30 +26,28 @@ class State:
     home: Path | None = None
     json: bool = False
     reported: bool = False  # a --json report already went to stdout
-    quiet: bool = False
-    verbose: int = 0
 
 
 STATE = State()
 
 
-_CONFIG: list = []
-
-
 def reset() -> None:
-    _CONFIG.clear()
+    """Forget the loaded config.toml (each command reads it afresh)."""
+    _config_at.cache_clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _config_at(home: Path):
+    from .config import load
+
+    return load(home)
 
 
 def config():
-    """$TGFLOW_HOME/config.toml (loaded once per command); flags and env win over it."""
+    """$TGFLOW_HOME/config.toml; flags and env win over it."""
     from tgsp.keyring import default_home
 
-    from .config import load
-
-    home = Path(STATE.home) if STATE.home else default_home()
-    if not _CONFIG or _CONFIG[0][0] != home:
-        _CONFIG[:] = [(home, load(home))]
-    return _CONFIG[0][1]
+    return _config_at(Path(STATE.home) if STATE.home else default_home())
 
 
 def keyring() -> Keyring:
@@ -124,13 +123,13 @@ def _prompt(key: str | None, *, confirm: bool, new: bool, allow_weak: bool, trie
         try:
             value = getpass.getpass(f"Passphrase for {what}: ", stream=sys.stderr)
             if not value:
-                warn("the passphrase is empty; " + at_terminal)
+                error("the passphrase is empty; " + at_terminal)
                 continue
             if new and not allow_weak and len(value) < MIN_NEW_PASSPHRASE:
-                warn(f"at least {MIN_NEW_PASSPHRASE} characters, please; " + at_terminal)
+                error(f"at least {MIN_NEW_PASSPHRASE} characters, please; " + at_terminal)
                 continue
             if confirm and getpass.getpass(f"Repeat the passphrase for {what}: ", stream=sys.stderr) != value:
-                warn("the two passphrases did not match; " + at_terminal)
+                error("the two passphrases did not match; " + at_terminal)
                 continue
             return value
         except EOFError:

@@ -59,7 +59,6 @@ def _global(
     version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     STATE.debug, STATE.home = debug, home
-    STATE.quiet, STATE.verbose = quiet, verbose
     Level.quiet, Level.verbose = quiet, verbose
     if home is not None:  # one keyring for every layer that reads it (config.toml, the runner)
         os.environ["TGFLOW_HOME"] = str(home)

@@ -84,9 +84,6 @@ class SoftwareComponent:
     def sign(self, message: bytes) -> bytes:
         return _sig.sign(self.alg, self._seed, message)
 
-    def close(self) -> None:
-        pass
-
 
 class HybridSigningKey:
     """A signing key whose two halves may live in different places (a token
@@ -116,10 +113,6 @@ class HybridSigningKey:
         message = dsse.pae(payload_type, payload)
         ids = self.public.component_ids()
         return [(ids[alg], self._components[alg].sign(message)) for alg in _sig.ALGORITHMS]
-
-    def close(self) -> None:
-        for c in self._components.values():
-            c.close()
 
 
 def software_seeds(kind: str, data: bytes, algs: set[str]) -> dict[str, bytes]:
@@ -164,9 +157,6 @@ class PrivateKey:
     @property
     def custody(self) -> dict[str, str]:
         return {alg: SOFTWARE for alg in sorted(self.seeds)}
-
-    def close(self) -> None:
-        pass
 
     def unwrap(self, wrapped: bytes) -> bytes:
         """The Identity interface: recover a package's file key (opaque on failure)."""

@@ -276,9 +276,6 @@ class TokenEd25519:
                                  hint="was the token re-initialised? re-adopt it with key import-pkcs11")
             return s.sign(self.uri, message)
 
-    def close(self) -> None:
-        pass  # nothing held between signatures
-
 
 def _attr_id():
     from pkcs11 import Attribute

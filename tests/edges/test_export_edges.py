@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -49,13 +50,22 @@ def _command_lines(doc):
                 yield from _command_lines(v)
     elif isinstance(doc, str) and "tgflow peft run" in doc:
         yield shlex.split(doc.split("tgflow ", 1)[1])
+    elif isinstance(doc, str):  # a scheduled copy of the job: JSON in a string (EventBridge), or base64 (Cloud Scheduler)
+        for decode in (lambda t: t, lambda t: base64.b64decode(t, validate=True).decode()):
+            try:
+                inner = json.loads(decode(doc))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(inner, (dict, list)):
+                yield from _command_lines(inner)
+                return
 
 
 @pytest.mark.parametrize("backend", IMPLEMENTED)
 def test_every_exported_command_line_parses_with_the_real_cli(backend):
     files = ex.export(SPEC, backend, options(backend))
     lines = [argv for name, doc in files.items() if name != "run_spec.json" for argv in _command_lines(doc)]
-    assert len(lines) >= 2, lines  # the native job and job_spec.json at least
+    assert len(lines) >= 2 + ("schedule.json" in files or "scheduler_job.json" in files), lines  # job, job_spec, schedule
     for argv in lines:
         params = parse_with_the_real_cli(argv)
         assert params["spec"] and params["output_root"] and params["skip_ok"] and params["json_out"], (backend, argv)
