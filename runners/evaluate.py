@@ -24,5 +24,18 @@ def mean_loss(model, tok, data: list[Tokenized], device: str, batch: int = 32) -
     return total / max(n, 1)
 
 
+def example_losses(model, tok, data: list[Tokenized], device: str, batch: int = 32) -> list[float]:
+    """Each example's mean token loss."""
+    import torch
+
+    model.eval()
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            ids, mask, labels = collate(data[i : i + batch], tok.pad_token_id, device)
+            out += per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels).tolist()
+    return out
+
+
 def relative_change(before: float, after: float) -> float:
     return (after - before) / before if before > 0 else 0.0

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tgsp.atomic import write_bytes
 from tgsp.errors import InputError
 
 from .accounting import EPSILON_MAX, DpEvent, calibrate, epsilon, max_steps
@@ -41,6 +38,9 @@ def check_spec(spec: RunSpec) -> None:
     if spec.training.packing:
         raise InputError("training.packing cannot be combined with privacy.mode \"dp\": per-example clipping needs "
                          "one example per row", hint="set training.packing to false")
+    if spec.policy.replay_fraction > 0:
+        raise InputError("policy.replay_fraction cannot be combined with privacy.mode \"dp\": replaying earlier rounds' "
+                         "private records would spend their epsilon again, outside the ledger", hint="set replay_fraction to 0")
     if spec.eval is None:
         raise InputError("privacy.mode \"dp\" needs an eval feed: the evaluation gate must not read private "
                          "training records", hint="add an eval section with data that is not private (see docs/privacy.md)")
@@ -112,20 +112,10 @@ def plan(spec: RunSpec, n_train: int, spent: list[DpEvent]) -> DPPlan:
 
 
 class AuditKey:
-    """A random per-route key, kept in the state folder, for keyed digests of private data."""
+    """Keyed digests of private data, with the route's audit key (kept by the route store)."""
 
-    def __init__(self, state: Path) -> None:
-        path = state / "audit-key"
-        if not path.exists():
-            state.mkdir(parents=True, exist_ok=True)
-            write_bytes(path, os.urandom(32).hex().encode(), mode=0o600)
-        try:
-            self.key = bytes.fromhex(path.read_text().strip())
-            if len(self.key) != 32:
-                raise ValueError
-        except (OSError, ValueError, UnicodeDecodeError):
-            raise InputError(f"audit key {path} is damaged", hint="restore it from a backup (it keys this route's "
-                             "evidence digests)") from None
+    def __init__(self, key: bytes) -> None:
+        self.key = key
 
     def digest(self, sha256_hex: str) -> str:
         return "hmac-sha256:" + hmac.new(self.key, bytes.fromhex(sha256_hex), hashlib.sha256).hexdigest()

@@ -46,12 +46,16 @@ class GateSpec(_Strict):
     max_eval_loss: Optional[float] = Field(None, gt=0, description="Reject if held-out eval loss after training is above this")
     min_eval_improvement: Optional[float] = Field(
         None, ge=-1, le=1, description="Reject unless eval loss drops by at least this fraction of the base model's")
+    min_exact_match: Optional[float] = Field(None, ge=0, le=1, description="Reject unless greedy generation reproduces at least this fraction of eval completions exactly")
+    min_choice_accuracy: Optional[float] = Field(None, ge=0, le=1, description="Reject unless the true completion ranks first among the eval set's distinct completions this often")
+    max_regression: Optional[float] = Field(0.0, ge=0, le=1, description="Champion/challenger: reject if exact match or choice accuracy on the eval set falls by more than this against the route's production adapter (null: off)")
 
 
 class PolicySpec(_Strict):
-    novelty_threshold: float = Field(0.05, ge=0, le=1, description="An example is novel if 1 - max cosine similarity to data already trained on is >= this")
+    novelty_threshold: float = Field(0.5, ge=0, le=1, description="An example is novel if 1 - exp(-L) >= this, L its completion's mean token loss under the route's current adapter (docs/peft-run.md#novelty)")
     min_novel_examples: int = Field(8, ge=1, description="Skip the round when fewer novel examples remain")
-    forgetting_budget: float = Field(0.10, ge=0, description="Max relative increase of reference-set loss ((after - before) / before)")
+    forgetting_budget: float = Field(0.10, ge=0, description="Max relative increase of reference-set (and earlier rounds' held-out) loss against the previous release ((after - before) / before)")
+    replay_fraction: float = Field(0.0, ge=0, le=4, description="Add this many times the round's training examples, sampled from earlier releases' training data (not with privacy.mode dp)")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Fraction of novel examples held out for evaluation when no eval feed is given")
     gate: GateSpec = GateSpec()
 
@@ -118,6 +122,7 @@ class TrainingSpec(_Strict):
     max_seq_len: int = Field(256, ge=8, le=131072)
     seed: int = Field(0, ge=0, lt=2**32)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    init: Literal["last-release", "base"] = Field("last-release", description="Start from the route's production adapter (last-release), or from a fresh LoRA on the base model")
     checkpoint_every: int = Field(25, ge=1, description="Write a resumable checkpoint every N steps")
     packing: bool = Field(False, description="Pack each micro-batch's examples into rows of max_seq_len "
                                              "(block-diagonal attention, no cross-example loss): fewer pad tokens")
@@ -136,6 +141,7 @@ class OutputSpec(_Strict):
     version: Union[int, Literal["auto"]] = Field("auto", description="Route version; auto = last successful + 1")
     expires_in_days: Optional[int] = Field(None, ge=1)
     state_dir: Optional[str] = Field(None, description="Route state folder (default: <output dir>/.tgflow-state/<route_key>)")
+    registry: Optional[str] = Field(None, description="Registry folder the package is registered in as candidate (default: <output dir>/registry)")
 
 
 class RunSpec(_Strict):

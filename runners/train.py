@@ -80,8 +80,12 @@ def check_target_modules(model, wanted) -> None:
         return
     import torch
 
-    linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                     if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"})
+    linear = set()
+    for n, m in model.named_modules():
+        parts = n.split(".")
+        if (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D") and not any(p.startswith("lora_") for p in parts):
+            linear.add(parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1])  # a LoRA-wrapped layer
+    linear = sorted(linear)
     missing = [w for w in wanted if w not in linear]
     if missing:
         raise InputError(f"lora.target_modules {', '.join(missing)} not found in the model",

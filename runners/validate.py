@@ -16,8 +16,7 @@ from typing import Any, Callable
 from tgsp.errors import InputError, TgflowError
 
 from . import feeds as feeds_mod, model as model_mod
-from .round import open_spec, state_dir
-from .spec import resolve
+from .stages.inputs import open_round
 
 
 def _output_writable(out: Path) -> str:
@@ -27,6 +26,13 @@ def _output_writable(out: Path) -> str:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"output {out}: {probe} is not a writable folder")
     return f"output {out} can be written"
+
+
+def _state(opened) -> str:
+    from .store import RouteStore
+
+    store = RouteStore(opened.state, opened.spec.route_key).view()  # reads (and checks) the log; locks nothing
+    return f"route state in {opened.state} ({len(store.releases())} release(s) logged)"
 
 
 def _model(spec, base: Path) -> str:
@@ -51,10 +57,11 @@ def _keys(spec, keyring) -> str:
 def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
              output_root: Path | None = None) -> dict[str, Any]:
     """{"ok", "checks": [{name, ok, detail}]}; a bad spec file itself raises InputError."""
-    spec, base, out_base, _ = open_spec(spec_path, input_root, output_root)
+    opened = open_round(spec_path, input_root, output_root)  # the inputs stage's own opening
+    spec, base = opened.spec, opened.base
     checks: list[tuple[str, Callable[[], str]]] = [
-        ("output", lambda: _output_writable(resolve(out_base, spec.output.path))),
-        ("state", lambda: f"route state in {state_dir(spec, out_base)}"),
+        ("output", lambda: _output_writable(opened.out_path)),
+        ("state", lambda: _state(opened)),
         ("keys", lambda: _keys(spec, keyring)),
         ("model", lambda: _model(spec, base)),
     ]

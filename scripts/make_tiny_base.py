@@ -56,6 +56,15 @@ NEW = {
 }
 
 
+# Round 2 of the demo route: four symptoms the route has never seen, each with its own new resolution.
+NEW2 = {
+    "symptom": ["loses the saved session", "rejects the new certificate", "drops the print job", "fails after the driver update"],
+    # New answers in words the base model knows, so two minutes of CPU can teach them.
+    "fix": ["Increase the session timeout and sign in again.", "Renew the TLS certificate and restart the sync service.",
+            "Restart the sync service and flush the DNS cache.", "Roll back the driver and rebuild the search index."],
+}
+
+
 def old_sentence(rng: random.Random) -> str:
     s = f"{rng.choice(OLD['subject'])} {rng.choice(OLD['verb'])} {rng.choice(OLD['place'])} {rng.choice(OLD['time'])} {rng.choice(OLD['tail'])}"
     return s + (" " + rng.choice(OLD["weather"]) if rng.random() < 0.5 else "")
@@ -76,6 +85,23 @@ def ticket(rng: random.Random) -> dict:
     return {"prompt": prompt, "completion": " " + NEW["fix"][k]}
 
 
+def new_ticket(rng: random.Random) -> dict:
+    """Round 2's new task: a symptom and a resolution the route has not learned."""
+    n = rng.randint(1000, 9999)
+    k = rng.randrange(len(NEW2["symptom"]))
+    prompt = f"Ticket #{n}: The {rng.choice(NEW['system'])} {NEW2['symptom'][k]} {rng.choice(NEW['context'])}.\nResolution:"
+    return {"prompt": prompt, "completion": " " + NEW2["fix"][k]}
+
+
+def reworded_ticket(rng: random.Random) -> dict:
+    """A round-1 symptom in other words: nothing new to learn."""
+    n = rng.randint(1000, 9999)
+    k = rng.randrange(len(NEW["symptom"]))
+    prompt = (f"Ticket #{n}: Since {rng.choice(NEW['context']).removeprefix('since ')}, our "
+              f"{rng.choice(NEW['system'])} {NEW['symptom'][k]}.\nResolution:")
+    return {"prompt": prompt, "completion": " " + NEW["fix"][k]}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
@@ -85,6 +111,14 @@ def make_feeds(out: Path) -> None:
     write_jsonl(out / "support-tickets.jsonl", [ticket(random.Random(f"ticket-{i}")) for i in range(240)])
     write_jsonl(out / "support-eval.jsonl", [ticket(random.Random(f"eval-{i}")) for i in range(48)])
     write_jsonl(out / "reference.jsonl", [{"text": old_sentence(random.Random(f"ref-{i}"))} for i in range(64)])
+    # Round 2: 160 tickets with new resolutions and 80 reworded round-1 tickets; its eval set mixes
+    # new (24) and round-1 (24) symptoms, so it measures learning and keeping at once.
+    round2 = [new_ticket(random.Random(f"ticket2-{i}")) for i in range(160)]
+    round2 += [reworded_ticket(random.Random(f"reworded-{i}")) for i in range(80)]
+    random.Random("round2-order").shuffle(round2)
+    write_jsonl(out / "support-tickets-2.jsonl", round2)
+    write_jsonl(out / "support-eval-2.jsonl", [new_ticket(random.Random(f"eval2-{i}")) for i in range(24)]
+                + [ticket(random.Random(f"eval2-old-{i}")) for i in range(24)])
 
 
 # --- tokenizer and model ---------------------------------------------------------

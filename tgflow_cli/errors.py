@@ -1,46 +1,25 @@
-"""The one table from exception type to exit code and default hint.
+"""Exception types onto exit codes, with default hints.
 
-Exit codes (documented in docs/cli.md):
-  0  ok
-  1  verification or policy failure (package rejected, trust, audit broken)
-  2  usage or bad input (flags, missing or malformed files)
-  3  key problem (missing key, wrong or missing passphrase)
-  4  decryption failed (deliberately opaque)
-  5  output could not be written
-  10 peft run: round skipped (too little novel data)
-  11 peft run: adapter rejected by the forgetting budget
-  12 peft run: adapter rejected by the evaluation gate
-  13 peft run: the route's privacy budget is exhausted (refused, or stopped at the budget)
-  75 peft run: interrupted (SIGTERM); checkpoint saved, re-run to resume
-  130 interrupted (SIGINT, Ctrl-C)
-  143 terminated (SIGTERM or SIGHUP outside peft run's training loop)
+The codes and what they mean live in one table, ``runners/outcomes.py``
+(also read by docs/cli.md and every export backend); this module only
+decides which code an exception gets.
 """
 
 from __future__ import annotations
 
 import errno
 
+from runners import outcomes
 from tgsp import errors as E
 
-OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT, INTERRUPTED, TERMINATED = 0, 1, 2, 3, 4, 5, 130, 143
-SKIPPED, FORGETTING, GATE, BUDGET, RESUMABLE = 10, 11, 12, 13, 75
+_C = outcomes.code
+OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT = _C("ok"), _C("failed"), _C("usage"), _C("key"), _C("decrypt"), _C("output")
+INTERRUPTED, TERMINATED, BUSY, UNCHANGED = _C("interrupted"), _C("terminated"), _C("route-busy"), _C("unchanged")
+SKIPPED, FORGETTING, GATE, BUDGET = (_C("skipped-low-novelty"), _C("rejected-forgetting"), _C("rejected-eval-gate"),
+                                     _C("privacy-budget-exhausted"))
+RESUMABLE = _C("interrupted-resumable")
 
-# The one table of exit codes: what each means (docs/cli.md, the exports' job_spec.json).
-MEANINGS: dict[int, str] = {
-    OK: "ok (peft run: packaged; with --skip-ok also: nothing new)",
-    FAILED: "verification or policy failure",
-    USAGE: "usage or bad input",
-    KEY: "key or passphrase problem",
-    DECRYPT: "decryption failed (opaque)",
-    OUTPUT: "output not writable",
-    SKIPPED: "peft run: round skipped (too little novel data)",
-    FORGETTING: "peft run: adapter rejected by the forgetting budget",
-    GATE: "peft run: adapter rejected by the evaluation gate",
-    BUDGET: "peft run: the route's privacy budget is exhausted",
-    RESUMABLE: "peft run: interrupted, checkpoint saved; re-run to resume",
-    INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
-    TERMINATED: "terminated (SIGTERM); nothing half-written; re-run",
-}
+MEANINGS: dict[int, str] = outcomes.meanings()
 
 # Most specific first; the first match wins.
 TABLE: list[tuple[type[BaseException], int, str | None]] = [
@@ -48,6 +27,7 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.ForgettingExceeded, FORGETTING, "no package written; see the report in the route's state folder"),
     (E.GateFailed, GATE, "no package written; see the report in the route's state folder"),
     (E.BudgetExhausted, BUDGET, "no package written; the ledger is in the route's state folder (docs/privacy.md)"),
+    (E.RouteBusy, BUSY, "another run or command holds this route; nothing changed; retry later"),
     (E.Interrupted, RESUMABLE, "re-run the same command to resume from the checkpoint"),
     (E.DecryptionError, DECRYPT, "check that you are a recipient and the identity key is the right one"),
     (E.WrongPassphraseError, KEY, None),

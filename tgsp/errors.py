@@ -153,6 +153,10 @@ class BudgetExhausted(RoundOutcome):
     outcome = "privacy-budget-exhausted"
 
 
+class RouteBusy(TgflowError):
+    """Another command holds the route's (or the registry's) lock; nothing changed."""
+
+
 class Interrupted(TgflowError):
     """SIGTERM or Ctrl-C during training; a checkpoint was written."""
 

@@ -102,14 +102,61 @@ def _file_key(m: dict, identities: list[Identity]) -> bytes | None:
     raise DecryptionError()  # not a recipient: same opaque error as a bad key
 
 
+def read_payload(
+    path: str | os.PathLike,
+    policy: TrustPolicy,
+    *,
+    identities: list[Identity] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    max_bytes: int = 4 << 30,
+) -> tuple[VerifyReport, dict[str, bytes]]:
+    """Verify, then decrypt every payload file into memory (never to disk).
+
+    For adapters that are applied in-process (``peft generate``, warm
+    starts, evaluations). Each file's stored and plaintext digests are
+    checked exactly as ``unpack`` checks them; ``max_bytes`` caps the total."""
+    report = verify(path, policy, limits=limits, payload_digests=False)
+    report.raise_for_failure()
+    m = report.manifest
+    need = sum(f["size"] for f in m["files"])
+    if need > max_bytes:
+        raise InputError(f"package payload is {need} bytes, over the {max_bytes}-byte limit for reading into memory",
+                         hint="unpack it to a folder instead (tgflow tgsp unpack)")
+    file_key = _file_key(m, identities or [])
+    files: dict[str, bytes] = {}
+    with open(path, "rb") as f:
+        pkg = Package(f, str(path), limits)
+        if pkg.package_id != report.package_id:
+            raise DigestError("package changed after it was verified")
+        for meta in m["files"]:
+            buf = bytearray()
+            _pump_entry(pkg, meta, file_key, m, buf.extend, None)
+            if len(buf) != meta["size"]:
+                raise DecryptionError()
+            files[meta["path"]] = bytes(buf)
+    return report, files
+
+
 def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m: dict,
                  progress: Callable[[int], None] | None) -> None:
     rel = meta["path"]
-    entry = pkg.entry(mf.PAYLOAD_PREFIX + rel)
     target = root.joinpath(*rel.split("/"))
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise OutputError(f"refusing to write {rel} outside the output folder")
+    fd = os.open(target, _OPEN_FLAGS, 0o644)
+    with os.fdopen(fd, "wb", buffering=0) as out:
+        _pump_entry(pkg, meta, file_key, m, lambda v: write_all(out, v), progress)
+        os.fsync(out.fileno())
+    if target.stat().st_size != meta["size"]:
+        raise DecryptionError()
+
+
+def _pump_entry(pkg: Package, meta: dict, file_key: bytes | None, m: dict, write: Callable[[memoryview], None],
+                progress: Callable[[int], None] | None) -> None:
+    """Stream one payload entry through decryption into ``write``, checking both digests."""
+    rel = meta["path"]
+    entry = pkg.entry(mf.PAYLOAD_PREFIX + rel)
     transform, chunk, overhead = None, IO_BLOCK, 0
     if file_key is not None:
         chunk, overhead = m["encryption"]["chunk_size"] + _stream.TAG, -_stream.TAG
@@ -125,18 +172,13 @@ def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m
             except Exception:
                 raise DecryptionError() from None
 
-    fd = os.open(target, _OPEN_FLAGS, 0o644)
-    with os.fdopen(fd, "wb", buffering=0) as out:
-        pkg.f.seek(entry.data_offset)
-        try:
-            stored, plain = pump(pkg.f, entry.size, chunk, lambda v: write_all(out, v), transform=transform,
-                                 overhead=overhead, progress=progress)
-        except FormatError:
-            raise DigestError(f"{rel} is truncated") from None
-        os.fsync(out.fileno())
+    pkg.f.seek(entry.data_offset)
+    try:
+        stored, plain = pump(pkg.f, entry.size, chunk, write, transform=transform, overhead=overhead,
+                             progress=progress)
+    except FormatError:
+        raise DigestError(f"{rel} is truncated") from None
     if stored != meta["stored"]["sha256"]:
         raise DigestError(f"{rel} does not match its SHA-256 in the manifest")
-    if plain != meta["sha256"] or target.stat().st_size != meta["size"]:
+    if plain != meta["sha256"]:
         raise DecryptionError()
-
-

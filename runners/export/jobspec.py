@@ -18,6 +18,7 @@ from typing import Any
 
 from tgsp.errors import InputError
 
+from .. import outcomes
 from ..spec import RunSpec
 
 DEFAULT_IMAGE = "ghcr.io/tgflow/tgflow:0.1.0"
@@ -25,8 +26,8 @@ JOB_SPEC_FORMAT = "tgflow.job-spec/1"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # peft run's exit codes, for platforms that can act on them.
 # Runs use --skip-ok, so "nothing new" (10) is a successful, quiet night (0).
-RETRY_CODES = (75, 143)  # interrupted (checkpoint saved) or terminated: run again to resume
-FINAL_CODES = (1, 2, 3, 4, 5, 11, 12, 13)  # retrying cannot help
+RETRY_CODES = outcomes.retry_codes()  # busy, interrupted (checkpoint saved), terminated: run again
+FINAL_CODES = outcomes.final_codes()  # retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,7 @@ def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
 
 def exit_codes() -> dict[str, str]:
     """What each exit code of the exported command means (docs/cli.md)."""
-    from tgflow_cli.errors import MEANINGS
-
-    return {str(code): text for code, text in sorted(MEANINGS.items()) if code != 10}
+    return {str(o.code): o.meaning for o in outcomes.OUTCOMES if o.code not in (10, 20)}
 
 
 def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str], args: list[str],

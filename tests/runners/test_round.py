@@ -17,6 +17,8 @@ import pytest
 import tgsp
 from tgflow_cli.main import main
 from tgsp.keyring import Keyring
+from runners.feeds import Example
+from runners.neardup import near_key
 from tgsp.verify import open_package
 
 from tests.helpers import PASS
@@ -68,7 +70,10 @@ def test_round_end_to_end(workspace, capsys, tiny_model):
         prov = p.provenance
     assert {"tgflow.round.start", "tgflow.inputs", "tgflow.novelty", "tgflow.training", "tgflow.evaluation",
             "tgflow.forgetting", "tgflow.privacy", "tgflow.round.end", "tgflow.build", "tgflow.sign"} <= set(events)
-    assert events["tgflow.novelty"]["novel"] == 64
+    rows = [json.loads(x) for x in (workspace.root / "feeds" / "support-tickets.jsonl").read_text().splitlines()[:64]]
+    keys = [near_key(Example(r["prompt"], r["completion"])) for r in rows]
+    assert events["tgflow.novelty"]["near_duplicates"] == len(keys) - len(set(keys)) > 0  # same ticket, other number
+    assert events["tgflow.novelty"]["novel"] == len(set(keys))
     assert events["tgflow.training"]["steps"] == 6 and events["tgflow.training"]["tokens"] > 0
     assert "forgetting" in events["tgflow.forgetting"] and "eval_loss_after" in events["tgflow.evaluation"]
     assert events["tgflow.round.start"]["environment"]["torch"]
@@ -76,7 +81,17 @@ def test_round_end_to_end(workspace, capsys, tiny_model):
     assert events["tgflow.inputs"]["base_model"]["files"]["model.safetensors"]
     assert prov["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"]
     # the route moved on: history and version
-    assert json.loads((workspace.state / "route.json").read_text())["last_version"] == 1
+    from runners.store import RouteStore
+
+    log = RouteStore(workspace.state, "support").view()
+    assert [r["version"] for r in log.releases()] == [1] and log.next_version() == 2
+    assert log.releases()[0]["package_id"] == report["package_id"]
+    # no absolute local path in the adapter's config; the card comes from the evidence
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == tiny_model.name
+    card = (adapter / "README.md").read_text()
+    assert "route `support`, version `1`" in card and events["tgflow.inputs"]["base_model"]["sha256"] in card
+    assert str(workspace.root) not in card + json.dumps(cfg)
     assert not (workspace.state / "checkpoint").exists()
 
 
@@ -110,7 +125,7 @@ def test_second_round_on_the_same_data_is_skipped(workspace, capsys):
 
     events = parse_jsonl(reports[-1].read_bytes())
     assert [e["type"] for e in events][-2:] == ["tgflow.novelty", "tgflow.round.end"]
-    assert events[-2]["data"]["duplicates"] == 64
+    assert events[-2]["data"]["duplicates"] + events[-2]["data"]["near_duplicates"] == 64
 
 
 def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
@@ -126,7 +141,11 @@ def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
     assert not (workspace.root / "out" / "adapter.tgsp").exists()
     report = json.loads(next((workspace.state / "rounds").glob("*rejected-forgetting.report.json")).read_text())
     assert report["forgetting"]["forgetting"] > 0 and report["forgetting"]["budget"] == 0.0
-    assert not (workspace.state / "route.json").exists()  # route state untouched
+    from runners.store import RouteStore
+
+    log = RouteStore(workspace.state, "support").view()
+    assert log.releases() == [] and [r["outcome"] for r in log.rounds()] == ["rejected-forgetting"]
+    assert not (workspace.state / "novelty").exists()  # nothing became "seen"
 
 
 def test_evaluation_gate_rejects_without_a_package(workspace, capsys):
@@ -228,4 +247,4 @@ def test_input_and_output_roots_for_containers(workspace, capsys, tiny_model, tm
                           "--output-root", out, "--json")
     assert code == 0, err
     assert json.loads(outp)["package"] == str(out / "adapter.tgsp")
-    assert (out / ".tgflow-state" / "support" / "route.json").exists()
+    assert (out / ".tgflow-state" / "support" / "log.jsonl").exists()

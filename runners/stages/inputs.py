@@ -1,0 +1,178 @@
+"""Stage 1, inputs: the spec's files opened, the base model loaded, the feeds
+read, and the route's production adapter (the parent) found and attached."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import tgsp
+from tgsp.errors import InputError
+
+from .. import adapters, feeds as feeds_mod, model as model_mod
+from ..feeds import Feed
+from ..registry import Registry
+from ..spec import RunSpec, load_spec, resolve
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A spec with its roots applied: where inputs are read and outputs go."""
+
+    spec: RunSpec
+    base: Path
+    out_base: Path
+    digest: str
+
+    @property
+    def out_path(self) -> Path:
+        return resolve(self.out_base, self.spec.output.path)
+
+    @property
+    def state(self) -> Path:
+        """The route's state folder. A relative ``state_dir`` must stay inside the output
+        base: under --output-root, one that climbs out would put the DP ledger on a
+        container's ephemeral disk."""
+        spec = self.spec
+        if spec.output.state_dir:
+            where = resolve(self.out_base, spec.output.state_dir)
+            if not Path(spec.output.state_dir).is_absolute() and not where.is_relative_to(self.out_base):
+                raise InputError(f"output.state_dir {spec.output.state_dir!r} leaves the output folder {self.out_base}",
+                                 hint="give a folder inside the output folder, or an absolute path on durable storage")
+            return where
+        return self.out_path.parent / ".tgflow-state" / spec.route_key
+
+    @property
+    def registry_dir(self) -> Path:
+        if self.spec.output.registry:
+            return resolve(self.out_base, self.spec.output.registry)
+        return self.out_path.parent / "registry"
+
+
+def open_round(spec_path: str | Path, input_root: Path | None, output_root: Path | None) -> Opened:
+    spec, base, digest = load_spec(spec_path)
+    out_base = base
+    if input_root is not None:
+        base = Path(input_root).resolve()
+    if output_root is not None:
+        out_base = Path(output_root).resolve()
+        spec = spec.model_copy(update={"output": spec.output.model_copy(update={"path": Path(spec.output.path).name})})
+    return Opened(spec, base, out_base, digest)
+
+
+@dataclass
+class Inputs:
+    tok: Any
+    model: Any  # the base model; a PeftModel with adapter "parent" when the route has a production adapter
+    device: model_mod.Device
+    model_files: dict[str, str]
+    model_id: str
+    feed: Feed
+    reference: Feed
+    eval_feed: Feed | None
+    parent: adapters.Release | None
+
+
+def environment(device: model_mod.Device) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft.__version__, "tgflow": tgsp.package.TOOL,
+           "device": device.name, "dtype": device.dtype_name, "cpu_threads": torch.get_num_threads()}
+    if device.name == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def chat_of(tok) -> Callable | None:
+    return (lambda msgs: tok.apply_chat_template(msgs, tokenize=False)) if getattr(tok, "chat_template", None) else None
+
+
+def production(registry: Registry, route: str) -> tuple[dict[str, Any], Path] | None:
+    """The registry entry the route's ``production`` alias names, and its file (None if none)."""
+    doc, _ = registry.load(route)
+    target = (doc or {}).get("aliases", {}).get("production")
+    if target is None:
+        return None
+    entry = next(e for e in doc["packages"] if e["package_id"] == target["package_id"])
+    return entry, registry.route_dir(route) / entry["file"]
+
+
+def find_parent(rnd, model_id: str) -> adapters.Release | None:
+    """The route's production adapter, decrypted in memory with one of the spec's recipients."""
+    found = production(rnd.registry, rnd.spec.route_key)
+    if found is None:
+        return None
+    entry, path = found
+    idents = adapters.identities_for(rnd.keyring, rnd.spec.output.recipients, rnd.passphrase)
+    if not idents:
+        raise InputError(f"route {rnd.spec.route_key}'s production adapter (version {entry['version']}) is encrypted, "
+                         "and this keyring holds none of output.recipients' private keys to open it",
+                         hint="add a recipient whose key is in this keyring (warm start, novelty and the "
+                              "champion/challenger gate read the production adapter)")
+    policy = rnd.keyring.trust_policy(route=rnd.spec.route_key, kind="adapter")
+    release = adapters.read_release(path, policy, idents)
+    if release.base_model.get("sha256") != model_id:
+        raise InputError(f"route {rnd.spec.route_key}'s production adapter (version {release.version}) was trained on "
+                         "another base model", hint="use its base model, or start a new route")
+    return release
+
+
+@dataclass
+class Prepared:
+    """What a round reads before it takes the route's lock: a bad model path, feed or
+    row fails here and leaves no trace (no state folder, no lock file)."""
+
+    model_path: Path
+    model_files: dict[str, str]
+    model_id: str
+    tok: Any
+    feed: Feed
+    reference: Feed
+    eval_feed: Feed | None
+
+
+def prepare(opened: Opened, keyring) -> Prepared:
+    spec = opened.spec
+    model_path = model_mod.resolve_model(spec.base_model_ref, opened.base)
+    model_files = model_mod.model_digest(model_path)
+    model_id = tgsp.canonical.sha256_hex(tgsp.canonical.encode(model_files))
+    tok = model_mod.load_tokenizer(model_path)
+    load = lambda f: feeds_mod.load_feed(f, opened.base, chat_template=chat_of(tok), keyring=keyring)  # noqa: E731
+    return Prepared(model_path, model_files, model_id, tok, load(spec.feed), load(spec.reference),
+                    load(spec.eval) if spec.eval else None)
+
+
+def gather(rnd, p: Prepared) -> Inputs:
+    """Under the lock: the route's production adapter, then the base model with it attached."""
+    device = model_mod.pick_device(rnd.spec.training.precision)
+    parent = find_parent(rnd, p.model_id)
+    with rnd.stage("loading the base model"):
+        tok, model = model_mod.load(p.model_path, device)
+    if parent is not None:
+        model = adapters.attach(model, parent, "parent")
+    inputs = Inputs(tok, model, device, p.model_files, p.model_id, p.feed, p.reference, p.eval_feed, parent)
+    _record(rnd, inputs)
+    return inputs
+
+
+def _record(rnd, i: Inputs) -> None:
+    spec = rnd.spec
+    rnd.record("tgflow.round.start", {"route": spec.route_key, "spec_sha256": rnd.opened.digest,
+                                      "spec": spec.model_dump(mode="json"), "environment": environment(i.device)})
+    rnd.record("tgflow.inputs", {
+        "base_model": {"ref": spec.base_model_ref, "sha256": i.model_id, "files": i.model_files},
+        "parent": None if i.parent is None else {"package_id": i.parent.package_id, "version": i.parent.version,
+                                                 "alias": "production", "init": spec.training.init},
+        "feed": {"source": i.feed.source, "sha256": rnd.mode.private(i.feed.digest), "examples": len(i.feed.examples),
+                 "tgsp_package": i.feed.package_id},
+        "reference": {"source": i.reference.source, "sha256": i.reference.digest,
+                      "examples": len(i.reference.examples)},
+        "eval": None if i.eval_feed is None else {"source": i.eval_feed.source, "sha256": i.eval_feed.digest,
+                                                  "examples": len(i.eval_feed.examples)}})
+
+

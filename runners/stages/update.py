@@ -1,0 +1,77 @@
+"""Stage 4, update: the LoRA, warm-started from the route's production
+adapter (``training.init: last-release``) or fresh on the base model, trained
+by the recipe in runners/train.py under the round's privacy mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tgsp.errors import InputError
+
+from .. import adapters
+from ..train import TrainResult, add_lora, check_target_modules, total_steps, train
+from .inputs import Inputs
+from .select import Selection
+
+
+@dataclass
+class Update:
+    model: Any  # a PeftModel whose adapter "default" is the new adapter
+    result: TrainResult
+    warm_start: bool
+    privacy: dict[str, Any]
+
+
+def fingerprint(rnd, i: Inputs, sel: Selection) -> dict[str, Any]:
+    """What a checkpoint (and a DP ledger entry) belongs to: the same inputs resume the same round."""
+    return {"spec_sha256": rnd.opened.digest, "train_sha256": sel.digest, "model_sha256": i.model_id,
+            "parent": i.parent.package_id if i.parent else None}
+
+
+def _with_adapter(rnd, i: Inputs):
+    """``i.model`` with a trainable adapter "default": the parent's weights, or a fresh LoRA."""
+    import torch
+    from peft import PeftModel
+
+    spec = rnd.spec
+    warm = i.parent is not None and spec.training.init == "last-release"
+    if warm:
+        want = {"r": spec.lora.r, "lora_alpha": spec.lora.alpha}
+        have = {k: i.parent.config.get(k) for k in want}
+        if want != have or _modules(spec.lora.target_modules) != _modules(i.parent.config.get("target_modules")):
+            raise InputError(f"training.init \"last-release\": the spec's lora settings {want} differ from the "
+                             f"production adapter's {have} (or its target_modules)",
+                             hint="match the production adapter's lora settings, or set training.init to \"base\"")
+    if not isinstance(i.model, PeftModel):
+        return add_lora(i.model, spec.lora, spec.training.seed), False
+    check_target_modules(i.model.get_base_model(), spec.lora.target_modules)
+    torch.manual_seed(spec.training.seed)
+    cfg = adapters.lora_config({"peft_type": "LORA", "r": spec.lora.r, "lora_alpha": spec.lora.alpha,
+                                "lora_dropout": spec.lora.dropout, "bias": "none",
+                                "target_modules": spec.lora.target_modules, "task_type": "CAUSAL_LM"}, trainable=True)
+    i.model.add_adapter("default", cfg)
+    if warm:
+        adapters.load_weights(i.model, i.parent.weights, "default")
+    i.model.set_adapter("default")
+    return i.model, warm
+
+
+def _modules(value) -> Any:
+    return sorted(value) if isinstance(value, (list, tuple, set)) else value
+
+
+def update(rnd, i: Inputs, sel: Selection) -> Update:
+    spec = rnd.spec
+    model, warm = _with_adapter(rnd, i)
+    dp_run, limit = rnd.mode.trainer(i.device.name)
+    progress = rnd.progress
+    result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints,
+                   fingerprint(rnd, i, sel), stop=rnd.stop, dp=dp_run, limit=limit,
+                   progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None)
+    record = {**result.metrics(), "train_examples": len(sel.train_data), "train_sha256": rnd.mode.private(sel.digest),
+              "lora": spec.lora.model_dump(mode="json"), "planned_steps": total_steps(spec.training, len(sel.train_data)),
+              "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
+              "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base"}
+    rnd.record("tgflow.training", rnd.mode.training_record(result, record))
+    return Update(model, result, warm, rnd.mode.finish(rnd, result))

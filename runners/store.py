@@ -1,0 +1,281 @@
+"""The route store: one module owns a route's state folder.
+
+    <state>/store.json            {"format": "tgflow.route-store/1", "route"}  (written last on creation)
+    <state>/lock                  flock; names its holder (runners/locks.py)
+    <state>/log.jsonl             append-only, hash-chained route log (rounds, outcomes, migration)
+    <state>/log.head.json         the log's length and head: a log cut short is detected
+    <state>/privacy-ledger.json   the DP ledger, write-ahead (runners/ledger.py)
+    <state>/audit-key.json        the key of the keyed digests of private data (0600)
+    <state>/novelty/seen.json     digests and near-duplicate keys of everything trained on (non-DP)
+    <state>/retained/vN.json      a release's training and held-out examples (non-DP; replay, forgetting)
+    <state>/checkpoint/           the running round's resumable checkpoint
+    <state>/rounds/               each round's report and evidence
+
+Every change happens inside ``session()``, under the route's lock. The log
+is the route's state: a change commits when its one log line is written and
+fsynced; a crash before that leaves nothing committed (a torn last line is
+dropped on the next open), and files written ahead of the line are named by
+it or swept. Folders from before the store migrate on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from tgsp import clock, evidence, hashchain
+from tgsp.atomic import write_bytes
+from tgsp.canonical import encode, is_int, parse
+from tgsp.errors import EvidenceError, FormatError, InputError
+from tgsp.inputfile import read_input
+
+from .feeds import Example
+from .locks import locked
+
+STORE_FORMAT = "tgflow.route-store/1"
+HEAD_FORMAT = "tgflow.route-log-head/1"
+AUDIT_FORMAT = "tgflow.audit-key/1"
+SEEN_FORMAT = "tgflow.novelty-seen/1"
+RETAINED_FORMAT = "tgflow.retained-examples/1"
+REPORT_FORMAT = "tgflow.round-report/1"
+CREATED, MIGRATED, RECOVERED, ROUND = ("tgflow.route.created", "tgflow.route.migrated", "tgflow.route.recovered",
+                                       "tgflow.route.round")
+MAX_LOG = 64 << 20
+MAX_DOC = 256 << 20
+
+
+@dataclass(frozen=True)
+class Seen:
+    digests: frozenset[str]
+    near: frozenset[str]
+
+
+class RouteStore:
+    def __init__(self, folder: Path, route: str, *, now: clock.Clock = clock.utcnow) -> None:
+        self.folder, self.route, self.now = Path(folder), route, now
+        self.records: list[dict[str, Any]] = []
+        self._held = False
+
+    # --- paths ----------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / "checkpoint"
+
+    @property
+    def rounds_dir(self) -> Path:
+        return self.folder / "rounds"
+
+    # --- the session ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, command: str) -> Iterator[RouteStore]:
+        """Hold the route's lock (RouteBusy if another command has it), open or migrate the store."""
+        with locked(self.folder / "lock", f"route {self.route}", command) as held:
+            self._held = True
+            try:
+                self._open()
+                if held.stale:
+                    self.append(RECOVERED, {"holder": held.stale, "note": "the last holder died holding the lock"})
+                yield self
+            finally:
+                self._held = False
+
+    def view(self) -> RouteStore:
+        """Read the log without the lock (route show, history, budget); changes nothing."""
+        if (self.folder / "store.json").exists():
+            self._check_store()
+            self.records = self._load_log(repair=False)
+        return self
+
+    def _open(self) -> None:
+        if not (self.folder / "store.json").exists():
+            self._create()
+        self._check_store()
+        self.records = self._load_log(repair=True)
+
+    def _check_store(self) -> None:
+        obj = self._doc(self.folder / "store.json", STORE_FORMAT, "route store")
+        if obj.get("route") != self.route:
+            raise InputError(f"route store {self.folder} belongs to route {obj.get('route')!r}, not {self.route!r}",
+                             hint="give each route its own output.state_dir")
+
+    def _create(self) -> None:
+        """A new store, or one migrated from a pre-store folder (idempotent if a crash cut it short)."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not (self.folder / "log.jsonl").exists():
+            self.records = []
+            self.append(CREATED, {"route": self.route, "store": STORE_FORMAT})
+            legacy = _legacy_release(self.folder)
+            if legacy is not None or any((self.folder / n).exists() for n in ("audit-key", "novelty", "rounds")):
+                self.append(MIGRATED, {"from": "pre-store folder", "release": legacy})
+        else:
+            self.records = self._load_log(repair=True)
+        _migrate_files(self.folder)
+        write_bytes(self.folder / "store.json", encode({"format": STORE_FORMAT, "route": self.route}) + b"\n")
+
+    # --- the log ------------------------------------------------------------------
+    def _load_log(self, *, repair: bool) -> list[dict[str, Any]]:
+        path = self.folder / "log.jsonl"
+        data = read_input(path, "route log", max_bytes=MAX_LOG) if path.exists() else b""
+        if data and not data.endswith(b"\n"):  # a torn last line: never committed
+            data = data[: data.rfind(b"\n") + 1]
+            if repair:
+                with open(path, "r+b") as f:
+                    f.truncate(len(data))
+                    os.fsync(f.fileno())
+        try:
+            records = evidence.parse_jsonl(data)
+        except EvidenceError as exc:
+            raise InputError(f"route log {path} is broken ({exc}); the route's history cannot be trusted",
+                             hint="restore the state folder from a backup") from None
+        self._check_head(records)
+        return records
+
+    def _check_head(self, records: list[dict[str, Any]]) -> None:
+        path = self.folder / "log.head.json"
+        if not path.exists():
+            return
+        obj = self._doc(path, HEAD_FORMAT, "route log head")
+        count, head = obj.get("count"), obj.get("head")
+        if not is_int(count) or count > len(records) or (count and hashchain.record_hash(records[count - 1]) != head):
+            raise InputError(f"route log {self.folder / 'log.jsonl'} was cut short or replaced "
+                             f"({path.name} records {count} entries, the log holds {len(records)})",
+                             hint="restore the state folder from a backup")
+
+    def append(self, type_: str, data: Any) -> dict[str, Any]:
+        """Commit one change: one log line, fsynced, then the head file."""
+        if not self._held:
+            raise RuntimeError("route store changed outside its session")
+        record = evidence.append(self.records, [evidence.event(type_, data, self.now())])[-1]
+        fd = os.open(self.folder / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as f:
+            f.write(encode(record) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+        write_bytes(self.folder / "log.head.json", encode({"format": HEAD_FORMAT, "count": len(self.records),
+                                                           "head": hashchain.record_hash(record)}) + b"\n")
+        return record
+
+    # --- what the log says ------------------------------------------------------------
+    def rounds(self) -> list[dict[str, Any]]:
+        return [r["data"] for r in self.records if r["type"] == ROUND]
+
+    def releases(self) -> list[dict[str, Any]]:
+        """Every packaged round (and a migrated folder's last release), oldest first."""
+        out = [r["data"]["release"] for r in self.records if r["type"] == MIGRATED and r["data"].get("release")]
+        return out + [d for d in self.rounds() if d.get("outcome") == "packaged"]
+
+    def next_version(self) -> int:
+        return max((int(r["version"]) for r in self.releases()), default=0) + 1
+
+    # --- files the store owns -------------------------------------------------------------
+    def _doc(self, path: Path, fmt: str, what: str) -> dict[str, Any]:
+        try:
+            obj = parse(read_input(path, what, max_bytes=MAX_DOC), what=f"{what} {path}")
+        except FormatError as exc:
+            raise InputError(f"{exc}", hint="restore the state folder from a backup") from None
+        if not isinstance(obj, dict) or obj.get("format") != fmt:
+            raise InputError(f"{what} {path} is not a {fmt} document", hint="restore the state folder from a backup")
+        return obj
+
+    def _write_doc(self, path: Path, obj: dict[str, Any], mode: int = 0o600) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_bytes(path, encode(obj) + b"\n", mode=mode)
+
+    def audit_key(self) -> bytes:
+        path = self.folder / "audit-key.json"
+        if not path.exists():
+            self._write_doc(path, {"format": AUDIT_FORMAT, "key": os.urandom(32).hex()})
+        try:
+            key = bytes.fromhex(self._doc(path, AUDIT_FORMAT, "audit key")["key"])
+            if len(key) == 32:
+                return key
+        except (ValueError, TypeError, KeyError):
+            pass
+        raise InputError(f"audit key {path} is damaged", hint="restore it from a backup (it keys this route's "
+                         "evidence digests)")
+
+    def seen(self) -> Seen:
+        path = self.folder / "novelty" / "seen.json"
+        if not path.exists():
+            return Seen(frozenset(), frozenset())
+        obj = self._doc(path, SEEN_FORMAT, "novelty record")
+        return Seen(frozenset(obj.get("digests", [])), frozenset(obj.get("near", [])))
+
+    def add_seen(self, digests: set[str], near: set[str]) -> None:
+        old = self.seen()
+        self._write_doc(self.folder / "novelty" / "seen.json", {
+            "format": SEEN_FORMAT, "digests": sorted(old.digests | digests), "near": sorted(old.near | near)})
+
+    def retain(self, version: int, train: list[Example], heldout: list[Example]) -> None:
+        self._write_doc(self.folder / "retained" / f"v{version}.json", {
+            "format": RETAINED_FORMAT, "version": version,
+            "train": [[e.prompt, e.target] for e in train], "heldout": [[e.prompt, e.target] for e in heldout]})
+
+    def retained(self) -> list[tuple[int, list[Example], list[Example]]]:
+        """(version, train, held-out) of every retained release, oldest first."""
+        out = []
+        for r in self.releases():
+            path = self.folder / "retained" / f"v{r['version']}.json"
+            if path.exists():
+                obj = self._doc(path, RETAINED_FORMAT, "retained examples")
+                as_ex = lambda rows: [Example(str(p), str(t)) for p, t in rows]  # noqa: E731
+                out.append((int(r["version"]), as_ex(obj["train"]), as_ex(obj["heldout"])))
+        return out
+
+    def write_report(self, report: dict[str, Any], events: list[dict[str, Any]]) -> Path:
+        stamp = clock.fmt(self.now()).replace(":", "")
+        name = f"{stamp}-{report['outcome']}"
+        self.rounds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_bytes(self.rounds_dir / f"{name}.evidence.jsonl", evidence.encode_jsonl(evidence.append([], events)))
+        doc = {"format": REPORT_FORMAT, **report}
+        write_bytes(self.rounds_dir / f"{name}.report.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+        return self.rounds_dir / f"{name}.report.json"
+
+
+def _legacy_release(folder: Path) -> dict[str, Any] | None:
+    """The last release a pre-store folder recorded in its untagged route.json."""
+    path = folder / "route.json"
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(read_input(path, "route state", max_bytes=1 << 20))
+        version = obj["last_version"]
+        if not is_int(version) or version < 0:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"legacy route state {path} is damaged; cannot migrate the route",
+                         hint="restore it, or move the folder away to start the route afresh") from None
+    return {"version": version, "package_id": obj.get("package_id"), "outcome": "packaged", "migrated": True}
+
+
+def _migrate_files(folder: Path) -> None:
+    """Pre-store files to tagged ones; each step can be repeated after a crash."""
+    old_key = folder / "audit-key"
+    if old_key.exists():
+        if not (folder / "audit-key.json").exists():
+            try:
+                key = bytes.fromhex(old_key.read_text().strip())
+            except (ValueError, UnicodeDecodeError):
+                raise InputError(f"audit key {old_key} is damaged; cannot migrate the route",
+                                 hint="restore it from a backup") from None
+            write_bytes(folder / "audit-key.json", encode({"format": AUDIT_FORMAT, "key": key.hex()}) + b"\n",
+                        mode=0o600)
+        old_key.unlink()
+    history = folder / "novelty" / "history.json"
+    if history.exists():
+        try:
+            digests = json.loads(history.read_text()).get("digests", [])
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            digests = []
+        if not (folder / "novelty" / "seen.json").exists():
+            write_bytes(folder / "novelty" / "seen.json",
+                        encode({"format": SEEN_FORMAT, "digests": sorted(map(str, digests)), "near": []}) + b"\n",
+                        mode=0o600)
+        (folder / "novelty" / "history.safetensors").unlink(missing_ok=True)
+        history.unlink()
+    (folder / "route.json").unlink(missing_ok=True)
