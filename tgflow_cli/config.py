@@ -19,6 +19,10 @@ keyring folder.
 
     [export]
     image = "registry.example/tgflow:0.1.0"     # after TGFLOW_IMAGE
+
+    [route]
+    registry = "/srv/tgflow/registry"          # route ... --registry
+    signing_key = "release"                    # route ... --signing-key
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from tgsp.inputfile import read_input
 
 FILE = "config.toml"
 _LISTS = {("tgsp", "trusted"), ("tgsp", "revocations"), ("tgsp", "recipients"), ("tgsp", "sign")}
-_STRINGS = {("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image")}
-_PATHS = {("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file")}
+_STRINGS = {("route", "registry"), ("route", "signing_key"), ("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image")}
+_PATHS = {("route", "registry"), ("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file")}
 
 
 @dataclass

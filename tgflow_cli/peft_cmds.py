@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -227,3 +227,38 @@ def _render(report: dict) -> None:
     say(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "
               f"= {fg['forgetting'] * 100:+.2f}% (budget {fg['budget'] * 100:.1f}%)")
     say(styled("packaged", "bold green"), f" {report['package']} version {report['version']} {report['package_id']}")
+
+
+@app.command()
+def generate(
+    package: Path = typer.Option(..., "--package", help="The adapter package (verified first).", dir_okay=False),
+    identity: List[str] = typer.Option(..., "--identity", help="Recipient key to decrypt it with. Repeatable."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt, e.g. a ticket ending in 'Resolution:'."),
+    against: Optional[str] = typer.Option(None, "--against", help="'base': also show the base model's answer."),
+    base_model: Optional[Path] = typer.Option(None, "--base-model", help="Base model folder (default: the one the package's evidence names; its digest is checked).", file_okay=False),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, max=4096, help="Most tokens to generate."),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the identity key.", dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the completions as JSON."),
+) -> None:
+    """Try an adapter: verify the package, decrypt it in memory (never to disk), apply it
+    to its base model and print the greedy completion of --prompt.
+
+    Example: tgflow peft generate --package demo-out/support.tgsp --identity operator --prompt "Ticket #1: The VPN client fails with error 809 after the latest update.\\nResolution:" --against base --base-model examples/tiny-base
+    """
+    from runners.trial import generate as run_generate
+    from tgsp.errors import InputError
+
+    if against not in (None, "base"):
+        raise InputError(f"--against {against!r}: only 'base' is supported", hint="use --against base")
+    kr = keyring()
+    pp = passphrase(passphrase_file, key=", ".join(identity))
+    idents = [k for name in identity for k in kr.identities(name, pp)]
+    text = prompt.replace("\\n", "\n")
+    out = run_generate(package, kr.trust_policy(kind="adapter"), idents, text, against_base=against == "base",
+                       base_model=base_model, max_new_tokens=max_new_tokens)
+    if json_out:
+        return emit_json(out)
+    say(f"prompt:       {out['prompt']}")
+    if "base" in out:
+        say(f"base model:   {out['base'].strip()}")
+    say(f"adapter v{out['version']}:   {out['adapter'].strip()}")
