@@ -62,7 +62,7 @@ def locked(path: Path, what: str, command: str, *, wait: float = 0.0) -> Iterato
                 if time.monotonic() >= deadline:
                     f.seek(0)
                     raise RouteBusy(f"{what} is busy: {describe(_holder(f.read(4096)))} holds its lock") from None
-                time.sleep(0.05)
+                time.sleep(min(1.0, 0.05 + (time.monotonic() - deadline + wait) / 20))  # back off to 1 s
         try:
             f.seek(0)
             stale = _holder(f.read(4096))

@@ -106,11 +106,12 @@ def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock
 def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               stop: threading.Event | None = None, progress: Progress | None = None,
               now: clock.Clock = clock.utcnow, input_root: Path | None = None,
-              output_root: Path | None = None) -> RoundResult:
-    """Run one round. Relative input paths resolve against ``input_root``
+              output_root: Path | None = None, wait_busy: float = 0.0) -> RoundResult:
+    """Run one round (``wait_busy``: seconds to wait for a busy route's lock before RouteBusy). Relative input paths resolve against ``input_root``
     (default: the spec's folder); with ``output_root`` the package goes to
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
     opened = open_round(spec_path, input_root, output_root)
+    state = opened.state  # refuses a state_dir that climbs out of the output root
     if opened.spec.privacy.mode == "dp":
         privacy.check_spec(opened.spec)
     prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
@@ -119,8 +120,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         keyring.resolve_public(r)
     signer = keyring.signer(opened.spec.output.signing_key, passphrase)
     prepared = inputs_stage.prepare(opened, keyring)
-    store = RouteStore(opened.state, opened.spec.route_key, now=now)
-    with store.session("peft run"):
+    store = RouteStore(state, opened.spec.route_key, now=now)
+    with store.session("peft run", wait=wait_busy):
         mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
         rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,
                     progress, started=now())

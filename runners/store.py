@@ -71,9 +71,11 @@ class RouteStore:
 
     # --- the session ------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, command: str) -> Iterator[RouteStore]:
-        """Hold the route's lock (RouteBusy if another command has it), open or migrate the store."""
-        with locked(self.folder / "lock", f"route {self.route}", command) as held:
+    def session(self, command: str, *, wait: float = 0.0) -> Iterator[RouteStore]:
+        """Hold the route's lock (RouteBusy if another command still has it after ``wait``
+        seconds), then open or migrate the store."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with locked(self.folder / "lock", f"route {self.route}", command, wait=wait) as held:
             self._held = True
             try:
                 self._open()

@@ -48,14 +48,16 @@ def run(
     skip_ok: bool = typer.Option(False, "--skip-ok", help="Exit 0, not 10, when the round is skipped because nothing is new (for schedulers: a quiet night is a success)."),
     input_root: Optional[Path] = typer.Option(None, "--input-root", help="Resolve relative input paths (model, feeds) here instead of the spec's folder (for containers).", file_okay=False),
     output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
+    wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If another round holds the route, retry its lock this long before exiting 73 (route busy)."),
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
     signed, encrypted TGSP package with its evidence.
 
-    Exit codes: 0 packaged, 10 skipped (low novelty), 11 forgetting budget
-    exceeded, 12 evaluation gate failed, 13 privacy budget exhausted, 75 interrupted (checkpoint saved; re-run
-    to resume), 2 bad spec or input, 3 key problem.
+    Exit codes: 0 packaged (and registered as candidate), 10 skipped (low novelty),
+    11 forgetting budget exceeded, 12 evaluation gate failed, 13 privacy budget exhausted,
+    73 route busy (another round holds it; nothing changed), 75 interrupted (checkpoint
+    saved; re-run to resume), 2 bad spec or input, 3 key problem.
 
     Example: tgflow peft run --spec examples/run_spec.json
     """
@@ -85,7 +87,7 @@ def run(
         with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
             result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)), stop=stop,
                                progress=progress,
-                               input_root=input_root, output_root=output_root)
+                               input_root=input_root, output_root=output_root, wait_busy=wait_busy)
     except NoveltySkipped as exc:
         if not skip_ok:
             return _outcome(exc, report)

@@ -2,7 +2,7 @@
 
 Every backend runs the same container command:
 
-    tgflow peft run --spec <config>/run_spec.json --input-root <in> --output-root <out> --skip-ok --json
+    tgflow peft run --spec <config>/run_spec.json --input-root <in> --output-root <out> --skip-ok --wait-busy 900 --json
 
 with the keyring at TGFLOW_HOME and the passphrase in a file whose path is in
 TGFLOW_PASSPHRASE_FILE. Both come from the platform's secret store, by
@@ -26,6 +26,9 @@ JOB_SPEC_FORMAT = "tgflow.job-spec/1"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # peft run's exit codes, for platforms that can act on them.
 # Runs use --skip-ok, so "nothing new" (10) is a successful, quiet night (0).
+# A job that finds its route busy retries the lock itself for this long (platforms that cannot
+# retry on an exit code still retry a busy route), then exits 73, which k8s retries too.
+BUSY_WAIT_SECONDS = 900
 RETRY_CODES = outcomes.retry_codes()  # busy, interrupted (checkpoint saved), terminated: run again
 FINAL_CODES = outcomes.final_codes()  # retrying cannot help
 
@@ -79,7 +82,7 @@ def check_paths(spec: RunSpec) -> None:
 
 def command(config_dir: str, input_root: str, output_root: str) -> tuple[list[str], list[str]]:
     return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", "--input-root", input_root,
-                        "--output-root", output_root, "--skip-ok", "--json"]
+                        "--output-root", output_root, "--skip-ok", "--wait-busy", str(BUSY_WAIT_SECONDS), "--json"]
 
 
 def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
