@@ -30,8 +30,10 @@ class Held:
 
 
 def _holder(raw: str) -> dict | None:
+    if not raw.strip():
+        return None  # released cleanly
     try:
-        obj = json.loads(raw) if raw.strip() else None
+        obj = json.loads(raw)
     except ValueError:
         return {"unreadable": True}
     return obj if isinstance(obj, dict) else {"unreadable": True}

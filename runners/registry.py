@@ -53,13 +53,14 @@ class Registry:
         return sorted(p.name for p in base.iterdir() if (p / "index.json").is_file()) if base.is_dir() else []
 
     # --- reading ------------------------------------------------------------------------
-    def load(self, route: str, policy: TrustPolicy | None = None) -> tuple[dict[str, Any] | None, bytes]:
+    def load(self, route: str, policy: TrustPolicy | None = None, *,
+             fresh: bool = True) -> tuple[dict[str, Any] | None, bytes]:
         """The verified index of ``route`` (None if it has none yet) and its raw bytes."""
         path = self.route_dir(route) / "index.json"
         if not path.exists():
             return None, b""
         raw = read_input(path, "route index", max_bytes=route_index.MAX_BYTES)
-        return route_index.verify(raw, policy or self.policy, route=route), raw
+        return route_index.verify(raw, policy or self.policy, route=route, fresh=fresh), raw
 
     def require(self, route: str) -> dict[str, Any]:
         doc, _ = self.load(route)
@@ -74,7 +75,7 @@ class Registry:
         """A working copy of the index; on a clean exit, the next version, signed and written."""
         folder = self.route_dir(route)
         with locked(folder / "lock", f"registry route {route}", command, wait=LOCK_WAIT):
-            doc, _ = self.load(route)
+            doc, _ = self.load(route, fresh=False)
             work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,
                                                     "aliases": {}, "packages": [], "history": []}
             yield work

@@ -48,9 +48,10 @@ def sign(doc: dict[str, Any], signers: Sequence[signing.Signer], now: datetime) 
     return encode(dsse.Envelope(INDEX_TYPE, payload, tuple(sigs)).to_dict()) + b"\n"
 
 
-def verify(raw: bytes, policy: signing.TrustPolicy, *, route: str) -> dict[str, Any]:
+def verify(raw: bytes, policy: signing.TrustPolicy, *, route: str, fresh: bool = True) -> dict[str, Any]:
     """The document, if the bytes are a well-formed index of ``route``, signed by a
-    trusted key, and not expired. Raises a PackageError subclass otherwise."""
+    trusted key, and (with ``fresh``) not expired. Raises a PackageError subclass otherwise.
+    Only the registry's own editor reads with ``fresh=False``: re-signing is how a frozen index thaws."""
     if len(raw) > MAX_BYTES:
         raise FormatError(f"route index is over {MAX_BYTES} bytes")
     env = dsse.parse(parse(raw, what="route index"), expect_type=INDEX_TYPE)
@@ -59,7 +60,7 @@ def verify(raw: bytes, policy: signing.TrustPolicy, *, route: str) -> dict[str, 
     if doc["route"] != route:
         raise FormatError(f"route index is for route {doc['route']!r}, not {route!r}")
     signing.check(env, doc, policy)
-    if policy.now() >= clock.parse(doc["expires"]):
+    if fresh and policy.now() >= clock.parse(doc["expires"]):
         raise ExpiredError(f"route index version {doc['version']} expired at {doc['expires']} (frozen: nobody has "
                            "re-signed it)", hint="re-sign it: tgflow route promote ROUTE VERSION (or refresh)")
     return doc
