@@ -1,0 +1,162 @@
+"""A route's life on the shipped tiny-base, through the real CLI: round 1, promote,
+round 2 warm-started from it, novelty that tells new from seen, champion/challenger,
+promote, roll back, resolve, and peft generate. Real training on 2 CPU cores (~40 s)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PASS, cli
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_tiny_base as corpus  # noqa: E402  (the generators that made the shipped feeds)
+
+
+@pytest.fixture(scope="module")
+def route(tmp_path_factory):
+    """Round 1 of the shipped example, packaged and promoted to production."""
+    root = tmp_path_factory.mktemp("route")
+    shutil.copytree(ROOT / "examples", root / "examples", ignore=shutil.ignore_patterns("demo-adapter"))
+    env = pytest.MonkeyPatch()
+    env.setenv("TGFLOW_HOME", str(root / "home"))
+    env.setenv("TGFLOW_PASSPHRASE", PASS)
+    env.chdir(root)
+    from tgflow_cli.main import main
+
+    assert main(["key", "generate", "release"]) == 0 and main(["key", "generate", "operator", "--type", "recipient"]) == 0
+    assert main(["peft", "run", "--spec", "examples/run_spec.json"]) == 0
+    assert main(["route", "promote", "support", "1", "--registry", "demo-out/registry", "--signing-key", "release"]) == 0
+    yield root
+    env.undo()
+
+
+def _release(root: Path):
+    from runners import adapters
+    from tgsp.keyring import Keyring
+
+    kr = Keyring(root / "home")
+    pkg = next((root / "demo-out/registry/routes/support/packages").iterdir())
+    return adapters.read_release(pkg, kr.trust_policy(), kr.identities("operator", lambda: PASS))
+
+
+def test_novelty_tells_new_topics_from_reworded_seen_tickets(route):
+    """Three groups under the route's production adapter (round 1):
+    tickets with resolutions it never learned pass, reworded seen tickets do not,
+    and near-duplicates within one feed are caught."""
+    from runners import adapters, model as model_mod, novelty
+    from runners.batches import tokenize
+    from runners.evaluate import example_losses
+    from runners.feeds import Example
+
+    tok, model = model_mod.load(route / "examples/tiny-base", model_mod.pick_device("fp32"))
+    model = adapters.attach(model, _release(route), "parent")
+    from runners.neardup import near_key
+
+    def rows(make, tag: str) -> list[Example]:  # 24 distinct tickets (no two equal apart from the number)
+        out, keys, i = [], set(), 0
+        while len(out) < 24:
+            r = make(random.Random(f"{tag}-{i}"))
+            e, i = Example(r["prompt"], r["completion"]), i + 1
+            if near_key(e) not in keys:
+                keys.add(near_key(e))
+                out.append(e)
+        return out
+
+    new, reworded = rows(corpus.new_ticket, "t-new"), rows(corpus.reworded_ticket, "t-rew")
+    twins = [Example(e.prompt.replace("Ticket #", "Ticket #9"), e.target) for e in new[:6]]  # same ticket, other number
+    feed = new + reworded + twins
+    losses = example_losses(model, tok, tokenize(tok, feed, 96), "cpu")
+    result = novelty.score(feed, losses, novelty.Seen(frozenset(), frozenset()), 0.5, measure="loss")
+    scores = result.scores
+    assert min(scores[:24]) > 0.6, "every new-topic ticket passes (threshold 0.5)"
+    assert max(scores[24:48]) < 0.35, "no reworded seen ticket passes"
+    assert min(scores[:24]) - max(scores[24:48]) > 0.3, "by a wide margin"
+    assert result.near_duplicates == 6 and all(s == 0.0 for s in scores[48:])
+    assert set(result.novel) == set(range(24))
+
+
+def test_round_two_continues_keeps_and_learns(route, capsys):
+    code, out, err = cli(capsys, "peft", "run", "--spec", "examples/run_spec_2.json", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    first = _release(route)
+    assert report["version"] == 2 and report["parent"]["package_id"] == first.package_id
+    from tgsp.verify import open_package
+
+    with open_package(report["package"]) as p:
+        events = {e["type"]: e["data"] for e in p.evidence}
+        deps = p.provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert events["tgflow.inputs"]["parent"]["package_id"] == first.package_id  # lineage back to the base
+    assert events["tgflow.training"]["init"] == "last-release"
+    assert any(d["uri"] == "tgflow:parent/support@1" for d in deps)
+    nov = report["novelty"]
+    assert nov["novel"] < nov["examples"] - 60, "reworded round-1 tickets are not novel"
+    ev, forget = report["evaluation"], report["forgetting"]
+    # keeps round 1's skill: round 1's held-out tickets, before and after
+    kept = forget["earlier_heldout"]["1"]
+    assert kept["before"]["exact_match"] >= 0.95 and kept["after"]["exact_match"] >= 0.95
+    # learns round 2's: on the mixed eval set it beats both the base model and round 1
+    assert ev["candidate"]["exact_match"] >= ev["previous_release"]["exact_match"] + 0.25
+    assert ev["candidate"]["exact_match"] > ev["base"]["exact_match"] + 0.5
+    assert forget["against"] == "previous release" and forget["passed"]
+
+
+def test_champion_challenger_refuses_a_worse_adapter(route, capsys):
+    """Round 2 without replay forgets round 1's resolutions: the gate (no regression against
+    production on the same eval set) refuses it, whatever the loss says."""
+    spec = json.loads((route / "examples/run_spec_2.json").read_text())
+    spec["policy"].update(replay_fraction=0.0, forgetting_budget=100.0)
+    spec["training"]["steps"] = 60
+    spec["output"].update(path="../demo-out/no-replay.tgsp", state_dir=str(route / "demo-out/.state-no-replay"))
+    (route / "examples/no_replay.json").write_text(json.dumps(spec))
+    code, out, err = cli(capsys, "peft", "run", "--spec", "examples/no_replay.json", "--json")
+    assert code == 12 and "against the production adapter" in err, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["evaluation"]["eval_loss_after"] < report["evaluation"]["eval_loss_before"]  # the loss improved
+    assert not (route / "demo-out/no-replay.tgsp").exists()
+
+
+def test_promote_roll_back_resolve_and_generate(route, capsys):
+    reg = ["--registry", "demo-out/registry"]
+    sign = ["--signing-key", "release"]
+    state = route / "consumer.json"
+    code, out, _ = cli(capsys, "route", "resolve", "support", *reg, "--state", state, "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+    assert cli(capsys, "route", "promote", "support", "2", *reg, *sign)[0] == 0
+    newer = (route / "demo-out/registry/routes/support/index.json").read_bytes()
+    code, out, _ = cli(capsys, "route", "resolve", "support", *reg, "--state", state, "--json")
+    assert code == 0 and json.loads(out)["version"] == 2
+    older = newer
+    assert cli(capsys, "route", "rollback", "support", *reg, *sign)[0] == 0
+    code, out, _ = cli(capsys, "route", "resolve", "support", *reg, "--state", state, "--json")
+    resolved = json.loads(out)
+    assert code == 0 and resolved["version"] == 1 and resolved["package_id"] == _release(route).package_id
+    (route / "demo-out/registry/routes/support/index.json").write_bytes(older)  # replay the promote-2 index
+    code, _, err = cli(capsys, "route", "resolve", "support", *reg, "--state", state)
+    assert code == 1 and "replayed" in err
+    ticket = corpus.ticket(random.Random("generate-1"))
+    code, out, err = cli(capsys, "peft", "generate", "--package", resolved["path"], "--identity", "operator",
+                         "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14", "--json",
+                         "--base-model", "examples/tiny-base")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["adapter"].strip() == ticket["completion"].strip() and "base" in answer
+    code, out, _ = cli(capsys, "peft", "generate", "--package", resolved["path"], "--identity", "operator",
+                       "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14",
+                       "--base-model", "examples/tiny-base")
+    assert code == 0 and "base model:" in out and "adapter v1:" in out
+
+
+def test_every_state_file_carries_a_format_tag(route):
+    state = route / "demo-out/.tgflow-state/support"
+    for p in state.rglob("*.json"):
+        assert json.loads(p.read_text()).get("format", "").startswith("tgflow"), p
+    names = {p.name for p in state.iterdir()}
+    assert {"store.json", "log.jsonl", "log.head.json", "lock", "novelty", "retained", "rounds"} <= names
