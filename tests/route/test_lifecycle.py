@@ -37,12 +37,14 @@ def route(tmp_path_factory):
     env.undo()
 
 
-def _release(root: Path):
+def _release(root: Path, version: int = 1):
     from runners import adapters
+    from runners.registry import Registry, find
     from tgsp.keyring import Keyring
 
     kr = Keyring(root / "home")
-    pkg = next((root / "demo-out/registry/routes/support/packages").iterdir())
+    reg = Registry(root / "demo-out/registry", kr.trust_policy())
+    pkg = reg.route_dir("support") / find(reg.require("support"), version)["file"]
     return adapters.read_release(pkg, kr.trust_policy(), kr.identities("operator", lambda: PASS))
 
 
