@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The main job, end to end, on the embedded default, with no downloads:
-# one continuous-learning round (`tgflow peft run`) on the bundled tiny base
-# model and support-ticket feed, producing a signed, encrypted TGSP package;
-# then verify it, unpack it, and load the adapter with PEFT. Then the same
-# round under differential privacy (DP-SGD, with the route's privacy ledger).
+# The main job, end to end, on the embedded default, with no downloads: a route's life.
+#   round 1  (`tgflow peft run`) learns the support route's eight resolutions on the bundled tiny
+#            base model; its signed, encrypted package is registered as candidate; verify, unpack,
+#            promote it to production;
+#   round 2  starts from round 1's release, learns four new resolutions from a feed that also
+#            holds reworded round-1 tickets (novelty drops those), keeps round 1's skill (measured),
+#            and must not regress against production; promote it, roll back to round 1, and
+#            resolve the production package as a deploying CronJob would;
+#   generate shows an adapter's answer next to the base model's;
+#   DP       the round under differential privacy (epsilon 3): its gate refuses the adapter,
+#            because at that epsilon it does not learn the task (docs/privacy.md has the numbers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh train
@@ -12,29 +18,28 @@ rm -rf "$out" && mkdir -p "$out"
 export TGFLOW_HOME="$PWD/$out/keyring"
 export TGFLOW_PASSPHRASE="${TGFLOW_PASSPHRASE:-demo-passphrase-change-me}"
 tg=.venv/bin/tgflow
+reg=(--registry "$out/registry" --signing-key release)
+ticket='Ticket #4242: The VPN client rejects valid credentials since the office move.\nResolution:'
 set -x
 $tg key generate release --type signing
 $tg key generate operator --type recipient
+# Round 1
 $tg peft run --spec examples/run_spec.json
 $tg tgsp verify "$out/support.tgsp"
 $tg tgsp unpack "$out/support.tgsp" -o "$out/adapter" --identity operator
-# The same round with differential privacy (epsilon 3 per round, route budget 10).
-$tg peft run --spec examples/run_spec_dp.json
-$tg tgsp verify "$out/support-dp.tgsp"
+$tg route promote support 1 "${reg[@]}"
+# Round 2: warm start from production (round 1), replay of round 1's data, champion/challenger gate
+$tg peft run --spec examples/run_spec_2.json
+$tg route eval support --candidate 2 --against production --eval examples/feeds/support-eval-2.jsonl --identity operator --base-model examples/tiny-base "${reg[@]}"
+$tg route promote support 2 "${reg[@]}"
+$tg route resolve support --registry "$out/registry" --state "$out/deploy-state.json" --json
+$tg route rollback support "${reg[@]}"
+$tg route resolve support --registry "$out/registry" --state "$out/deploy-state.json" --json
+$tg route history support --spec examples/run_spec.json
+$tg peft generate --package "$out/support.tgsp" --identity operator --prompt "$ticket" --against base --base-model examples/tiny-base --max-new-tokens 14
+# The same route idea under differential privacy: the task gate refuses an adapter that has not learned (exit 12)
+rc=0; $tg peft run --spec examples/run_spec_dp.json || rc=$?
+test "$rc" -eq 12
 $tg peft budget --spec examples/run_spec_dp.json
 { set +x; } 2>/dev/null
-.venv/bin/python - "$out/adapter" <<'PY'
-import sys, torch
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained("examples/tiny-base")
-base = AutoModelForCausalLM.from_pretrained("examples/tiny-base")
-prompt = "Ticket #4242: The VPN client rejects valid credentials since the office move.\nResolution:"
-ids = tok(prompt, return_tensors="pt").input_ids
-ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], dim=1)
-gen = lambda m: tok.decode(m.generate(ids, max_new_tokens=14, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:], skip_special_tokens=True)
-print("\nprompt:        ", prompt.replace("\n", " | "))
-print("base model:    ", gen(base))
-print("with adapter:  ", gen(PeftModel.from_pretrained(base, sys.argv[1])))
-PY
-echo "round trip OK: $out/support.tgsp verified, decrypted, and loaded with PeftModel.from_pretrained"
+echo "route lifecycle OK: rounds 1 and 2 packaged and registered, promoted, rolled back to 1, resolved; the DP round refused by its gate (exit 12), its epsilon charged"

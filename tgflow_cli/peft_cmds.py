@@ -208,10 +208,21 @@ def _warn_test_seed(report: dict) -> None:
              "(its sampling and noise can be replayed); never ship its package")
 
 
+def _metric_line(name: str, m: dict | None) -> str:
+    if not m:
+        return ""
+    parts = [f"exact match {m['exact_match']:.0%}" if m.get("exact_match") is not None else "",
+             f"choice accuracy {m['choice_accuracy']:.0%} of {m['choices']}" if m.get("choice_accuracy") is not None else "",
+             f"loss {m['loss']:.4g}"]
+    return f"  {name}: " + ", ".join(p for p in parts if p)
+
+
 def _render(report: dict) -> None:
     ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
     say(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
-              f"{nv['duplicates']} duplicates)")
+        f"{nv['duplicates']} duplicates, {nv.get('near_duplicates', 0)} near-duplicates)")
+    if report.get("parent"):
+        say(f"started from production version {report['parent']['version']} ({report['parent']['package_id'][:23]})")
     if tr.get("resumed_from_step"):
         say(f"resumed from the checkpoint at step {tr['resumed_from_step']}")
     if "withheld_under_dp" in tr:
@@ -222,13 +233,19 @@ def _render(report: dict) -> None:
     pv = report.get("privacy") or {}
     if pv.get("mode") == "dp":
         say(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "
-                  f"sigma {pv['noise_multiplier']:.4g}, q {pv['sample_rate']:.4g}, {pv['steps']} steps); route epsilon "
-                  f"{pv['route_epsilon']:.4g} of {pv['route_budget_epsilon'] if pv['route_budget_epsilon'] else 'no budget'}")
-    say(f"new-domain eval loss: {ev['eval_loss_before']} -> {ev['eval_loss_after']} "
-              f"({ev['eval_improvement'] * 100:.1f}% better)")
-    say(f"forgetting on reference: {fg['reference_loss_before']} -> {fg['reference_loss_after']} "
-              f"= {fg['forgetting'] * 100:+.2f}% (budget {fg['budget'] * 100:.1f}%)")
+            f"sigma {pv['noise_multiplier']:.4g}, q {pv['sample_rate']:.4g}, {pv['steps']} steps); route epsilon "
+            f"{pv['route_epsilon']:.4g} of {pv['route_budget_epsilon'] if pv['route_budget_epsilon'] else 'no budget'}")
+    say(f"eval set ({ev['eval_examples']} examples):")
+    for name, key in (("base model", "base"), ("production", "previous_release"), ("this adapter", "candidate")):
+        if ev.get(key):
+            say(_metric_line(name, ev[key]))
+    say(f"forgetting against the {fg.get('against', 'base model')}: {fg['forgetting'] * 100:+.2f}% "
+        f"(budget {fg['budget'] * 100:.1f}%; reference loss {fg['reference_loss_before']} -> {fg['reference_loss_after']})")
+    for version, m in (fg.get("earlier_heldout") or {}).items():
+        say(f"  kept round {version}'s held-out set:" + _metric_line("", m["after"]).split(":", 1)[1]
+            + f" (was {m['before'].get('exact_match', 0):.0%} exact)")
     say(styled("packaged", "bold green"), f" {report['package']} version {report['version']} {report['package_id']}")
+    say(f"registered as candidate in {report['registered']['path']}" if report.get("registered") else "")
 
 
 @app.command()
