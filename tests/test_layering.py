@@ -9,3 +9,11 @@ def test_tgsp_imports_no_torch_typer_or_rich():
             "print(sorted(m for m in ('torch', 'typer', 'rich', 'peft', 'click', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_route_resolve_stays_light():
+    """A deploying CronJob's `route resolve` reads the registry without loading torch."""
+    code = ("import sys, runners.registry, runners.store, tgsp.route_index, tgflow_cli.route_cmds; "
+            "print(sorted(m for m in ('torch', 'peft', 'transformers', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -54,10 +54,9 @@ def run(
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
     signed, encrypted TGSP package with its evidence.
 
-    Exit codes: 0 packaged (and registered as candidate), 10 skipped (low novelty),
-    11 forgetting budget exceeded, 12 evaluation gate failed, 13 privacy budget exhausted,
-    73 route busy (another round holds it; nothing changed), 75 interrupted (checkpoint
-    saved; re-run to resume), 2 bad spec or input, 3 key problem.
+    Exit codes: 0 packaged (and registered as candidate), 10 skipped (low novelty), 11 forgetting
+    budget exceeded, 12 evaluation gate failed, 13 privacy budget exhausted, 73 route busy (nothing
+    changed), 75 interrupted (checkpoint saved; re-run to resume), 2 bad input, 3 key problem.
 
     Example: tgflow peft run --spec examples/run_spec.json
     """

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import tgsp
-from tgsp import clock
+from tgsp import clock, route_index
+from tgsp.errors import OutputError, TgflowError
 
 from .. import adapters
 from ..card import model_card
@@ -68,8 +69,7 @@ def release(rnd, i: Inputs, sel: Selection, u: Update, ev: Evaluation) -> tuple[
     spec = rnd.spec
     version = rnd.store.next_version() if spec.output.version == "auto" else spec.output.version
     pid = package(rnd, i, u, version)
-    entry = rnd.registry.register(rnd.opened.out_path, rnd.signer, alias="candidate", command="peft run")
-    registered = rnd.registry.route_dir(spec.route_key) / entry["file"]
+    registered = rnd.registry.route_dir(spec.route_key) / route_index.package_file(pid)
     # Only now does the route move on. Every novel example this round consumed is "seen".
     if rnd.mode.uses_history:  # DP records must not steer which records later rounds select
         rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})
@@ -82,4 +82,16 @@ def release(rnd, i: Inputs, sel: Selection, u: Update, ev: Evaluation) -> tuple[
               "parent": i.parent and {"package_id": i.parent.package_id, "version": i.parent.version}}
     rnd.commit(PACKAGED, report, {"version": version, "package_id": pid,
                                   "parent": i.parent.package_id if i.parent else None})
+    _register(rnd, pid)
     return Released(rnd.opened.out_path, pid, version, registered), report
+
+
+def _register(rnd, pid: str) -> None:
+    """Registered as candidate after the round is committed, so a registry that is busy or
+    unwritable loses nothing: the package and its log line stay, and a retry is one command."""
+    try:
+        rnd.registry.register(rnd.opened.out_path, rnd.signer, alias="candidate", command="peft run")
+    except TgflowError as exc:
+        raise OutputError(f"the round is packaged ({pid[:23]}) but not registered: {exc}",
+                        hint=f"register it: tgflow route register {rnd.opened.out_path} --registry "
+                             f"{rnd.registry.root} --signing-key {rnd.spec.output.signing_key}") from None
