@@ -47,7 +47,7 @@ def exact_match(model, tok, examples: list[Example], device: str, max_len: int) 
             prompt, want = item.input_ids[:cut], item.input_ids[cut:]
             ids = torch.tensor([prompt], device=device)
             got = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(want),
-                                 do_sample=False, pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
+                                 do_sample=False, pad_token_id=tok.pad_token_id, use_cache=True)[0, len(prompt):].tolist()
             hits += got == want
     return hits / max(len(examples), 1)
 

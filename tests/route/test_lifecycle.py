@@ -115,7 +115,7 @@ def test_champion_challenger_refuses_a_worse_adapter(route, capsys):
     production on the same eval set) refuses it, whatever the loss says."""
     spec = json.loads((route / "examples/run_spec_2.json").read_text())
     spec["policy"].update(replay_fraction=0.0, forgetting_budget=100.0)
-    spec["training"]["steps"] = 60
+    spec["training"]["steps"] = 30
     spec["output"].update(path="../demo-out/no-replay.tgsp", state_dir=str(route / "demo-out/.state-no-replay"))
     (route / "examples/no_replay.json").write_text(json.dumps(spec))
     code, out, err = cli(capsys, "peft", "run", "--spec", "examples/no_replay.json", "--json")
