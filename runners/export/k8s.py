@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from tgsp.errors import InputError
@@ -28,8 +29,21 @@ SETTINGS = frozenset({'keyring_secret', 'n2he_image', 'namespace', 'passphrase_s
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
 
-def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
-    check_paths(spec)
+@dataclass(frozen=True)
+class _Names:
+    job: str
+    namespace: str | None
+    labels: dict[str, str]
+    passphrase_secret: str
+    keyring_secret: str
+    work_claim: str
+    state_claim: str
+
+    def meta(self, name: str) -> dict[str, Any]:
+        return {"name": name, "labels": self.labels, **({"namespace": self.namespace} if self.namespace else {})}
+
+
+def _names(spec: RunSpec, options: ExportOptions) -> _Names:
     name = job_name(spec, options)
     ns = options.settings.get("namespace")
     if ns is not None:
@@ -39,19 +53,17 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
             raise InputError(f"{what} {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
     labels = {"app.kubernetes.io/name": "tgflow", "app.kubernetes.io/component": "peft-run",
               "tgflow.dev/route": name.removeprefix("tgflow-")}
-    meta = lambda n: {"name": n, "labels": labels, **({"namespace": ns} if ns else {})}  # noqa: E731
-    cm_name = f"{name}-spec"
-    passphrase_secret = options.settings.get("passphrase_secret", "tgflow-passphrase")
-    keyring_secret = dns1123(options.settings.get("keyring_secret", "tgflow-keyring"), max_len=50,
-                             what="--set keyring_secret")
-    work_claim = options.settings.get("work_claim", "tgflow-work")
-    state_claim = options.settings.get("state_claim", "tgflow-state")
-    cmd, args = command("/config", "/work", "/out")
-    env = base_env("/secrets/passphrase", "/keyring")
+    return _Names(name, ns, labels, options.settings.get("passphrase_secret", "tgflow-passphrase"),
+                  dns1123(options.settings.get("keyring_secret", "tgflow-keyring"), max_len=50,
+                          what="--set keyring_secret"),
+                  options.settings.get("work_claim", "tgflow-work"), options.settings.get("state_claim", "tgflow-state"))
+
+
+def _container(options: ExportOptions, cmd: list[str], args: list[str], env: dict[str, str]) -> dict[str, Any]:
     limits = {"cpu": options.cpu, "memory": options.memory}
     if options.gpus:
         limits["nvidia.com/gpu"] = str(options.gpus)
-    container = {
+    return {
         "name": "tgflow",
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
@@ -75,41 +87,47 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    containers = [container]
-    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
-        containers.append({
-            "name": "n2he-sidecar",
-            "image": options.setting("n2he_image", "k8s"),
-            "ports": [{"containerPort": 8765, "name": "n2he"}],
-            "securityContext": container["securityContext"],
-            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-        })
-        container["env"].append({"name": "TGFLOW_N2HE_URL", "value": "http://127.0.0.1:8765"})
-    pod = {
-        "metadata": {"labels": labels},
+
+
+def _sidecar(spec: RunSpec, options: ExportOptions, container: dict[str, Any]) -> list[dict[str, Any]]:
+    if not (spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar):
+        return []
+    container["env"].append({"name": "TGFLOW_N2HE_URL", "value": "http://127.0.0.1:8765"})
+    return [{"name": "n2he-sidecar", "image": options.setting("n2he_image", "k8s"),
+             "ports": [{"containerPort": 8765, "name": "n2he"}], "securityContext": container["securityContext"],
+             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}]
+
+
+def _pod(n: _Names, options: ExportOptions, containers: list[dict[str, Any]]) -> dict[str, Any]:
+    ks = n.keyring_secret
+    return {
+        "metadata": {"labels": n.labels},
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": options.grace_seconds,
             "securityContext": {"runAsNonRoot": True, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": containers,
             "volumes": [
-                {"name": "config", "configMap": {"name": cm_name}},
-                {"name": "keyring-keys", "secret": {"secretName": f"{keyring_secret}-keys", "defaultMode": 0o400}},
-                {"name": "keyring-trust", "secret": {"secretName": f"{keyring_secret}-trust", "defaultMode": 0o400}},
-                {"name": "keyring-revocations", "secret": {"secretName": f"{keyring_secret}-revocations",
+                {"name": "config", "configMap": {"name": f"{n.job}-spec"}},
+                {"name": "keyring-keys", "secret": {"secretName": f"{ks}-keys", "defaultMode": 0o400}},
+                {"name": "keyring-trust", "secret": {"secretName": f"{ks}-trust", "defaultMode": 0o400}},
+                {"name": "keyring-revocations", "secret": {"secretName": f"{ks}-revocations",
                                                            "defaultMode": 0o400, "optional": True}},
-                {"name": "passphrase", "secret": {"secretName": passphrase_secret, "defaultMode": 0o400,
+                {"name": "passphrase", "secret": {"secretName": n.passphrase_secret, "defaultMode": 0o400,
                                                   "items": [{"key": "passphrase", "path": "passphrase"}]}},
-                {"name": "work", "persistentVolumeClaim": {"claimName": work_claim, "readOnly": True}},
-                {"name": "state", "persistentVolumeClaim": {"claimName": state_claim}},
+                {"name": "work", "persistentVolumeClaim": {"claimName": n.work_claim, "readOnly": True}},
+                {"name": "state", "persistentVolumeClaim": {"claimName": n.state_claim}},
                 {"name": "tmp", "emptyDir": {}},
             ],
         },
     }
-    job_spec = {
+
+
+def _job_spec(options: ExportOptions, pod: dict[str, Any]) -> dict[str, Any]:
+    return {
         "backoffLimit": options.retries,
         "activeDeadlineSeconds": options.timeout_minutes * 60,
-        # exit 75 (checkpointed after SIGTERM) is retried without counting; policy outcomes are final.
+        # busy (73), checkpointed (75) and terminated (143) are retried without counting; policy outcomes are final.
         "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {"action": "Ignore", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(RETRY_CODES)}},
@@ -117,31 +135,44 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
         ]},
         "template": pod,
     }
+
+
+def _cronjob(n: _Names, options: ExportOptions, job_spec: dict[str, Any], native: str) -> dict[str, Any]:
+    doc = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": n.meta(n.job),
+           "spec": {"schedule": native, "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 3600,
+                    "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
+                    "jobTemplate": {"metadata": {"labels": n.labels}, "spec": job_spec}}}
+    if "time_zone" in options.settings:
+        doc["spec"]["timeZone"] = options.settings["time_zone"]
+    return doc
+
+
+def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
+    check_paths(spec)
+    n = _names(spec, options)
+    cmd, args = command("/config", "/work", "/out")
+    env = base_env("/secrets/passphrase", "/keyring")
+    container = _container(options, cmd, args, env)
+    job_spec = _job_spec(options, _pod(n, options, [container, *_sidecar(spec, options, container)]))
     files: dict[str, Any] = {
-        "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm_name),
+        "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(f"{n.job}-spec"),
                            "data": {"run_spec.json": json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True)}},
-        "job.yaml": {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(name), "spec": job_spec},
+        "job.yaml": {"apiVersion": "batch/v1", "kind": "Job", "metadata": n.meta(n.job), "spec": job_spec},
     }
     native = None
     if options.schedule:
         native = cron.to_unix(cron.parse(options.schedule))
-        files["cronjob.yaml"] = {
-            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(name),
-            "spec": {"schedule": native, "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 3600,
-                     "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
-                     "jobTemplate": {"metadata": {"labels": labels}, "spec": job_spec}},
-        }
-        if "time_zone" in options.settings:
-            files["cronjob.yaml"]["spec"]["timeZone"] = options.settings["time_zone"]
+        files["cronjob.yaml"] = _cronjob(n, options, job_spec, native)
+    ks = n.keyring_secret
     files["job_spec.json"] = portable(
-        spec, options, name=name, cmd=cmd, args=args, env=env, schedule=native,
-        secrets=[{"name": "passphrase", "mount": "/secrets/passphrase", "ref": f"secret/{passphrase_secret}#passphrase"},
-                 {"name": "keyring-keys", "mount": "/keyring/keys", "ref": f"secret/{keyring_secret}-keys"},
-                 {"name": "keyring-trust", "mount": "/keyring/trust", "ref": f"secret/{keyring_secret}-trust"},
+        spec, options, name=n.job, cmd=cmd, args=args, env=env, schedule=native,
+        secrets=[{"name": "passphrase", "mount": "/secrets/passphrase", "ref": f"secret/{n.passphrase_secret}#passphrase"},
+                 {"name": "keyring-keys", "mount": "/keyring/keys", "ref": f"secret/{ks}-keys"},
+                 {"name": "keyring-trust", "mount": "/keyring/trust", "ref": f"secret/{ks}-trust"},
                  {"name": "keyring-revocations", "mount": "/keyring/revocations",
-                  "ref": f"secret/{keyring_secret}-revocations", "optional": True}],
-        inputs=[{"name": "work", "mount": "/work", "ref": f"pvc/{work_claim}", "read_only": True}],
-        outputs=[{"name": "out", "mount": "/out", "ref": f"pvc/{state_claim}"}])
+                  "ref": f"secret/{ks}-revocations", "optional": True}],
+        inputs=[{"name": "work", "mount": "/work", "ref": f"pvc/{n.work_claim}", "read_only": True}],
+        outputs=[{"name": "out", "mount": "/out", "ref": f"pvc/{n.state_claim}"}])
     return files
 
 
