@@ -56,6 +56,23 @@ def validate(m: Any) -> dict:
     """Check the manifest's shape and internal consistency; return it."""
     if not isinstance(m, dict):
         raise FormatError("manifest is not a JSON object")
+    _check_header(m)
+    enc = m.get("encryption")
+    if enc is not None:
+        _check_encryption(enc)
+    _check_files(m.get("files"), enc)
+    ev = _exact(m.get("evidence"), {"size", "sha256", "head", "count"}, "evidence ")
+    _size(ev["size"], "evidence size"), _hex(ev["sha256"], "evidence sha256"), _hex(ev["head"], "evidence head")
+    _size(ev["count"], "evidence count")
+    pv = _exact(m.get("provenance"), {"size", "sha256"}, "provenance ")
+    _size(pv["size"], "provenance size"), _hex(pv["sha256"], "provenance sha256")
+    if m.get("signature_policy") != SIGNATURE_POLICY:
+        raise FormatError("manifest signature_policy must require both ed25519 and ml-dsa-65 from every signer")
+    _check_custody(m.get("custody"), check_signers(m.get("signers")))
+    return m
+
+
+def _check_header(m: dict) -> None:
     if m.get("format") != FORMAT:
         raise FormatError(f"unsupported format {m.get('format')!r}; this tgflow reads {FORMAT}",
                           hint="upgrade tgflow to read newer package formats")
@@ -76,22 +93,23 @@ def validate(m: Any) -> dict:
     if "expires" in m:
         clock.parse(m["expires"], what="manifest expires")
 
-    enc = m.get("encryption")
-    if enc is not None:
-        _exact(enc, {"aead", "chunk_size", "wrap", "recipients"}, "encryption ")
-        if enc["aead"] != _stream.AEAD_ID or enc["wrap"] != _kem.SUITE_ID:
-            raise FormatError("manifest encryption uses an unknown cipher suite")
-        chunk = _size(enc["chunk_size"], "encryption.chunk_size")
-        if not _stream.MIN_CHUNK <= chunk <= _stream.MAX_CHUNK:
-            raise FormatError("manifest encryption.chunk_size is out of range")
-        recips = enc["recipients"]
-        if not isinstance(recips, list) or not 1 <= len(recips) <= MAX_RECIPIENTS:
-            raise FormatError(f"manifest encryption needs 1 to {MAX_RECIPIENTS} recipients")
-        ids = [_hex(_exact(r, {"keyid", "wrapped"}, "recipient ")["keyid"], "recipient keyid") for r in recips]
-        if len(set(ids)) != len(ids):
-            raise FormatError("manifest lists a recipient twice")
 
-    files = m.get("files")
+def _check_encryption(enc: Any) -> None:
+    _exact(enc, {"aead", "chunk_size", "wrap", "recipients"}, "encryption ")
+    if enc["aead"] != _stream.AEAD_ID or enc["wrap"] != _kem.SUITE_ID:
+        raise FormatError("manifest encryption uses an unknown cipher suite")
+    chunk = _size(enc["chunk_size"], "encryption.chunk_size")
+    if not _stream.MIN_CHUNK <= chunk <= _stream.MAX_CHUNK:
+        raise FormatError("manifest encryption.chunk_size is out of range")
+    recips = enc["recipients"]
+    if not isinstance(recips, list) or not 1 <= len(recips) <= MAX_RECIPIENTS:
+        raise FormatError(f"manifest encryption needs 1 to {MAX_RECIPIENTS} recipients")
+    ids = [_hex(_exact(r, {"keyid", "wrapped"}, "recipient ")["keyid"], "recipient keyid") for r in recips]
+    if len(set(ids)) != len(ids):
+        raise FormatError("manifest lists a recipient twice")
+
+
+def _check_files(files: Any, enc: dict | None) -> None:
     if not isinstance(files, list) or len(files) > MAX_FILES:
         raise LimitError(f"manifest files must be a list of at most {MAX_FILES}")
     paths, folded = [], set()
@@ -115,28 +133,21 @@ def validate(m: Any) -> dict:
         raise FormatError("manifest files are not in canonical (sorted) order")
     _no_file_folder_clash(folded)
 
-    ev = _exact(m.get("evidence"), {"size", "sha256", "head", "count"}, "evidence ")
-    _size(ev["size"], "evidence size"), _hex(ev["sha256"], "evidence sha256"), _hex(ev["head"], "evidence head")
-    _size(ev["count"], "evidence count")
-    pv = _exact(m.get("provenance"), {"size", "sha256"}, "provenance ")
-    _size(pv["size"], "provenance size"), _hex(pv["sha256"], "provenance sha256")
 
-    if m.get("signature_policy") != SIGNATURE_POLICY:
-        raise FormatError("manifest signature_policy must require both ed25519 and ml-dsa-65 from every signer")
-    signers = m.get("signers")
+def check_signers(signers: Any) -> set[str]:
+    """The shape of a signed document's ``signers`` (manifests and route indexes); their key ids."""
     if not isinstance(signers, list) or len(signers) > MAX_SIGNERS:
-        raise FormatError(f"manifest signers must be a list of at most {MAX_SIGNERS}")
+        raise FormatError(f"signers must be a list of at most {MAX_SIGNERS}")
     seen = set()
     for s in signers:
         _exact(s, {"keyid", "name", "version", "signed_at", "public", "lineage"}, "signer ")
         if _hex(s["keyid"], "signer keyid") in seen:
-            raise FormatError("manifest names a signer twice")
+            raise FormatError("a signer is named twice")
         seen.add(s["keyid"])
         if not isinstance(s["name"], str) or not is_int(s["version"]) or s["version"] < 1:
-            raise FormatError("manifest signer needs a name and a version >= 1")
+            raise FormatError("a signer needs a name and a version >= 1")
         clock.parse(s["signed_at"], what="signer signed_at")
-    _check_custody(m.get("custody"), seen)
-    return m
+    return seen
 
 
 def _check_custody(custody: Any, signer_ids: set[str]) -> None:

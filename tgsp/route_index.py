@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from . import clock, dsse, signing
 from .canonical import encode, is_int, parse, sha256_hex
 from .errors import ExpiredError, FormatError, RollbackError
+from .manifest import check_signers
 
 INDEX_TYPE = "application/vnd.tgflow.route-index+json"
 FORMAT = "tgflow.route-index/1"
@@ -95,6 +96,7 @@ def check_document(doc: Any) -> None:
         raise FormatError("route index version must be an integer >= 1")
     for key in ("issued", "expires"):
         clock.parse(doc[key], what=f"route index {key}")
+    check_signers(doc["signers"])
     if not isinstance(doc["packages"], list) or not isinstance(doc["history"], list):
         raise FormatError("route index packages and history must be lists")
     ids = set()

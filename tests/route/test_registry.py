@@ -167,3 +167,21 @@ def test_the_index_parser_only_ever_refuses_cleanly(doc, raw):
         route_index.check_document(doc)
     except TgflowError:
         pass
+
+
+def _valid_doc() -> dict:
+    return {"format": route_index.FORMAT, "route": "support", "version": 1, "issued": "2026-01-01T00:00:00Z",
+            "expires": "2099-01-01T00:00:00Z", "aliases": {}, "packages": [], "history": [], "signers": []}
+
+
+@settings(max_examples=200, deadline=None)
+@given(signers=st.lists(st.fixed_dictionaries({"keyid": st.sampled_from(["ab" * 32, "x"]), "name": _json,
+                                               "version": _json, "signed_at": st.sampled_from(
+                                                   ["2026-01-01T00:00:00Z", "soon"]), "public": _json,
+                                               "lineage": _json}), max_size=2) | _json)
+def test_hostile_signers_in_a_well_shaped_index_are_refused_cleanly(signers):
+    doc = {**_valid_doc(), "signers": signers}
+    raw = encode({"payload": route_index.dsse.b64e(encode(doc)), "payloadType": route_index.INDEX_TYPE,
+                  "signatures": [{"keyid": "ab" * 32, "sig": route_index.dsse.b64e(b"x" * 64)}]})
+    with pytest.raises(PackageError):
+        route_index.verify(raw, tgsp.TrustPolicy(), route="support")
