@@ -137,6 +137,25 @@ def _finish(w: archive.Writer, m: dict[str, Any], records: list[dict], prov: byt
     return package_id(payload)
 
 
+def _check_args(started: datetime, expires: datetime | None, recipients: Sequence[PublicKey], chunk_size: int) -> None:
+    if expires is not None and expires <= started:
+        raise InputError(f"expiry {clock.fmt(expires)} is not in the future (now {clock.fmt(started)})",
+                         hint="give a later --expires")
+    if any(r.kind != RECIPIENT for r in recipients):
+        raise InputError("recipients must be recipient keys (X25519 + ML-KEM-768)")
+    if len({r.keyid for r in recipients}) != len(recipients):
+        raise InputError("the same recipient is named twice")
+    if not _stream.MIN_CHUNK <= chunk_size <= _stream.MAX_CHUNK:
+        raise InputError(f"chunk size must be between {_stream.MIN_CHUNK} and {_stream.MAX_CHUNK}")
+
+
+def _encryption(file_key: bytes, recipients: Sequence[PublicKey], chunk_size: int) -> dict[str, Any]:
+    """The manifest's encryption header: the file key wrapped to each recipient, by key id."""
+    return {"aead": _stream.AEAD_ID, "chunk_size": chunk_size, "wrap": _kem.SUITE_ID,
+            "recipients": sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(file_key, r.public))}
+                                  for r in recipients), key=lambda r: r["keyid"])}
+
+
 def build(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -162,28 +181,15 @@ def build(
     ``overwrite=False`` refuses an existing ``out``."""
     files = collect(src) if files is None else files
     started = now()
-    if expires is not None and expires <= started:
-        raise InputError(f"expiry {clock.fmt(expires)} is not in the future (now {clock.fmt(started)})",
-                         hint="give a later --expires")
-    if any(r.kind != RECIPIENT for r in recipients):
-        raise InputError("recipients must be recipient keys (X25519 + ML-KEM-768)")
-    if len({r.keyid for r in recipients}) != len(recipients):
-        raise InputError("the same recipient is named twice")
-    if not _stream.MIN_CHUNK <= chunk_size <= _stream.MAX_CHUNK:
-        raise InputError(f"chunk size must be between {_stream.MIN_CHUNK} and {_stream.MAX_CHUNK}")
+    _check_args(started, expires, recipients, chunk_size)
     m: dict[str, Any] = dict(extra or {})
     m.update({"format": mf.FORMAT, "kind": kind, "route": route, "version": version,
               "created": clock.fmt(started), "signature_policy": mf.SIGNATURE_POLICY})
     if expires is not None:
         m["expires"] = clock.fmt(expires)
-    file_key = None
-    if recipients:
-        file_key = os.urandom(32)
-        m["encryption"] = {
-            "aead": _stream.AEAD_ID, "chunk_size": chunk_size, "wrap": _kem.SUITE_ID,
-            "recipients": sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(file_key, r.public))} for r in recipients),
-                                 key=lambda r: r["keyid"]),
-        }
+    file_key = os.urandom(32) if recipients else None
+    if file_key:
+        m["encryption"] = _encryption(file_key, recipients, chunk_size)
     with atomic_file(out, overwrite=overwrite) as f:
         w = archive.Writer(DropBehind(f))
         m["files"] = [

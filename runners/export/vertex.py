@@ -74,27 +74,33 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     native = None
     if options.schedule:
         native = cron.to_unix(cron.parse(options.schedule))
-        files["scheduler_job.json"] = {
-            "name": f"projects/{project}/locations/{region}/jobs/{name}",
-            "description": f"tgflow round for route {spec.route_key}",
-            "schedule": native,
-            "timeZone": options.settings.get("time_zone", "Etc/UTC"),
-            "httpTarget": {
-                "uri": f"https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/customJobs",
-                "httpMethod": "POST",
-                "headers": {"Content-Type": "application/json"},
-                "body": base64.b64encode(json.dumps(job, sort_keys=True).encode()).decode(),
-                "oauthToken": {"serviceAccountEmail": s("scheduler_service_account", default=s("service_account")),
-                               "scope": "https://www.googleapis.com/auth/cloud-platform"},
-            },
-            "retryConfig": {"retryCount": 0},
-        }
+        files["scheduler_job.json"] = _scheduler(spec, job, name, native, project, region, s)
     files["job_spec.json"] = portable(
         spec, options, name=name, cmd=cmd, args=args, env=env, schedule=native,
         secrets=[{"name": "passphrase", "env": "TGFLOW_PASSPHRASE_SECRET", "ref": secret}],
         inputs=[{"name": n, "mount": f"{mount}/{n}", "ref": f"{bucket}/{n}/"} for n in ("config", "work", "keyring")],
         outputs=[{"name": "out", "mount": f"{mount}/out", "ref": f"{bucket}/out/"}])
     return files
+
+
+def _scheduler(spec: RunSpec, job: dict[str, Any], name: str, native: str, project: str, region: str,
+               s) -> dict[str, Any]:
+    """A Cloud Scheduler job that POSTs the custom job on the schedule."""
+    return {
+        "name": f"projects/{project}/locations/{region}/jobs/{name}",
+        "description": f"tgflow round for route {spec.route_key}",
+        "schedule": native,
+        "timeZone": s("time_zone", default="Etc/UTC"),
+        "httpTarget": {
+            "uri": f"https://{region}-aiplatform.googleapis.com/v1/projects/{project}/locations/{region}/customJobs",
+            "httpMethod": "POST",
+            "headers": {"Content-Type": "application/json"},
+            "body": base64.b64encode(json.dumps(job, sort_keys=True).encode()).decode(),
+            "oauthToken": {"serviceAccountEmail": s("scheduler_service_account", default=s("service_account")),
+                           "scope": "https://www.googleapis.com/auth/cloud-platform"},
+        },
+        "retryConfig": {"retryCount": 0},
+    }
 
 
 def _parse(doc: dict[str, Any], message, label: str):
