@@ -140,9 +140,11 @@ def test_promote_roll_back_resolve_and_generate(route, capsys):
     code, out, _ = cli(capsys, "route", "resolve", "support", *reg, "--state", state, "--json")
     resolved = json.loads(out)
     assert code == 0 and resolved["version"] == 1 and resolved["package_id"] == _release(route).package_id
+    latest = (route / "demo-out/registry/routes/support/index.json").read_bytes()
     (route / "demo-out/registry/routes/support/index.json").write_bytes(older)  # replay the promote-2 index
     code, _, err = cli(capsys, "route", "resolve", "support", *reg, "--state", state)
     assert code == 1 and "replayed" in err
+    (route / "demo-out/registry/routes/support/index.json").write_bytes(latest)
     ticket = corpus.ticket(random.Random("generate-1"))
     code, out, err = cli(capsys, "peft", "generate", "--package", resolved["path"], "--identity", "operator",
                          "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14", "--json",
@@ -154,6 +156,26 @@ def test_promote_roll_back_resolve_and_generate(route, capsys):
                        "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14",
                        "--base-model", "examples/tiny-base")
     assert code == 0 and "base model:" in out and "adapter v1:" in out
+
+
+def test_a_regressed_evaluation_blocks_promotion(route, capsys):
+    """route eval records both adapters' task metrics; promote refuses a version that regressed."""
+    reg = ["--registry", "demo-out/registry"]
+    sign = ["--signing-key", "release"]
+    code, out, err = cli(capsys, "route", "eval", "support", "--candidate", "1", "--against", "2", "--eval",
+                         "examples/feeds/support-eval-2.jsonl", "--identity", "operator", "--base-model",
+                         "examples/tiny-base", *reg, *sign, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["against"]["regressed"] and result["against"]["regression"]["exact_match"] > 0.2
+    code, _, err = cli(capsys, "route", "promote", "support", "1", "--alias", "staging", *reg, *sign)
+    assert code == 2 and "regressed" in err and "--force" in err
+    assert cli(capsys, "route", "promote", "support", "1", "--alias", "staging", "--force", *reg, *sign)[0] == 0
+    code, out, _ = cli(capsys, "route", "show", "support", *reg, "--json")
+    doc = json.loads(out)
+    assert doc["aliases"]["staging"]["version"] == 1 and doc["aliases"]["production"]["version"] == 1
+    code, out, _ = cli(capsys, "route", "list", *reg, "--json")
+    assert json.loads(out)["routes"][0]["aliases"] == {"candidate": 2, "production": 1, "staging": 1}
 
 
 def test_every_state_file_carries_a_format_tag(route):
