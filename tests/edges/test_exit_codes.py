@@ -109,7 +109,28 @@ def _case(tmp: Path, monkeypatch, name: str) -> list[str]:
         return ["tgsp", "unpack", f"{t}/sealed.tgsp", "-o", f"{t}/o", "--identity", "ops"]
     if name == "dp-budget-spent":
         return ["peft", "budget", "--spec", _spent_dp_spec(tmp)]
+    if name == "route-busy":
+        return _busy_registry(tmp, monkeypatch)
     raise AssertionError(name)
+
+
+def _busy_registry(tmp: Path, monkeypatch) -> list[str]:
+    """Another editor holds the route's registry lock (an flock on another open file)."""
+    import fcntl
+
+    import runners.registry as R
+
+    from tgsp.keyring import Keyring
+
+    tgsp.build(tmp / "src", tmp / "adapter.tgsp", kind="adapter", route="support",
+               signers=[Keyring(tmp / "h").signer("rel", lambda: PASS)])
+    lock = tmp / "reg" / "routes" / "support" / "lock"
+    lock.parent.mkdir(parents=True)
+    held = open(lock, "a+")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    monkeypatch.setattr(R, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(R, "_held_for_test", held, raising=False)  # kept open until the test ends
+    return ["route", "register", str(tmp / "adapter.tgsp"), "--registry", str(tmp / "reg"), "--signing-key", "rel"]
 
 
 def _spent_dp_spec(tmp: Path) -> str:
@@ -150,6 +171,7 @@ TABLE = [  # (case, exit code, words the one-line error must hold)
     ("read-only-export", 5, "cannot"),
     ("disk-full-during-unpack", 5, "No space left"),
     ("dp-budget-spent", 13, "privacy budget exhausted"),
+    ("route-busy", 73, "registry route support is busy"),
 ]
 
 
