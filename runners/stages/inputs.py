@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tgsp
-from tgsp.errors import InputError
+from tgsp.errors import InputError, PackageError
 
 from .. import adapters, feeds as feeds_mod, model as model_mod
 from ..feeds import Feed
@@ -93,8 +93,10 @@ def chat_of(tok) -> Callable | None:
 
 
 def production(registry: Registry, route: str) -> tuple[dict[str, Any], Path] | None:
-    """The registry entry the route's ``production`` alias names, and its file (None if none)."""
-    doc, _ = registry.load(route)
+    """The registry entry the route's ``production`` alias names, and its file (None if none).
+    Read as the registry's own editor (``fresh=False``): an index nobody re-signed for a while
+    still says what production is, and this round's registration re-signs it."""
+    doc, _ = registry.load(route, fresh=False)
     target = (doc or {}).get("aliases", {}).get("production")
     if target is None:
         return None
@@ -115,7 +117,12 @@ def find_parent(rnd, model_id: str) -> adapters.Release | None:
                          hint="add a recipient whose key is in this keyring (warm start, novelty and the "
                               "champion/challenger gate read the production adapter)")
     policy = rnd.keyring.trust_policy(route=rnd.spec.route_key, kind="adapter")
-    release = adapters.read_release(path, policy, idents)
+    try:
+        release = adapters.read_release(path, policy, idents)
+    except PackageError as exc:
+        raise PackageError(f"route {rnd.spec.route_key}'s production adapter (version {entry['version']}) fails "
+                        f"verification: {exc}", hint="promote a version that verifies (tgflow route promote), "
+                        "or roll back (tgflow route rollback)") from None
     if release.base_model.get("sha256") != model_id:
         raise InputError(f"route {rnd.spec.route_key}'s production adapter (version {release.version}) was trained on "
                          "another base model", hint="use its base model, or start a new route")
