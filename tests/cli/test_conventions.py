@@ -164,11 +164,13 @@ def test_config_file_defaults_and_precedence(kit, tmp_path, capsys):
 
 
 def _pty_run(argv: list[str], env: dict, answers: list[str]) -> tuple[int, str]:
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execvpe(argv[0], argv, env)
     import select
     import signal
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background parent may have left it ignored
+        os.execvpe(argv[0], argv, env)
 
     seen, sent, mark = b"", 0, 0
     end = time.monotonic() + 60

@@ -61,9 +61,15 @@ def _has_open(pid: int, path: Path) -> bool:
         return False
 
 
+def _live_sigint() -> None:
+    """As in a login shell: Ctrl-C is live even if this test runs under a parent that ignores it
+    (a non-interactive shell's background job does; exec keeps an ignored signal ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv, env, **kw):
     return subprocess.Popen(tgflow_exe() + [str(a) for a in argv], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_live_sigint, **kw)
 
 
 def test_sigint_during_verify_exits_130_not_0(big):
@@ -78,7 +84,8 @@ def test_sigint_during_verify_exits_130_not_0(big):
 def test_verify_and_deploy_gate_never_passes_when_interrupted(big):
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(["bash", "-c", f"{' '.join(tgflow_exe())} tgsp verify {big.signed} && echo OK"],
-                                env=big.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                env=big.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=_live_sigint)
         child = lambda: [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]  # noqa: E731
         assert _wait_for(lambda: child() and _has_open(child()[0], big.signed))
         os.killpg(proc.pid, sig)
@@ -128,7 +135,8 @@ def test_ctrl_c_at_the_passphrase_prompt_exits_130(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_PASSPHRASE")}
     env["TGFLOW_HOME"] = str(tmp_path / "h")
     pid, fd = pty.fork()
-    if pid == 0:  # child: the real CLI on a terminal
+    if pid == 0:  # child: the real CLI on a terminal, with Ctrl-C live as in a login shell
+        _live_sigint()
         os.execvpe(tgflow_exe()[0], tgflow_exe() + ["key", "generate", "k"], env)
     seen = b""
     end = time.monotonic() + 60
@@ -139,6 +147,12 @@ def test_ctrl_c_at_the_passphrase_prompt_exits_130(tmp_path):
             break
     assert b"Passphrase" in seen
     os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 130
+    end = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    if done[0] == 0:  # never hang the suite: a child still waiting is a failure
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("Ctrl-C at the prompt did not end the command")
+    assert os.waitstatus_to_exitcode(done[1]) == 130
     assert not (tmp_path / "h" / "keys" / "k.json").exists()
