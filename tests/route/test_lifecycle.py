@@ -37,6 +37,12 @@ def route(tmp_path_factory):
     env.undo()
 
 
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _release(root: Path, version: int = 1):
     from runners import adapters
     from runners.registry import Registry, find
@@ -82,6 +88,16 @@ def test_novelty_tells_new_topics_from_reworded_seen_tickets(route):
     assert min(scores[:24]) - max(scores[24:48]) > 0.3, "by a wide margin"
     assert result.near_duplicates == 6 and all(s == 0.0 for s in scores[48:])
     assert set(result.novel) == set(range(24))
+    # exact match in one teacher-forced pass is greedy generation's answer, here and on the base model
+    from runners import metrics
+
+    tickets = [Example(corpus.ticket(random.Random(f"em-{i}"))["prompt"], corpus.ticket(random.Random(f"em-{i}"))["completion"])
+               for i in range(16)] + new[:8]
+    for ctx in (model.disable_adapter(), _nothing()):
+        with ctx:
+            fast = metrics.exact_match(model, tok, tickets, "cpu", 96)
+            assert fast == metrics.generated_exact_match(model, tok, tickets, "cpu", 96)
+    assert fast == 16 / 24  # the adapter answers every round-1 ticket and none of the new ones
 
 
 def test_round_two_continues_keeps_and_learns(route, capsys):
