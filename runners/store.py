@@ -120,6 +120,9 @@ class RouteStore:
 
     # --- the log ------------------------------------------------------------------
     def _load_log(self, *, repair: bool) -> list[dict[str, Any]]:
+        # The head first: a writer appends its line before it moves the head, so a reader
+        # without the lock (view) never sees a head ahead of the log it reads next.
+        head = self._read_head()
         path = self.folder / "log.jsonl"
         data = read_input(path, "route log", max_bytes=MAX_LOG) if path.exists() else b""
         if data and not data.endswith(b"\n"):  # a torn last line: never committed
@@ -133,18 +136,20 @@ class RouteStore:
         except EvidenceError as exc:
             raise InputError(f"route log {path} is broken ({exc}); the route's history cannot be trusted",
                              hint="restore the state folder from a backup") from None
-        self._check_head(records)
+        self._check_head(head, records)
         return records
 
-    def _check_head(self, records: list[dict[str, Any]]) -> None:
+    def _read_head(self) -> dict[str, Any] | None:
         path = self.folder / "log.head.json"
-        if not path.exists():
+        return self._doc(path, HEAD_FORMAT, "route log head") if path.exists() else None
+
+    def _check_head(self, head: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
+        if head is None:
             return
-        obj = self._doc(path, HEAD_FORMAT, "route log head")
-        count, head = obj.get("count"), obj.get("head")
-        if not is_int(count) or count > len(records) or (count and hashchain.record_hash(records[count - 1]) != head):
+        count = head.get("count")
+        if not is_int(count) or count > len(records) or (count and hashchain.record_hash(records[count - 1]) != head.get("head")):
             raise InputError(f"route log {self.folder / 'log.jsonl'} was cut short or replaced "
-                             f"({path.name} records {count} entries, the log holds {len(records)})",
+                             f"(log.head.json records {count} entries, the log holds {len(records)})",
                              hint="restore the state folder from a backup")
 
     def append(self, type_: str, data: Any) -> dict[str, Any]:

@@ -126,3 +126,20 @@ def test_a_damaged_legacy_state_is_not_guessed(tmp_path):
         with RouteStore(folder, "support").session("t"):
             pass
     assert not (folder / "store.json").exists()
+
+
+def test_readers_without_the_lock_never_see_a_false_cut(tmp_path):
+    """route show/history read the log while a round appends to it: never 'cut short'."""
+    folder = tmp_path / "state"
+    with RouteStore(folder, "support").session("t"):
+        pass
+    code = ("from runners.store import RouteStore, ROUND\n"
+            f"with RouteStore({str(folder)!r}, 'support').session('writer') as s:\n"
+            "    for i in range(300):\n        s.append(ROUND, {'outcome': 'skipped-low-novelty', 'i': i})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2])
+    reads = 0
+    while proc.poll() is None:
+        RouteStore(folder, "support").view()
+        reads += 1
+    assert proc.returncode == 0 and reads > 0
+    assert len(RouteStore(folder, "support").view().rounds()) == 300
