@@ -26,6 +26,7 @@ class State:
     home: Path | None = None
     json: bool = False
     reported: bool = False  # a --json report already went to stdout
+    compact: bool = False  # JSON on one line (peft run --json: the report is the last line of stdout)
 
 
 STATE = State()
@@ -78,7 +79,10 @@ def token_pin() -> Callable[[], str]:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    if STATE.compact:
+        sys.stdout.write(json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")) + "\n")
+    else:
+        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 MIN_NEW_PASSPHRASE = 12

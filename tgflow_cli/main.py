@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     STATE.json = "--json" in argv
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
     STATE.reported = False
+    STATE.compact = False
     Level.quiet, Level.verbose = False, 0
     common.reset()  # config.toml is read afresh for each command
     with terminate_raises():

@@ -62,6 +62,7 @@ def run(
     """
     from runners.round import run_round
 
+    STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     bar = None
     if sys.stderr.isatty() and not json_out:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
