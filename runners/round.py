@@ -93,9 +93,8 @@ class Round:
         self.mode.settle(self, kind.outcome)
         self.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
         report = {**report, "outcome": kind.outcome, "reason": message}
-        report["report_path"] = str(self.store.rounds_dir / "pending")
         path = self.commit(kind.outcome, report, {"reason": message})
-        report["report_path"] = str(path)
+        report["report_path"] = str(path)  # for the caller; the file itself is at that path
         raise kind(message, report, hint=f"report: {path}")
 
 
