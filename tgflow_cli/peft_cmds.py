@@ -63,23 +63,7 @@ def run(
     from runners.round import run_round
 
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
-    bar = None
-    if sys.stderr.isatty() and not json_out:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False)
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int, loss: float) -> None:
-        """Every long stage of the round, on a terminal only (rich, on stderr)."""
-        if bar is None:
-            return
-        info = f"loss {loss:.4f}" if loss == loss else ""  # NaN: a stage without a loss
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total, info=info)
-        bar.update(tasks[stage], completed=done, info=info)
-
+    bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome
 
     report = (lambda obj: emit_report(obj, pretty)) if json_out else None
@@ -101,6 +85,25 @@ def run(
     if report:
         return report({"ok": True, **result.report})
     _render(result.report)
+
+
+def _progress(*, enabled: bool):
+    """A rich progress bar on stderr for every long stage of the round (a terminal only), and its callback."""
+    if not enabled:
+        return None, lambda stage, done, total, loss: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False)
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int, loss: float) -> None:
+        info = f"loss {loss:.4f}" if loss == loss else ""  # NaN: a stage without a loss
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, info=info)
+        bar.update(tasks[stage], completed=done, info=info)
+
+    return bar, progress
 
 
 def _signing_key(spec: Path) -> str | None:

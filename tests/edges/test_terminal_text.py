@@ -74,7 +74,7 @@ def test_hostile_strings_in_every_printed_field(kit, tmp_path_factory, capsys, m
     rev.write_text(json.dumps(stmt))
     for argv, codes in ((["tgsp", "verify", pkg], {0}), (["tgsp", "verify", pkg, "--trusted", "other"], {1}),
                         (["tgsp", "verify", pkg, "--revocations", rev], {1}), (["tgsp", "inspect", pkg], {0}),
-                        (["tgsp", "verify", work / f"{name}.tgsp"], {2}), (["key", "show", name], {2, 3}),
+                        (["tgsp", "verify", work / f"missing-{name}.tgsp"], {2}), (["key", "show", name], {2, 3}),
                         (["tgsp", "verify", pkg, f"--x{name}"], {2})):
         for extra in ([], ["--json"]):
             code, o, e = _cli(capsys, monkeypatch, kr.home, *argv, *extra)
