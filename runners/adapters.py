@@ -71,8 +71,7 @@ def lora_config(config: dict[str, Any], *, trainable: bool):
 
 def attach(model, release: Release, name: str, *, trainable: bool = False):
     """``model`` with ``release`` loaded as adapter ``name`` (a PeftModel; a new one if ``model`` is not)."""
-    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load as load_tensors
+    from peft import PeftModel, get_peft_model
 
     cfg = lora_config(release.config, trainable=trainable)
     if isinstance(model, PeftModel):

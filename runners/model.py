@@ -122,9 +122,9 @@ def load_tokenizer(folder: Path):
     return tok
 
 
-def load(folder: Path, device: Device):
-    """Load tokenizer and model from ``folder`` with no network and no pickle."""
-    tok = load_tokenizer(folder)
+def load(folder: Path, device: Device, *, tok=None):
+    """Load tokenizer (unless given) and model from ``folder`` with no network and no pickle."""
+    tok = tok if tok is not None else load_tokenizer(folder)
     from transformers import AutoModelForCausalLM
 
     try:

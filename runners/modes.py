@@ -72,7 +72,6 @@ class DP:
     name, uses_history = "dp", False
 
     def __init__(self, spec, store) -> None:
-        privacy.check_spec(spec)
         self.spec, self.ledger = spec, Ledger.load(store.folder, spec.route_key)  # fail closed before any work
         self.audit = privacy.AuditKey(store.audit_key())
         self.plan_: privacy.DPPlan | None = None
@@ -133,7 +132,14 @@ class DP:
         return self.plan_.manifest(record)
 
 
-def for_spec(spec, store) -> PrivacyMode:
+def check(spec) -> None:
+    """Refuse a spec the mode cannot run, before the route's lock is taken (no trace left)."""
     if spec.privacy.mode == "n2he":
         raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet", hint="use privacy.mode \"dp\" or \"off\"")
+    if spec.privacy.mode == "dp":
+        privacy.check_spec(spec)
+
+
+def for_spec(spec, store) -> PrivacyMode:
+    """The spec's mode (``check`` has passed), opened on the route's store."""
     return DP(spec, store) if spec.privacy.mode == "dp" else Off()

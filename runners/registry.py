@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -242,4 +241,3 @@ def record_state(path: Path, route: str, alias: str, doc: dict[str, Any], raw: b
     routes[route] = {"index_version": doc["version"], "index_sha256": route_index.digest(raw), "aliases": aliases,
                      "checked": clock.fmt(clock.utcnow())}
     write_bytes(path, encode({"format": STATE_FORMAT, "routes": routes}) + b"\n", mode=0o600)
-    os.chmod(path, 0o600)

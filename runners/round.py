@@ -6,7 +6,7 @@ route exits "busy" and changes nothing. Every decision is an evidence event;
 a round that ends without a package (skipped, rejected, refused) still
 writes its evidence and a report into the route's state folder and a line
 in the route log. The route moves on (seen data, version) only when a
-package was written and registered.
+package was written; it is then registered as the route's candidate.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tgsp import clock, evidence
 from tgsp.atomic import prepare_parent
 from tgsp.errors import Interrupted, RoundOutcome
 
-from . import modes, privacy
+from . import model as model_mod, modes, privacy
 from .checkpoint import CheckpointStore
 from .ledger import Ledger
 from .registry import Registry
@@ -111,8 +111,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
     opened = open_round(spec_path, input_root, output_root)
     state = opened.state  # refuses a state_dir that climbs out of the output root
-    if opened.spec.privacy.mode == "dp":
-        privacy.check_spec(opened.spec)
+    modes.check(opened.spec)
     prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
     # Fail fast, and leave no trace, on everything the lock does not protect: keys, recipients, model, feeds.
     for r in opened.spec.output.recipients:
@@ -142,11 +141,6 @@ def _stages(rnd: Round, prepared: inputs_stage.Prepared) -> RoundResult:
     return RoundResult(PACKAGED, report, released.path, released.package_id)
 
 
-def state_dir(spec, out_base: Path) -> Path:
-    """The route's state folder for ``spec`` under ``out_base`` (see Opened.state)."""
-    return Opened(spec, out_base, out_base, "").state
-
-
 def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: Path | None = None,
                    output_root: Path | None = None) -> dict[str, Any]:
     """The route's spent and remaining ε, and how the spec's next round would fit.
@@ -162,8 +156,9 @@ def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: 
     privacy.check_spec(spec)
     dp = spec.privacy.dp
     ledger = Ledger.load(opened.state, spec.route_key)
-    p = inputs_stage.prepare(opened, keyring)
-    n = len(select_stage.dp_training_set(p.feed.examples, p.eval_feed.examples))  # what the round would train on
+    tok = model_mod.load_tokenizer(model_mod.resolve_model(spec.base_model_ref, opened.base))
+    feed, eval_feed = inputs_stage.read_feeds(opened, keyring, tok, ("feed", "eval"))
+    n = len(select_stage.dp_training_set(feed.examples, eval_feed.examples))  # what the round would train on
     plan = privacy.plan(spec, n, ledger.events())
     spent = ledger.spent(dp.target_delta, dp.accountant)
     return _budget_report(spec, ledger, plan, spent, n)

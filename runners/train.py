@@ -92,15 +92,20 @@ def check_target_modules(model, wanted) -> None:
                          hint=f"its linear modules are: {', '.join(linear)} (or use \"all-linear\")")
 
 
+def lora_config(lora: LoraSpec):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
 def add_lora(model, lora: LoraSpec, seed: int):
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     check_target_modules(model, lora.target_modules)
     torch.manual_seed(seed)  # LoRA A init draws from the RNG
-    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    return get_peft_model(model, lora_config(lora))
 
 
 def _lr(step: int, spec: TrainingSpec, total: int) -> float:

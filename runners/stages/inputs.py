@@ -149,9 +149,15 @@ def prepare(opened: Opened, keyring) -> Prepared:
     model_files = model_mod.model_digest(model_path)
     model_id = tgsp.canonical.sha256_hex(tgsp.canonical.encode(model_files))
     tok = model_mod.load_tokenizer(model_path)
-    load = lambda f: feeds_mod.load_feed(f, opened.base, chat_template=chat_of(tok), keyring=keyring)  # noqa: E731
-    return Prepared(model_path, model_files, model_id, tok, load(spec.feed), load(spec.reference),
-                    load(spec.eval) if spec.eval else None)
+    return Prepared(model_path, model_files, model_id, tok, *read_feeds(opened, keyring, tok, ("feed", "reference", "eval")))
+
+
+def read_feeds(opened: Opened, keyring, tok, names: tuple[str, ...]) -> tuple[Feed | None, ...]:
+    """The spec's feeds of these names (None for an absent eval feed), rendered with ``tok``'s chat template."""
+    spec = opened.spec
+    return tuple(None if getattr(spec, n) is None else
+                 feeds_mod.load_feed(getattr(spec, n), opened.base, chat_template=chat_of(tok), keyring=keyring)
+                 for n in names)
 
 
 def gather(rnd, p: Prepared) -> Inputs:
@@ -159,7 +165,7 @@ def gather(rnd, p: Prepared) -> Inputs:
     device = model_mod.pick_device(rnd.spec.training.precision)
     parent = find_parent(rnd, p.model_id)
     with rnd.stage("loading the base model"):
-        tok, model = model_mod.load(p.model_path, device)
+        tok, model = model_mod.load(p.model_path, device, tok=p.tok)
     if parent is not None:
         model = adapters.attach(model, parent, "parent")
     inputs = Inputs(tok, model, device, p.model_files, p.model_id, p.feed, p.reference, p.eval_feed, parent)

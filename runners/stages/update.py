@@ -10,7 +10,7 @@ from typing import Any
 from tgsp.errors import InputError
 
 from .. import adapters
-from ..train import TrainResult, add_lora, check_target_modules, total_steps, train
+from ..train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train
 from .inputs import Inputs
 from .select import Selection
 
@@ -47,10 +47,7 @@ def _with_adapter(rnd, i: Inputs):
         return add_lora(i.model, spec.lora, spec.training.seed), False
     check_target_modules(i.model.get_base_model(), spec.lora.target_modules)
     torch.manual_seed(spec.training.seed)
-    cfg = adapters.lora_config({"peft_type": "LORA", "r": spec.lora.r, "lora_alpha": spec.lora.alpha,
-                                "lora_dropout": spec.lora.dropout, "bias": "none",
-                                "target_modules": spec.lora.target_modules, "task_type": "CAUSAL_LM"}, trainable=True)
-    i.model.add_adapter("default", cfg)
+    i.model.add_adapter("default", lora_config(spec.lora))
     if warm:
         adapters.load_weights(i.model, i.parent.weights, "default")
     i.model.set_adapter("default")

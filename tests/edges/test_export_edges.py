@@ -175,3 +175,18 @@ def test_passphrase_secret_that_is_not_a_reference_is_never_echoed(tmp_path, cap
     code = main(["key", "generate", "k", "--json"])
     out, err = capsys.readouterr()
     assert code == 3 and "my actual passphrase" not in out + err and "not a supported reference" in err
+
+
+def test_every_golden_files_command_line_parses_with_the_real_cli():
+    """The golden files on disk, not only a fresh export: each command line in them parses."""
+    import yaml
+
+    golden = ROOT / "tests" / "export" / "golden"
+    seen = 0
+    for path in sorted(p for p in golden.rglob("*") if p.is_file() and p.name != "run_spec.json"):
+        docs = list(yaml.safe_load_all(path.read_text())) if path.suffix == ".yaml" else [json.loads(path.read_text())]
+        for argv in (a for d in docs for a in _command_lines(d)):
+            params = parse_with_the_real_cli(argv)
+            assert params["skip_ok"] and params["json_out"] and params["wait_busy"] == 900, (path, argv)
+            seen += 1
+    assert seen >= 13
