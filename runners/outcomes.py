@@ -29,6 +29,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(11, "rejected-forgetting", "peft run: adapter rejected by the forgetting budget", False),
     Outcome(12, "rejected-eval-gate", "peft run: adapter rejected by the evaluation gate", False),
     Outcome(13, "privacy-budget-exhausted", "peft run: the route's privacy budget is exhausted", False),
+    Outcome(14, "quorum-not-met", "fed aggregate: fewer valid updates than the quorum; nothing written", False),
     Outcome(20, "unchanged", "route resolve: the alias still names the package recorded in --state", False),
     Outcome(73, "route-busy", "route busy: another command holds the route's lock; nothing changed, retry later", True),
     Outcome(75, "interrupted-resumable", "peft run: interrupted, checkpoint saved; re-run to resume", True),
@@ -54,5 +55,5 @@ def retry_codes() -> tuple[int, ...]:
 
 def final_codes() -> tuple[int, ...]:
     """Codes a scheduled ``peft run --skip-ok`` can end with where a retry cannot help
-    (10 is reported as 0 under --skip-ok; 20 and 130 never come from a scheduled round)."""
-    return tuple(o.code for o in OUTCOMES if not o.retry and o.code not in (0, 10, 20, 130))
+    (10 is reported as 0 under --skip-ok; 14, 20 and 130 never come from a scheduled round)."""
+    return tuple(o.code for o in OUTCOMES if not o.retry and o.code not in (0, 10, 14, 20, 130))

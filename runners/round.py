@@ -25,6 +25,7 @@ from tgsp.errors import Interrupted, RoundOutcome
 
 from . import model as model_mod, modes, privacy
 from .checkpoint import CheckpointStore
+from .fed import site as fed_site
 from .ledger import Ledger
 from .registry import Registry
 from .stages import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
@@ -112,6 +113,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     opened = open_round(spec_path, input_root, output_root)
     state = opened.state  # refuses a state_dir that climbs out of the output root
     modes.check(opened.spec)
+    _check_round(opened.spec, keyring)
     prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
     # Fail fast, and leave no trace, on everything the lock does not protect: keys, recipients, model, feeds.
     for r in opened.spec.output.recipients:
@@ -131,14 +133,37 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
             raise
 
 
+def _check_round(spec, keyring: tgsp.Keyring) -> None:
+    from tgsp.errors import InputError
+
+    if spec.feed is None:
+        raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
+    if spec.federation is not None:
+        fed_site.check(spec, keyring)
+        if spec.federation.start and spec.training.init == "base":
+            raise InputError("federation.start names a starting adapter, but training.init is \"base\"",
+                             hint="drop one of them")
+
+
 def _stages(rnd: Round, prepared: inputs_stage.Prepared) -> RoundResult:
     i = inputs_stage.gather(rnd, prepared)
     sel = select_stage.select(rnd, i)
     rnd.mode.plan(rnd, len(sel.train_data), update_stage.fingerprint(rnd, i, sel))
     u = update_stage.update(rnd, i, sel)
+    ending = _site_update if rnd.spec.federation is not None else _release
+    return ending(rnd, i, sel, u)
+
+
+def _release(rnd: Round, i, sel, u) -> RoundResult:
     ev = evaluate_stage.evaluate(rnd, i, sel, u)
     released, report = release_stage.release(rnd, i, sel, u, ev)
     return RoundResult(PACKAGED, report, released.path, released.package_id)
+
+
+def _site_update(rnd: Round, i, sel, u) -> RoundResult:
+    """A federated site: the round ends at an update for the aggregator (runners/fed/site.py)."""
+    pid, report = fed_site.emit(rnd, i, sel, u)
+    return RoundResult(fed_site.UPDATE, report, rnd.opened.out_path, pid)
 
 
 def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: Path | None = None,

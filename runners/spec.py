@@ -85,6 +85,27 @@ class N2HESpec(_Strict):
     sidecar_url: Optional[str] = None
 
 
+class CompressionSpec(_Strict):
+    """How a site compresses its update (docs/federated.md#compression)."""
+
+    quantize: Literal["int8-block", "none"] = Field("int8-block", description="int8-block: 8-bit values with one float32 scale per block; none: float32")
+    block: int = Field(256, ge=16, le=65536, description="Values per quantization block")
+    topk: Optional[float] = Field(None, gt=0, lt=1, description="Send only this fraction of the largest values; the rest carries to the site's next update (error feedback)")
+    max_loss_increase: float = Field(0.02, ge=0, le=10, description="top-k gate: if the site's held-out loss with the sparse update rises more than this fraction over the dense one, the dense update is sent")
+
+
+class FederationSpec(_Strict):
+    """A federated round: sites end at an update, the aggregator combines them (docs/federated.md)."""
+
+    round: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", description="The round's id, the same at every site and at the aggregator")
+    aggregator: str = Field(min_length=1, description="The aggregator's recipient key (name or public key file): sites encrypt their update to it")
+    start: Optional[str] = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Package id of the adapter every site starts from; default: the registry's production adapter (the base model when there is none)")
+    method: Literal["exact", "ffa"] = Field("exact", description="exact: sum of B·A, re-factorized by SVD; ffa: A frozen at the start, only B trained and averaged")
+    sites: list[str] = Field([], description="Aggregator: the site signing keys whose updates it accepts (names or public key files)")
+    public_examples: Optional[int] = Field(None, ge=1, description="Under dp: the public example count this site declares as its weight (the true count is private)")
+    compression: CompressionSpec = CompressionSpec()
+
+
 class PrivacySpec(_Strict):
     mode: Literal["off", "dp", "n2he"] = "off"
     dp: Optional[DPSpec] = None
@@ -150,7 +171,7 @@ class RunSpec(_Strict):
     spec_version: Literal["tgflow.run-spec/1"] = SPEC_VERSION
     route_key: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Route this round belongs to")
     base_model_ref: str = Field(min_length=1, description="Local Hugging Face model folder, or an id already in the offline cache")
-    feed: FeedSpec
+    feed: Optional[FeedSpec] = Field(None, description="The round's training data (peft run needs it; a federated aggregator has none)")
     reference: FeedSpec = Field(description="Fixed reference set (old domain) for the forgetting budget")
     eval: Optional[FeedSpec] = Field(None, description="Held-out evaluation feed; default: a slice of the novel data")
     policy: PolicySpec = PolicySpec()
@@ -158,6 +179,7 @@ class RunSpec(_Strict):
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec
     output: OutputSpec
+    federation: Optional[FederationSpec] = Field(None, description="Make this a federated round: a site ends at an update for the aggregator")
 
 
 def _strip_comments(obj: Any) -> Any:

@@ -8,6 +8,7 @@
     <state>/audit-key.json        the key of the keyed digests of private data (0600)
     <state>/novelty/seen.json     digests and near-duplicate keys of everything trained on (non-DP)
     <state>/retained/vN.json      a release's training and held-out examples (non-DP; replay, forgetting)
+    <state>/federation/residual.safetensors  a federated site's top-k error feedback (what its updates left out)
     <state>/checkpoint/           the running round's resumable checkpoint
     <state>/rounds/               each round's report and evidence
 
@@ -233,6 +234,30 @@ class RouteStore:
                 as_ex = lambda rows: [Example(str(p), str(t)) for p, t in rows]  # noqa: E731
                 out.append((int(r["version"]), as_ex(obj["train"]), as_ex(obj["heldout"])))
         return out
+
+    def residual(self) -> dict[str, Any]:
+        """A federated site's error-feedback residual (numpy arrays by tensor name); empty if none."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        path = self.folder / "federation" / "residual.safetensors"
+        if not path.exists():
+            return {}
+        try:
+            return load(read_input(path, "error-feedback residual", max_bytes=MAX_DOC))
+        except (SafetensorError, ValueError) as exc:
+            raise InputError(f"error-feedback residual {path} is damaged ({exc})",
+                             hint="delete it: the next update is then sent without the carried remainder") from None
+
+    def set_residual(self, tensors: dict[str, Any] | None) -> None:
+        from safetensors.numpy import save
+
+        path = self.folder / "federation" / "residual.safetensors"
+        if not tensors:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_bytes(path, save(tensors), mode=0o600)
 
     def write_report(self, report: dict[str, Any], events: list[dict[str, Any]]) -> Path:
         stamp = clock.fmt(self.now()).replace(":", "")

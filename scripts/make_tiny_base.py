@@ -102,6 +102,29 @@ def reworded_ticket(rng: random.Random) -> dict:
     return {"prompt": prompt, "completion": " " + NEW["fix"][k]}
 
 
+# Federated demo: three sites with disjoint tickets and skewed tasks (label skew, as when each warehouse
+# mostly sees its own faults): 40% of a site's tickets are drawn from its own symptoms, the rest from all
+# eight, so about 62% of a site's tickets are its own symptoms.
+SITES = {"site-a": (0, 1, 2), "site-b": (3, 4, 5), "site-c": (6, 7)}
+OWN_SHARE = 0.4
+
+
+def site_ticket(rng: random.Random, symptoms: tuple[int, ...]) -> dict:
+    n = rng.randint(1000, 9999)
+    k = rng.choice(symptoms) if rng.random() < OWN_SHARE else rng.randrange(len(NEW["symptom"]))
+    prompt = f"Ticket #{n}: The {rng.choice(NEW['system'])} {NEW['symptom'][k]} {rng.choice(NEW['context'])}.\nResolution:"
+    return {"prompt": prompt, "completion": " " + NEW["fix"][k]}
+
+
+def make_fed_feeds(out: Path) -> None:
+    """examples/feeds/fed/: each site's tickets, and the aggregator's eval set covering all of them."""
+    out.mkdir(parents=True, exist_ok=True)
+    for site, symptoms in SITES.items():
+        write_jsonl(out / f"{site}.jsonl", [site_ticket(random.Random(f"{site}-{i}"), symptoms) for i in range(96)])
+    everything = tuple(range(len(NEW["symptom"])))
+    write_jsonl(out / "eval.jsonl", [site_ticket(random.Random(f"fed-eval-{i}"), everything) for i in range(48)])
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
@@ -119,6 +142,7 @@ def make_feeds(out: Path) -> None:
     write_jsonl(out / "support-tickets-2.jsonl", round2)
     write_jsonl(out / "support-eval-2.jsonl", [new_ticket(random.Random(f"eval2-{i}")) for i in range(24)]
                 + [ticket(random.Random(f"eval2-old-{i}")) for i in range(24)])
+    make_fed_feeds(out / "fed")
 
 
 # --- tokenizer and model ---------------------------------------------------------

@@ -17,7 +17,7 @@ OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT = _C("ok"), _C("failed"), _C("usage"), _
 INTERRUPTED, TERMINATED, BUSY, UNCHANGED = _C("interrupted"), _C("terminated"), _C("route-busy"), _C("unchanged")
 SKIPPED, FORGETTING, GATE, BUDGET = (_C("skipped-low-novelty"), _C("rejected-forgetting"), _C("rejected-eval-gate"),
                                      _C("privacy-budget-exhausted"))
-RESUMABLE = _C("interrupted-resumable")
+RESUMABLE, QUORUM = _C("interrupted-resumable"), _C("quorum-not-met")
 
 MEANINGS: dict[int, str] = outcomes.meanings()
 
@@ -27,6 +27,7 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.ForgettingExceeded, FORGETTING, "no package written; see the report in the route's state folder"),
     (E.GateFailed, GATE, "no package written; see the report in the route's state folder"),
     (E.BudgetExhausted, BUDGET, "no package written; the ledger is in the route's state folder (docs/privacy.md)"),
+    (E.QuorumNotMet, QUORUM, "nothing written; the report lists each refused update and why"),
     (E.RouteBusy, BUSY, "another run or command holds this route; nothing changed; retry later"),
     (E.Interrupted, RESUMABLE, "re-run the same command to resume from the checkpoint"),
     (E.DecryptionError, DECRYPT, "check that you are a recipient and the identity key is the right one"),

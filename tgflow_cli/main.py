@@ -15,7 +15,7 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import common, export_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, route_cmds, tgsp_cmds
+from . import common, export_cmds, fed_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, route_cmds, tgsp_cmds
 from .common import STATE, emit_json
 from .errors import INTERRUPTED, TERMINATED, USAGE, classify
 from .help import HELP_OPTIONS, polish
@@ -38,6 +38,7 @@ app.add_typer(tgsp_cmds.app, name="tgsp")
 app.add_typer(peft_cmds.app, name="peft")
 app.add_typer(route_cmds.app, name="route")
 app.add_typer(model_cmds.app, name="model")
+app.add_typer(fed_cmds.app, name="fed")
 app.command("export")(export_cmds.export)
 app.command("version")(meta_cmds.version)
 app.command("completion")(meta_cmds.completion)

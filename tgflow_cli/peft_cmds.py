@@ -221,7 +221,7 @@ def _metric_line(name: str, m: dict | None) -> str:
 
 
 def _render(report: dict) -> None:
-    ev, fg, tr, nv = report["evaluation"], report["forgetting"], report["training"], report["novelty"]
+    tr, nv = report["training"], report["novelty"]
     say(f"novelty: {nv['novel']} of {nv['examples']} examples novel (threshold {nv['threshold']}, "
         f"{nv['duplicates']} duplicates, {nv.get('near_duplicates', 0)} near-duplicates)")
     if report.get("parent"):
@@ -238,6 +238,26 @@ def _render(report: dict) -> None:
         say(f"privacy: epsilon {pv['epsilon']:.4g} at delta {pv['delta']:g} this round ({pv['accountant']}; "
             f"sigma {pv['noise_multiplier']:.4g}, q {pv['sample_rate']:.4g}, {pv['steps']} steps); route epsilon "
             f"{pv['route_epsilon']:.4g} of {pv['route_budget_epsilon'] if pv['route_budget_epsilon'] else 'no budget'}")
+    if report["outcome"] == "update":
+        return _render_update(report)
+    render_release(report)
+
+
+def _render_update(report: dict) -> None:
+    fed = report["federation"]
+    gate = fed.get("topk_gate")
+    say(f"update for round {fed['round']} ({fed['method']}): {fed['modules']} modules, "
+        f"{fed['bytes']['encoded']} bytes encoded from {fed['bytes']['float32']} float32 "
+        f"({fed['bytes']['float32'] / max(fed['bytes']['encoded'], 1):.1f}x), weight {fed['examples']} ({fed['weight_basis']})")
+    if gate:
+        say(f"top-k {gate['topk']}: held-out loss {gate['eval_loss_dense']} dense, {gate['eval_loss_sparse']} sparse "
+            f"-> sent {gate['sent']}")
+    say(styled("update", "bold green"), f" {report['package']} {report['package_id']} (encrypted to the aggregator)")
+
+
+def render_release(report: dict) -> None:
+    """The evaluation, forgetting and package lines of a released round (peft run, fed aggregate)."""
+    ev, fg = report["evaluation"], report["forgetting"]
     say(f"eval set ({ev['eval_examples']} examples):")
     for name, key in (("base model", "base"), ("production", "previous_release"), ("this adapter", "candidate")):
         if ev.get(key):

@@ -153,6 +153,12 @@ class BudgetExhausted(RoundOutcome):
     outcome = "privacy-budget-exhausted"
 
 
+class QuorumNotMet(RoundOutcome):
+    """fed aggregate: fewer valid updates than the quorum; nothing written."""
+
+    outcome = "quorum-not-met"
+
+
 class RouteBusy(TgflowError):
     """Another command holds the route's (or the registry's) lock; nothing changed."""
 

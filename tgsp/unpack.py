@@ -137,6 +137,51 @@ def read_payload(
     return report, files
 
 
+class PayloadReader:
+    """A verified package held open, whose payload files decrypt into memory one at a time.
+
+    For callers that stream many packages file by file (federated aggregation), so
+    memory holds one file, never a whole package. Every read checks the file's stored
+    and plaintext digests exactly as ``unpack`` does; the handle is re-indexed against
+    the verified package id, so a file swapped after verification is caught."""
+
+    def __init__(self, path: str | os.PathLike, report: VerifyReport, identities: list[Identity],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        report.raise_for_failure()
+        self.report, self.manifest = report, report.manifest
+        self.key = _file_key(self.manifest, identities)
+        self.files = {f["path"]: f for f in self.manifest["files"]}
+        self._f = open(path, "rb")
+        try:
+            self._pkg = Package(self._f, str(path), limits)
+            if self._pkg.package_id != report.package_id:
+                raise DigestError("package changed after it was verified")
+        except BaseException:
+            self._f.close()
+            raise
+
+    def read(self, rel: str, max_bytes: int = 1 << 30) -> bytes:
+        meta = self.files.get(rel)
+        if meta is None:
+            raise InputError(f"{self.report.path} has no payload file {rel}")
+        if meta["size"] > max_bytes:
+            raise InputError(f"{rel} in {self.report.path} is {meta['size']} bytes, over the {max_bytes}-byte limit")
+        buf = bytearray()
+        _pump_entry(self._pkg, meta, self.key, self.manifest, buf.extend, None)
+        if len(buf) != meta["size"]:
+            raise DecryptionError()
+        return bytes(buf)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> PayloadReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m: dict,
                  progress: Callable[[int], None] | None) -> None:
     rel = meta["path"]

@@ -104,9 +104,22 @@ def production(registry: Registry, route: str) -> tuple[dict[str, Any], Path] | 
     return entry, registry.route_dir(route) / entry["file"]
 
 
+def by_id(registry: Registry, route: str, package_id: str) -> tuple[dict[str, Any], Path]:
+    """The registry entry of ``package_id`` (a federated round's named start), and its file."""
+    doc, _ = registry.load(route, fresh=False)
+    entry = next((e for e in (doc or {}).get("packages", []) if e["package_id"] == package_id), None)
+    if entry is None:
+        raise InputError(f"federation.start names {package_id[:23]}, which is not in route {route}'s registry "
+                         f"{registry.root}", hint="sync the registry from the aggregator, or fix federation.start")
+    return entry, registry.route_dir(route) / entry["file"]
+
+
 def find_parent(rnd, model_id: str) -> adapters.Release | None:
-    """The route's production adapter, decrypted in memory with one of the spec's recipients."""
-    found = production(rnd.registry, rnd.spec.route_key)
+    """The route's production adapter (or the federated round's named start), decrypted in
+    memory with one of the spec's recipients."""
+    fed = rnd.spec.federation
+    named = fed.start if fed is not None else None
+    found = by_id(rnd.registry, rnd.spec.route_key, named) if named else production(rnd.registry, rnd.spec.route_key)
     if found is None:
         return None
     entry, path = found
@@ -181,8 +194,8 @@ def _record(rnd, i: Inputs) -> None:
         "base_model": {"ref": spec.base_model_ref, "sha256": i.model_id, "files": i.model_files},
         "parent": None if i.parent is None else {"package_id": i.parent.package_id, "version": i.parent.version,
                                                  "alias": "production", "init": spec.training.init},
-        "feed": {"source": i.feed.source, "sha256": rnd.mode.private(i.feed.digest), "examples": len(i.feed.examples),
-                 "tgsp_package": i.feed.package_id},
+        "feed": None if i.feed is None else {"source": i.feed.source, "sha256": rnd.mode.private(i.feed.digest),
+                                             "examples": len(i.feed.examples), "tgsp_package": i.feed.package_id},
         "reference": {"source": i.reference.source, "sha256": i.reference.digest,
                       "examples": len(i.reference.examples)},
         "eval": None if i.eval_feed is None else {"source": i.eval_feed.source, "sha256": i.eval_feed.digest,

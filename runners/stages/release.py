@@ -38,17 +38,18 @@ def _digest_map(d: str) -> dict[str, str]:
     return {algo or "sha256": value}
 
 
-def _dependencies(rnd, i: Inputs) -> list[dict[str, Any]]:
-    deps = [{"uri": f"tgflow:base-model/{rnd.spec.base_model_ref}", "digest": {"sha256": i.model_id}},
-            {"uri": f"tgflow:feed/{i.feed.source}", "digest": _digest_map(rnd.mode.private(i.feed.digest))},
-            {"uri": f"tgflow:reference/{i.reference.source}", "digest": {"sha256": i.reference.digest}}]
+def dependencies(rnd, i: Inputs) -> list[dict[str, Any]]:
+    deps = [{"uri": f"tgflow:base-model/{rnd.spec.base_model_ref}", "digest": {"sha256": i.model_id}}]
+    if i.feed is not None:  # a federated aggregator has none
+        deps.append({"uri": f"tgflow:feed/{i.feed.source}", "digest": _digest_map(rnd.mode.private(i.feed.digest))})
+    deps.append({"uri": f"tgflow:reference/{i.reference.source}", "digest": {"sha256": i.reference.digest}})
     if i.parent is not None:
         deps.append({"uri": f"tgflow:parent/{i.parent.route}@{i.parent.version}",
                      "digest": _digest_map(i.parent.package_id)})
     return deps
 
 
-def package(rnd, i: Inputs, u: Update, version: int) -> str:
+def package(rnd, i: Inputs, u: Update, version: int, extra_deps: list[dict[str, Any]] = ()) -> str:
     spec, now = rnd.spec, rnd.now
     recipients = [rnd.keyring.resolve_public(r).key for r in spec.output.recipients]
     rnd.record("tgflow.round.end", {"outcome": PACKAGED, "version": version, "started": clock.fmt(rnd.started),
@@ -61,7 +62,7 @@ def package(rnd, i: Inputs, u: Update, version: int) -> str:
         built = tgsp.build(folder, rnd.opened.out_path, route=spec.route_key, version=version, kind="adapter",
                            recipients=recipients, signers=[rnd.signer], events=rnd.events, expires=expires, now=now,
                            external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
-                           extra={"privacy": rnd.mode.manifest(u.privacy)}, dependencies=_dependencies(rnd, i))
+                           extra={"privacy": rnd.mode.manifest(u.privacy)}, dependencies=dependencies(rnd, i) + list(extra_deps))
     return built.package_id
 
 
@@ -82,15 +83,15 @@ def release(rnd, i: Inputs, sel: Selection, u: Update, ev: Evaluation) -> tuple[
               "parent": i.parent and {"package_id": i.parent.package_id, "version": i.parent.version}}
     rnd.commit(PACKAGED, report, {"version": version, "package_id": pid,
                                   "parent": i.parent.package_id if i.parent else None})
-    _register(rnd, pid)
+    register(rnd, pid)
     return Released(rnd.opened.out_path, pid, version, registered), report
 
 
-def _register(rnd, pid: str) -> None:
+def register(rnd, pid: str, command: str = "peft run") -> None:
     """Registered as candidate after the round is committed, so a registry that is busy or
     unwritable loses nothing: the package and its log line stay, and a retry is one command."""
     try:
-        rnd.registry.register(rnd.opened.out_path, rnd.signer, alias="candidate", command="peft run")
+        rnd.registry.register(rnd.opened.out_path, rnd.signer, alias="candidate", command=command)
     except TgflowError as exc:
         raise OutputError(f"the round is packaged ({pid[:23]}) but not registered: {exc}",
                         hint=f"register it: tgflow route register {rnd.opened.out_path} --registry "

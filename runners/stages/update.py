@@ -21,6 +21,7 @@ class Update:
     result: TrainResult
     warm_start: bool
     privacy: dict[str, Any]
+    start: dict[str, Any] | None = None  # federated rounds: the adapter's tensors before training
 
 
 def fingerprint(rnd, i: Inputs, sel: Selection) -> dict[str, Any]:
@@ -58,9 +59,25 @@ def _modules(value) -> Any:
     return sorted(value) if isinstance(value, (list, tuple, set)) else value
 
 
+def _federated(rnd, model, warm: bool) -> dict[str, Any] | None:
+    """A federated site's start: a fresh LoRA drawn device-independently (every site and the
+    aggregator draw the same one); A frozen under ffa. Returns the start's tensors."""
+    from ..fed import start
+
+    fed = rnd.spec.federation
+    if fed is None:
+        return None
+    if not warm:
+        start.fresh_init(model, rnd.spec.training.seed)
+    if fed.method == "ffa":
+        start.freeze_a(model)
+    return start.lora_state(model)
+
+
 def update(rnd, i: Inputs, sel: Selection) -> Update:
     spec = rnd.spec
     model, warm = _with_adapter(rnd, i)
+    start = _federated(rnd, model, warm)
     dp_run, limit = rnd.mode.trainer(i.device.name)
     progress = rnd.progress
     result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints,
@@ -71,4 +88,4 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
               "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base"}
     rnd.record("tgflow.training", rnd.mode.training_record(result, record))
-    return Update(model, result, warm, rnd.mode.finish(rnd, result))
+    return Update(model, result, warm, rnd.mode.finish(rnd, result), start)

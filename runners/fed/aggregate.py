@@ -1,0 +1,319 @@
+"""The aggregator's round: screen the updates, merge a quorum of them exactly,
+and release the result through the route's evaluation and release stages.
+
+Order matters. Everything is checked before the route's lock is taken, so a
+missed quorum writes nothing at all; under the lock the replay check runs
+again against the route log (a concurrent aggregation may have used an
+update meanwhile). The merge streams module by module: per module, one
+site's tensors are decrypted at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tgsp
+from tgsp import clock
+from tgsp.atomic import prepare_parent
+from tgsp.errors import InputError, KeyringError, QuorumNotMet
+from tgsp.unpack import PayloadReader
+
+from .. import adapters, train
+from ..round import PACKAGED, Round, RoundResult, registry_for
+from ..stages import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
+from ..stages.inputs import open_round
+from ..stages.select import Selection
+from ..stages.update import Update
+from ..store import ROUND, RouteStore
+from . import compress, merge as merge_mod, start as start_mod, updates
+
+
+@dataclass(frozen=True)
+class Request:
+    updates: list[Path]
+    quorum: int
+    route: str | None = None
+    round: str | None = None
+    method: str | None = None  # default: the spec's federation.method
+    weights: str = "examples"
+    rank: int | None = None  # default: the spec's lora.r
+    sites: list[str] = field(default_factory=list)  # default: the spec's federation.sites
+    sign: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    out: str | None = None
+
+
+class Federated:
+    """The aggregator's privacy mode: it trains nothing; its record is the sites' records."""
+
+    name, uses_history = "federated", False
+
+    def private(self, sha256_hex: str) -> str:
+        return sha256_hex
+
+    def settle(self, rnd, outcome: str) -> None:
+        return None
+
+    def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record
+
+
+@dataclass
+class Aggregated:
+    """What evaluate() reads as the update's training result."""
+
+    summary: dict[str, Any]
+
+    def metrics(self, *, private: bool = False) -> dict[str, Any]:
+        return {"steps": 0, "aggregation": self.summary}
+
+
+def privacy_record(accepted: list[updates.Screened]) -> dict[str, Any]:
+    sites = [{"site": s.site_name, "site_key": s.site, **(s.manifest.get("privacy") or {"mode": "unknown"})}
+             for s in accepted]
+    dp = [s for s in sites if s.get("mode") == "dp"]
+    return {"mode": "federated", "sites": sites,
+            "guarantee": ("per site, by parallel composition over disjoint site data: each dp site's records keep "
+                          "that site's (epsilon, delta); merging, evaluating and releasing is post-processing")
+            if dp else "none: no site ran differential privacy",
+            "not_covered": ["sites without dp (listed with mode off): their updates may memorise records",
+                            "a person whose records are at several sites: their epsilons add up across those sites",
+                            "the weights: each update's example count is public (dp sites declare one or send none)",
+                            "the aggregator's own eval and reference data",
+                            "plaintext aggregation: the aggregator sees every site's update"]}
+
+
+def _open(spec_path, req: Request, input_root, output_root):
+    opened = open_round(spec_path, input_root, output_root)
+    spec, fed = opened.spec, opened.spec.federation
+    if fed is None:
+        raise InputError("the run spec has no federation section", hint="add federation.round and federation.aggregator")
+    if spec.eval is None:
+        raise InputError("fed aggregate gates on the aggregator's eval feed: the run spec has no eval",
+                         hint="set eval to a held-out feed that covers every site's task")
+    for flag, have, want in (("--route", req.route, spec.route_key), ("--round", req.round, fed.round)):
+        if have is not None and have != want:
+            raise InputError(f"{flag} {have} differs from the run spec's {want}", hint="aggregate with the route's own spec")
+    out = spec.output.model_copy(update={k: v for k, v in (("signing_key", req.sign), ("recipients", req.recipients or None),
+                                                           ("path", req.out)) if v})
+    return opened.__class__(spec.model_copy(update={"output": out}), opened.base, opened.out_base, opened.digest)
+
+
+def _start(rnd, i) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The start every update must name (start.identity) and its tensors, computed as a site does."""
+    from peft import PeftModel, get_peft_model
+
+    spec = rnd.spec
+    if i.parent is not None and spec.training.init == "last-release":
+        state = start_mod.lora_state(i.model, "parent")
+        return start_mod.identity(i.parent.package_id, spec.training.seed, state), state
+    train.check_target_modules(i.model.get_base_model() if isinstance(i.model, PeftModel) else i.model,
+                               spec.lora.target_modules)
+    cfg = train.lora_config(spec.lora)
+    if isinstance(i.model, PeftModel):
+        i.model.add_adapter("start", cfg)
+    else:
+        i.model = get_peft_model(i.model, cfg, adapter_name="start")
+    start_mod.fresh_init(i.model, spec.training.seed, adapter="start")
+    state = start_mod.lora_state(i.model, "start")
+    return start_mod.identity(None, spec.training.seed, state), state
+
+
+def _used(store: RouteStore) -> dict[str, str]:
+    return {u: str(r.get("round")) for r in store.rounds() for u in r.get("updates", [])}
+
+
+def _want(rnd, i, method: str, ident: dict, names: list[str]) -> dict[str, Any]:
+    spec = rnd.spec
+    return {"format": updates.FORMAT, "route": spec.route_key, "round": spec.federation.round, "method": method,
+            "base_model": {"sha256": i.model_id}, "start": ident, "lora": updates.lora_identity(spec.lora),
+            "modules_sha256": updates.modules_digest(names)}
+
+
+def _weights(accepted: list[updates.Screened]) -> list[float]:
+    total = sum(s.weight for s in accepted)
+    return [s.weight / total for s in accepted]
+
+
+def _index_ok(reader: PayloadReader, names: list[str], method: str) -> None:
+    import json
+
+    expected = {updates.INDEX} | {updates.delta_file(k) for k in range(len(names))}
+    if set(reader.files) != expected:
+        raise InputError(f"update {reader.report.package_id[:23]} holds other payload files than its "
+                         f"{len(names)} modules", hint="re-run the aggregation without it")
+    try:
+        index = json.loads(reader.read(updates.INDEX, max_bytes=64 << 20))
+    except ValueError:
+        index = None
+    if not isinstance(index, dict) or index.get("format") != updates.INDEX_FORMAT or index.get("modules") != names:
+        raise InputError(f"update {reader.report.package_id[:23]}: its module list does not match its manifest",
+                         hint="re-run the aggregation without it")
+
+
+def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, method: str):
+    """Site factors (B, A) of module ``k``: start + decoded deltas."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    pid = reader.report.package_id[:23]
+    try:
+        parts = load(reader.read(updates.delta_file(k), max_bytes=4 << 30))
+        by = {f: {key.split(".", 1)[1]: v for key, v in parts.items() if key.startswith(f + ".")} for f in ("A", "B")}
+        if len(by["A"]) + len(by["B"]) != len(parts) or (method == "ffa") != (not by["A"]):
+            raise compress.CodecError("unexpected tensors")
+        d_b = torch.from_numpy(compress.decode(by["B"], codec))
+        d_a = torch.from_numpy(compress.decode(by["A"], codec)) if by["A"] else torch.zeros_like(a0)
+    except (SafetensorError, compress.CodecError, ValueError) as exc:
+        raise InputError(f"update {pid}, module {k}: {exc}", hint="re-run the aggregation without it") from None
+    if d_b.shape != b0.shape or d_a.shape != a0.shape:
+        raise InputError(f"update {pid}, module {k}: factor shapes {tuple(d_b.shape)}, {tuple(d_a.shape)} do not "
+                         f"match the start's {tuple(b0.shape)}, {tuple(a0.shape)}", hint="re-run the aggregation without it")
+    return b0 + d_b, a0 + d_a
+
+
+def merge(accepted: list[updates.Screened], identities: list, start: dict[str, Any], names: list[str], method: str,
+          rank: int, stop: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The merged adapter's tensors (peft names), module by module, and the merge's numbers."""
+    weights = _weights(accepted)
+    codecs = [updates.codec_of(s.federation) for s in accepted]
+    errors, ranks, out = [], [], {}
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(PayloadReader(s.path, s.report, identities)) for s in accepted]
+        for r in readers:
+            _index_ok(r, names, method)
+        for k, name in enumerate(names):
+            stop()
+            a0, b0 = start[name + start_mod.A_SUFFIX], start[name + start_mod.B_SUFFIX]
+            parts = ((w, *_factors(r, k, c, a0, b0, method)) for w, r, c in zip(weights, readers, codecs))
+            try:
+                m = merge_mod.ffa(parts, a0) if method == "ffa" else merge_mod.exact(parts, len(readers), rank)
+            except merge_mod.MergeError as exc:
+                raise InputError(f"module {name}: {exc}", hint="re-run the aggregation without the odd update") from None
+            out[name + start_mod.A_SUFFIX], out[name + start_mod.B_SUFFIX] = m.A, m.B
+            errors.append(m.truncation_error)
+            ranks.append(m.rank_of_sum)
+    return out, {"modules": len(names), "truncation_error_max": round(max(errors, default=0.0), 9),
+                 "truncation_error_mean": round(sum(errors) / max(len(errors), 1), 9),
+                 "rank_of_sum_max": max(ranks, default=0)}
+
+
+def _candidate(i, spec, state: dict[str, Any], rank: int):
+    """``i.model`` with the merged adapter as "default" (alpha scaled so alpha/r stays the route's)."""
+    from peft import PeftModel, set_peft_model_state_dict
+
+    lora = spec.lora.model_copy(update={"r": rank, "alpha": spec.lora.alpha * rank / spec.lora.r})
+    if isinstance(i.model, PeftModel):
+        i.model.add_adapter("default", train.lora_config(lora))
+    else:
+        i.model = train.add_lora(i.model, lora, spec.training.seed)
+    device = next(i.model.parameters()).device
+    result = set_peft_model_state_dict(i.model, {k: v.to(device) for k, v in state.items()}, adapter_name="default")
+    missing = [k for k in result.missing_keys if ".lora_" in k and ".default." in k]
+    if missing or result.unexpected_keys:
+        raise InputError(f"the merged adapter does not fit the base model ({len(missing)} missing tensors)")
+    i.model.set_adapter("default")
+    if "start" in i.model.peft_config:
+        i.model.delete_adapter("start")
+    return i.model
+
+
+def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, output_root):
+    """Everything checked before the lock: spec, flags, keys, recipients, model and feeds."""
+    opened = _open(spec_path, req, input_root, output_root)
+    spec, fed = opened.spec, opened.spec.federation
+    method = req.method or fed.method
+    if method == "ffa" and req.rank not in (None, spec.lora.r):
+        raise InputError("--rank applies to --method exact; ffa keeps the route's rank", hint="drop --rank")
+    sites = req.sites or fed.sites
+    if not sites:
+        raise InputError("no site allowlist: name the trusted site keys", hint="pass --site NAME (repeatable) or set "
+                         "federation.sites")
+    if req.quorum < 1:
+        raise InputError("--quorum must be at least 1")
+    policy = keyring.trust_policy(trusted=sites, route=spec.route_key, kind=updates.KIND)
+    idents = adapters.identities_for(keyring, [fed.aggregator], passphrase)
+    if not idents:
+        raise KeyringError(f"this keyring holds no private key for federation.aggregator {fed.aggregator!r}",
+                           hint="run the aggregation where the aggregator's recipient key is")
+    prepare_parent(opened.out_path)
+    for r in spec.output.recipients:
+        keyring.resolve_public(r)
+    signer = keyring.signer(spec.output.signing_key, passphrase)
+    prepared = inputs_stage.prepare(opened, keyring)
+    store = RouteStore(opened.state, spec.route_key, now=now)
+    rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, Federated(), now,
+                started=now())
+    return rnd, prepared, method, policy, idents
+
+
+def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
+              now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
+              output_root: Path | None = None, stop: Callable[[], None] = lambda: None) -> RoundResult:
+    rnd, prepared, method, policy, idents = _prepare(spec_path, req, keyring, passphrase, now, input_root, output_root)
+    i = inputs_stage.gather(rnd, prepared)
+    ident, start_state = _start(rnd, i)
+    names = start_mod.modules(start_state)
+    want = _want(rnd, i, method, ident, names)
+    ids = {k.keyid for k in idents}
+    screened = updates.screen(req.updates, policy, want, _used(rnd.store.view()), req.weights, ids)
+    _quorum(screened, req.quorum, rnd.spec.federation.round)
+    with rnd.store.session("fed aggregate", wait=wait_busy):
+        again = updates.screen([s.path for s in screened.accepted], policy, want, _used(rnd.store), req.weights, ids)
+        screened.refused += again.refused  # a concurrent aggregation used one meanwhile
+        screened.accepted = again.accepted
+        _quorum(screened, req.quorum, rnd.spec.federation.round)
+        return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents, stop)
+
+
+def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
+    if len(screened.accepted) < quorum:
+        refused = "; ".join(f"{Path(r['path']).name}: {r['reason']}" for r in screened.refused) or "none refused"
+        raise QuorumNotMet(f"quorum not met for round {round_id}: {len(screened.accepted)} valid updates, need "
+                           f"{quorum} (refused: {refused})",
+                           {"outcome": QuorumNotMet.outcome, "round": round_id, "quorum": quorum,
+                            "accepted": [s.summary(0.0) for s in screened.accepted], "refused": screened.refused})
+
+
+def _merge_and_release(rnd, i, screened, start_state, names, method, req: Request, idents, stop) -> RoundResult:
+    spec = rnd.spec
+    rank = req.rank or spec.lora.r
+    t0 = time.perf_counter()
+    with rnd.stage("merging the updates"):
+        state, numbers = merge(screened.accepted, idents, start_state, names, method, rank, stop)
+    weights = _weights(screened.accepted)
+    summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
+               "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3),
+               "accepted": [s.summary(w) for s, w in zip(screened.accepted, weights)], "refused": screened.refused}
+    rnd.record("tgflow.federation.aggregate", summary)
+    privacy = privacy_record(screened.accepted)
+    rnd.record("tgflow.privacy", privacy)
+    model = _candidate(i, spec, state, rank)
+    sel = Selection([], [], i.eval_feed.examples, [], {"federated": True, "round": spec.federation.round}, 0, 0,
+                    [(v, held) for v, _, held in rnd.store.retained() if held])
+    u = Update(model, Aggregated(summary), i.parent is not None, privacy)
+    ev = evaluate_stage.evaluate(rnd, i, sel, u)
+    return _release(rnd, i, sel, u, ev, screened)
+
+
+def _release(rnd, i, sel, u, ev, screened: updates.Screening) -> RoundResult:
+    spec = rnd.spec
+    version = rnd.store.next_version() if spec.output.version == "auto" else spec.output.version
+    deps = [{"uri": f"tgflow:update/{s.site_name}@{spec.federation.round}", "digest": {"sha256": s.package_id[7:]}}
+            for s in screened.accepted]
+    pid = release_stage.package(rnd, i, u, version, deps)
+    rnd.store.retain(version, [], sel.eval)
+    used = [s.package_id for s in screened.accepted]
+    report = {"training": u.result.metrics(), **ev.report, "privacy": u.privacy, "outcome": PACKAGED,
+              "package": str(rnd.opened.out_path), "package_id": pid, "version": version,
+              "registered": {"path": str(rnd.registry.route_dir(spec.route_key)), "alias": "candidate"},
+              "parent": i.parent and {"package_id": i.parent.package_id, "version": i.parent.version}}
+    rnd.commit(PACKAGED, report, {"version": version, "package_id": pid, "round": spec.federation.round,
+                                  "updates": used, "parent": i.parent.package_id if i.parent else None})
+    release_stage.register(rnd, pid, "fed aggregate")
+    return RoundResult(PACKAGED, report, rnd.opened.out_path, pid)

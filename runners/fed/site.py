@@ -1,0 +1,163 @@
+"""The site's ending stage: a federated round ends at an update, not a release.
+
+The update is the trained adapter's delta against the round's start adapter,
+factor by factor, compressed (compress.py), signed by the site key and
+encrypted to the aggregator only. The site's route store records the round
+(outcome ``update``), the data it consumed, and the top-k remainder it carries.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tgsp
+from tgsp import clock
+from tgsp.errors import InputError
+
+from ..batches import tokenize
+from ..evaluate import mean_loss, relative_change
+from ..stages.release import dependencies
+from . import compress, start as start_mod, updates
+
+UPDATE = "update"
+
+
+def check(spec, keyring) -> None:
+    """Before the route's lock: the aggregator's key resolves, and the settings fit together."""
+    fed = spec.federation
+    keyring.resolve_public(fed.aggregator)
+    if fed.compression.topk is not None and spec.privacy.mode == "dp":
+        raise InputError("federation.compression.topk is not available with privacy.mode \"dp\": its gate reads the "
+                         "site's held-out data, which DP does not cover", hint="remove compression.topk")
+
+
+def _deltas(start: dict, final: dict, name: str, method: str) -> dict[str, np.ndarray]:
+    out = {"B": (final[name + start_mod.B_SUFFIX] - start[name + start_mod.B_SUFFIX]).numpy()}
+    d_a = (final[name + start_mod.A_SUFFIX] - start[name + start_mod.A_SUFFIX]).numpy()
+    if method == "ffa":
+        if np.abs(d_a).max(initial=0.0) != 0.0:
+            raise RuntimeError("ffa: the frozen A factor changed during training")
+    else:
+        out["A"] = d_a
+    return out
+
+
+def encode_all(start: dict, final: dict, names: list[str], codec: compress.Codec, method: str,
+               residual: dict[str, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Each module's encoded parts ({"A.q": ..., "B.scale": ...}) and the new residual (top-k only)."""
+    files, carried = [], {}
+    for name in names:
+        parts: dict[str, np.ndarray] = {}
+        for factor, delta in _deltas(start, final, name, method).items():
+            key = f"{name}.{factor}"
+            enc, rest = compress.encode(delta, codec, residual.get(key))
+            parts.update({f"{factor}.{k}": v for k, v in enc.items()})
+            if rest is not None:
+                carried[key] = rest.reshape(delta.shape)
+        files.append(parts)
+    return files, carried
+
+
+def decoded_state(start: dict, files: list[dict[str, np.ndarray]], names: list[str], codec: compress.Codec) -> dict:
+    """start + decoded deltas: the adapter the aggregator will see from this update."""
+    import torch
+
+    out = dict(start)
+    for name, parts in zip(names, files):
+        for factor, suffix in (("A", start_mod.A_SUFFIX), ("B", start_mod.B_SUFFIX)):
+            sub = {k.split(".", 1)[1]: v for k, v in parts.items() if k.startswith(factor + ".")}
+            if sub:
+                out[name + suffix] = start[name + suffix] + torch.from_numpy(compress.decode(sub, codec))
+    return out
+
+
+def _loss_with(u, i, sel, state: dict, max_len: int) -> float:
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(u.model, {k: v.to(i.device.name) for k, v in state.items()}, adapter_name="default")
+    return mean_loss(u.model, i.tok, tokenize(i.tok, sel.eval, max_len), i.device.name)
+
+
+def _gated(rnd, i, sel, u, final: dict, names: list[str], codec: compress.Codec):
+    """Top-k, kept only if the site's held-out loss rises at most max_loss_increase over the dense update."""
+    fed, max_len = rnd.spec.federation, rnd.spec.training.max_seq_len
+    dense_codec = compress.Codec(codec.quantize, codec.block, None)
+    if codec.topk is None:
+        return encode_all(u.start, final, names, codec, fed.method, {})[0], {}, codec, None
+    sparse, carried = encode_all(u.start, final, names, codec, fed.method, rnd.store.residual())
+    dense = encode_all(u.start, final, names, dense_codec, fed.method, {})[0]
+    loss_dense = _loss_with(u, i, sel, decoded_state(u.start, dense, names, dense_codec), max_len)
+    loss_sparse = _loss_with(u, i, sel, decoded_state(u.start, sparse, names, codec), max_len)
+    rise = relative_change(loss_dense, loss_sparse)
+    keep = rise <= fed.compression.max_loss_increase
+    gate = {"topk": codec.topk, "eval_loss_dense": round(loss_dense, 6), "eval_loss_sparse": round(loss_sparse, 6),
+            "rise": round(rise, 6), "max_loss_increase": fed.compression.max_loss_increase,
+            "sent": "sparse" if keep else "dense"}
+    rnd.record("tgflow.federation.topk-gate", gate)
+    return (sparse, carried, codec, gate) if keep else (dense, {}, dense_codec, gate)
+
+
+def _weight(rnd, sel) -> tuple[int | None, str]:
+    fed = rnd.spec.federation
+    if rnd.mode.name == "dp":  # the true count is private: only a declared, public one travels
+        return fed.public_examples, ("public" if fed.public_examples else "none")
+    return len(sel.train), "examples"
+
+
+def describe(rnd, i, sel, u, names: list[str], codec: compress.Codec, files: list[dict]) -> dict[str, Any]:
+    fed, spec = rnd.spec.federation, rnd.spec
+    examples, basis = _weight(rnd, sel)
+    dense = sum(v.numel() * 4 for k, v in u.start.items()
+                if fed.method != "ffa" or k.endswith(start_mod.B_SUFFIX))
+    return {"format": updates.FORMAT, "route": spec.route_key, "round": fed.round, "method": fed.method,
+            "base_model": {"sha256": i.model_id},
+            "start": start_mod.identity(i.parent.package_id if i.parent else None, spec.training.seed, u.start),
+            "lora": updates.lora_identity(spec.lora), "modules_sha256": updates.modules_digest(names),
+            "modules": len(names), "examples": examples, "weight_basis": basis, "compression": codec.to_dict(),
+            "bytes": {"float32": dense, "encoded": sum(compress.stored_bytes(p) for p in files)}}
+
+
+def _write(folder: Path, names: list[str], files: list[dict]) -> None:
+    from safetensors.numpy import save_file
+
+    (folder / "delta").mkdir(parents=True)
+    (folder / updates.INDEX).write_text(json.dumps({"format": updates.INDEX_FORMAT, "modules": names}))
+    for k, parts in enumerate(files):
+        save_file(parts, str(folder / updates.delta_file(k)))
+
+
+def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
+    """Write the update package; commit the round. Returns (package id, report)."""
+    spec = rnd.spec
+    final, names = start_mod.lora_state(u.model), start_mod.modules(u.start)
+    files, carried, codec, gate = _gated(rnd, i, sel, u, final, names, compress.Codec.from_spec(spec.federation.compression))
+    fed = describe(rnd, i, sel, u, names, codec, files)
+    rnd.record("tgflow.federation.update", {**fed, "topk_gate": gate})
+    rnd.record("tgflow.round.end", {"outcome": UPDATE, "started": clock.fmt(rnd.started), "finished": clock.fmt(rnd.now())})
+    with tempfile.TemporaryDirectory(prefix="tgflow-update-") as tmp:
+        _write(Path(tmp) / "update", names, files)
+        built = tgsp.build(Path(tmp) / "update", rnd.opened.out_path, route=spec.route_key,
+                           version=i.parent.version if i.parent else 0, kind=updates.KIND,
+                           recipients=[rnd.keyring.resolve_public(spec.federation.aggregator).key],
+                           signers=[rnd.signer], events=rnd.events, now=rnd.now,
+                           external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
+                           extra={"federation": fed, "privacy": rnd.mode.manifest(u.privacy)},
+                           dependencies=dependencies(rnd, i))
+    if rnd.mode.uses_history:
+        from ..neardup import near_key
+
+        rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})
+    if spec.federation.compression.topk is not None:
+        rnd.store.set_residual(carried)
+    rnd.checkpoints.clear()
+    rnd.mode.settle(rnd, UPDATE)
+    report = {"novelty": sel.summary, "training": u.result.metrics(private=not rnd.mode.uses_history),
+              "privacy": u.privacy, "outcome": UPDATE, "package": str(rnd.opened.out_path),
+              "package_id": built.package_id, "federation": {**fed, "topk_gate": gate}}
+    rnd.commit(UPDATE, report, {"package_id": built.package_id, "round": spec.federation.round})
+    return built.package_id, report

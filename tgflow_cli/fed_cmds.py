@@ -1,0 +1,75 @@
+"""tgflow fed ...: the aggregator's side of a federated round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import STATE, keyring, passphrase
+from .term import say
+
+app = typer.Typer(no_args_is_help=True, help="Federated rounds: aggregate the sites' updates into a candidate release.")
+
+
+@app.command()
+def aggregate(
+    updates: List[Path] = typer.Argument(..., metavar="UPDATE...", help="The sites' update packages (.tgsp).", dir_okay=False),
+    spec: Path = typer.Option(..., "--spec", help="The route's run spec at the aggregator: federation, base model, reference and eval feeds, gate, output.", dir_okay=False),
+    quorum: int = typer.Option(..., "--quorum", metavar="K", min=1, help="Fewest valid updates to aggregate; fewer exits 14 and writes nothing."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="R", help="The route (must match the spec's route_key)."),
+    round_id: Optional[str] = typer.Option(None, "--round", metavar="ID", help="The round (must match the spec's federation.round)."),
+    site: List[str] = typer.Option([], "--site", metavar="KEY", help="A trusted site signing key (name or public key file). Repeatable; default: federation.sites."),
+    method: Optional[str] = typer.Option(None, "--method", metavar="exact|ffa", help="exact: sum of B·A re-factorized by SVD; ffa: average B with A frozen (default: federation.method)."),
+    weights: str = typer.Option("examples", "--weights", metavar="examples|equal", help="Weight each update by its example count, or equally."),
+    rank: Optional[int] = typer.Option(None, "--rank", min=1, max=4096, help="exact: the merged adapter's rank (default: lora.r)."),
+    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key)."),
+    recipient: List[str] = typer.Option([], "--recipient", metavar="NAME", help="Recipient of the release. Repeatable (default: output.recipients)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="OUT.tgsp", help="The release to write (default: output.path)."),
+    wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If the route is busy, retry its lock this long before exiting 73."),
+    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
+    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as one compact JSON object on the last line of stdout (also on exits 11, 12, 14)."),
+) -> None:
+    """Verify every update (trusted site, route, round, base model, start adapter, LoRA settings,
+    one per site, never used before), merge a quorum of them exactly for LoRA, evaluate the
+    result against production on the eval feed, and release it as the route's candidate.
+
+    Exit codes: 0 packaged (registered as candidate), 14 quorum not met (nothing written),
+    11 forgetting budget exceeded, 12 evaluation gate failed, 73 route busy, 2 bad input, 3 key problem.
+
+    Example: tgflow fed aggregate site-a.tgsp site-b.tgsp site-c.tgsp --spec aggregator.json --quorum 2 --site site-a --site site-b --site site-c
+    """
+    from runners.fed.aggregate import Request, aggregate as run
+    from tgsp.errors import InputError, RoundOutcome
+
+    from .peft_cmds import _outcome, emit_report, render_release
+
+    if method not in (None, "exact", "ffa") or weights not in ("examples", "equal"):
+        raise InputError("--method takes exact or ffa; --weights takes examples or equal")
+    STATE.compact = json_out
+    req = Request(list(updates), quorum, route, round_id, method, weights, rank, list(site), sign, list(recipient), out)
+    report = (lambda obj: emit_report(obj, False)) if json_out else None
+    try:
+        result = run(spec, req, keyring(), passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root,
+                     output_root=output_root)
+    except RoundOutcome as exc:
+        if not json_out:
+            _refusals(exc.report)
+        return _outcome(exc, report)
+    if report:
+        return report({"ok": True, **result.report})
+    agg = result.report["training"]["aggregation"]
+    say(f"round {agg['round']}: merged {len(agg['accepted'])} updates ({agg['method']}, weights {agg['weights']}, "
+        f"rank {agg['rank']}; truncation error max {agg['truncation_error_max']:.3g}) in {agg['seconds']} s")
+    _refusals(agg)
+    render_release(result.report)
+
+
+def _refusals(report: dict) -> None:
+    for s in report.get("accepted", []):
+        say(f"  accepted {s['update'][:23]} from site {s['site']}, weight {s['weight']:.4g}")
+    for r in report.get("refused", []):
+        say(f"  refused {Path(r['path']).name}: {r['reason']}")
