@@ -241,7 +241,6 @@ def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outp
     if not idents:
         raise KeyringError(f"this keyring holds no private key for federation.aggregator {fed.aggregator!r}",
                            hint="run the aggregation where the aggregator's recipient key is")
-    prepare_parent(opened.out_path)
     for r in spec.output.recipients:
         keyring.resolve_public(r)
     signer = keyring.signer(spec.output.signing_key, passphrase)
@@ -263,6 +262,7 @@ def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passph
     ids = {k.keyid for k in idents}
     screened = updates.screen(req.updates, policy, want, _used(rnd.store.view()), req.weights, ids)
     _quorum(screened, req.quorum, rnd.spec.federation.round)
+    prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
     with rnd.store.session("fed aggregate", wait=wait_busy):
         again = updates.screen([s.path for s in screened.accepted], policy, want, _used(rnd.store), req.weights, ids)
         screened.refused += again.refused  # a concurrent aggregation used one meanwhile

@@ -4,7 +4,7 @@ sparsification with error feedback. Pure numpy; no I/O.
 An encoded tensor is a small dict of arrays, stored as safetensors:
 
     shape  int64[ndim]        the tensor's shape
-    idx    int64[k]           top-k only: flat indices kept, ascending
+    mask   uint8[ceil(n/8)]   top-k only: which flat positions are sent, one bit each (numpy packbits order)
     q      int8[m]            int8-block: round(v / scale), m = k (or every value), padded to whole blocks
     scale  float32[m/block]   int8-block: max |v| / 127 of each block
     values float32[k]         quantize "none": the values themselves
@@ -68,8 +68,9 @@ def encode(t: np.ndarray, codec: Codec, residual: np.ndarray | None = None) -> t
     parts: dict[str, np.ndarray] = {"shape": np.asarray(t.shape, dtype=np.int64)}
     if codec.topk is not None:
         k = max(1, math.ceil(codec.topk * len(flat))) if len(flat) else 0
-        idx = np.sort(np.argpartition(np.abs(flat), len(flat) - k)[len(flat) - k:]) if k else np.zeros(0, np.int64)
-        parts["idx"], values = idx.astype(np.int64), flat[idx]
+        keep = np.zeros(len(flat), bool)
+        keep[np.argpartition(np.abs(flat), len(flat) - k)[len(flat) - k:] if k else []] = True
+        parts["mask"], values = np.packbits(keep), flat[keep]
     else:
         values = flat
     parts.update(_quantize(values, codec.block) if codec.quantize == "int8-block" else {"values": values.copy()})
@@ -86,13 +87,10 @@ def decode(parts: dict[str, np.ndarray], codec: Codec) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     if n > MAX_ELEMENTS:
         raise CodecError(f"tensor of {n} values is over the limit")
-    idx = parts.get("idx")
-    k = n if codec.topk is None else (-1 if idx is None else len(idx))
-    if codec.topk is not None and (idx is None or idx.dtype != np.int64 or idx.ndim != 1 or k > n or
-                                   (k and (idx[0] < 0 or idx[-1] >= n or (np.diff(idx) <= 0).any()))):
-        raise CodecError("top-k indices must be strictly ascending int64 positions inside the tensor")
+    keep = _mask(parts.get("mask"), n) if codec.topk is not None else None
+    k = n if keep is None else int(keep.sum())
     expected = {"shape", "q", "scale"} if codec.quantize == "int8-block" else {"shape", "values"}
-    if set(parts) != expected | ({"idx"} if codec.topk is not None else set()):
+    if set(parts) != expected | ({"mask"} if codec.topk is not None else set()):
         raise CodecError(f"encoded tensor has parts {sorted(parts)}, expected {sorted(expected)}")
     if codec.quantize == "int8-block":
         values = _dequantize(parts["q"], parts["scale"], codec.block, k)
@@ -103,8 +101,17 @@ def decode(parts: dict[str, np.ndarray], codec: Codec) -> np.ndarray:
     if codec.topk is None:
         return values.reshape(tuple(int(s) for s in shape))
     out = np.zeros(n, np.float32)
-    out[idx] = values
+    out[keep] = values
     return out.reshape(tuple(int(s) for s in shape))
+
+
+def _mask(mask: np.ndarray | None, n: int) -> np.ndarray:
+    if mask is None or mask.dtype != np.uint8 or mask.shape != ((n + 7) // 8,):
+        raise CodecError(f"a top-k mask must be {(n + 7) // 8} uint8 bytes (one bit per value)")
+    bits = np.unpackbits(mask)
+    if bits[n:].any():
+        raise CodecError("a top-k mask sets bits past the end of the tensor")
+    return bits[:n].astype(bool)
 
 
 def stored_bytes(parts: dict[str, np.ndarray]) -> int:
