@@ -15,6 +15,7 @@ same site.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def _mismatch(fed: Any, want: dict[str, Any]) -> str | None:
 
 
 def _short(value: Any) -> str:
-    text = encode(value).decode() if not isinstance(value, str) else value
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
