@@ -110,7 +110,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     """Run one round (``wait_busy``: seconds to wait for a busy route's lock before RouteBusy). Relative input paths resolve against ``input_root``
     (default: the spec's folder); with ``output_root`` the package goes to
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
-    opened = open_round(spec_path, input_root, output_root)
+    opened = open_round(spec_path, input_root, output_root, now)
     state = opened.state  # refuses a state_dir that climbs out of the output root
     modes.check(opened.spec)
     _check_round(opened.spec, keyring)

@@ -97,7 +97,7 @@ class CompressionSpec(_Strict):
 class FederationSpec(_Strict):
     """A federated round: sites end at an update, the aggregator combines them (docs/federated.md)."""
 
-    round: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", description="The round's id, the same at every site and at the aggregator")
+    round: str = Field(pattern=r"^([A-Za-z0-9]|\{date\})([A-Za-z0-9._:-]|\{date\}){0,63}$", description="The round's id, the same at every site and at the aggregator; {date} is replaced by the UTC date (YYYY-MM-DD) when the round runs, for scheduled rounds")
     aggregator: str = Field(min_length=1, description="The aggregator's recipient key (name or public key file): sites encrypt their update to it")
     start: Optional[str] = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Package id of the adapter every site starts from; default: the registry's production adapter (the base model when there is none)")
     method: Literal["exact", "ffa"] = Field("exact", description="exact: sum of B·A, re-factorized by SVD; ffa: A frozen at the start, only B trained and averaged")

@@ -35,15 +35,20 @@ def export(
     memory: str = typer.Option("8Gi", "--memory", help="Memory request."),
     timeout_minutes: int = typer.Option(240, "--timeout-minutes", min=1, help="Hard time limit per run."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Backend setting KEY=VALUE (see docs/export.md). Repeatable."),
+    aggregate: bool = typer.Option(False, "--aggregate", help="Export the aggregator's job (tgflow fed aggregate) for a federated spec, instead of a round."),
+    quorum: Optional[int] = typer.Option(None, "--quorum", min=1, help="With --aggregate: fewest valid updates to aggregate."),
+    updates: str = typer.Option("updates", "--updates", metavar="DIR", help="With --aggregate: the folder under the job's input root where the sites' updates arrive."),
     check: bool = typer.Option(False, "--check", help="Validate with the platform's offline validator and our own checks."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written (and checked) as JSON."),
 ) -> None:
     """Turn a run spec into native, validated job definitions (no network, no credentials).
 
     Example: tgflow export --backend k8s --spec examples/run_spec.json -o k8s/ --schedule '0 3 * * *' --check
+
+    Federated: tgflow export --backend k8s --spec examples/fed/aggregator.json --aggregate --quorum 2 -o k8s-agg/ --schedule '0 5 * * *' --check
     """
     from runners import export as ex
-    from runners.export.jobspec import DEFAULT_IMAGE, ExportOptions
+    from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions
     from runners.spec import load_spec
 
     settings = {}
@@ -52,11 +57,13 @@ def export(
         if not sep or not key:
             raise InputError(f"--set {item!r} must be KEY=VALUE")
         settings[key] = value
+    if aggregate != (quorum is not None):
+        raise InputError("--aggregate and --quorum go together", hint="an aggregation job needs its quorum: --aggregate --quorum K")
     run_spec, _, _ = load_spec(spec)
     image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
     options = ExportOptions(image=image, schedule=schedule,
                             name=name, gpus=gpus, cpu=cpu, memory=memory, timeout_minutes=timeout_minutes,
-                            settings=settings)
+                            settings=settings, aggregate=Aggregation(quorum, updates) if aggregate else None)
     files = ex.export(run_spec, backend.value, options)
     checked = ex.check(backend.value, files) if check else []
     paths = ex.write(files, output)

@@ -15,7 +15,8 @@ app = typer.Typer(no_args_is_help=True, help="Federated rounds: aggregate the si
 
 @app.command()
 def aggregate(
-    updates: List[Path] = typer.Argument(..., metavar="UPDATE...", help="The sites' update packages (.tgsp).", dir_okay=False),
+    updates: List[Path] = typer.Argument(None, metavar="[UPDATE]...", help="The sites' update packages (.tgsp).", dir_okay=False),
+    updates_dir: Optional[Path] = typer.Option(None, "--updates-dir", metavar="DIR", help="Also every *.tgsp in this folder (for jobs: where the sites' updates arrive).", file_okay=False),
     spec: Path = typer.Option(..., "--spec", help="The route's run spec at the aggregator: federation, base model, reference and eval feeds, gate, output.", dir_okay=False),
     quorum: int = typer.Option(..., "--quorum", metavar="K", min=1, help="Fewest valid updates to aggregate; fewer exits 14 and writes nothing."),
     route: Optional[str] = typer.Option(None, "--route", metavar="R", help="The route (must match the spec's route_key)."),
@@ -50,7 +51,10 @@ def aggregate(
     if method not in (None, "exact", "ffa") or weights not in ("examples", "equal"):
         raise InputError("--method takes exact or ffa; --weights takes examples or equal")
     STATE.compact = json_out
-    req = Request(list(updates), quorum, route, round_id, method, weights, rank, list(site), sign, list(recipient), out)
+    paths = list(updates or []) + _in_folder(updates_dir)
+    if not paths:
+        raise InputError("no updates given", hint="name the update packages, or pass --updates-dir DIR")
+    req = Request(paths, quorum, route, round_id, method, weights, rank, list(site), sign, list(recipient), out)
     report = (lambda obj: emit_report(obj, False)) if json_out else None
     try:
         result = run(spec, req, keyring(), passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root,
@@ -68,8 +72,18 @@ def aggregate(
     render_release(result.report)
 
 
+def _in_folder(folder: Path | None) -> list[Path]:
+    from tgsp.errors import InputError
+
+    if folder is None:
+        return []
+    if not folder.is_dir():
+        raise InputError(f"--updates-dir {folder} is not a folder", hint="give the folder the sites' updates arrive in")
+    return sorted(p for p in folder.iterdir() if p.suffix in (".tgsp", ".tssp") and not p.name.startswith("."))
+
+
 def _refusals(report: dict) -> None:
     for s in report.get("accepted", []):
         say(f"  accepted {s['update'][:23]} from site {s['site']}, weight {s['weight']:.4g}")
     for r in report.get("refused", []):
-        say(f"  refused {Path(r['path']).name}: {r['reason']}")
+        say(f"  refused {r['path']}: {r['reason']}")

@@ -17,7 +17,7 @@ from tgsp.atomic import prepare_parent, write_bytes
 from tgsp.errors import InputError
 
 from ..spec import RunSpec
-from . import secrets
+from . import jobspec, secrets
 from .jobspec import ExportOptions
 
 BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
@@ -33,6 +33,11 @@ def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any
     """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
     module = _module(backend)
     _known_settings(backend, module.SETTINGS, options.settings)
+    if options.aggregate is not None and (spec.federation is None or spec.eval is None):
+        raise InputError("an aggregation job needs a run spec with a federation section and an eval feed",
+                         hint="export the aggregator's spec (docs/federated.md)")
+    if options.aggregate is not None:
+        jobspec.check_updates_dir(options.aggregate.updates)
     files = module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)

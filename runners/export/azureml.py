@@ -40,7 +40,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     config = s("config_uri", default=work.rstrip("/") + "/config")
     keyring = s("keyring_uri", default=work.rstrip("/") + "/keyring")
     # The same command as every backend; Azure ML substitutes ${{...}} before the shell runs it.
-    exe, argv = jobspec.command("${{inputs.config}}", "${{inputs.work}}", "${{outputs.out}}")
+    exe, argv = jobspec.command("${{inputs.config}}", "${{inputs.work}}", "${{outputs.out}}", options.aggregate)
     command = "TGFLOW_HOME=${{inputs.keyring}} " + " ".join(exe + argv)
     job: dict[str, Any] = {
         "$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json",

@@ -36,7 +36,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     config = s("config_dir", default=f"{work}/config").rstrip("/")
     keyring = s("keyring_dir", default=f"{work}/keyring").rstrip("/")
     scope, key = s("secret_scope"), s("secret_key", default="passphrase")
-    cmd, args = command(config, work, out)
+    cmd, args = command(config, work, out, options.aggregate)
     env = base_env("", keyring)
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE"] = f"{{{{secrets/{scope}/{key}}}}}"

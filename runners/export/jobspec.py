@@ -23,6 +23,7 @@ from ..spec import RunSpec
 
 DEFAULT_IMAGE = "ghcr.io/tgflow/tgflow:0.1.0"
 JOB_SPEC_FORMAT = "tgflow.job-spec/1"
+_SAFE_DIR = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # peft run's exit codes, for platforms that can act on them.
 # Runs use --skip-ok, so "nothing new" (10) is a successful, quiet night (0).
@@ -31,6 +32,14 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 BUSY_WAIT_SECONDS = 900
 RETRY_CODES = outcomes.retry_codes()  # busy, interrupted (checkpoint saved), terminated: run again
 FINAL_CODES = outcomes.final_codes()  # retrying cannot help
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Export the aggregator's job (``tgflow fed aggregate``) instead of a round's."""
+
+    quorum: int
+    updates: str = "updates"  # the folder under the input root where the sites' updates arrive
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class ExportOptions:
     grace_seconds: int = 300
     retries: int = 3
     settings: dict[str, str] = field(default_factory=dict)  # backend-specific (--set KEY=VALUE)
+    aggregate: Aggregation | None = None
+
+    def final_codes(self) -> tuple[int, ...]:
+        """Exit codes a retry cannot help; an aggregation's missed quorum (14) is one of them."""
+        return FINAL_CODES + ((outcomes.code("quorum-not-met"),) if self.aggregate else ())
 
     def setting(self, key: str, backend: str, *, default: str | None = None) -> str:
         value = self.settings.get(key, default)
@@ -63,8 +77,17 @@ def dns1123(text: str, *, max_len: int = 63, what: str = "name") -> str:
 def job_name(spec: RunSpec, options: ExportOptions, *, max_len: int = 52) -> str:
     if options.name:
         return dns1123(options.name, max_len=max_len, what="--name")
-    derived = re.sub(r"[^a-z0-9-]+", "-", f"tgflow-{spec.route_key}".lower()).strip("-")[:max_len].rstrip("-")
+    suffix = "-aggregate" if options.aggregate else ""
+    derived = re.sub(r"[^a-z0-9-]+", "-", f"tgflow-{spec.route_key}".lower()).strip("-")[:max_len - len(suffix)]
+    derived = derived.rstrip("-") + suffix
     return dns1123(derived, max_len=max_len)
+
+
+def check_updates_dir(value: str) -> None:
+    path = PurePosixPath(value)
+    if not _SAFE_DIR.match(value) or path.is_absolute() or ".." in path.parts:
+        raise InputError(f"--updates {value!r} must be a folder inside the job's input root (letters, digits, . _ - /)",
+                         hint="e.g. --updates updates")
 
 
 def check_paths(spec: RunSpec) -> None:
@@ -80,9 +103,15 @@ def check_paths(spec: RunSpec) -> None:
                              "under --input-root", hint="use a path inside the spec's folder, or an absolute container path")
 
 
-def command(config_dir: str, input_root: str, output_root: str) -> tuple[list[str], list[str]]:
-    return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", "--input-root", input_root,
-                        "--output-root", output_root, "--skip-ok", "--wait-busy", str(BUSY_WAIT_SECONDS), "--json"]
+def command(config_dir: str, input_root: str, output_root: str,
+            aggregate: Aggregation | None = None) -> tuple[list[str], list[str]]:
+    roots = ["--input-root", input_root, "--output-root", output_root]
+    if aggregate is not None:  # the aggregator: every update in the folder, this round's quorum
+        return ["tgflow"], ["fed", "aggregate", "--updates-dir", f"{input_root}/{aggregate.updates}", "--spec",
+                            f"{config_dir}/run_spec.json", "--quorum", str(aggregate.quorum), *roots, "--wait-busy",
+                            str(BUSY_WAIT_SECONDS), "--json"]
+    return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", *roots, "--skip-ok", "--wait-busy",
+                        str(BUSY_WAIT_SECONDS), "--json"]
 
 
 def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron
-from .jobspec import FINAL_CODES, RETRY_CODES, ExportOptions, base_env, check_paths, command, dns1123, job_name, portable
+from .jobspec import RETRY_CODES, ExportOptions, base_env, check_paths, command, dns1123, job_name, portable
 
 KUBERNETES_VERSION = "1.32"  # schemas used by --check
 
@@ -51,8 +51,9 @@ def _names(spec: RunSpec, options: ExportOptions) -> _Names:
     for what, value in (("--cpu", options.cpu), ("--memory", options.memory)):
         if not _QUANTITY.match(value):
             raise InputError(f"{what} {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
-    labels = {"app.kubernetes.io/name": "tgflow", "app.kubernetes.io/component": "peft-run",
-              "tgflow.dev/route": name.removeprefix("tgflow-")}
+    labels = {"app.kubernetes.io/name": "tgflow",
+              "app.kubernetes.io/component": "fed-aggregate" if options.aggregate else "peft-run",
+              "tgflow.dev/route": name.removeprefix("tgflow-").removesuffix("-aggregate")}
     return _Names(name, ns, labels, options.settings.get("passphrase_secret", "tgflow-passphrase"),
                   dns1123(options.settings.get("keyring_secret", "tgflow-keyring"), max_len=50,
                           what="--set keyring_secret"),
@@ -131,7 +132,7 @@ def _job_spec(options: ExportOptions, pod: dict[str, Any]) -> dict[str, Any]:
         "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {"action": "Ignore", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(RETRY_CODES)}},
-            {"action": "FailJob", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(FINAL_CODES)}},
+            {"action": "FailJob", "onExitCodes": {"containerName": "tgflow", "operator": "In", "values": list(options.final_codes())}},
         ]},
         "template": pod,
     }
@@ -150,7 +151,7 @@ def _cronjob(n: _Names, options: ExportOptions, job_spec: dict[str, Any], native
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
     n = _names(spec, options)
-    cmd, args = command("/config", "/work", "/out")
+    cmd, args = command("/config", "/work", "/out", options.aggregate)
     env = base_env("/secrets/passphrase", "/keyring")
     container = _container(options, cmd, args, env)
     job_spec = _job_spec(options, _pod(n, options, [container, *_sidecar(spec, options, container)]))

@@ -39,7 +39,7 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
     secret_arn = s("passphrase_secret_arn")
     if not secret_arn.startswith("arn:aws:secretsmanager:"):
         raise InputError("--set passphrase_secret_arn must be a Secrets Manager ARN (arn:aws:secretsmanager:...)")
-    cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints")
+    cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints", options.aggregate)
     env = base_env("", f"{_INPUT}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret_arn

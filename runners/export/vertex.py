@@ -43,7 +43,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     if not re.fullmatch(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+", secret):
         raise InputError("--set passphrase_secret must be projects/P/secrets/S/versions/V")
     bucket, mount = _gcs(s("bucket"))
-    cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out")
+    cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out", options.aggregate)
     env = base_env("", f"{mount}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret

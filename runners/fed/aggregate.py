@@ -87,8 +87,8 @@ def privacy_record(accepted: list[updates.Screened]) -> dict[str, Any]:
                             "plaintext aggregation: the aggregator sees every site's update"]}
 
 
-def _open(spec_path, req: Request, input_root, output_root):
-    opened = open_round(spec_path, input_root, output_root)
+def _open(spec_path, req: Request, input_root, output_root, now):
+    opened = open_round(spec_path, input_root, output_root, now)
     spec, fed = opened.spec, opened.spec.federation
     if fed is None:
         raise InputError("the run spec has no federation section", hint="add federation.round and federation.aggregator")
@@ -225,7 +225,7 @@ def _candidate(i, spec, state: dict[str, Any], rank: int):
 
 def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, output_root):
     """Everything checked before the lock: spec, flags, keys, recipients, model and feeds."""
-    opened = _open(spec_path, req, input_root, output_root)
+    opened = _open(spec_path, req, input_root, output_root, now)
     spec, fed = opened.spec, opened.spec.federation
     method = req.method or fed.method
     if method == "ffa" and req.rank not in (None, spec.lora.r):
@@ -273,7 +273,7 @@ def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passph
 
 def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
     if len(screened.accepted) < quorum:
-        refused = "; ".join(f"{Path(r['path']).name}: {r['reason']}" for r in screened.refused) or "none refused"
+        refused = "; ".join(f"{r['path']}: {r['reason']}" for r in screened.refused) or "none refused"
         raise QuorumNotMet(f"quorum not met for round {round_id}: {len(screened.accepted)} valid updates, need "
                            f"{quorum} (refused: {refused})",
                            {"outcome": QuorumNotMet.outcome, "round": round_id, "quorum": quorum,

@@ -5,8 +5,8 @@ An encoded tensor is a small dict of arrays, stored as safetensors:
 
     shape  int64[ndim]        the tensor's shape
     mask   uint8[ceil(n/8)]   top-k only: which flat positions are sent, one bit each (numpy packbits order)
-    q      int8[m]            int8-block: round(v / scale), m = k (or every value), padded to whole blocks
-    scale  float32[m/block]   int8-block: max |v| / 127 of each block
+    q      int8[m]            int8-block: round(v / scale); m = k values sent (every value without top-k)
+    scale  float32[ceil(m/block)]  int8-block: max |v| / 127 of each block of ``block`` values
     values float32[k]         quantize "none": the values themselves
 
 Per-block scales matter: with one scale per tensor, the few large values of an
@@ -48,15 +48,16 @@ def _quantize(v: np.ndarray, block: int) -> dict[str, np.ndarray]:
     scale = (np.abs(blocks).max(axis=1) / 127.0).astype(np.float32)
     safe = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(blocks / safe[:, None]), -127, 127).astype(np.int8)
-    return {"q": q.reshape(-1), "scale": scale}
+    return {"q": q.reshape(-1)[: len(v)].copy(), "scale": scale}
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, block: int, n: int) -> np.ndarray:
     if q.dtype != np.int8 or scale.dtype != np.float32 or q.ndim != 1 or scale.ndim != 1:
         raise CodecError("int8-block parts must be int8 values and float32 scales")
-    if len(q) != len(scale) * block or not 0 <= len(q) - n < block or not np.isfinite(scale).all():
+    if len(q) != n or len(scale) != -(-n // block) or not np.isfinite(scale).all():
         raise CodecError(f"{len(q)} int8 values and {len(scale)} scales do not hold {n} values in blocks of {block}")
-    return (q.reshape(-1, block).astype(np.float32) * scale[:, None]).reshape(-1)[:n]
+    padded = np.concatenate([q, np.zeros(len(scale) * block - n, np.int8)]).astype(np.float32)
+    return (padded.reshape(-1, block) * scale[:, None]).reshape(-1)[:n] if n else np.zeros(0, np.float32)
 
 
 def encode(t: np.ndarray, codec: Codec, residual: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

@@ -116,7 +116,7 @@ def describe(rnd, i, sel, u, names: list[str], codec: compress.Codec, files: lis
                 if fed.method != "ffa" or k.endswith(start_mod.B_SUFFIX))
     return {"format": updates.FORMAT, "route": spec.route_key, "round": fed.round, "method": fed.method,
             "base_model": {"sha256": i.model_id},
-            "start": start_mod.identity(i.parent.package_id if i.parent else None, spec.training.seed, u.start),
+            "start": start_mod.identity(i.parent.package_id if u.warm_start else None, spec.training.seed, u.start),
             "lora": updates.lora_identity(spec.lora), "modules_sha256": updates.modules_digest(names),
             "modules": len(names), "examples": examples, "weight_basis": basis, "compression": codec.to_dict(),
             "bytes": {"float32": dense, "encoded": sum(compress.stored_bytes(p) for p in files)}}
@@ -158,6 +158,7 @@ def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
     rnd.mode.settle(rnd, UPDATE)
     report = {"novelty": sel.summary, "training": u.result.metrics(private=not rnd.mode.uses_history),
               "privacy": u.privacy, "outcome": UPDATE, "package": str(rnd.opened.out_path),
-              "package_id": built.package_id, "federation": {**fed, "topk_gate": gate}}
+              "package_id": built.package_id, "federation": {**fed, "topk_gate": gate},
+              "parent": {"package_id": i.parent.package_id, "version": i.parent.version} if u.warm_start else None}
     rnd.commit(UPDATE, report, {"package_id": built.package_id, "round": spec.federation.round})
     return built.package_id, report

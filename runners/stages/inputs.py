@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tgsp
+from tgsp import clock
 from tgsp.errors import InputError, PackageError
 
 from .. import adapters, feeds as feeds_mod, model as model_mod
@@ -51,8 +52,13 @@ class Opened:
         return self.out_path.parent / "registry"
 
 
-def open_round(spec_path: str | Path, input_root: Path | None, output_root: Path | None) -> Opened:
+def open_round(spec_path: str | Path, input_root: Path | None, output_root: Path | None,
+               now: clock.Clock = clock.utcnow) -> Opened:
     spec, base, digest = load_spec(spec_path)
+    fed = spec.federation
+    if fed is not None and "{date}" in fed.round:  # a scheduled federated round: today's, in UTC
+        fed = fed.model_copy(update={"round": fed.round.replace("{date}", now().strftime("%Y-%m-%d"))})
+        spec = spec.model_copy(update={"federation": fed})
     out_base = base
     if input_root is not None:
         base = Path(input_root).resolve()

@@ -298,3 +298,26 @@ def test_the_aggregator_needs_its_private_key_and_prints_hostile_names_as_text(f
     code = main(["fed", "aggregate", str(fed.updates["site-a"]), str(hostile), "--spec", str(spec), "--quorum", "2"])
     out = capsys.readouterr()
     assert code == 14 and "\x1b" not in out.out + out.err and "red" in out.out
+
+
+def test_the_next_round_starts_every_site_from_the_promoted_aggregate(fed, capsys):
+    code, first = aggregate(fed, capsys, "warm", [fed.updates[s] for s in SITES], "--quorum", "3")
+    assert code == 0
+    registry = fed.root / "out/warm/registry"
+    assert main(["route", "promote", "support", "1", "--registry", str(registry), "--signing-key", "release"]) == 0
+    nxt = {"round": "2026-12-02"}
+    ups = []
+    for site, feed in (("site-a", "site-b"), ("site-b", "site-c")):  # new tickets for each site
+        ups.append(fed.site(f"warm-{site}", site, feed=feed, federation=nxt, policy={
+            "novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 0.5},
+                            output={"path": f"out/warm-{site}/update.tgsp", "signing_key": site,
+                                    "recipients": ["operator"], "registry": str(registry)}))
+        start = tgsp.verify(ups[-1], tgsp.Keyring(fed.root / "home").trust_policy()).manifest["federation"]["start"]
+        assert start["package_id"] == first["package_id"] and start["init"] == "release"
+    code, report = aggregate(fed, capsys, "warm", ups + [fed.updates["site-c"]], "--quorum", "2", federation=nxt)
+    assert code == 0, report
+    assert report["parent"]["package_id"] == first["package_id"] and report["version"] == 2
+    ev = report["evaluation"]
+    assert ev["candidate"]["exact_match"] > ev["previous_release"]["exact_match"]  # the gate's champion/challenger
+    refused = report["training"]["aggregation"]["refused"]
+    assert len(refused) == 1 and "round differs" in refused[0]["reason"]
