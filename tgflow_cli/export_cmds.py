@@ -45,7 +45,7 @@ def export(
 
     Example: tgflow export --backend k8s --spec examples/run_spec.json -o k8s/ --schedule '0 3 * * *' --check
 
-    Federated: tgflow export --backend k8s --spec examples/fed/aggregator.json --aggregate --quorum 2 -o k8s-agg/ --schedule '0 5 * * *' --check
+    Federated: tgflow export --backend k8s --spec examples/fed_aggregator.json --aggregate --quorum 2 -o k8s-agg/ --schedule '0 5 * * *' --check
     """
     from runners import export as ex
     from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions

@@ -126,9 +126,10 @@ def base_env(passphrase_file: str, keyring_dir: str) -> dict[str, str]:
     }
 
 
-def exit_codes() -> dict[str, str]:
+def exit_codes(aggregate: bool = False) -> dict[str, str]:
     """What each exit code of the exported command means (docs/cli.md)."""
-    return {str(o.code): o.meaning for o in outcomes.OUTCOMES if o.code not in (10, 20)}
+    never = (10, 20) if aggregate else (10, 14, 20)
+    return {str(o.code): o.meaning for o in outcomes.OUTCOMES if o.code not in never}
 
 
 def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str], args: list[str],
@@ -148,5 +149,5 @@ def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str]
         "outputs": outputs,
         "schedule": None if options.schedule is None else {"unix": options.schedule, "native": schedule},
         "timeout_minutes": options.timeout_minutes,
-        "exit_codes": exit_codes(),
+        "exit_codes": exit_codes(options.aggregate is not None),
     }
