@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -10,6 +11,18 @@ import tgsp
 from tgsp import Keyring
 
 from tests.helpers import PASS, make_adapter, pp
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per worker: with -n 2 on 2 cores, torch's default (one thread per core,
+    # in every worker) oversubscribes the CPU and made the training tests 2-3x slower. Child
+    # processes the tests start (tgflow as a subprocess) inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - the [test] extra installs torch
+        pass
 
 
 @pytest.fixture(scope="session")

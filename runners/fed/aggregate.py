@@ -178,7 +178,7 @@ def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, metho
 
 
 def merge(accepted: list[updates.Screened], identities: list, start: dict[str, Any], names: list[str], method: str,
-          rank: int, stop: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], dict[str, Any]]:
+          rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The merged adapter's tensors (peft names), module by module, and the merge's numbers."""
     weights = _weights(accepted)
     codecs = [updates.codec_of(s.federation) for s in accepted]
@@ -188,7 +188,6 @@ def merge(accepted: list[updates.Screened], identities: list, start: dict[str, A
         for r in readers:
             _index_ok(r, names, method)
         for k, name in enumerate(names):
-            stop()
             a0, b0 = start[name + start_mod.A_SUFFIX], start[name + start_mod.B_SUFFIX]
             parts = ((w, *_factors(r, k, c, a0, b0, method)) for w, r, c in zip(weights, readers, codecs))
             try:
@@ -253,7 +252,7 @@ def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outp
 
 def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
-              output_root: Path | None = None, stop: Callable[[], None] = lambda: None) -> RoundResult:
+              output_root: Path | None = None) -> RoundResult:
     rnd, prepared, method, policy, idents = _prepare(spec_path, req, keyring, passphrase, now, input_root, output_root)
     i = inputs_stage.gather(rnd, prepared)
     ident, start_state = _start(rnd, i)
@@ -264,11 +263,9 @@ def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passph
     _quorum(screened, req.quorum, rnd.spec.federation.round)
     prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
     with rnd.store.session("fed aggregate", wait=wait_busy):
-        again = updates.screen([s.path for s in screened.accepted], policy, want, _used(rnd.store), req.weights, ids)
-        screened.refused += again.refused  # a concurrent aggregation used one meanwhile
-        screened.accepted = again.accepted
+        screened.drop_used(_used(rnd.store))  # a concurrent aggregation may have used one meanwhile
         _quorum(screened, req.quorum, rnd.spec.federation.round)
-        return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents, stop)
+        return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents)
 
 
 def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
@@ -280,12 +277,12 @@ def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
                             "accepted": [s.summary(0.0) for s in screened.accepted], "refused": screened.refused})
 
 
-def _merge_and_release(rnd, i, screened, start_state, names, method, req: Request, idents, stop) -> RoundResult:
+def _merge_and_release(rnd, i, screened, start_state, names, method, req: Request, idents) -> RoundResult:
     spec = rnd.spec
     rank = req.rank or spec.lora.r
     t0 = time.perf_counter()
     with rnd.stage("merging the updates"):
-        state, numbers = merge(screened.accepted, idents, start_state, names, method, rank, stop)
+        state, numbers = merge(screened.accepted, idents, start_state, names, method, rank)
     weights = _weights(screened.accepted)
     summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
                "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3),

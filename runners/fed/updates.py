@@ -73,6 +73,13 @@ class Screening:
     def refuse(self, path: Path, reason: str, package_id: str | None = None, site: str | None = None) -> None:
         self.refused.append({"path": str(path), "update": package_id, "site": site, "reason": reason})
 
+    def drop_used(self, used: dict[str, str]) -> None:
+        """Refuse, after all, the accepted updates that ``used`` (update id -> round) names."""
+        for s in [s for s in self.accepted if s.package_id in used]:
+            self.refuse(s.path, f"it was already aggregated (round {used[s.package_id]}): a replay", s.package_id,
+                        s.site_name)
+        self.accepted = [s for s in self.accepted if s.package_id not in used]
+
 
 def _site_of(report) -> tuple[str, str]:
     s = next(s for s in report.manifest["signers"] if s["keyid"] in report.trusted_signers)
@@ -143,8 +150,6 @@ def _check_one(path: Path, policy, want: dict[str, Any], used: dict[str, str], w
     pid, fed = report.package_id, report.manifest.get("federation")
     site, name = _site_of(report)
     why = _mismatch(fed, want)
-    if why is None and pid in used:
-        why = f"it was already aggregated (round {used[pid]}): a replay"
     why = why or _readable(report.manifest, recipient_ids)
     weight = _weight(fed, weights) if why is None else why
     if isinstance(weight, str):
@@ -162,6 +167,7 @@ def screen(paths: list[Path], policy, want: dict[str, Any], used: dict[str, str]
         _check_one(Path(path), policy, want, used, weights, recipient_ids, out)
     for path in paths[MAX_UPDATES:]:
         out.refuse(Path(path), f"over the limit of {MAX_UPDATES} updates per aggregation")
+    out.drop_used(used)  # before one-per-site: last week's update of a site is a replay, not a second update
     _one_per_site(out)
     return out
 

@@ -1,5 +1,5 @@
 """Federated fixtures: one keyring (release, operator, the aggregator, three sites), the shipped
-tiny base model, and the three sites' round-1 updates, built once per test module by real
+tiny base model, and the three sites' round-1 updates, built once per test process by real
 `peft run`s through the CLI."""
 
 from __future__ import annotations
@@ -40,10 +40,14 @@ class Fed:
         path.write_text(json.dumps(spec))
         return path
 
-    def site(self, name: str, site: str = "site-a", feed: str | None = None, **over) -> Path:
-        """Run one site's round through the CLI; return its update package."""
+    def site(self, name: str, site: str = "site-a", feed: str | None = None, steps: int | None = None, **over) -> Path:
+        """Run one site's round through the CLI; return its update package. ``steps``: fewer training
+        steps, for updates whose quality does not matter (they are there to be refused)."""
         from tgflow_cli.main import main
 
+        if steps is not None:
+            over.setdefault("training", {"steps": steps, "batch_size": 16, "learning_rate": 0.003, "seed": 7,
+                                         "max_seq_len": 96})
         over.setdefault("feed", {"type": "jsonl", "uri": str(EXAMPLES / f"feeds/fed/{feed or site}.jsonl")})
         over.setdefault("output", {"path": f"out/{name}/update.tgsp", "signing_key": site,
                                    "recipients": ["operator"], "registry": f"out/{name}/registry"})
@@ -59,7 +63,7 @@ def _keys() -> None:
         assert main(["key", "generate", name, "--type", kind]) == 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fed(tmp_path_factory):
     root = tmp_path_factory.mktemp("fed")
     with pytest.MonkeyPatch.context() as mp:

@@ -95,10 +95,10 @@ def test_each_bad_update_is_refused_with_its_reason(fed, capsys, copy_of, tmp_pa
     cfg = json.loads((other_base / "config.json").read_text())
     (other_base / "config.json").write_text(json.dumps({**cfg, "tgflow_note": "another model"}))
     bad = {
-        "round": fed.site("b-next", "site-b", federation={"round": "2026-12-02"}),
-        "base": fed.site("c-base", "site-c", base_model_ref=str(other_base)),
-        "stranger": fed.site("stranger", "stranger", feed="site-a"),
-        "twice": fed.site("a-again", "site-a"),
+        "round": fed.site("b-next", "site-b", steps=2, federation={"round": "2026-12-02"}),
+        "base": fed.site("c-base", "site-c", steps=2, base_model_ref=str(other_base)),
+        "stranger": fed.site("stranger", "stranger", feed="site-a", steps=2),
+        "twice": fed.site("a-again", "site-a", steps=2),
         "tampered": _flip(copy_of(fed.updates["site-b"], tmp_path / "tampered.tgsp"), 2048),
     }
     code, report = aggregate(fed, capsys, "refusals", [fed.updates[s] for s in SITES] + list(bad.values()),
@@ -192,7 +192,7 @@ def test_exact_at_full_rank_equals_the_weighted_sum_of_products(fed, capsys):
 
 def test_ffa_sites_train_only_b_and_the_mean_of_b_is_exact(fed, capsys):
     ffa = {"method": "ffa"}
-    ups = [fed.site(f"ffa-{s}", s, federation=ffa) for s in ("site-a", "site-b")]
+    ups = [fed.site(f"ffa-{s}", s, steps=10, federation=ffa) for s in ("site-a", "site-b")]
     code, report = aggregate(fed, capsys, "ffa", ups, "--quorum", "2", "--method", "ffa", federation=ffa)
     assert code == 0, report
     config, merged = _released(fed, report)
@@ -213,7 +213,7 @@ def test_ffa_sites_train_only_b_and_the_mean_of_b_is_exact(fed, capsys):
 
 def test_a_dp_site_sends_no_private_count_and_the_aggregate_states_per_site_privacy(fed, capsys):
     dp = {"mode": "dp", "dp": {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_delta": 1e-4}}
-    update = fed.site("dp-site", "site-c", privacy=dp)
+    update = fed.site("dp-site", "site-c", steps=4, privacy=dp)
     man = tgsp.verify(update, tgsp.Keyring(fed.root / "home").trust_policy()).manifest
     assert man["federation"]["examples"] is None and man["federation"]["weight_basis"] == "none"
     assert man["privacy"]["mode"] == "dp" and man["privacy"]["epsilon"] > 0
@@ -226,7 +226,7 @@ def test_a_dp_site_sends_no_private_count_and_the_aggregate_states_per_site_priv
     sites = {s["site"]: s for s in report["privacy"]["sites"]}
     assert sites["site-c"]["mode"] == "dp" and sites["site-c"]["epsilon"] == man["privacy"]["epsilon"]
     assert sites["site-a"]["mode"] == "off" and "parallel composition" in report["privacy"]["guarantee"]
-    declared = fed.site("dp-public", "site-b", privacy=dp, federation={"public_examples": 100})
+    declared = fed.site("dp-public", "site-b", steps=2, privacy=dp, federation={"public_examples": 100})
     fed_ = tgsp.verify(declared, tgsp.Keyring(fed.root / "home").trust_policy()).manifest["federation"]
     assert fed_["examples"] == 100 and fed_["weight_basis"] == "public"
 
