@@ -314,6 +314,19 @@ def test_the_next_round_starts_every_site_from_the_promoted_aggregate(fed, capsy
                                     "recipients": ["operator"], "registry": str(registry)}))
         start = tgsp.verify(ups[-1], tgsp.Keyring(fed.root / "home").trust_policy()).manifest["federation"]["start"]
         assert start["package_id"] == first["package_id"] and start["init"] == "release"
+    # A site may name its start by package id (federation.start); one its registry lacks is refused.
+    named = {**nxt, "start": first["package_id"]}
+    site_out = {"path": "out/warm-named/update.tgsp", "signing_key": "site-c", "recipients": ["operator"],
+                "registry": str(registry)}
+    pinned = fed.site("warm-named", "site-c", steps=2, federation=named, output=site_out, policy={
+        "novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 0.5})
+    kr = tgsp.Keyring(fed.root / "home")
+    assert tgsp.verify(pinned, kr.trust_policy()).manifest["federation"]["start"]["package_id"] == first["package_id"]
+    bogus = fed.spec("warm-bogus", federation={**nxt, "start": "sha256:" + "0" * 64}, output=site_out,
+                     feed={"type": "jsonl", "uri": str(EXAMPLES / "feeds/fed/site-a.jsonl")})
+    capsys.readouterr()
+    assert main(["peft", "run", "--spec", str(bogus)]) == 2
+    assert "not in route support's registry" in capsys.readouterr().err
     code, report = aggregate(fed, capsys, "warm", ups + [fed.updates["site-c"]], "--quorum", "2", federation=nxt)
     assert code == 0, report
     assert report["parent"]["package_id"] == first["package_id"] and report["version"] == 2
@@ -321,3 +334,30 @@ def test_the_next_round_starts_every_site_from_the_promoted_aggregate(fed, capsy
     assert ev["candidate"]["exact_match"] > ev["previous_release"]["exact_match"]  # the gate's champion/challenger
     refused = report["training"]["aggregation"]["refused"]
     assert len(refused) == 1 and "round differs" in refused[0]["reason"]
+
+
+@pytest.mark.parametrize("stage", ["screening", "merging"])
+def test_sigterm_during_an_aggregation_exits_143_and_writes_nothing(fed, tmp_path, stage):
+    import os
+    import signal
+    import subprocess
+
+    from tests.edges.test_signals import _has_open, _live_sigint, _wait_for
+    from tests.helpers import tgflow_exe
+
+    name = f"sigterm-{stage}"
+    spec = fed.spec(name)
+    env = {**os.environ, "TGFLOW_HOME": str(fed.root / "home"), "TGFLOW_PASSPHRASE": PASS, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(tgflow_exe() + ["fed", "aggregate", *map(str, (fed.updates[s] for s in SITES)), "--spec",
+                                            str(spec), "--quorum", "3"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=_live_sigint)
+    # screening: verify has the first update open; merging: the route's lock is held (the state folder exists)
+    lock = fed.root / "out" / name / ".tgflow-state" / "support" / "lock"
+    trigger = (lambda: _has_open(proc.pid, fed.updates[SITES[0]])) if stage == "screening" else lock.exists
+    assert _wait_for(trigger, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert not (fed.root / "out" / name / "support.tgsp").exists()
+    log = fed.root / "out" / name / ".tgflow-state" / "support" / "log.jsonl"
+    assert not log.exists() or b"tgflow.route.round" not in log.read_bytes()
