@@ -54,6 +54,16 @@ def _keys(spec, keyring) -> str:
     return f"signing key {pub.name} and {len(spec.output.recipients)} recipient(s)"
 
 
+def _federation(spec, keyring) -> str:
+    fed = spec.federation
+    agg = keyring.resolve_public(fed.aggregator)
+    role = "site" if spec.feed is not None else "aggregator (no feed)"
+    for site in fed.sites:
+        keyring.resolve_public(site)
+    return (f"round {fed.round}, {fed.method}, {role}: updates encrypted to {fed.aggregator} ({agg.keyid[:16]}); "
+            f"{len(fed.sites)} trusted site keys")
+
+
 def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
              output_root: Path | None = None) -> dict[str, Any]:
     """{"ok", "checks": [{name, ok, detail}]}; a bad spec file itself raises InputError."""
@@ -69,6 +79,8 @@ def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
         feed = getattr(spec, name)
         if feed is not None:
             checks.append((name, lambda f=feed: f"{len(feeds_mod.load_feed(f, base, keyring=keyring).examples)} examples"))
+    if spec.federation is not None:
+        checks.append(("federation", lambda: _federation(spec, keyring)))
     results = []
     for name, fn in checks:
         try:

@@ -11,6 +11,7 @@ site's tensors are decrypted at a time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,7 @@ def _open(spec_path, req: Request, input_root, output_root, now):
             raise InputError(f"{flag} {have} differs from the run spec's {want}", hint="aggregate with the route's own spec")
     out = spec.output.model_copy(update={k: v for k, v in (("signing_key", req.sign), ("recipients", req.recipients or None),
                                                            ("path", req.out)) if v})
-    return opened.__class__(spec.model_copy(update={"output": out}), opened.base, opened.out_base, opened.digest)
+    return dataclasses.replace(opened, spec=spec.model_copy(update={"output": out}))
 
 
 def _start(rnd, i) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -203,14 +204,12 @@ def merge(accepted: list[updates.Screened], identities: list, start: dict[str, A
 
 
 def _candidate(i, spec, state: dict[str, Any], rank: int):
-    """``i.model`` with the merged adapter as "default" (alpha scaled so alpha/r stays the route's)."""
-    from peft import PeftModel, set_peft_model_state_dict
+    """``i.model`` (a PeftModel since _start) with the merged adapter as "default" (alpha scaled
+    so alpha/r stays the route's)."""
+    from peft import set_peft_model_state_dict
 
     lora = spec.lora.model_copy(update={"r": rank, "alpha": spec.lora.alpha * rank / spec.lora.r})
-    if isinstance(i.model, PeftModel):
-        i.model.add_adapter("default", train.lora_config(lora))
-    else:
-        i.model = train.add_lora(i.model, lora, spec.training.seed)
+    i.model.add_adapter("default", train.lora_config(lora))
     device = next(i.model.parameters()).device
     result = set_peft_model_state_dict(i.model, {k: v.to(device) for k, v in state.items()}, adapter_name="default")
     missing = [k for k in result.missing_keys if ".lora_" in k and ".default." in k]

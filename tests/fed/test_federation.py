@@ -361,3 +361,13 @@ def test_sigterm_during_an_aggregation_exits_143_and_writes_nothing(fed, tmp_pat
     assert not (fed.root / "out" / name / "support.tgsp").exists()
     log = fed.root / "out" / name / ".tgflow-state" / "support" / "log.jsonl"
     assert not log.exists() or b"tgflow.route.round" not in log.read_bytes()
+
+
+def test_peft_validate_checks_the_federation_keys(fed, capsys):
+    site = fed.spec("validate-site", feed={"type": "jsonl", "uri": str(EXAMPLES / "feeds/fed/site-a.jsonl")})
+    capsys.readouterr()
+    assert main(["peft", "validate", "--spec", str(site)]) == 0
+    assert "federation: round 2026-12-01, exact, site: updates encrypted to aggregator" in capsys.readouterr().out
+    unknown = fed.spec("validate-bad", federation={"sites": ["site-a", "nobody"]})
+    assert main(["peft", "validate", "--spec", str(unknown)]) == 2
+    assert "nobody" in capsys.readouterr().out
