@@ -33,6 +33,9 @@ def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any
     """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
     module = _module(backend)
     _known_settings(backend, module.SETTINGS, options.settings)
+    if spec.privacy.mode == "n2he":  # peft run refuses it: an exported job could only fail
+        raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet, so an exported job could only fail",
+                         hint="use privacy.mode \"dp\" or \"off\"")
     if options.aggregate is not None and (spec.federation is None or spec.eval is None):
         raise InputError("an aggregation job needs a run spec with a federation section and an eval feed",
                          hint="export the aggregator's spec (docs/federated.md)")

@@ -24,7 +24,7 @@ _BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'compute', 'config_uri', 'keyring_uri', 'n2he_url', 'out_uri', 'passphrase_secret_ref', 'time_zone', 'work_uri'})
+SETTINGS = frozenset({'compute', 'config_uri', 'keyring_uri', 'out_uri', 'passphrase_secret_ref', 'time_zone', 'work_uri'})
 
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
@@ -63,8 +63,6 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
         "resources": {"instance_count": 1},
         "limits": {"timeout": options.timeout_minutes * 60},
     }
-    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
-        job["environment_variables"]["TGFLOW_N2HE_URL"] = s("n2he_url")
     files: dict[str, Any] = {"job.yaml": job}
     native = None
     if options.schedule:

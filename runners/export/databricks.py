@@ -23,7 +23,7 @@ _TASK_KEY = "peft_run"
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'config_dir', 'keyring_dir', 'n2he_url', 'node_type_id', 'out_dir', 'secret_key', 'secret_scope', 'spark_version', 'time_zone', 'work_dir'})
+SETTINGS = frozenset({'config_dir', 'keyring_dir', 'node_type_id', 'out_dir', 'secret_key', 'secret_scope', 'spark_version', 'time_zone', 'work_dir'})
 
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
@@ -40,8 +40,6 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     env = base_env("", keyring)
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE"] = f"{{{{secrets/{scope}/{key}}}}}"
-    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
-        env["TGFLOW_N2HE_URL"] = s("n2he_url")
     gpu = options.gpus > 0
     cluster = {
         "spark_version": s("spark_version", default="15.4.x-gpu-ml-scala2.12" if gpu else "15.4.x-scala2.12"),

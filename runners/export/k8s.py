@@ -24,7 +24,7 @@ KUBERNETES_VERSION = "1.32"  # schemas used by --check
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'keyring_secret', 'n2he_image', 'namespace', 'passphrase_secret', 'state_claim', 'time_zone', 'work_claim'})
+SETTINGS = frozenset({'keyring_secret', 'namespace', 'passphrase_secret', 'state_claim', 'time_zone', 'work_claim'})
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
@@ -90,15 +90,6 @@ def _container(options: ExportOptions, cmd: list[str], args: list[str], env: dic
     }
 
 
-def _sidecar(spec: RunSpec, options: ExportOptions, container: dict[str, Any]) -> list[dict[str, Any]]:
-    if not (spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar):
-        return []
-    container["env"].append({"name": "TGFLOW_N2HE_URL", "value": "http://127.0.0.1:8765"})
-    return [{"name": "n2he-sidecar", "image": options.setting("n2he_image", "k8s"),
-             "ports": [{"containerPort": 8765, "name": "n2he"}], "securityContext": container["securityContext"],
-             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}}]
-
-
 def _pod(n: _Names, options: ExportOptions, containers: list[dict[str, Any]]) -> dict[str, Any]:
     ks = n.keyring_secret
     return {
@@ -154,7 +145,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     cmd, args = command("/config", "/work", "/out", options.aggregate)
     env = base_env("/secrets/passphrase", "/keyring")
     container = _container(options, cmd, args, env)
-    job_spec = _job_spec(options, _pod(n, options, [container, *_sidecar(spec, options, container)]))
+    job_spec = _job_spec(options, _pod(n, options, [container]))
     files: dict[str, Any] = {
         "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(f"{n.job}-spec"),
                            "data": {"run_spec.json": json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True)}},

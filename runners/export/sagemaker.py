@@ -43,8 +43,6 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
     env = base_env("", f"{_INPUT}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret_arn
-    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
-        env["TGFLOW_N2HE_MODE"] = "embedded"  # SageMaker has no sidecars: TenSEAL runs in-process
     instance = s("instance_type", default="ml.g5.2xlarge" if options.gpus else "ml.m5.2xlarge")
     channel = lambda name_, sub: {  # noqa: E731
         "ChannelName": name_, "InputMode": "File",

@@ -5,7 +5,6 @@ Inputs and outputs live in a GCS bucket, mounted by Cloud Storage FUSE at
 and feeds), keyring/ (the sealed keyring) and out/ (packages and route state,
 so a restarted job resumes). The passphrase is a Secret Manager version name
 in TGFLOW_PASSPHRASE_SECRET, read at start-up with the job's service account.
-An n2he sidecar becomes a secondary worker pool.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ _OUTPUT_ONLY = ("name", "state", "createTime", "startTime", "endTime", "updateTi
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'accelerator_type', 'bucket', 'disk_gb', 'machine_type', 'n2he_image', 'passphrase_secret', 'project', 'region', 'scheduler_service_account', 'service_account', 'time_zone'})
+SETTINGS = frozenset({'accelerator_type', 'bucket', 'disk_gb', 'machine_type', 'passphrase_secret', 'project', 'region', 'scheduler_service_account', 'service_account', 'time_zone'})
 
 def _gcs(bucket: str) -> tuple[str, str]:
     if not bucket.startswith("gs://"):
@@ -57,9 +56,6 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
         "containerSpec": {"imageUri": options.image, "command": cmd, "args": args,
                           "env": [{"name": k, "value": v} for k, v in env.items()]},
     }]
-    if spec.privacy.mode == "n2he" and spec.privacy.n2he and spec.privacy.n2he.sidecar:
-        pools.append({"machineSpec": {"machineType": "n2-standard-4"}, "replicaCount": "1",
-                      "containerSpec": {"imageUri": s("n2he_image")}})
     job = {
         "displayName": name,
         "labels": {"tgflow-route": name.removeprefix("tgflow-")},

@@ -33,7 +33,7 @@ SETTINGS = {
                 "out_uri": "azureml://datastores/ml/paths/tgflow/out",
                 "passphrase_secret_ref": "https://acme-kv.vault.azure.net/secrets/tgflow-passphrase"},
     "databricks": {"work_dir": "/Volumes/ml/tgflow/work", "out_dir": "/Volumes/ml/tgflow/out",
-                   "secret_scope": "tgflow", "n2he_url": "https://n2he.internal.example"},
+                   "secret_scope": "tgflow"},
 }
 IMPLEMENTED = [b for b in ex.BACKENDS if (ROOT / "runners" / "export" / f"{b}.py").exists()]
 
@@ -81,16 +81,13 @@ def test_negative_cases_are_refused_clearly(backend, case):
         opts = options(backend, name="Bad_Name!")
         needle = "DNS-1123"
     elif case == "secret-in-setting":
-        key = {"k8s": "n2he_image", "sagemaker": "bucket", "vertex": "bucket", "azureml": "work_uri",
+        key = {"k8s": "work_claim", "sagemaker": "bucket", "vertex": "bucket", "azureml": "work_uri",
                "databricks": "work_dir"}[backend]
         planted = {"sagemaker": "s3://acme/AKIAABCDEFGHIJKLMNOP/", "vertex": "gs://acme/AKIAABCDEFGHIJKLMNOP/",
                    "databricks": "/Volumes/ml/AKIAABCDEFGHIJKLMNOP/work"}
         opts = options(backend, settings={**SETTINGS[backend],
                                           key: planted.get(backend, "/x/AKIAABCDEFGHIJKLMNOP/y")})
         needle = "AWS access key id"
-        if backend == "k8s":  # the n2he image only appears with an n2he spec
-            spec = SPEC.model_copy(update={"privacy": SPEC.privacy.model_copy(
-                update={"mode": "n2he", "n2he": N2HESpec(sidecar=True)})})
     else:
         spec = SPEC.model_copy(update={"feed": SPEC.feed.model_copy(
             update={"uri": "feeds/x.jsonl?sig=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"})})
@@ -151,25 +148,9 @@ def test_validators_reject_an_unknown_field(backend):
 
 
 @pytest.mark.parametrize("backend", IMPLEMENTED)
-def test_n2he_sidecar_per_platform(backend):
-    """k8s: a sidecar container; SageMaker: embedded TenSEAL via env; Vertex: a
-    secondary worker pool; Azure ML and Databricks: an external service URL."""
+def test_an_n2he_spec_is_refused_like_peft_run_refuses_it(backend):
+    """No export references an n2he component that does not exist: the mode is refused, as by peft run."""
     spec = SPEC.model_copy(update={"privacy": SPEC.privacy.model_copy(
         update={"mode": "n2he", "n2he": N2HESpec(sidecar=True)})})
-    extra = {"k8s": {"n2he_image": "registry.example/n2he:1"}, "vertex": {"n2he_image": "registry.example/n2he:1"},
-             "azureml": {"n2he_url": "https://n2he.internal.example"}, "databricks": {}, "sagemaker": {}}[backend]
-    files = ex.export(spec, backend, options(backend, settings={**SETTINGS[backend], **extra}))
-    ex.check(backend, files)
-    if backend == "k8s":
-        names = [c["name"] for c in files["job.yaml"]["spec"]["template"]["spec"]["containers"]]
-        assert names == ["tgflow", "n2he-sidecar"]
-    elif backend == "sagemaker":
-        assert files["training_job.json"]["Environment"]["TGFLOW_N2HE_MODE"] == "embedded"
-    elif backend == "vertex":
-        pools = files["custom_job.json"]["jobSpec"]["workerPoolSpecs"]
-        assert len(pools) == 2 and pools[1]["containerSpec"]["imageUri"] == "registry.example/n2he:1"
-    elif backend == "azureml":
-        assert files["job.yaml"]["environment_variables"]["TGFLOW_N2HE_URL"] == "https://n2he.internal.example"
-    else:
-        env = files["job.json"]["tasks"][0]["new_cluster"]["spark_env_vars"]
-        assert env["TGFLOW_N2HE_URL"] == "https://n2he.internal.example"
+    with pytest.raises(InputError, match="n2he.*not available"):
+        ex.export(spec, backend, options(backend))
