@@ -371,3 +371,26 @@ def test_peft_validate_checks_the_federation_keys(fed, capsys):
     unknown = fed.spec("validate-bad", federation={"sites": ["site-a", "nobody"]})
     assert main(["peft", "validate", "--spec", str(unknown)]) == 2
     assert "nobody" in capsys.readouterr().out
+
+
+def test_two_aggregations_racing_for_one_round_release_it_once(fed):
+    """Two aggregators started together on one route with the same updates: one packages; the
+    other waits for the lock, finds every update used (replays under the lock) and exits 14."""
+    import os
+    import subprocess
+
+    from tests.helpers import tgflow_exe
+
+    spec = fed.spec("race")
+    env = {**os.environ, "TGFLOW_HOME": str(fed.root / "home"), "TGFLOW_PASSPHRASE": PASS}
+    argv = tgflow_exe() + ["fed", "aggregate", *map(str, (fed.updates[s] for s in SITES)), "--spec", str(spec),
+                           "--quorum", "2", "--wait-busy", "120", "--json"]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 14], outs
+    loser = json.loads(next(o for p, (o, _) in zip(procs, outs) if p.returncode == 14).decode().strip().splitlines()[-1])
+    assert all("replay" in r["reason"] for r in loser["refused"]) and len(loser["refused"]) == 3
+    log = (fed.root / "out/race/.tgflow-state/support/log.jsonl").read_text()
+    assert log.count('"outcome":"packaged"') == 1
