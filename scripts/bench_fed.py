@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,13 +33,20 @@ MODULES, D, R = 64, 1024, 16
 ROUND = "bench"
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent
+    across fork and exec, so a child started by a big parent would report the parent's size."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _hwm_mb()
 
 
 def _start():
