@@ -115,16 +115,19 @@ def private_dir(dest: Path) -> Iterator[Path]:
     """A temporary folder beside ``dest`` (mode 0700), removed on any failure.
     The caller renames it into place before the block ends."""
     parent = prepare_parent(dest)
+    tmp = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".unpack", dir=parent))
-    except OSError as exc:
-        raise _os_error(dest, exc) from None
-    _LIVE.add(str(tmp))
-    try:
+        with signals_deferred():  # as in atomic_file: no signal between creating it and recording it
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".unpack", dir=parent))
+            except OSError as exc:
+                raise _os_error(dest, exc) from None
+            _LIVE.add(str(tmp))
         yield tmp
     except BaseException:
-        with signals_deferred():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with signals_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         _LIVE.discard(str(tmp))
@@ -138,12 +141,13 @@ def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool =
     if not overwrite and (dest.exists() or dest.is_symlink()):
         raise InputError(f"{dest} already exists", hint="choose another path, remove it first, or pass --force")
     parent = prepare_parent(dest)
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise _os_error(dest, exc) from None
-    _LIVE.add(tmp)
-    try:
+        # Signals are held from creating the temporary until its name is known to the cleanup
+        # below: a SIGTERM in between would otherwise leave it behind.
+        with signals_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=parent)
+            _LIVE.add(tmp)
         with os.fdopen(fd, "wb", buffering=0) as f:
             yield f
             f.flush()
@@ -152,8 +156,9 @@ def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool =
         os.replace(tmp, dest)
         _fsync_dir(parent)
     except BaseException as exc:
-        with signals_deferred(), contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with signals_deferred(), contextlib.suppress(OSError):
+                os.unlink(tmp)
         if isinstance(exc, OSError):
             raise _os_error(dest, exc) from None
         raise
