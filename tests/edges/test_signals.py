@@ -156,3 +156,41 @@ def test_ctrl_c_at_the_passphrase_prompt_exits_130(tmp_path):
         pytest.fail("Ctrl-C at the prompt did not end the command")
     assert os.waitstatus_to_exitcode(done[1]) == 130
     assert not (tmp_path / "h" / "keys" / "k.json").exists()
+
+
+@pytest.mark.parametrize("which", ["atomic_file", "private_dir"])
+def test_a_signal_the_instant_a_temporary_is_created_leaves_nothing(tmp_path, monkeypatch, which):
+    """SIGTERM delivered right as mkstemp/mkdtemp returns: the cleanup must already know the name."""
+    import tempfile as tf
+
+    from tgsp import atomic
+
+    class Stop(BaseException):
+        pass
+
+    def raise_stop(signum, frame):
+        raise Stop
+
+    real = {"mkstemp": tf.mkstemp, "mkdtemp": tf.mkdtemp}
+
+    def and_signal(name):
+        def make(*a, **kw):
+            out = real[name](*a, **kw)
+            os.kill(os.getpid(), signal.SIGTERM)  # pending now; raised as soon as signals are let through
+            return out
+        return make
+
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        monkeypatch.setattr(tf, "mkstemp", and_signal("mkstemp"))
+        monkeypatch.setattr(tf, "mkdtemp", and_signal("mkdtemp"))
+        with pytest.raises(Stop):
+            if which == "atomic_file":
+                with atomic.atomic_file(tmp_path / "out.bin") as f:
+                    f.write(b"never kept")
+            else:
+                with atomic.private_dir(tmp_path / "out"):
+                    pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
