@@ -38,16 +38,26 @@ def temp_prefix(name: str) -> str:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block ends (cleanup must finish)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends (cleanup must finish), then deliver them.
+
+    Python-level: the handlers are swapped for ones that only record the signal. Masking with
+    pthread_sigmask is not enough: it masks the calling thread only, and in a process with other
+    threads (torch's, a test runner's) the kernel hands the signal to one of those, after which
+    Python runs the handler in the main thread at once."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if s is not None]
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(pending):  # each signal once, in arrival order
+            if old[signum] not in (signal.SIG_IGN, None):
+                signal.raise_signal(signum)  # the restored handler runs here
 
 
 def _stale(entry: os.DirEntry) -> bool:
