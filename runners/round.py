@@ -21,7 +21,7 @@ from typing import Any, Callable, NoReturn
 import tgsp
 from tgsp import clock, evidence
 from tgsp.atomic import prepare_parent
-from tgsp.errors import Interrupted, RoundOutcome
+from tgsp.errors import InputError, Interrupted, RoundOutcome
 
 from . import model as model_mod, modes, privacy
 from .checkpoint import CheckpointStore
@@ -134,8 +134,6 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
 
 
 def _check_round(spec, keyring: tgsp.Keyring) -> None:
-    from tgsp.errors import InputError
-
     if spec.feed is None:
         raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
     if spec.federation is not None:
@@ -171,8 +169,6 @@ def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: 
     """The route's spent and remaining ε, and how the spec's next round would fit.
 
     Reuses the inputs stage's opening of the spec and feed; reads the ledger; trains nothing."""
-    from tgsp.errors import InputError
-
     opened = open_round(spec_path, input_root, output_root)
     spec = opened.spec
     if spec.privacy.mode != "dp":

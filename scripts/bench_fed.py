@@ -130,10 +130,7 @@ def _baseline(paths, policy, idents, names) -> None:
         tensors = []
         for k in range(len(names)):
             parts = load(files[updates.delta_file(k)])
-            for f in ("A", "B"):
-                sub = {key.split(".", 1)[1]: v for key, v in parts.items() if key.startswith(f + ".")}
-                if sub:
-                    tensors.append(compress.decode(sub, codec))
+            tensors += [compress.decode(sub, codec) for sub in updates.split_factors(parts)[:2] if sub]
         loaded.append(tensors)
     total = [t.copy() for t in loaded[0]]
     for tensors in loaded[1:]:

@@ -46,7 +46,7 @@ def aggregate(
     from runners.fed.aggregate import Request, aggregate as run
     from tgsp.errors import InputError, RoundOutcome
 
-    from .peft_cmds import _outcome, emit_report, render_release
+    from .peft_cmds import emit_report, render_release, report_outcome
 
     if method not in (None, "exact", "ffa") or weights not in ("examples", "equal"):
         raise InputError("--method takes exact or ffa; --weights takes examples or equal")
@@ -62,7 +62,7 @@ def aggregate(
     except RoundOutcome as exc:
         if not json_out:
             _refusals(exc.report)
-        return _outcome(exc, report)
+        return report_outcome(exc, report)
     if report:
         return report({"ok": True, **result.report})
     agg = result.report["training"]["aggregation"]

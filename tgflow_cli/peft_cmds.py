@@ -74,13 +74,13 @@ def run(
                                input_root=input_root, output_root=output_root, wait_busy=wait_busy)
     except NoveltySkipped as exc:
         if not skip_ok:
-            return _outcome(exc, report)
+            return report_outcome(exc, report)
         if report:
             return report({"ok": True, "outcome": exc.outcome, **exc.report})
         warn(f"skipped: {exc} (--skip-ok: exit 0)")
         return None
     except RoundOutcome as exc:  # 11, 12, 13: the numbers matter most when the round did not ship
-        return _outcome(exc, report)
+        return report_outcome(exc, report)
     _warn_test_seed(result.report)
     if report:
         return report({"ok": True, **result.report})
@@ -117,7 +117,7 @@ def _signing_key(spec: Path) -> str | None:
         return None
 
 
-def _outcome(exc, report) -> None:
+def report_outcome(exc, report) -> None:
     """A round that ended without a package: with --json, its numbers and the error, then the exit code."""
     if report:
         from .errors import classify

@@ -122,19 +122,8 @@ def read_payload(
     if need > max_bytes:
         raise InputError(f"package payload is {need} bytes, over the {max_bytes}-byte limit for reading into memory",
                          hint="unpack it to a folder instead (tgflow tgsp unpack)")
-    file_key = _file_key(m, identities or [])
-    files: dict[str, bytes] = {}
-    with open(path, "rb") as f:
-        pkg = Package(f, str(path), limits)
-        if pkg.package_id != report.package_id:
-            raise DigestError("package changed after it was verified")
-        for meta in m["files"]:
-            buf = bytearray()
-            _pump_entry(pkg, meta, file_key, m, buf.extend, None)
-            if len(buf) != meta["size"]:
-                raise DecryptionError()
-            files[meta["path"]] = bytes(buf)
-    return report, files
+    with PayloadReader(path, report, identities or [], limits) as reader:
+        return report, {meta["path"]: reader.read(meta["path"], max_bytes) for meta in m["files"]}
 
 
 class PayloadReader:

@@ -165,11 +165,11 @@ def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, metho
     pid = reader.report.package_id[:23]
     try:
         parts = load(reader.read(updates.delta_file(k), max_bytes=4 << 30))
-        by = {f: {key.split(".", 1)[1]: v for key, v in parts.items() if key.startswith(f + ".")} for f in ("A", "B")}
-        if len(by["A"]) + len(by["B"]) != len(parts) or (method == "ffa") != (not by["A"]):
+        a, b, other = updates.split_factors(parts)
+        if other or (method == "ffa") != (not a):
             raise compress.CodecError("unexpected tensors")
-        d_b = torch.from_numpy(compress.decode(by["B"], codec))
-        d_a = torch.from_numpy(compress.decode(by["A"], codec)) if by["A"] else torch.zeros_like(a0)
+        d_b = torch.from_numpy(compress.decode(b, codec))
+        d_a = torch.from_numpy(compress.decode(a, codec)) if a else torch.zeros_like(a0)
     except (SafetensorError, compress.CodecError, ValueError) as exc:
         raise InputError(f"update {pid}, module {k}: {exc}", hint="re-run the aggregation without it") from None
     if d_b.shape != b0.shape or d_a.shape != a0.shape:

@@ -69,30 +69,31 @@ def decoded_state(start: dict, files: list[dict[str, np.ndarray]], names: list[s
 
     out = dict(start)
     for name, parts in zip(names, files):
-        for factor, suffix in (("A", start_mod.A_SUFFIX), ("B", start_mod.B_SUFFIX)):
-            sub = {k.split(".", 1)[1]: v for k, v in parts.items() if k.startswith(factor + ".")}
+        a, b, _ = updates.split_factors(parts)
+        for sub, suffix in ((a, start_mod.A_SUFFIX), (b, start_mod.B_SUFFIX)):
             if sub:
                 out[name + suffix] = start[name + suffix] + torch.from_numpy(compress.decode(sub, codec))
     return out
 
 
-def _loss_with(u, i, sel, state: dict, max_len: int) -> float:
+def _loss_with(u, i, data, state: dict) -> float:
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(u.model, {k: v.to(i.device.name) for k, v in state.items()}, adapter_name="default")
-    return mean_loss(u.model, i.tok, tokenize(i.tok, sel.eval, max_len), i.device.name)
+    return mean_loss(u.model, i.tok, data, i.device.name)
 
 
 def _gated(rnd, i, sel, u, final: dict, names: list[str], codec: compress.Codec):
     """Top-k, kept only if the site's held-out loss rises at most max_loss_increase over the dense update."""
-    fed, max_len = rnd.spec.federation, rnd.spec.training.max_seq_len
+    fed = rnd.spec.federation
     dense_codec = compress.Codec(codec.quantize, codec.block, None)
     if codec.topk is None:
         return encode_all(u.start, final, names, codec, fed.method, {})[0], {}, codec, None
     sparse, carried = encode_all(u.start, final, names, codec, fed.method, rnd.store.residual())
     dense = encode_all(u.start, final, names, dense_codec, fed.method, {})[0]
-    loss_dense = _loss_with(u, i, sel, decoded_state(u.start, dense, names, dense_codec), max_len)
-    loss_sparse = _loss_with(u, i, sel, decoded_state(u.start, sparse, names, codec), max_len)
+    data = tokenize(i.tok, sel.eval, rnd.spec.training.max_seq_len)
+    loss_dense = _loss_with(u, i, data, decoded_state(u.start, dense, names, dense_codec))
+    loss_sparse = _loss_with(u, i, data, decoded_state(u.start, sparse, names, codec))
     rise = relative_change(loss_dense, loss_sparse)
     keep = rise <= fed.compression.max_loss_increase
     gate = {"topk": codec.topk, "eval_loss_dense": round(loss_dense, 6), "eval_loss_sparse": round(loss_sparse, 6),

@@ -37,6 +37,20 @@ def delta_file(k: int) -> str:
     return f"delta/{k:05d}.safetensors"
 
 
+def split_factors(parts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A module file's encoded tensors by factor: ({part: array} of A, of B, and how many
+    tensors were neither)."""
+    by: dict[str, dict[str, Any]] = {"A": {}, "B": {}}
+    other = 0
+    for key, value in parts.items():
+        factor, _, part = key.partition(".")
+        if factor in by and part:
+            by[factor][part] = value
+        else:
+            other += 1
+    return by["A"], by["B"], other
+
+
 def modules_digest(names: list[str]) -> str:
     return sha256_hex(encode(names))
 
@@ -136,8 +150,7 @@ def _weight(fed: dict[str, Any], weights: str) -> float | str:
     return float(n)
 
 
-def _check_one(path: Path, policy, want: dict[str, Any], used: dict[str, str], weights: str, recipient_ids: set[str],
-               out: Screening) -> None:
+def _check_one(path: Path, policy, want: dict[str, Any], weights: str, recipient_ids: set[str], out: Screening) -> None:
     try:
         report = tgsp.verify(path, policy)
     except NotFoundError:
@@ -149,8 +162,7 @@ def _check_one(path: Path, policy, want: dict[str, Any], used: dict[str, str], w
         return out.refuse(path, f"{bad.name} check failed: {bad.detail}", report.package_id)
     pid, fed = report.package_id, report.manifest.get("federation")
     site, name = _site_of(report)
-    why = _mismatch(fed, want)
-    why = why or _readable(report.manifest, recipient_ids)
+    why = _mismatch(fed, want) or _readable(report.manifest, recipient_ids)
     weight = _weight(fed, weights) if why is None else why
     if isinstance(weight, str):
         return out.refuse(path, weight, pid, name)
@@ -164,7 +176,7 @@ def screen(paths: list[Path], policy, want: dict[str, Any], used: dict[str, str]
     of a site. Each refusal names the update and the reason."""
     out = Screening()
     for path in paths[:MAX_UPDATES]:
-        _check_one(Path(path), policy, want, used, weights, recipient_ids, out)
+        _check_one(Path(path), policy, want, weights, recipient_ids, out)
     for path in paths[MAX_UPDATES:]:
         out.refuse(Path(path), f"over the limit of {MAX_UPDATES} updates per aggregation")
     out.drop_used(used)  # before one-per-site: last week's update of a site is a replay, not a second update
