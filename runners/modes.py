@@ -135,11 +135,27 @@ class DP:
 def check(spec) -> None:
     """Refuse a spec the mode cannot run, before the route's lock is taken (no trace left)."""
     if spec.privacy.mode == "n2he":
-        raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet", hint="use privacy.mode \"dp\" or \"off\"")
-    if spec.privacy.mode == "dp":
+        check_n2he(spec)
+    if spec.privacy.trains_with_dp:
         privacy.check_spec(spec)
 
 
+def check_n2he(spec) -> None:
+    """n2he is secure aggregation of federated updates, and only sums are computed under
+    encryption, so the update must be linear in what is summed: ffa's B (docs/n2he.md)."""
+    fed = spec.federation
+    if fed is None:
+        raise InputError("privacy.mode \"n2he\" encrypts a federated site's update: the spec has no federation "
+                         "section", hint="add federation (docs/federated.md), or use privacy.mode \"dp\" or \"off\"")
+    if fed.method != "ffa":
+        raise InputError("privacy.mode \"n2he\" needs federation.method \"ffa\": under encryption only sums are "
+                         "computed, and exact merging multiplies B by A", hint="set federation.method to \"ffa\"")
+    if fed.compression.topk is not None:
+        raise InputError("federation.compression.topk is not available with privacy.mode \"n2he\": ciphertexts "
+                         "are dense", hint="remove compression.topk")
+
+
 def for_spec(spec, store) -> PrivacyMode:
-    """The spec's mode (``check`` has passed), opened on the route's store."""
-    return DP(spec, store) if spec.privacy.mode == "dp" else Off()
+    """The spec's training mode (``check`` has passed), opened on the route's store; n2he
+    trains as dp when it has a dp section, else as off, and encrypts at the end."""
+    return DP(spec, store) if spec.privacy.trains_with_dp else Off()

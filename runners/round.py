@@ -171,8 +171,8 @@ def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: 
     Reuses the inputs stage's opening of the spec and feed; reads the ledger; trains nothing."""
     opened = open_round(spec_path, input_root, output_root)
     spec = opened.spec
-    if spec.privacy.mode != "dp":
-        raise InputError(f"privacy.mode is {spec.privacy.mode!r}: route {spec.route_key} keeps no privacy ledger",
+    if not spec.privacy.trains_with_dp:
+        raise InputError(f"privacy.mode is {spec.privacy.mode!r} without dp: route {spec.route_key} keeps no privacy ledger",
                          hint="the budget applies to privacy.mode \"dp\" routes")
     privacy.check_spec(spec)
     dp = spec.privacy.dp

@@ -81,8 +81,22 @@ class DPSpec(_Strict):
 
 
 class N2HESpec(_Strict):
-    sidecar: bool = Field(False, description="Run the TenSEAL encryption in a sidecar service")
-    sidecar_url: Optional[str] = None
+    """privacy.mode "n2he": a federated site's update is CKKS-encrypted (docs/n2he.md)."""
+
+    context: str = Field(min_length=1, description="The HE key (name or public file from `key export-public`) the sites encrypt under; the key holder's own HE key of that name decrypts")
+    custody: Literal["key-holder", "shared-key"] = Field("key-holder", description="key-holder: only a separate key holder has the secret key and decrypts only sums it re-summed from a quorum of signed updates; shared-key (NVFlare's model, weaker): every site has the secret key and the aggregator none")
+    key_holder: Optional[str] = Field(None, description="key-holder custody: the key holder's recipient key; sites encrypt their update to it as well as to the aggregator, so it can re-sum them")
+    max_update_norm: float = Field(1.0, gt=0, le=1e6, description="C: a site clips its update (all of ΔB together) to this L2 norm before weighting and encryption; a norm cannot be checked under encryption")
+    weights: Literal["examples", "equal"] = Field("examples", description="The weight a site multiplies its update by before encrypting: its (public) example count, or 1")
+    max_key_age_days: int = Field(90, ge=1, le=3650, description="Refuse to encrypt under an HE context older than this: rotate HE keys on this schedule (docs/n2he.md#decryption-leaks)")
+
+    @model_validator(mode="after")
+    def _holder(self) -> N2HESpec:
+        if self.custody == "key-holder" and not self.key_holder:
+            raise ValueError("custody \"key-holder\" needs key_holder: the key holder's recipient key")
+        if self.custody == "shared-key" and self.key_holder:
+            raise ValueError("custody \"shared-key\" has no key holder: drop key_holder")
+        return self
 
 
 class CompressionSpec(_Strict):
@@ -115,7 +129,14 @@ class PrivacySpec(_Strict):
     def _mode_settings(self) -> PrivacySpec:
         if self.mode == "dp" and self.dp is None:
             raise ValueError("mode 'dp' needs a dp section")
+        if self.mode == "n2he" and self.n2he is None:
+            raise ValueError("mode 'n2he' needs an n2he section (at least its context)")
         return self
+
+    @property
+    def trains_with_dp(self) -> bool:
+        """dp, or n2he with a dp section: DP-SGD at the site, then encryption."""
+        return self.mode == "dp" or (self.mode == "n2he" and self.dp is not None)
 
 
 class LoraSpec(_Strict):

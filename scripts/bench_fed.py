@@ -89,7 +89,8 @@ def make_updates(tmp: Path, sites: int) -> None:
                      v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3 for k, v in state.items()}
             files, _ = site.encode_all(state, final, names, compress.Codec(), method, {})
             folder = tmp / f"src-{method}-{i}"
-            site._write(folder, names, files)
+            site.write_index(folder, names)
+            site.write_deltas(folder, files)
             fed = {**_want(method, names, state), "examples": 100 + i, "weight_basis": "examples",
                    "compression": compress.Codec().to_dict(), "modules": len(names)}
             tgsp.build(folder, tmp / f"{method}-{i}.tgsp", route="bench", kind=updates.KIND,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,9 +32,13 @@ def check(spec, keyring) -> None:
     """Before the route's lock: the aggregator's key resolves, and the settings fit together."""
     fed = spec.federation
     keyring.resolve_public(fed.aggregator)
-    if fed.compression.topk is not None and spec.privacy.mode == "dp":
+    if fed.compression.topk is not None and spec.privacy.trains_with_dp:
         raise InputError("federation.compression.topk is not available with privacy.mode \"dp\": its gate reads the "
                          "site's held-out data, which DP does not cover", hint="remove compression.topk")
+    if spec.privacy.mode == "n2he":
+        from ..n2he import site as he_site
+
+        he_site.check(spec, keyring, clock.utcnow)
 
 
 def _deltas(start: dict, final: dict, name: str, method: str) -> dict[str, np.ndarray]:
@@ -110,56 +115,94 @@ def _weight(rnd, sel) -> tuple[int | None, str]:
     return len(sel.train), "examples"
 
 
-def describe(rnd, i, sel, u, names: list[str], codec: compress.Codec, files: list[dict]) -> dict[str, Any]:
+def describe(rnd, i, sel, u, names: list[str]) -> dict[str, Any]:
+    """The federation fields every update carries, whatever its body."""
     fed, spec = rnd.spec.federation, rnd.spec
     examples, basis = _weight(rnd, sel)
-    dense = sum(v.numel() * 4 for k, v in u.start.items()
-                if fed.method != "ffa" or k.endswith(start_mod.B_SUFFIX))
     return {"format": updates.FORMAT, "route": spec.route_key, "round": fed.round, "method": fed.method,
             "base_model": {"sha256": i.model_id},
             "start": start_mod.identity(i.parent.package_id if u.warm_start else None, spec.training.seed, u.start),
             "lora": updates.lora_identity(spec.lora), "modules_sha256": updates.modules_digest(names),
-            "modules": len(names), "examples": examples, "weight_basis": basis, "compression": codec.to_dict(),
-            "bytes": {"float32": dense, "encoded": sum(compress.stored_bytes(p) for p in files)}}
+            "modules": len(names), "examples": examples, "weight_basis": basis}
 
 
-def _write(folder: Path, names: list[str], files: list[dict]) -> None:
+@dataclass
+class Body:
+    """What an update carries besides its module list: the plaintext deltas (compress.py), or
+    CKKS ciphertexts (runners/n2he/site.py)."""
+
+    federation: dict[str, Any]  # manifest fields this body adds
+    write: Callable[[Path], None]  # writes the payload files into the update's folder
+    recipients: list[Any]  # public keys the update is encrypted to besides the aggregator
+    privacy: dict[str, Any]  # the manifest's privacy record
+    report: dict[str, Any] = field(default_factory=dict)  # added to the site's own report (never the package)
+    after: Callable[[], None] = lambda: None  # run once the update is written (the top-k residual)
+
+
+def _dense_bytes(u, method: str) -> int:
+    return sum(v.numel() * 4 for k, v in u.start.items() if method != "ffa" or k.endswith(start_mod.B_SUFFIX))
+
+
+def plain_body(rnd, i, sel, u, final: dict, names: list[str]) -> Body:
+    spec = rnd.spec
+    files, carried, codec, gate = _gated(rnd, i, sel, u, final, names, compress.Codec.from_spec(spec.federation.compression))
+    fed = {"compression": codec.to_dict(), "bytes": {"float32": _dense_bytes(u, spec.federation.method),
+                                                    "encoded": sum(compress.stored_bytes(p) for p in files)}}
+    after = (lambda: rnd.store.set_residual(carried)) if spec.federation.compression.topk is not None else (lambda: None)
+    return Body(fed, lambda folder: write_deltas(folder, files), [], rnd.mode.manifest(u.privacy), {"topk_gate": gate},
+                after)
+
+
+def write_index(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / updates.INDEX).write_text(json.dumps({"format": updates.INDEX_FORMAT, "modules": names}))
+
+
+def write_deltas(folder: Path, files: list[dict]) -> None:
     from safetensors.numpy import save_file
 
     (folder / "delta").mkdir(parents=True)
-    (folder / updates.INDEX).write_text(json.dumps({"format": updates.INDEX_FORMAT, "modules": names}))
     for k, parts in enumerate(files):
         save_file(parts, str(folder / updates.delta_file(k)))
+
+
+def _body(rnd, i, sel, u, final: dict, names: list[str]) -> Body:
+    if rnd.spec.privacy.mode == "n2he":
+        from ..n2he import site as he_site
+
+        return he_site.body(rnd, sel, u, final, names, _weight(rnd, sel)[0])
+    return plain_body(rnd, i, sel, u, final, names)
 
 
 def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
     """Write the update package; commit the round. Returns (package id, report)."""
     spec = rnd.spec
     final, names = start_mod.lora_state(u.model), start_mod.modules(u.start)
-    files, carried, codec, gate = _gated(rnd, i, sel, u, final, names, compress.Codec.from_spec(spec.federation.compression))
-    fed = describe(rnd, i, sel, u, names, codec, files)
-    rnd.record("tgflow.federation.update", {**fed, "topk_gate": gate})
+    body = _body(rnd, i, sel, u, final, names)
+    fed = {**describe(rnd, i, sel, u, names), **body.federation}
+    rnd.record("tgflow.federation.update", fed)  # not body.report: the evidence travels with the update
     rnd.record("tgflow.round.end", {"outcome": UPDATE, "started": clock.fmt(rnd.started), "finished": clock.fmt(rnd.now())})
     with tempfile.TemporaryDirectory(prefix="tgflow-update-") as tmp:
-        _write(Path(tmp) / "update", names, files)
-        built = tgsp.build(Path(tmp) / "update", rnd.opened.out_path, route=spec.route_key,
+        folder = Path(tmp) / "update"
+        write_index(folder, names)
+        body.write(folder)
+        built = tgsp.build(folder, rnd.opened.out_path, route=spec.route_key,
                            version=i.parent.version if i.parent else 0, kind=updates.KIND,
-                           recipients=[rnd.keyring.resolve_public(spec.federation.aggregator).key],
+                           recipients=[rnd.keyring.resolve_public(spec.federation.aggregator).key, *body.recipients],
                            signers=[rnd.signer], events=rnd.events, now=rnd.now,
                            external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
-                           extra={"federation": fed, "privacy": rnd.mode.manifest(u.privacy)},
+                           extra={"federation": fed, "privacy": body.privacy},
                            dependencies=dependencies(rnd, i))
     if rnd.mode.uses_history:
         from ..neardup import near_key
 
         rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})
-    if spec.federation.compression.topk is not None:
-        rnd.store.set_residual(carried)
+    body.after()
     rnd.checkpoints.clear()
     rnd.mode.settle(rnd, UPDATE)
     report = {"novelty": sel.summary, "training": u.result.metrics(private=not rnd.mode.uses_history),
               "privacy": u.privacy, "outcome": UPDATE, "package": str(rnd.opened.out_path),
-              "package_id": built.package_id, "federation": {**fed, "topk_gate": gate},
+              "package_id": built.package_id, "federation": {**fed, **body.report},
               "parent": {"package_id": i.parent.package_id, "version": i.parent.version} if u.warm_start else None}
     rnd.commit(UPDATE, report, {"package_id": built.package_id, "round": spec.federation.round})
     return built.package_id, report

@@ -127,30 +127,41 @@ def codec_of(fed: dict[str, Any]) -> compress.Codec | None:
     return compress.Codec(c["quantize"], block, topk)
 
 
-def _readable(m: dict[str, Any], recipient_ids: set[str]) -> str | None:
+class PlainCheck:
+    """The screening's body check for plaintext updates: a codec this tgflow decodes, and a
+    weight (n2he updates have their own: runners/n2he/sum.py)."""
+
+    def readable(self, fed: dict[str, Any]) -> str | None:
+        if fed.get("he") is not None:
+            return "it is an n2he update (CKKS ciphertexts): aggregate it with a privacy.mode \"n2he\" spec"
+        return None if codec_of(fed) is not None else "its compression settings are not ones this tgflow decodes"
+
+    def weight(self, fed: dict[str, Any], weights: str) -> float | str:
+        """The update's weight before normalization, or why it has none."""
+        if weights == "equal":
+            return 1.0
+        n = fed.get("examples")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_EXAMPLES:
+            return ("it carries no public example count (a dp site that set no federation.public_examples): "
+                    "aggregate with --weights equal, or have the site declare one")
+        return float(n)
+
+
+PLAIN = PlainCheck()
+
+
+def _readable(m: dict[str, Any], recipient_ids: set[str], body) -> str | None:
     enc = m.get("encryption")
     ids = {r.get("keyid") for r in (enc or {}).get("recipients", [])}
     if enc is None:
         return "it is not encrypted: an update must be encrypted to the aggregator"
     if not ids & recipient_ids:
-        return "it is not encrypted to this aggregator's key (federation.aggregator)"
-    if codec_of(m["federation"]) is None:
-        return "its compression settings are not ones this tgflow decodes"
-    return None
+        return "it is not encrypted to this party's key (federation.aggregator, or the key holder's)"
+    return body.readable(m["federation"])
 
 
-def _weight(fed: dict[str, Any], weights: str) -> float | str:
-    """The update's weight before normalization, or why it has none."""
-    if weights == "equal":
-        return 1.0
-    n = fed.get("examples")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_EXAMPLES:
-        return ("it carries no public example count (a dp site that set no federation.public_examples): "
-                "aggregate with --weights equal, or have the site declare one")
-    return float(n)
-
-
-def _check_one(path: Path, policy, want: dict[str, Any], weights: str, recipient_ids: set[str], out: Screening) -> None:
+def _check_one(path: Path, policy, want: dict[str, Any], weights: str, recipient_ids: set[str], out: Screening,
+               body) -> None:
     try:
         report = tgsp.verify(path, policy)
     except NotFoundError:
@@ -162,21 +173,22 @@ def _check_one(path: Path, policy, want: dict[str, Any], weights: str, recipient
         return out.refuse(path, f"{bad.name} check failed: {bad.detail}", report.package_id)
     pid, fed = report.package_id, report.manifest.get("federation")
     site, name = _site_of(report)
-    why = _mismatch(fed, want) or _readable(report.manifest, recipient_ids)
-    weight = _weight(fed, weights) if why is None else why
+    why = _mismatch(fed, want) or _readable(report.manifest, recipient_ids, body)
+    weight = body.weight(fed, weights) if why is None else why
     if isinstance(weight, str):
         return out.refuse(path, weight, pid, name)
     out.accepted.append(Screened(path, pid, site, name, weight, report.manifest, report))
 
 
 def screen(paths: list[Path], policy, want: dict[str, Any], used: dict[str, str], weights: str,
-           recipient_ids: set[str]) -> Screening:
-    """Verify every update against ``policy`` (the site allowlist, route, kind) and ``want``;
-    refuse replays (``used``: update id -> the round it went into), repeats and second updates
-    of a site. Each refusal names the update and the reason."""
+           recipient_ids: set[str], body=PLAIN) -> Screening:
+    """Verify every update against ``policy`` (the site allowlist, route, kind) and ``want``,
+    and its body (``body``: PLAIN, or n2he's HECheck); refuse replays (``used``: update id ->
+    the round it went into), repeats and second updates of a site. Each refusal names the
+    update and the reason. Nothing of an update's payload is read here."""
     out = Screening()
     for path in paths[:MAX_UPDATES]:
-        _check_one(Path(path), policy, want, weights, recipient_ids, out)
+        _check_one(Path(path), policy, want, weights, recipient_ids, out, body)
     for path in paths[MAX_UPDATES:]:
         out.refuse(Path(path), f"over the limit of {MAX_UPDATES} updates per aggregation")
     out.drop_used(used)  # before one-per-site: last week's update of a site is a replay, not a second update

@@ -53,9 +53,35 @@ class Params:
             raise InputError("CKKS needs a data prime and a special prime, and a scale at least 10 bits under "
                              "the data prime")
 
+    @property
+    def max_abs(self) -> float:
+        """The largest |value| a (summed) ciphertext decodes correctly, with a factor 4 of margin:
+        the data prime holds value * 2^scale_bits below q0 / 2."""
+        return 2.0 ** (self.coeff_mod_bit_sizes[0] - self.scale_bits - 3)
+
+    @property
+    def release_step(self) -> float:
+        """The grid a released (decrypted) sum is rounded to: 2^18 times the scale's resolution,
+        16 times the largest CKKS error measured here (about 2^-26), so the error's bits are dropped."""
+        return 2.0 ** (18 - self.scale_bits)
+
     def to_dict(self) -> dict:
         return {"scheme": "ckks", "poly_modulus_degree": self.poly_modulus_degree,
                 "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes), "scale_bits": self.scale_bits}
+
+    @classmethod
+    def from_dict(cls, obj) -> "Params":
+        """Parameters read from a file or a manifest, checked (``check``) before use."""
+        ok = isinstance(obj, dict) and obj.get("scheme") == "ckks" and set(obj) == {
+            "scheme", "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits"}
+        sizes = obj.get("coeff_mod_bit_sizes") if ok else None
+        ints = [obj.get("poly_modulus_degree"), obj.get("scale_bits"), *(sizes if isinstance(sizes, list) else [None])]
+        if not ok or not isinstance(sizes, list) or not 2 <= len(sizes) <= 16 or \
+                not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20 for v in ints):
+            raise InputError("HE parameters are malformed", hint="make the HE key with: tgflow key generate NAME --type he")
+        params = cls(obj["poly_modulus_degree"], tuple(sizes), obj["scale_bits"])
+        params.check()
+        return params
 
 
 DEFAULT = Params()
@@ -72,10 +98,32 @@ def new_secret_context(params: Params = DEFAULT):
 
 
 def public_bytes(secret_ctx) -> bytes:
-    """The context without its secret key: what sites and the aggregator hold."""
+    """The context without its secret key (and without relinearization keys, which additions do
+    not need): what sites and the aggregator hold."""
     pub = secret_ctx.copy()
     pub.make_context_public()
-    return pub.serialize()
+    return pub.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
+
+
+def secret_bytes(secret_ctx) -> bytes:
+    return secret_ctx.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False,
+                                save_relin_keys=False)
+
+
+def load_secret(data: bytes, cid: str, params: Params):
+    """The key holder's context from its (unsealed) bytes; its public part must be context ``cid``."""
+    import tenseal as ts
+
+    ctx = ts.context_from(data)
+    if not ctx.has_secret_key() or context_id(public_bytes(ctx)) != cid:
+        raise InputError("this HE secret key does not belong to the context the sites encrypted under")
+    _check_scale(ctx, params)
+    return ctx
+
+
+def _check_scale(ctx, params: Params) -> None:
+    if ctx.global_scale != 2.0 ** params.scale_bits:
+        raise InputError("this HE context's parameters are not the ones it is recorded with")
 
 
 def context_id(public: bytes) -> str:
@@ -91,8 +139,7 @@ def load_public(data: bytes, params: Params = DEFAULT):
     if ctx.has_secret_key() or not ctx.is_public():
         raise InputError("this HE context holds a secret key; sites and the aggregator get the public one only",
                          hint="tgflow key export-public NAME")
-    if ctx.global_scale != 2.0 ** params.scale_bits:
-        raise InputError("this HE context's parameters are not the route's")
+    _check_scale(ctx, params)
     return ctx
 
 
@@ -135,12 +182,9 @@ def decrypt(secret_ctx, chunks: Iterable[bytes], n: int, params: Params = DEFAUL
     return out[:n]
 
 
-def round_released(x: np.ndarray, bits: int = 24) -> np.ndarray:
-    """Round a decrypted result to ``bits`` bits below its largest magnitude before it is
-    released: the low-order bits carry the CKKS error, from which decryptions leak secret-key
-    information (Li-Micciancio); rounding drops them."""
-    top = float(np.abs(x).max(initial=0.0))
-    if top == 0.0:
-        return x.copy()
-    step = 2.0 ** (np.floor(np.log2(top)) - bits)
+def round_released(x: np.ndarray, params: Params = DEFAULT) -> np.ndarray:
+    """Round a decrypted sum to ``params.release_step`` before anything of it is released: the
+    low-order bits carry the CKKS error, from which decryptions leak secret-key information
+    (Li-Micciancio, 2021); rounding drops them (docs/n2he.md#decryption-leaks)."""
+    step = params.release_step
     return np.round(x / step) * step

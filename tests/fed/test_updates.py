@@ -25,7 +25,7 @@ def test_any_federation_section_gets_a_reason_or_passes(fed):
         codec = updates.codec_of(fed)
         assert codec is None or codec.quantize in ("int8-block", "none")
         for weights in ("examples", "equal"):
-            w = updates._weight(fed, weights)
+            w = updates.PLAIN.weight(fed, weights)
             assert isinstance(w, str) or w >= 1.0
 
 
@@ -33,6 +33,6 @@ def test_the_matching_section_passes_and_each_field_is_named_when_it_differs():
     assert updates._mismatch(dict(WANT), WANT) is None
     for key in updates.MATCHED:
         assert key.replace("_", " ") in updates._mismatch({**WANT, key: "other"}, WANT)
-    assert updates._weight({"examples": True}, "examples").startswith("it carries no public example count")
-    assert updates._weight({"examples": 10 ** 13}, "examples").startswith("it carries no")
-    assert updates._weight({"examples": 12}, "examples") == 12.0
+    assert updates.PLAIN.weight({"examples": True}, "examples").startswith("it carries no public example count")
+    assert updates.PLAIN.weight({"examples": 10 ** 13}, "examples").startswith("it carries no")
+    assert updates.PLAIN.weight({"examples": 12}, "examples") == 12.0

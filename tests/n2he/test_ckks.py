@@ -61,8 +61,16 @@ def test_the_public_context_cannot_decrypt_and_a_secret_one_is_refused_as_public
     assert ckks.context_id(public_bytes) != ckks.context_id(ckks.public_bytes(ckks.new_secret_context()))
 
 
-def test_rounding_keeps_the_result_and_drops_the_low_bits():
-    x = np.array([0.123456789, -1.5, 3.0e-9])
-    r = ckks.round_released(x, bits=20)
-    assert np.abs(r - x).max() <= 2.0 ** (0 - 20)
-    assert np.all(np.abs(r / 2.0 ** -20 - np.round(r / 2.0 ** -20)) < 1e-9)
+def test_rounding_drops_the_ckks_error_from_what_is_released(keys):
+    """The released sum is the plaintext sum on the release grid: the error's bits are gone
+    (except where a value sits within the error of a grid boundary)."""
+    secret, _, public = keys
+    rng = np.random.default_rng(1)
+    parties = [rng.standard_normal(4096) * 1e-2 for _ in range(8)]
+    summed = ckks.add(public, (next(ckks.encrypt(public, x)) for x in parties))
+    got = ckks.round_released(ckks.decrypt(secret, [summed], 4096))
+    want = ckks.round_released(np.sum(parties, axis=0))
+    step = ckks.DEFAULT.release_step
+    assert np.all(np.abs(got / step - np.round(got / step)) < 1e-6)  # on the grid
+    assert np.mean(got == want) > 0.97  # measured 98.9% for 8 parties
+    assert np.abs(got - want).max() <= step * 1.0001
