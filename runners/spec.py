@@ -86,7 +86,7 @@ class N2HESpec(_Strict):
     context: str = Field(min_length=1, description="The HE key (name or public file from `key export-public`) the sites encrypt under; the key holder's own HE key of that name decrypts")
     custody: Literal["key-holder", "shared-key"] = Field("key-holder", description="key-holder: only a separate key holder has the secret key and decrypts only sums it re-summed from a quorum of signed updates; shared-key (NVFlare's model, weaker): every site has the secret key and the aggregator none")
     key_holder: Optional[str] = Field(None, description="key-holder custody: the key holder's recipient key; sites encrypt their update to it as well as to the aggregator, so it can re-sum them")
-    max_update_norm: float = Field(1.0, gt=0, le=1e6, description="C: a site clips its update (all of ΔB together) to this L2 norm before weighting and encryption; a norm cannot be checked under encryption")
+    max_update_norm: float = Field(10.0, gt=0, le=1e6, description="C: a site clips its update (all of ΔB together) to this L2 norm before weighting and encryption, since a norm cannot be checked under encryption; set it a little above your sites' usual norm (peft run prints it when it clips)")
     weights: Literal["examples", "equal"] = Field("examples", description="The weight a site multiplies its update by before encrypting: its (public) example count, or 1")
     max_key_age_days: int = Field(90, ge=1, le=3650, description="Refuse to encrypt under an HE context older than this: rotate HE keys on this schedule (docs/n2he.md#decryption-leaks)")
 

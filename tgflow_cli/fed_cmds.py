@@ -65,9 +65,78 @@ def aggregate(
         return report_outcome(exc, report)
     if report:
         return report({"ok": True, **result.report})
+    if result.outcome == "summed":
+        return _summed(result.report)
     agg = result.report["training"]["aggregation"]
     say(f"round {agg['round']}: merged {len(agg['accepted'])} updates ({agg['method']}, weights {agg['weights']}, "
         f"rank {agg['rank']}; truncation error max {agg['truncation_error_max']:.3g}) in {agg['seconds']} s")
+    _refusals(agg)
+    render_release(result.report)
+
+
+def _summed(report: dict) -> None:
+    agg = report["aggregation"]
+    say(f"round {agg['round']}: summed {len(agg['accepted'])} encrypted updates under HE context "
+        f"{agg['context'][7:23]} in {agg['seconds']} s (no secret key here)")
+    _refusals(agg)
+    say(f"wrote {report['package']} ({report['package_id'][:23]}); the key holder decrypts it: "
+        f"tgflow fed decrypt {report['package']} --aggregator KEY --spec SPEC --quorum K --updates-dir DIR")
+
+
+@app.command()
+def decrypt(
+    sum_path: Path = typer.Argument(..., metavar="SUM", help="The aggregator's he-sum package (from fed aggregate under privacy.mode n2he).", dir_okay=False),
+    updates: List[Path] = typer.Argument(None, metavar="[UPDATE]...", help="The sites' update packages the sum lists (custody key-holder: it re-sums them).", dir_okay=False),
+    updates_dir: Optional[Path] = typer.Option(None, "--updates-dir", metavar="DIR", help="Also every *.tgsp in this folder.", file_okay=False),
+    spec: Path = typer.Option(..., "--spec", help="The route's run spec at the key holder: privacy.mode n2he, federation, base model, reference and eval feeds, gate, output.", dir_okay=False),
+    aggregator: str = typer.Option(..., "--aggregator", metavar="KEY", help="The aggregator's signing key: the sum must be signed by it."),
+    quorum: int = typer.Option(..., "--quorum", metavar="K", min=2, help="Fewest distinct sites the sum must cover (at least 2); fewer exits 14 and decrypts nothing."),
+    identity: Optional[str] = typer.Option(None, "--identity", metavar="HEKEY", help="The HE key that decrypts (default: privacy.n2he.context)."),
+    key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The recipient key that opens the sum and updates (default: privacy.n2he.key_holder)."),
+    site: List[str] = typer.Option([], "--site", metavar="KEY", help="A trusted site signing key. Repeatable; default: federation.sites."),
+    weights: str = typer.Option("examples", "--weights", metavar="examples|equal", help="The weighting the sites pre-weighted by (privacy.n2he.weights)."),
+    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key)."),
+    recipient: List[str] = typer.Option([], "--recipient", metavar="NAME", help="Recipient of the release. Repeatable (default: output.recipients)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="OUT.tgsp", help="The release to write (default: output.path)."),
+    wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If the route is busy, retry its lock this long before exiting 73."),
+    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
+    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as one compact JSON object on the last line of stdout (also on exits 11, 12, 14)."),
+) -> None:
+    """The key holder's step of an n2he round: verify the aggregator's signed sum, re-screen and
+    re-sum the signed updates it lists (custody key-holder), decrypt only a sum of at least
+    --quorum distinct sites, round what is released, check the norm that clipping allows, then
+    evaluate the result against production and release it as the route's candidate.
+
+    Exit codes: 0 packaged (registered as candidate), 14 fewer than --quorum sites (nothing
+    decrypted), 1 the sum or an update it lists failed a check, 11 forgetting budget exceeded,
+    12 evaluation gate failed, 73 route busy, 2 bad input, 3 key problem.
+
+    Example: tgflow fed decrypt sum.tgsp --updates-dir updates --spec keyholder.json --aggregator aggregator-sign --quorum 2
+    """
+    from runners.fed.aggregate import Request
+    from runners.n2he.decrypt import DecryptRequest, decrypt as run
+    from tgsp.errors import InputError, RoundOutcome
+
+    from .peft_cmds import emit_report, render_release, report_outcome
+
+    if weights not in ("examples", "equal"):
+        raise InputError("--weights takes examples or equal")
+    STATE.compact = json_out
+    base = Request(list(updates or []) + _in_folder(updates_dir), quorum, None, None, "ffa", weights, None, list(site),
+                   sign, list(recipient), out)
+    report = (lambda obj: emit_report(obj, False)) if json_out else None
+    try:
+        result = run(spec, DecryptRequest(sum_path, aggregator, base, identity, key), keyring(),
+                     passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root, output_root=output_root)
+    except RoundOutcome as exc:
+        return report_outcome(exc, report)
+    if report:
+        return report({"ok": True, **result.report})
+    agg = result.report["training"]["aggregation"]
+    say(f"round {agg['round']}: decrypted the sum of {len(agg['accepted'])} updates ({agg['custody']} custody; "
+        f"norm {agg['norm']:.4g} of at most {agg['norm_bound']:.4g}) in {agg['seconds']} s")
     _refusals(agg)
     render_release(result.report)
 

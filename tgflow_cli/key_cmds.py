@@ -29,6 +29,18 @@ Pkcs11Uri = typer.Option(None, "--pkcs11", metavar="URI", help="Keep the Ed25519
 class KeyType(str, Enum):
     signing = "signing"
     recipient = "recipient"
+    he = "he"
+
+
+def _he():
+    from tgsp.he_store import HEKeys
+
+    return HEKeys(keyring())
+
+
+def _he_summary(pub) -> dict:
+    return {"name": pub.name, "kind": "he", "keyid": pub.keyid, "version": pub.version, "created": pub.created,
+            "context_id": pub.context_id, "params": pub.params}
 
 
 def _pub_summary(pub) -> dict:
@@ -38,7 +50,7 @@ def _pub_summary(pub) -> dict:
 @app.command()
 def generate(
     name: str = typer.Argument(..., help="A name for the key (A-Z a-z 0-9 . _ -)."),
-    type: KeyType = typer.Option(KeyType.signing, "--type", help="signing: Ed25519 + ML-DSA-65. recipient: X25519 + ML-KEM-768."),
+    type: KeyType = typer.Option(KeyType.signing, "--type", help="signing: Ed25519 + ML-DSA-65. recipient: X25519 + ML-KEM-768. he: a CKKS context (TenSEAL) for privacy.mode n2he; the key holder's."),
     pkcs11: Optional[str] = Pkcs11Uri,
     allow_weak: bool = AllowWeak,
     passphrase_file: Optional[Path] = PassFile,
@@ -50,10 +62,26 @@ def generate(
     Example: TGFLOW_PASSPHRASE_FILE=/run/secrets/pp tgflow key generate release --type signing
     """
     pp = passphrase(passphrase_file, confirm=True, key=name, new=True, allow_weak=allow_weak)
+    if type is KeyType.he:
+        return _generate_he(name, pp, pkcs11, json_out)
     pub = keyring().generate(name, type.value, pp, pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))
     say(f"generated {pub.kind} key ", styled(pub.name, "bold"), f" {pub.keyid}")
+
+
+def _generate_he(name: str, pp, pkcs11: Optional[str], json_out: bool, rotate: bool = False) -> None:
+    from runners.n2he import context
+
+    if pkcs11:
+        raise InputError("HE keys cannot be held in a PKCS#11 token; their secret is sealed in the keyring")
+    pub = context.generate(keyring(), name, pp, rotate=rotate)
+    if json_out:
+        return emit_json(_he_summary(pub))
+    p = pub.params
+    say(f"{'rotated' if rotate else 'generated'} HE key ", styled(pub.name, "bold"),
+        f" version {pub.version}: CKKS N={p['poly_modulus_degree']}, log Q={sum(p['coeff_mod_bit_sizes'])} "
+        f"(128-bit), context {pub.keyid[:16]}; give sites and the aggregator: tgflow key export-public {pub.name}")
 
 
 @app.command("list")
@@ -62,7 +90,7 @@ def list_(json_out: bool = Json) -> None:
 
     Example: tgflow key list --json
     """
-    keys = keyring().list()
+    keys = keyring().list() + [_he_info(pub, own) for pub, own in _he().listed()]
     if json_out:
         return emit_json([k.__dict__ for k in keys])
     table = Table("name", "type", "key id", "version", "created", "private", "revoked")
@@ -72,13 +100,28 @@ def list_(json_out: bool = Json) -> None:
     show(table) if keys else say("no keys yet: tgflow key generate NAME")
 
 
+def _he_info(pub, own: bool):
+    from tgsp.keyring import KeyInfo
+
+    return KeyInfo(pub.name, "he", pub.keyid, pub.version, pub.created, own, False)
+
+
+def _he_show(name: str) -> dict:
+    store = _he()
+    pub = store.public(name)
+    own = store.is_own(name)
+    return {**_he_summary(pub), "private_in_keyring": own, "revoked": False,
+            "versions": [{"version": v["version"], "keyid": v["context_id"][7:], "created": v["created"], "revoked": False}
+                         for v in (store.versions(name) if own else [])]}
+
+
 @app.command()
 def show(name: str, json_out: bool = Json) -> None:
     """Show one key: ids, versions, revocation state.
 
     Example: tgflow key show release
     """
-    info = keyring().show(name)
+    info = _he_show(name) if _he().exists(name) else keyring().show(name)
     if json_out:
         return emit_json(info)
     for field in ("name", "kind", "keyid", "version", "created", "private_in_keyring", "revoked"):
@@ -94,11 +137,14 @@ def export_public(
     name: str,
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the public key file ('-' for stdout)."),
 ) -> None:
-    """Write a public key file to give to others (includes the rotation chain).
+    """Write a public key file to give to others (includes the rotation chain). For an HE key:
+    its public context, without the secret key, for the sites and the aggregator.
 
     Example: tgflow key export-public release -o release.pub.json
     """
-    data = (json.dumps(keyring().public_file(name).to_dict(), indent=2) + "\n").encode()
+    he = _he()
+    pub = he.public(name) if he.exists(name) else keyring().public_file(name)
+    data = (json.dumps(pub.to_dict(), indent=2) + "\n").encode()
     if str(output) == "-":
         sys.stdout.write(data.decode())
     else:
@@ -116,6 +162,13 @@ def import_(
 
     Example: tgflow key import ci-signer.pub.json --name ci
     """
+    from tgsp.he_store import is_public_file
+
+    if is_public_file(file):
+        pub = _he().import_public(file, name)
+        if json_out:
+            return emit_json(_he_summary(pub))
+        return say("trusted HE public context ", styled(pub.name, "bold"), f" {pub.keyid[:16]} (version {pub.version})")
     pub = keyring().import_public(file, name)
     if json_out:
         return emit_json(_pub_summary(pub))
@@ -150,8 +203,13 @@ def rotate(name: str, pkcs11: Optional[str] = Pkcs11Uri, passphrase_file: Option
     the chain. --pkcs11 puts the new version's Ed25519 half in a token; without
     it the new version is a software key.
 
+    An HE key gets a new CKKS context; earlier versions still decrypt earlier sums. Rotate HE
+    keys on a schedule (privacy.n2he.max_key_age_days) and re-send the public context.
+
     Example: tgflow key rotate release && tgflow key export-public release -o release.pub.json
     """
+    if _he().is_own(name):
+        return _generate_he(name, passphrase(passphrase_file, key=name), pkcs11, json_out, rotate=True)
     pub = keyring().rotate(name, passphrase(passphrase_file, key=name), pkcs11=pkcs11)
     if json_out:
         return emit_json(_pub_summary(pub))

@@ -245,14 +245,22 @@ def _render(report: dict) -> None:
 
 def _render_update(report: dict) -> None:
     fed = report["federation"]
-    gate = fed.get("topk_gate")
-    say(f"update for round {fed['round']} ({fed['method']}): {fed['modules']} modules, "
-        f"{fed['bytes']['encoded']} bytes encoded from {fed['bytes']['float32']} float32 "
-        f"({fed['bytes']['float32'] / max(fed['bytes']['encoded'], 1):.1f}x), weight {fed['examples']} ({fed['weight_basis']})")
+    gate, he = fed.get("topk_gate"), fed.get("he")
+    if he:
+        say(f"update for round {fed['round']} (ffa, n2he): {fed['modules']} modules, {he['values']} values in "
+            f"{he['ciphertexts']} CKKS ciphertexts ({he['ciphertext_bytes']} bytes) under HE context "
+            f"{he['context'][7:23]}, pre-weighted by {he['weight']}, clipped to norm {he['max_update_norm']:g}"
+            f"{' (it was ' + format(he['norm_before_clip'], '.4g') + ')' if he['clipped'] else ''}")
+    else:
+        say(f"update for round {fed['round']} ({fed['method']}): {fed['modules']} modules, "
+            f"{fed['bytes']['encoded']} bytes encoded from {fed['bytes']['float32']} float32 "
+            f"({fed['bytes']['float32'] / max(fed['bytes']['encoded'], 1):.1f}x), weight {fed['examples']} "
+            f"({fed['weight_basis']})")
     if gate:
         say(f"top-k {gate['topk']}: held-out loss {gate['eval_loss_dense']} dense, {gate['eval_loss_sparse']} sparse "
             f"-> sent {gate['sent']}")
-    say(styled("update", "bold green"), f" {report['package']} {report['package_id']} (encrypted to the aggregator)")
+    say(styled("update", "bold green"), f" {report['package']} {report['package_id']} (encrypted to the aggregator"
+        f"{' and the key holder' if he and he.get('custody') == 'key-holder' else ''})")
 
 
 def render_release(report: dict) -> None:

@@ -121,6 +121,9 @@ class HEKeys:
     def _aad(name: str, version: int, cid: str) -> bytes:
         return encode({"kind": KIND, "name": name, "version": version, "context_id": cid})
 
+    def is_own(self, name: str) -> bool:
+        return self._own(name).exists()
+
     def exists(self, name: str) -> bool:
         return self._own(name).exists() or self._trusted(name).exists()
 
@@ -225,5 +228,5 @@ class HEKeys:
         out = []
         for p in sorted(folder.glob("*.json")):
             pub = load_public(p)
-            out.append((pub, self._own(pub.name).exists()))
+            out.append((pub, self.is_own(pub.name)))
         return out

@@ -30,7 +30,10 @@ from ..stages.inputs import open_round
 from ..stages.select import Selection
 from ..stages.update import Update
 from ..store import ROUND, RouteStore
+from ..n2he import sum as he_sum
 from . import compress, merge as merge_mod, start as start_mod, updates
+
+SUMMED = "summed"  # n2he: the aggregator's round ends at an encrypted sum for the key holder
 
 
 @dataclass(frozen=True)
@@ -73,27 +76,35 @@ class Aggregated:
         return {"steps": 0, "aggregation": self.summary}
 
 
-def privacy_record(accepted: list[updates.Screened]) -> dict[str, Any]:
+def privacy_record(accepted: list[updates.Screened], he: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The aggregate's privacy record; ``he``: it was decrypted from an n2he sum (custody, context)."""
     sites = [{"site": s.site_name, "site_key": s.site, **(s.manifest.get("privacy") or {"mode": "unknown"})}
              for s in accepted]
-    dp = [s for s in sites if s.get("mode") == "dp"]
-    return {"mode": "federated", "sites": sites,
+    dp = [s for s in sites if s.get("mode") == "dp" or (s.get("training") or {}).get("mode") == "dp"]
+    seen = ("n2he: the aggregator saw only CKKS ciphertexts; the key holder decrypted only this sum of "
+            f"{len(accepted)} updates" if he else "plaintext aggregation: the aggregator sees every site's update")
+    return {"mode": "federated", "sites": sites, **({"he": he} if he else {}),
             "guarantee": ("per site, by parallel composition over disjoint site data: each dp site's records keep "
                           "that site's (epsilon, delta); merging, evaluating and releasing is post-processing")
             if dp else "none: no site ran differential privacy",
             "not_covered": ["sites without dp (listed with mode off): their updates may memorise records",
                             "a person whose records are at several sites: their epsilons add up across those sites",
                             "the weights: each update's example count is public (dp sites declare one or send none)",
-                            "the aggregator's own eval and reference data",
-                            "plaintext aggregation: the aggregator sees every site's update"]}
+                            "the aggregator's own eval and reference data", seen]}
 
 
-def _open(spec_path, req: Request, input_root, output_root, now):
+def _open(spec_path, req: Request, input_root, output_root, now, releases: bool | None):
+    """The spec, checked; ``releases``: this command evaluates and releases (needs an eval feed);
+    default: unless the spec is n2he (its aggregator writes a sum for the key holder)."""
     opened = open_round(spec_path, input_root, output_root, now)
     spec, fed = opened.spec, opened.spec.federation
     if fed is None:
         raise InputError("the run spec has no federation section", hint="add federation.round and federation.aggregator")
-    if spec.eval is None:
+    if spec.privacy.mode == "n2he":
+        from ..modes import check_n2he
+
+        check_n2he(spec)
+    if (releases if releases is not None else spec.privacy.mode != "n2he") and spec.eval is None:
         raise InputError("fed aggregate gates on the aggregator's eval feed: the run spec has no eval",
                          hint="set eval to a held-out feed that covers every site's task")
     for flag, have, want in (("--route", req.route, spec.route_key), ("--round", req.round, fed.round)):
@@ -221,9 +232,12 @@ def _candidate(i, spec, state: dict[str, Any], rank: int):
     return i.model
 
 
-def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, output_root):
-    """Everything checked before the lock: spec, flags, keys, recipients, model and feeds."""
-    opened = _open(spec_path, req, input_root, output_root, now)
+def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, output_root, *,
+            reader: str | None = None, releases: bool | None = None):
+    """Everything checked before the lock: spec, flags, keys, recipients, model and feeds.
+    ``reader``: the recipient key that opens the updates (default: federation.aggregator);
+    ``releases``: default, unless the spec is n2he (the aggregator then writes a sum)."""
+    opened = _open(spec_path, req, input_root, output_root, now, releases)
     spec, fed = opened.spec, opened.spec.federation
     method = req.method or fed.method
     if method == "ffa" and req.rank not in (None, spec.lora.r):
@@ -234,11 +248,15 @@ def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outp
                          "federation.sites")
     if req.quorum < 1:
         raise InputError("--quorum must be at least 1")
+    if spec.privacy.mode == "n2he" and req.quorum < 2:
+        raise InputError("--quorum must be at least 2 under privacy.mode \"n2he\": a sum of one update is that update",
+                         hint="pass --quorum 2 or more")
     policy = keyring.trust_policy(trusted=sites, route=spec.route_key, kind=updates.KIND)
-    idents = adapters.identities_for(keyring, [fed.aggregator], passphrase)
+    reader = reader or fed.aggregator
+    idents = adapters.identities_for(keyring, [reader], passphrase)
     if not idents:
-        raise KeyringError(f"this keyring holds no private key for federation.aggregator {fed.aggregator!r}",
-                           hint="run the aggregation where the aggregator's recipient key is")
+        raise KeyringError(f"this keyring holds no private key for {reader!r}, which opens the updates",
+                           hint="run this where that recipient key is")
     for r in spec.output.recipients:
         keyring.resolve_public(r)
     signer = keyring.signer(spec.output.signing_key, passphrase)
@@ -252,19 +270,49 @@ def _prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outp
 def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
               output_root: Path | None = None) -> RoundResult:
-    rnd, prepared, method, policy, idents = _prepare(spec_path, req, keyring, passphrase, now, input_root, output_root)
+    rnd, prepared, method, policy, idents = prepare(spec_path, req, keyring, passphrase, now, input_root, output_root)
     i = inputs_stage.gather(rnd, prepared)
     ident, start_state = _start(rnd, i)
     names = start_mod.modules(start_state)
     want = _want(rnd, i, method, ident, names)
     ids = {k.keyid for k in idents}
-    screened = updates.screen(req.updates, policy, want, _used(rnd.store.view()), req.weights, ids)
+    he = _he(rnd, start_state, names)
+    screened = updates.screen(req.updates, policy, want, _used(rnd.store.view()), req.weights, ids,
+                              he or updates.PLAIN)
     _quorum(screened, req.quorum, rnd.spec.federation.round)
+    bound = he_sum.check_range(screened.accepted, he.pub.params) if he else None
     prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
     with rnd.store.session("fed aggregate", wait=wait_busy):
         screened.drop_used(_used(rnd.store))  # a concurrent aggregation may have used one meanwhile
         _quorum(screened, req.quorum, rnd.spec.federation.round)
+        if he:
+            return _sum(rnd, want, screened, idents, he, names, req.quorum, bound)
         return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents)
+
+
+def _he(rnd, start_state: dict, names: list[str]):
+    """n2he: the screening's check against the public context (the aggregator holds no secret)."""
+    if rnd.spec.privacy.mode != "n2he":
+        return None
+    from ..n2he import context, layout
+
+    pub = context.public(rnd.keyring, rnd.spec.privacy.n2he.context)
+    return he_sum.HECheck(pub, layout.values_count(start_state, names))
+
+
+def _sum(rnd, want, screened: updates.Screening, idents, he, names, quorum: int, bound: float) -> RoundResult:
+    """n2he: write the homomorphic sum for the key holder; the route's release happens there."""
+    t0 = time.perf_counter()
+    with rnd.stage("summing the encrypted updates"):
+        pid, fed = he_sum.write_sum(rnd, want, screened.accepted, idents, he.pub, names, quorum, bound)
+    report = {"outcome": SUMMED, "package": str(rnd.opened.out_path), "package_id": pid,
+              "aggregation": {"round": fed["round"], "method": "ffa", "quorum": quorum, "context": he.pub.id,
+                              "seconds": round(time.perf_counter() - t0, 3), "total_weight": fed["he"]["total_weight"],
+                              "accepted": [s.summary(s.federation["he"]["weight"] / fed["he"]["total_weight"])
+                                           for s in screened.accepted], "refused": screened.refused}}
+    rnd.commit(SUMMED, report, {"package_id": pid, "round": fed["round"],
+                                "updates": [s.package_id for s in screened.accepted]})
+    return RoundResult(SUMMED, report, rnd.opened.out_path, pid)
 
 
 def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
@@ -282,14 +330,21 @@ def _merge_and_release(rnd, i, screened, start_state, names, method, req: Reques
     t0 = time.perf_counter()
     with rnd.stage("merging the updates"):
         state, numbers = merge(screened.accepted, idents, start_state, names, method, rank)
-    weights = _weights(screened.accepted)
     summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
-               "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3),
-               "accepted": [s.summary(w) for s, w in zip(screened.accepted, weights)], "refused": screened.refused}
+               "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3)}
+    return evaluate_and_release(rnd, i, screened, state, summary, _weights(screened.accepted),
+                                privacy_record(screened.accepted))
+
+
+def evaluate_and_release(rnd, i, screened: updates.Screening, state: dict[str, Any], summary: dict[str, Any],
+                         weights: list[float], privacy: dict[str, Any]) -> RoundResult:
+    """The merged (or decrypted) adapter through the route's evaluation and release stages."""
+    spec = rnd.spec
+    summary = {**summary, "accepted": [s.summary(w) for s, w in zip(screened.accepted, weights)],
+               "refused": screened.refused}
     rnd.record("tgflow.federation.aggregate", summary)
-    privacy = privacy_record(screened.accepted)
     rnd.record("tgflow.privacy", privacy)
-    model = _candidate(i, spec, state, rank)
+    model = _candidate(i, spec, state, summary["rank"])
     sel = Selection([], [], i.eval_feed.examples, [], {"federated": True, "round": spec.federation.round}, 0, 0,
                     [(v, held) for v, _, held in rnd.store.retained() if held])
     u = Update(model, Aggregated(summary), i.parent is not None, privacy)

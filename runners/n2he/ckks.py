@@ -170,13 +170,17 @@ def add(public_ctx, parties: Iterable[bytes]) -> bytes:
 
 
 def decrypt(secret_ctx, chunks: Iterable[bytes], n: int, params: Params = DEFAULT) -> np.ndarray:
+    """The ``n`` values in ``chunks`` (as ``encrypt`` cut them); any other count is refused."""
     import tenseal as ts
 
     out = np.empty(chunks_for(n, params) * params.slots)
     k = -1
     for k, data in enumerate(chunks):
-        vals = ts.ckks_vector_from(secret_ctx, data).decrypt()
-        out[k * params.slots: k * params.slots + len(vals)] = vals
+        want = min(params.slots, n - k * params.slots)
+        vals = ts.ckks_vector_from(secret_ctx, data).decrypt() if want > 0 else []
+        if len(vals) != want:
+            raise InputError(f"ciphertext {k} holds {len(vals)} values, not {max(want, 0)}")
+        out[k * params.slots: k * params.slots + want] = vals
     if k + 1 != chunks_for(n, params):
         raise InputError(f"{k + 1} ciphertexts do not hold {n} values")
     return out[:n]

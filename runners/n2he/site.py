@@ -44,8 +44,8 @@ def body(rnd, sel, u, final: dict, names: list[str], examples: int | None) -> Bo
     vec = clipped * weight
     he = layout.he_section(pub.params, pub.id, len(vec), weight, n2he.max_update_norm, n2he.custody)
     holder = [rnd.keyring.resolve_public(n2he.key_holder).key] if n2he.key_holder else []
-    report: dict[str, Any] = {"norm_before_clip": round(norm, 6), "clipped": norm > n2he.max_update_norm,
-                              "ciphertext_bytes": 0}
+    report: dict[str, Any] = {**he, "norm_before_clip": round(norm, 6), "clipped": norm > n2he.max_update_norm,
+                              "ciphertext_bytes": 0}  # the site's own report: the manifest gets ``he`` only
 
     def write(folder: Path) -> None:
         (folder / "he").mkdir()

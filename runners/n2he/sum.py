@@ -48,17 +48,17 @@ def check_range(accepted: list[updates.Screened], params: ckks.Params) -> float:
     return top
 
 
-def _index_ok(reader: PayloadReader, names: list[str], n_ct: int) -> None:
+def index_ok(reader: PayloadReader, names: list[str], n_ct: int) -> None:
     pid = reader.report.package_id[:23]
     if set(reader.files) != layout.payload_files(n_ct):
-        raise InputError(f"update {pid} holds other payload files than its {n_ct} ciphertexts",
+        raise InputError(f"package {pid} holds other payload files than its {n_ct} ciphertexts",
                          hint="re-run without it")
     try:
         index = json.loads(reader.read(updates.INDEX, max_bytes=64 << 20))
     except ValueError:
         index = None
     if not isinstance(index, dict) or index.get("format") != updates.INDEX_FORMAT or index.get("modules") != names:
-        raise InputError(f"update {pid}: its module list does not match its manifest", hint="re-run without it")
+        raise InputError(f"package {pid}: its module list does not match its manifest", hint="re-run without it")
 
 
 def summed(accepted: list[updates.Screened], identities: list, pub, names: list[str]) -> Iterator[bytes]:
@@ -68,7 +68,7 @@ def summed(accepted: list[updates.Screened], identities: list, pub, names: list[
     with contextlib.ExitStack() as stack:
         readers = [stack.enter_context(PayloadReader(s.path, s.report, identities)) for s in accepted]
         for r in readers:
-            _index_ok(r, names, n_ct)
+            index_ok(r, names, n_ct)
         for k in range(n_ct):
             yield _add_one(readers, k, pub, min(pub.params.slots, n - k * pub.params.slots))
 
