@@ -165,7 +165,9 @@ def import_(
     from tgsp.he_store import is_public_file
 
     if is_public_file(file):
-        pub = _he().import_public(file, name)
+        from runners.n2he.ckks import Params
+
+        pub = _he().import_public(file, name, check=lambda p: Params.from_dict(p.params))
         if json_out:
             return emit_json(_he_summary(pub))
         return say("trusted HE public context ", styled(pub.name, "bold"), f" {pub.keyid[:16]} (version {pub.version})")

@@ -95,6 +95,13 @@ class VerificationFailed(PackageError):
         self.check = report.first_failure.name if report.first_failure else "format"
 
 
+class SumRefused(PackageError):
+    """n2he: the key holder refuses to decrypt a sum (it does not fit the round, lists an update
+    that does not pass, differs from the key holder's own sum, or breaks the clipping bound)."""
+
+    check = "sum"
+
+
 # --- keys (exit 3) -----------------------------------------------------------
 class KeyringError(TgflowError):
     pass

@@ -201,10 +201,13 @@ class HEKeys:
                                    hint="import the key holder's public context: tgflow key import FILE")
         return load_public(path)
 
-    def import_public(self, path: str | Path, name: str | None = None) -> HEPublic:
+    def import_public(self, path: str | Path, name: str | None = None,
+                      check: Callable[[HEPublic], None] = lambda pub: None) -> HEPublic:
+        """Trust an HE public file; ``check`` (runners.n2he) refuses weak parameters first."""
         from .keyring import check_name
 
         pub = load_public(path)
+        check(pub)
         pub = HEPublic(check_name(name or pub.name), pub.version, pub.created, pub.params, pub.context)
         with self.kr._locked():
             if self.kr._key_path(pub.name).exists() or (self.kr.home / "trust" / f"{pub.name}.json").exists():

@@ -122,8 +122,12 @@ def load_secret(data: bytes, cid: str, params: Params):
 
 
 def _check_scale(ctx, params: Params) -> None:
-    if ctx.global_scale != 2.0 ** params.scale_bits:
-        raise InputError("this HE context's parameters are not the ones it is recorded with")
+    """The context's own ring dimension, modulus size and scale are the recorded (and checked) ones."""
+    key = ctx.data.seal_context().key_context_data()
+    if (key.parms().poly_modulus_degree(), key.total_coeff_modulus_bit_count(), ctx.global_scale) != (
+            params.poly_modulus_degree, params.log_q, 2.0 ** params.scale_bits):
+        raise InputError("this HE context's own parameters are not the ones it is recorded with",
+                         hint="re-export it from the key holder: tgflow key export-public NAME")
 
 
 def context_id(public: bytes) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import tgsp
 from tgsp import clock
 from tgsp.atomic import prepare_parent
-from tgsp.errors import InputError, QuorumNotMet, VerificationFailed
+from tgsp.errors import InputError, QuorumNotMet, SumRefused
 from tgsp.unpack import PayloadReader
 
 from ..fed import aggregate as agg, start as start_mod, updates
@@ -57,7 +57,7 @@ def _verified_sum(job: Job, want: dict[str, Any]):
     report = tgsp.verify(dreq.sum, policy)
     if not report.ok:
         bad = report.first_failure
-        raise VerificationFailed(f"the sum {dreq.sum} failed verification: {bad.name}: {bad.detail}",
+        raise SumRefused(f"the sum {dreq.sum} failed verification: {bad.name}: {bad.detail}",
                                  hint="decrypt only a sum signed by the aggregator (--aggregator); nothing was decrypted")
     fed = report.manifest.get("federation")
     why = updates._mismatch(fed, {**want, "format": layout.SUM_FORMAT})
@@ -70,7 +70,7 @@ def _verified_sum(job: Job, want: dict[str, Any]):
     if why is None and not (isinstance(summed, list) and all(isinstance(c, dict) for c in summed)):
         why = "it lists no summed updates"
     if why:
-        raise VerificationFailed(f"the sum {dreq.sum} does not fit this round: {why}", hint="nothing was decrypted")
+        raise SumRefused(f"the sum {dreq.sum} does not fit this round: {why}", hint="nothing was decrypted")
     return report, fed
 
 
@@ -96,7 +96,7 @@ def _key_holder_set(job: Job, fed, want, used: dict[str, str]) -> updates.Screen
     for pid in listed:
         if pid not in have:
             why = next((r["reason"] for r in screened.refused if r["update"] == pid), "it was not given")
-            raise VerificationFailed(f"the sum lists update {pid[:23]}, which the key holder cannot use: {why}",
+            raise SumRefused(f"the sum lists update {pid[:23]}, which the key holder cannot use: {why}",
                                      hint="give every update the sum lists (--updates-dir); nothing was decrypted")
     screened.accepted = [have[pid] for pid in listed]
     return screened
@@ -112,7 +112,7 @@ def _shared_key_set(job: Job, fed, used: dict[str, str]) -> updates.Screening:
     for c in fed["summed"]:
         pid, site, w = c.get("update"), c.get("site_key"), c.get("weight")
         if site not in roots or pid in used or not isinstance(w, int) or isinstance(w, bool) or w < 1:
-            raise VerificationFailed(f"the sum lists update {str(pid)[:23]} from a site not trusted here, one already "
+            raise SumRefused(f"the sum lists update {str(pid)[:23]} from a site not trusted here, one already "
                                      "released, or one without a weight", hint="nothing was decrypted")
         man = {"federation": {"examples": c.get("examples"), "he": {"weight": w, "max_update_norm": per}},
                "privacy": c.get("privacy")}
@@ -138,7 +138,7 @@ def _decrypted(job: Job, report, accepted: list[updates.Screened], passphrase) -
 def _same(theirs: PayloadReader, own):
     for k, ct in enumerate(own):
         if theirs.read(layout.ct_file(k), max_bytes=he_sum.MAX_CT) != ct:
-            raise VerificationFailed(f"the aggregator's sum differs from the key holder's own sum of the same signed "
+            raise SumRefused(f"the aggregator's sum differs from the key holder's own sum of the same signed "
                                      f"updates (ciphertext {k}): nothing was decrypted",
                                      hint="the aggregator is broken or dishonest; re-run its aggregation")
         yield ct
@@ -151,7 +151,7 @@ def _adapter(job: Job, vec: np.ndarray, accepted: list[updates.Screened]) -> tup
     bound = layout.norm_bound([s.federation for s in accepted])
     norm = float(np.linalg.norm(vec))
     if norm > bound * (1 + 1e-6) + params.release_step * np.sqrt(len(vec)):
-        raise VerificationFailed(f"the decrypted sum has norm {norm:.6g}, over the {bound:.6g} that clipped updates "
+        raise SumRefused(f"the decrypted sum has norm {norm:.6g}, over the {bound:.6g} that clipped updates "
                                  "can sum to: a site did not clip its update (poisoning?); nothing was released")
     total = sum(s.federation["he"]["weight"] for s in accepted)
     state = dict(job.start)
@@ -186,24 +186,26 @@ def decrypt(spec_path: str | Path, dreq: DecryptRequest, keyring: tgsp.Keyring, 
     report, fed = _verified_sum(job, want)
     pick = (lambda used: _shared_key_set(job, fed, used)) if n2he.custody == "shared-key" else \
         (lambda used: _key_holder_set(job, fed, want, used))
-    _enough(rnd, pick(agg._used(rnd.store.view())).accepted, dreq.base.quorum)
-    prepare_parent(rnd.opened.out_path)  # a refused decryption writes nothing
-    with rnd.store.session("fed decrypt", wait=wait_busy):
-        screened = pick(agg._used(rnd.store))  # again under the lock: a concurrent release may have used one
-        _enough(rnd, screened.accepted, dreq.base.quorum)
-        return _release(job, report, fed, screened, passphrase)
-
-
-def _release(job: Job, report, fed, screened: updates.Screening, passphrase) -> RoundResult:
-    rnd, n2he = job.rnd, job.rnd.spec.privacy.n2he
+    screened = pick(agg._used(rnd.store.view()))
+    _enough(rnd, screened.accepted, dreq.base.quorum)
     t0 = time.perf_counter()
-    with rnd.stage("decrypting the sum"):
+    with rnd.stage("decrypting the sum"):  # before the lock and the output folder: a refusal writes nothing
         he_sum.check_range(screened.accepted, job.pub.params)
         state, numbers = _adapter(job, _decrypted(job, report, screened.accepted, passphrase), screened.accepted)
+    numbers["seconds"] = round(time.perf_counter() - t0, 3)
+    prepare_parent(rnd.opened.out_path)
+    with rnd.store.session("fed decrypt", wait=wait_busy):
+        # Again under the lock: a concurrent release may have used one of the updates meanwhile.
+        if {s.package_id for s in pick(agg._used(rnd.store)).accepted} != {s.package_id for s in screened.accepted}:
+            raise SumRefused("the sum's updates changed while waiting for the route's lock", hint="re-run")
+        return _release(job, report, screened, state, numbers)
+
+
+def _release(job: Job, report, screened: updates.Screening, state: dict, numbers: dict) -> RoundResult:
+    rnd, n2he = job.rnd, job.rnd.spec.privacy.n2he
     summary = {"round": rnd.spec.federation.round, "method": "ffa", "weights": job.dreq.base.weights,
                "quorum": job.dreq.base.quorum, "rank": rnd.spec.lora.r, "custody": n2he.custody,
-               "context": job.pub.id, "sum": report.package_id, **numbers,
-               "seconds": round(time.perf_counter() - t0, 3)}
+               "context": job.pub.id, "sum": report.package_id, **numbers}
     weights = [s.federation["he"]["weight"] / numbers["total_weight"] for s in screened.accepted]
     privacy = agg.privacy_record(screened.accepted, he={"custody": n2he.custody, "context": job.pub.id,
                                                         "sum": report.package_id})
