@@ -20,7 +20,7 @@ COPY runners ./runners
 RUN python -m venv /opt/tgflow \
  && /opt/tgflow/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/tgflow/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX}" "${TORCH_SPEC}" \
- && /opt/tgflow/bin/pip install --no-cache-dir ".[train]" \
+ && /opt/tgflow/bin/pip install --no-cache-dir ".[train,n2he]" \
       boto3 google-cloud-secret-manager azure-keyvault-secrets azure-identity
 
 FROM ${PYTHON_IMAGE}

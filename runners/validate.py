@@ -64,6 +64,21 @@ def _federation(spec, keyring) -> str:
             f"{len(fed.sites)} trusted site keys")
 
 
+def _n2he(spec, keyring) -> str:
+    from .modes import check_n2he
+    from .n2he import context
+
+    check_n2he(spec)
+    n2he = spec.privacy.n2he
+    pub = context.public(keyring, n2he.context, max_age_days=n2he.max_key_age_days)
+    p = pub.params
+    holder = f", key holder {n2he.key_holder}" if n2he.key_holder else ""
+    if n2he.key_holder:
+        keyring.resolve_public(n2he.key_holder)
+    return (f"HE context {pub.file.name} v{pub.file.version} ({pub.id[7:23]}): CKKS N={p.poly_modulus_degree}, "
+            f"log Q={p.log_q} (128-bit), {n2he.custody} custody{holder}, clip {n2he.max_update_norm:g}")
+
+
 def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
              output_root: Path | None = None) -> dict[str, Any]:
     """{"ok", "checks": [{name, ok, detail}]}; a bad spec file itself raises InputError."""
@@ -81,6 +96,8 @@ def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
             checks.append((name, lambda f=feed: f"{len(feeds_mod.load_feed(f, base, keyring=keyring).examples)} examples"))
     if spec.federation is not None:
         checks.append(("federation", lambda: _federation(spec, keyring)))
+    if spec.privacy.mode == "n2he":
+        checks.append(("n2he", lambda: _n2he(spec, keyring)))
     results = []
     for name, fn in checks:
         try:

@@ -38,6 +38,8 @@ def export(
     aggregate: bool = typer.Option(False, "--aggregate", help="Export the aggregator's job (tgflow fed aggregate) for a federated spec, instead of a round."),
     quorum: Optional[int] = typer.Option(None, "--quorum", min=1, help="With --aggregate: fewest valid updates to aggregate."),
     updates: str = typer.Option("updates", "--updates", metavar="DIR", help="With --aggregate: the folder under the job's input root where the sites' updates arrive."),
+    decrypt_from: Optional[str] = typer.Option(None, "--decrypt-from", metavar="KEY", help="With --aggregate, for an n2he key holder's spec: export its job (tgflow fed decrypt) on the sum signed by this aggregator key."),
+    sum_path: str = typer.Option("sum.tgsp", "--sum", metavar="FILE", help="With --decrypt-from: where the aggregator's sum arrives, under the job's input root."),
     check: bool = typer.Option(False, "--check", help="Validate with the platform's offline validator and our own checks."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written (and checked) as JSON."),
 ) -> None:
@@ -46,6 +48,8 @@ def export(
     Example: tgflow export --backend k8s --spec examples/run_spec.json -o k8s/ --schedule '0 3 * * *' --check
 
     Federated: tgflow export --backend k8s --spec examples/fed_aggregator.json --aggregate --quorum 2 -o k8s-agg/ --schedule '0 5 * * *' --check
+
+    n2he key holder: tgflow export --backend k8s --spec examples/n2he_keyholder.json --aggregate --quorum 2 --decrypt-from aggregator-sign -o k8s-kh/ --check
     """
     from runners import export as ex
     from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions
@@ -57,13 +61,16 @@ def export(
         if not sep or not key:
             raise InputError(f"--set {item!r} must be KEY=VALUE")
         settings[key] = value
+    if decrypt_from and not aggregate:
+        raise InputError("--decrypt-from goes with --aggregate --quorum K", hint="the key holder's job needs its quorum")
     if aggregate != (quorum is not None):
         raise InputError("--aggregate and --quorum go together", hint="an aggregation job needs its quorum: --aggregate --quorum K")
     run_spec, _, _ = load_spec(spec)
     image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
     options = ExportOptions(image=image, schedule=schedule,
                             name=name, gpus=gpus, cpu=cpu, memory=memory, timeout_minutes=timeout_minutes,
-                            settings=settings, aggregate=Aggregation(quorum, updates) if aggregate else None)
+                            settings=settings,
+                            aggregate=Aggregation(quorum, updates, decrypt_from, sum_path) if aggregate else None)
     files = ex.export(run_spec, backend.value, options)
     checked = ex.check(backend.value, files) if check else []
     paths = ex.write(files, output)

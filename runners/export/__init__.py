@@ -18,7 +18,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import jobspec, secrets
-from .jobspec import ExportOptions
+from .jobspec import Aggregation, ExportOptions
 
 BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
 
@@ -29,18 +29,35 @@ def _module(backend: str):
     return importlib.import_module(f"{__name__}.{backend}")
 
 
+def _check_federated(spec: RunSpec, agg: Aggregation | None) -> None:
+    """What the aggregator's or key holder's job needs. n2he runs embedded (TenSEAL is in the
+    runner image): no export references a sidecar (docs/adr/0012-n2he-secure-aggregation.md)."""
+    if spec.privacy.mode == "n2he":
+        from ..modes import check_n2he
+
+        check_n2he(spec)
+    if agg is None:
+        return
+    he = spec.privacy.mode == "n2he"
+    releases = agg.decrypt_from is not None or not he
+    if spec.federation is None or (releases and spec.eval is None):
+        raise InputError(f"{'a key holder' if agg.decrypt_from else 'an aggregation'} job needs a run spec with a "
+                         f"federation section{' and an eval feed' if releases else ''}",
+                         hint="export the aggregator's or key holder's spec (docs/federated.md, docs/n2he.md)")
+    if agg.decrypt_from is not None and not he:
+        raise InputError("--decrypt-from exports the n2he key holder's job: the spec's privacy.mode is not \"n2he\"")
+    if he and agg.quorum < 2:
+        raise InputError("--quorum must be at least 2 under privacy.mode \"n2he\": a sum of one update is that update")
+    jobspec.check_updates_dir(agg.updates)
+    if agg.decrypt_from is not None:
+        jobspec.check_updates_dir(agg.sum)
+
+
 def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any]:
     """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
     module = _module(backend)
     _known_settings(backend, module.SETTINGS, options.settings)
-    if spec.privacy.mode == "n2he":  # peft run refuses it: an exported job could only fail
-        raise InputError("privacy.mode \"n2he\" is not available in this tgflow yet, so an exported job could only fail",
-                         hint="use privacy.mode \"dp\" or \"off\"")
-    if options.aggregate is not None and (spec.federation is None or spec.eval is None):
-        raise InputError("an aggregation job needs a run spec with a federation section and an eval feed",
-                         hint="export the aggregator's spec (docs/federated.md)")
-    if options.aggregate is not None:
-        jobspec.check_updates_dir(options.aggregate.updates)
+    _check_federated(spec, options.aggregate)
     files = module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)

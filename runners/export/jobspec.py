@@ -36,10 +36,17 @@ FINAL_CODES = outcomes.final_codes()  # retrying cannot help
 
 @dataclass(frozen=True)
 class Aggregation:
-    """Export the aggregator's job (``tgflow fed aggregate``) instead of a round's."""
+    """Export the aggregator's job (``tgflow fed aggregate``) instead of a round's; with
+    ``decrypt_from`` (n2he), the key holder's (``tgflow fed decrypt``) on the aggregator's sum."""
 
     quorum: int
     updates: str = "updates"  # the folder under the input root where the sites' updates arrive
+    decrypt_from: str | None = None  # n2he key holder: the aggregator's signing key
+    sum: str = "sum.tgsp"  # n2he key holder: where the aggregator's sum arrives, under the input root
+
+    @property
+    def step(self) -> str:
+        return "decrypt" if self.decrypt_from else "aggregate"
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def dns1123(text: str, *, max_len: int = 63, what: str = "name") -> str:
 def job_name(spec: RunSpec, options: ExportOptions, *, max_len: int = 52) -> str:
     if options.name:
         return dns1123(options.name, max_len=max_len, what="--name")
-    suffix = "-aggregate" if options.aggregate else ""
+    suffix = f"-{options.aggregate.step}" if options.aggregate else ""
     derived = re.sub(r"[^a-z0-9-]+", "-", f"tgflow-{spec.route_key}".lower()).strip("-")[:max_len - len(suffix)]
     derived = derived.rstrip("-") + suffix
     return dns1123(derived, max_len=max_len)
@@ -106,6 +113,11 @@ def check_paths(spec: RunSpec) -> None:
 def command(config_dir: str, input_root: str, output_root: str,
             aggregate: Aggregation | None = None) -> tuple[list[str], list[str]]:
     roots = ["--input-root", input_root, "--output-root", output_root]
+    if aggregate is not None and aggregate.decrypt_from:  # the n2he key holder: the sum, and the updates it lists
+        return ["tgflow"], ["fed", "decrypt", f"{input_root}/{aggregate.sum}", "--updates-dir",
+                            f"{input_root}/{aggregate.updates}", "--aggregator", aggregate.decrypt_from, "--spec",
+                            f"{config_dir}/run_spec.json", "--quorum", str(aggregate.quorum), *roots, "--wait-busy",
+                            str(BUSY_WAIT_SECONDS), "--json"]
     if aggregate is not None:  # the aggregator: every update in the folder, this round's quorum
         return ["tgflow"], ["fed", "aggregate", "--updates-dir", f"{input_root}/{aggregate.updates}", "--spec",
                             f"{config_dir}/run_spec.json", "--quorum", str(aggregate.quorum), *roots, "--wait-busy",

@@ -51,9 +51,10 @@ def _names(spec: RunSpec, options: ExportOptions) -> _Names:
     for what, value in (("--cpu", options.cpu), ("--memory", options.memory)):
         if not _QUANTITY.match(value):
             raise InputError(f"{what} {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
+    step = f"-{options.aggregate.step}" if options.aggregate else ""
     labels = {"app.kubernetes.io/name": "tgflow",
-              "app.kubernetes.io/component": "fed-aggregate" if options.aggregate else "peft-run",
-              "tgflow.dev/route": name.removeprefix("tgflow-").removesuffix("-aggregate")}
+              "app.kubernetes.io/component": f"fed{step}" if step else "peft-run",
+              "tgflow.dev/route": name.removeprefix("tgflow-").removesuffix(step)}
     return _Names(name, ns, labels, options.settings.get("passphrase_secret", "tgflow-passphrase"),
                   dns1123(options.settings.get("keyring_secret", "tgflow-keyring"), max_len=50,
                           what="--set keyring_secret"),

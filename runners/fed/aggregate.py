@@ -255,7 +255,8 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
     reader = reader or fed.aggregator
     idents = adapters.identities_for(keyring, [reader], passphrase)
     if not idents:
-        raise KeyringError(f"this keyring holds no private key for {reader!r}, which opens the updates",
+        what = "federation.aggregator" if reader == fed.aggregator else "the key that opens the updates"
+        raise KeyringError(f"this keyring holds no private key for {what} {reader!r}",
                            hint="run this where that recipient key is")
     for r in spec.output.recipients:
         keyring.resolve_public(r)

@@ -41,14 +41,14 @@ def _command_lines(doc):
         for v in doc.values():
             yield from _command_lines(v)
     elif isinstance(doc, list):
-        if doc[:2] in (["peft", "run"], ["fed", "aggregate"]):
+        if doc[:2] in (["peft", "run"], ["fed", "aggregate"], ["fed", "decrypt"]):
             yield doc
         elif len(doc) > 2 and doc[0] == "tgflow":
             yield doc[1:]
         else:
             for v in doc:
                 yield from _command_lines(v)
-    elif isinstance(doc, str) and ("tgflow peft run" in doc or "tgflow fed aggregate" in doc):
+    elif isinstance(doc, str) and any(f"tgflow {c}" in doc for c in ("peft run", "fed aggregate", "fed decrypt")):
         yield shlex.split(doc.split("tgflow ", 1)[1])
     elif isinstance(doc, str):  # a scheduled copy of the job: JSON in a string (EventBridge), or base64 (Cloud Scheduler)
         for decode in (lambda t: t, lambda t: base64.b64decode(t, validate=True).decode()):

@@ -13,7 +13,7 @@ import pytest
 
 from runners import export as ex
 from runners.export.jobspec import ExportOptions
-from runners.spec import N2HESpec, load_spec
+from runners.spec import load_spec
 from tgflow_cli.main import main
 from tgsp.errors import InputError
 
@@ -145,12 +145,3 @@ def test_validators_reject_an_unknown_field(backend):
     (doc["spec"] if backend == "k8s" else doc)["unknownFieldXyz"] = 1
     with pytest.raises(Exception):
         ex.check(backend, files)
-
-
-@pytest.mark.parametrize("backend", IMPLEMENTED)
-def test_an_n2he_spec_is_refused_like_peft_run_refuses_it(backend):
-    """No export references an n2he component that does not exist: the mode is refused, as by peft run."""
-    spec = SPEC.model_copy(update={"privacy": SPEC.privacy.model_copy(
-        update={"mode": "n2he", "n2he": N2HESpec(sidecar=True)})})
-    with pytest.raises(InputError, match="n2he.*not available"):
-        ex.export(spec, backend, options(backend))

@@ -185,10 +185,14 @@ def test_wrong_signing_passphrase_exit_3_before_any_work(workspace, capsys, monk
     assert list((workspace.root / "out").iterdir()) == []
 
 
-def test_privacy_modes_not_available_yet_are_refused(workspace, capsys):
+def test_n2he_outside_a_federated_round_is_refused_with_the_fix(workspace, capsys):
     spec = workspace.spec(privacy={"mode": "n2he"})
     got, _, err = run(capsys, "peft", "run", "--spec", spec)
-    assert got == 2 and "privacy.mode" in err
+    assert got == 2 and "needs an n2he section" in err
+    spec = workspace.spec(privacy={"mode": "n2he", "n2he": {"context": "he", "key_holder": "kh"}})
+    got, _, err = run(capsys, "peft", "run", "--spec", spec)
+    assert got == 2 and "federation" in err and "no federation section" in err
+    assert list((workspace.root / "out").iterdir()) == []
 
 
 # --- restart safety ---------------------------------------------------------------
