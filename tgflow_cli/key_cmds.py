@@ -6,7 +6,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -152,17 +152,50 @@ def export_public(
         warn(f"wrote {output}")
 
 
-@app.command("import")
-def import_(
-    file: Path = typer.Argument(..., help="A public key file from 'key export-public'."),
-    name: Optional[str] = typer.Option(None, "--name", help="Store it under this name."),
+@app.command("export-secret")
+def export_secret(
+    name: str = typer.Argument(..., help="An own HE key."),
+    to: List[str] = typer.Option(..., "--to", metavar="RECIPIENT", help="A site's recipient key. Repeatable."),
+    sign: str = typer.Option(..., "--sign", metavar="KEY", help="Your signing key; sites import only what it signed."),
+    output: Path = typer.Option(..., "-o", "--output", help="The package to write (.tgsp)."),
+    passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
-    """Trust someone's public key (or accept a rotated version of it).
+    """Shared-key custody only (privacy.n2he.custody shared-key, NVFlare's model, weaker; see
+    docs/n2he.md): send an HE key's secret to every site, signed and encrypted to them.
+
+    Example: tgflow key export-secret route-he --to site-a --to site-b --sign release -o route-he.secret.tgsp
+    """
+    from runners.n2he import share
+
+    pid = share.export_secret(keyring(), name, list(to), sign, output, passphrase(passphrase_file, key=name))
+    if json_out:
+        return emit_json({"name": name, "package": str(output), "package_id": pid, "recipients": list(to)})
+    warn(f"wrote {output} ({pid[:23]}): HE key {name}'s secret for {', '.join(to)}")
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A public key file from 'key export-public', or an HE secret package from 'key export-secret'."),
+    name: Optional[str] = typer.Option(None, "--name", help="Store it under this name."),
+    signer: Optional[str] = typer.Option(None, "--from", metavar="KEY", help="An HE secret package: the trusted signing key it must be signed by."),
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = Json,
+) -> None:
+    """Trust someone's public key (or accept a rotated version of it). With --from, import an HE
+    secret shared with this site (shared-key custody), sealed here at once.
 
     Example: tgflow key import ci-signer.pub.json --name ci
     """
     from tgsp.he_store import is_public_file
+
+    if signer is not None:
+        from runners.n2he import share
+
+        pub = share.import_secret(keyring(), file, signer, passphrase(passphrase_file), name)
+        if json_out:
+            return emit_json(_he_summary(pub))
+        return say("imported HE key ", styled(pub.name, "bold"), f" {pub.keyid[:16]} (version {pub.version}, secret sealed)")
 
     if is_public_file(file):
         from runners.n2he.ckks import Params

@@ -149,7 +149,9 @@ class HEKeys:
         """Store a new key (``new``) or a new version of ``name``: its secret context sealed, its
         public context trusted. The caller made both (runners.n2he.ckks)."""
         with self.kr._locked():
-            if new and (self.exists(name) or self.kr._key_path(name).exists()):
+            trusted = self.public(name) if self._trusted(name).exists() else None
+            if new and (self.is_own(name) or self.kr._key_path(name).exists() or
+                        (trusted is not None and trusted.context_id != context_id(public))):
                 raise KeyExistsError(f"a key named {name!r} already exists", hint="pick another name, or rotate it")
             obj = {"type": OWN_TYPE, "name": name, "versions": []} if new else self._load(name)
             if not new:

@@ -12,6 +12,7 @@ Payload bytes are streamed in chunks: memory stays flat for any size.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class SourceFile:
     path: str  # the package path (relative, '/'-separated)
     source: Path
     size: int
+    data: bytes | None = None  # in memory instead of ``source``: a secret that must never touch disk
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, progres
             cipher.encrypt_into(_stream.nonce(index, last), vin, None, vout)
     stored_size = _stream.stored_size(src.size, chunk) if cipher else src.size
     w.begin(mf.PAYLOAD_PREFIX + src.path, stored_size)
-    with open(src.source, "rb", buffering=0) as f:
+    with (io.BytesIO(src.data) if src.data is not None else open(src.source, "rb", buffering=0)) as f:
         try:
             plain, stored = pump(f, src.size, chunk if cipher else IO_BLOCK, w.write, transform=transform,
                                  overhead=_stream.TAG if cipher else 0, progress=progress)
