@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""Benchmark the CKKS core of n2he secure aggregation (issue 13; not wired into a round yet).
+"""Benchmark n2he secure aggregation through the real packages and code paths.
 
-8 parties x a 2M-parameter update on this machine: each party encrypts its vector chunk by chunk
-into its own file; the aggregator adds chunk k of every party without any secret key; the key
-holder decrypts the sum. Printed: bytes per parameter on the wire (target <= 32; NVFlare's
-depth-1 setting measured 57.6), encrypt time per party per 1M parameters (target <= 1.6 s), the
-aggregation of all 8 (target <= 1 s) against the same sum in plaintext numpy in this run, the
-decrypt time, the largest error against plaintext, and peak memory at 0.5M, 1M and 2M
-parameters (each in its own process; it must be flat).
+8 parties x a 2M-parameter ffa update (B factors of 4096 x 8) on this machine. Each party
+clips, pre-weights and encrypts its update under the HE public context and packs it as a
+signed update package (TGSP, encrypted to the aggregator and the key holder). The
+aggregator screens the 8 packages (signatures, digests, federation fields, HE context) and
+sums the ciphertexts without any secret key (runners/n2he/sum.py). The baseline, in the
+same run: the same 8 updates as plaintext float32 update packages, screened and merged by
+the plaintext ffa path (runners/fed/aggregate.py), like for like. The key holder decrypts
+the sum. Printed:
+
+- bytes per parameter on the wire (target <= 32, i.e. 8x float32; NVFlare's depth-1
+  setting measured 57.6 here);
+- encrypt time per party per 1M parameters (target <= 1.6 s);
+- aggregation time for all 8 (target <= 1 s), and its ratio to the plaintext aggregation;
+- decrypt time; the largest error of the released result against plaintext;
+- the aggregator's peak memory at 0.5M, 1M and 2M parameters, each alone in a process
+  (it must be flat: one ciphertext per party at a time).
 
     python scripts/bench_n2he.py [--parties 8] [--params 2000000]
 """
@@ -17,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,84 +35,167 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+PASS = "bench passphrase, long enough"
+ROWS, RANK = 4096, 8
+
+
+def pp() -> str:
+    return PASS
 
 
 def _hwm_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent
-    across fork and exec, so a child started by a big parent would report the parent's size."""
+    """This process's peak RSS (VmHWM); not ru_maxrss, which Linux carries over across exec."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def _write_chunks(path: Path, chunks) -> int:
-    size = 0
-    with open(path, "wb") as f:
-        for c in chunks:
-            f.write(struct.pack("<I", len(c)) + c)
-            size += len(c)
-    return size
+def _start(n: int):
+    import torch
+
+    names = [f"base_model.model.layers.{k}.self_attn.q_proj" for k in range(n // (ROWS * RANK))]
+    state = {}
+    for name in names:
+        state[name + ".lora_A.weight"] = torch.zeros(RANK, 64)
+        state[name + ".lora_B.weight"] = torch.zeros(ROWS, RANK)
+    return names, state
 
 
-def _read_chunks(path: Path):
-    with open(path, "rb") as f:
-        while head := f.read(4):
-            yield f.read(struct.unpack("<I", head)[0])
+def _want(names: list[str]) -> dict:
+    from runners.fed import updates
+
+    return {"format": updates.FORMAT, "route": "bench", "round": "r1", "method": "ffa", "base_model": {"sha256": "0" * 64},
+            "start": {"adapter": None, "seed": 0}, "lora": {"r": RANK, "alpha": 16, "target_modules": ["q_proj"]},
+            "modules_sha256": updates.modules_digest(names)}
 
 
-def run(parties: int, n: int, tmp: Path) -> dict:
+def _vector(p: int, n: int):
     import numpy as np
 
-    from runners.n2he import ckks
+    return np.random.default_rng(p).standard_normal(n) * 1e-3
 
-    secret = ckks.new_secret_context()
-    (tmp / "public.ctx").write_bytes(ckks.public_bytes(secret))
-    public = ckks.load_public((tmp / "public.ctx").read_bytes())
-    rng = np.random.default_rng(0)
-    wire, t_enc = 0, 0.0
+
+def make(tmp: Path, parties: int, n: int) -> dict:
+    """Every party's n2he and plaintext update package. Returns the encrypt timing and sizes."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    import tgsp
+    from runners.fed import compress, site, updates
+    from runners.n2he import ckks, context, layout
+
+    kr = tgsp.Keyring(tmp / "home")
+    for name, kind in (("aggregator", "recipient"), ("keyholder", "recipient")):
+        kr.generate(name, kind, pp)
+    context.generate(kr, "he", pp)
+    pub = context.public(kr, "he")
+    names, state = _start(n)
+    want, t_enc, wire = _want(names), 0.0, 0
+    recipients = [kr.public_file("aggregator").key, kr.public_file("keyholder").key]
     for p in range(parties):
-        x = rng.standard_normal(n).astype(np.float32) * 1e-2  # regenerated below for the check
+        kr.generate(f"site-{p}", "signing", pp)
+        signer = kr.signer(f"site-{p}", pp)
+        vec, weight = _vector(p, n), 100 + p
         t0 = time.perf_counter()
-        wire += _write_chunks(tmp / f"p{p}.ct", ckks.encrypt(public, x))
+        folder = tmp / f"he-{p}"
+        site.write_index(folder, names)
+        (folder / "he").mkdir()
+        for k, ct in enumerate(ckks.encrypt(pub.ctx, vec * weight, pub.params)):
+            (folder / layout.ct_file(k)).write_bytes(ct)
+            wire += len(ct)
         t_enc += time.perf_counter() - t0
+        fed = {**want, "examples": weight, "weight_basis": "examples", "modules": len(names),
+               "he": layout.he_section(pub.params, pub.id, n, weight, 10.0, "key-holder")}
+        tgsp.build(folder, tmp / f"he-{p}.tgsp", route="bench", kind=updates.KIND, recipients=recipients,
+                   signers=[signer], extra={"federation": fed})
+        plain = tmp / f"plain-{p}"
+        site.write_index(plain, names)
+        codec = compress.Codec("none", 256, None)
+        files = [{f"B.{k}": v for k, v in compress.encode(vec[i * ROWS * RANK:(i + 1) * ROWS * RANK].astype(np.float32)
+                                                           .reshape(ROWS, RANK), codec)[0].items()}
+                 for i in range(len(names))]
+        site.write_deltas(plain, files)
+        fed = {**want, "examples": weight, "weight_basis": "examples", "modules": len(names),
+               "compression": codec.to_dict()}
+        tgsp.build(plain, tmp / f"plain-{p}.tgsp", route="bench", kind=updates.KIND, recipients=recipients,
+                   signers=[signer], extra={"federation": fed})
+    del save_file
+    return {"encrypt_s_per_party_per_1M": t_enc / parties / (n / 1e6), "bytes_per_param": wire / (parties * n),
+            "package_bytes_per_param": sum((tmp / f"he-{p}.tgsp").stat().st_size for p in range(parties)) / (parties * n)}
+
+
+def aggregate(tmp: Path, parties: int, n: int, kind: str) -> tuple[float, float]:
+    """Screen and aggregate (he: the homomorphic sum, written to disk; plain: the ffa merge).
+    Timed from after the keys are open (unsealing is the same for both, and not aggregation)."""
+    import tgsp
+    from runners.fed import aggregate as agg, updates
+    from runners.n2he import context, layout, sum as he_sum
+
+    kr = tgsp.Keyring(tmp / "home")
+    names, state = _start(n)
+    policy = kr.trust_policy(trusted=[f"site-{p}" for p in range(parties)], route="bench", kind=updates.KIND)
+    idents = kr.identities("aggregator", pp)
+    pub = context.public(kr, "he")
+    check = he_sum.HECheck(pub, n) if kind == "he" else updates.PLAIN
+    paths = [tmp / f"{kind}-{p}.tgsp" for p in range(parties)]
     t0 = time.perf_counter()
-    readers = [_read_chunks(tmp / f"p{p}.ct") for p in range(parties)]
-    _write_chunks(tmp / "sum.ct", (ckks.add(public, (next(r) for r in readers)) for _ in range(ckks.chunks_for(n))))
-    t_agg = time.perf_counter() - t0
+    screened = updates.screen(paths, policy, _want(names), {}, "examples", {k.keyid for k in idents}, check)
+    assert len(screened.accepted) == parties, screened.refused
+    t1 = time.perf_counter()
+    if kind == "he":
+        (tmp / "sum").mkdir(exist_ok=True)
+        spent, add = [0.0], he_sum._add_one
+
+        def timed(*a):  # the homomorphic part alone: deserialize, add, serialize
+            t = time.perf_counter()
+            try:
+                return add(*a)
+            finally:
+                spent[0] += time.perf_counter() - t
+
+        he_sum._add_one = timed
+        for k, ct in enumerate(he_sum.summed(screened.accepted, idents, pub, names)):
+            (tmp / "sum" / layout.ct_file(k).split("/")[1]).write_bytes(ct)
+        he_sum._add_one = add
+        (tmp / "he_only.txt").write_text(str(spent[0]))
+    else:
+        out, _ = agg.merge(screened.accepted, idents, state, names, "ffa", RANK)
+        import numpy as np
+
+        np.save(tmp / "plain.npy", np.concatenate([out[nm + ".lora_B.weight"].double().numpy().ravel() for nm in names]))
+    return t1 - t0, time.perf_counter() - t1
+
+
+def decrypt(tmp: Path, parties: int, n: int) -> dict:
+    import numpy as np
+
+    import tgsp
+    from runners.n2he import ckks, context
+
+    kr = tgsp.Keyring(tmp / "home")
+    pub = context.public(kr, "he")
+    secret, params = context.secret(kr, "he", pub.id, pp)
     t0 = time.perf_counter()
-    got = ckks.decrypt(secret, _read_chunks(tmp / "sum.ct"), n)
+    chunks = ((tmp / "sum" / f"{k:05d}.ct").read_bytes() for k in range(ckks.chunks_for(n, params)))
+    total = sum(100 + p for p in range(parties))
+    got = ckks.round_released(ckks.decrypt(secret, chunks, n, params), params) / total
     t_dec = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal(n).astype(np.float32) * 1e-2 for _ in range(parties)]
-    t0 = time.perf_counter()
-    want = np.sum(np.stack(xs), axis=0, dtype=np.float64)
-    t_plain = time.perf_counter() - t0
-    return {"bytes_per_param": wire / (parties * n), "encrypt_s_per_party_per_1M": t_enc / parties / (n / 1e6),
-            "aggregate_s": t_agg, "plain_sum_s": t_plain, "decrypt_s": t_dec,
-            "max_abs_err": float(np.abs(got - want).max()),
-            "max_rel_err": float(np.abs(got - want).max() / np.abs(want).max())}
+    want = np.load(tmp / "plain.npy")
+    rel = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    return {"decrypt_s": t_dec, "max_abs_err": float(np.abs(got - want).max()), "rel_err": rel}
 
 
 def child(parties: int, n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-n2he-") as t:
-        out = run(parties, n, Path(t))
-        out["aggregator_peak_rss_mb"] = aggregator_peak(parties, n, Path(t))
+        tmp = Path(t)
+        out = make(tmp, parties, n)
+        out["plain_verify_s"], out["plain_aggregate_s"] = aggregate(tmp, parties, n, "plain")
+        out["verify_s"], out["aggregate_s"] = aggregate(tmp, parties, n, "he")
+        out["he_add_s"] = float((tmp / "he_only.txt").read_text())
+        out.update(decrypt(tmp, parties, n))
+        proc = subprocess.run([sys.executable, __file__, "--aggregate-only", t, str(parties), str(n)], check=True,
+                              capture_output=True, text=True)
+        out["aggregator_peak_rss_mb"] = float(proc.stdout.strip().splitlines()[-1])
     return out
-
-
-def aggregator_peak(parties: int, n: int, tmp: Path) -> float:
-    """The aggregator's peak memory, alone in a process: public context, one chunk per party."""
-    proc = subprocess.run([sys.executable, __file__, "--aggregate-only", str(tmp), str(parties), str(n)], check=True,
-                          capture_output=True, text=True)
-    return float(proc.stdout.strip().splitlines()[-1])
-
-
-def aggregate_only(tmp: Path, parties: int, n: int) -> None:
-    from runners.n2he import ckks
-
-    public = ckks.load_public((tmp / "public.ctx").read_bytes())
-    readers = [_read_chunks(tmp / f"p{p}.ct") for p in range(parties)]
-    _write_chunks(tmp / "sum2.ct", (ckks.add(public, (next(r) for r in readers)) for _ in range(ckks.chunks_for(n))))
-    print(_hwm_mb())
 
 
 def main() -> None:
@@ -116,25 +207,33 @@ def main() -> None:
     args = ap.parse_args()
     if args.aggregate_only:
         tmp, parties, n = args.aggregate_only
-        return aggregate_only(Path(tmp), int(parties), int(n))
+        aggregate(Path(tmp), int(parties), int(n), "he")
+        return print(_hwm_mb())
     if args.child:
-        print(json.dumps(child(*args.child)))
-        return
+        return print(json.dumps(child(*args.child)))
+    step = ROWS * RANK
     results = {}
     for n in (args.params // 4, args.params // 2, args.params):
+        n = max(step, n // step * step)  # whole modules
         proc = subprocess.run([sys.executable, __file__, "--child", str(args.parties), str(n)], check=True,
                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
         results[n] = json.loads(proc.stdout.strip().splitlines()[-1])
-    r = results[args.params]
-    print(f"{args.parties} parties x {args.params / 1e6:.1f}M parameters, CKKS N=8192, primes [60, 40], scale 2^40:")
-    print(f"  bytes per parameter on the wire: {r['bytes_per_param']:.1f} (target <= 32; float32 is 4)")
+    n, r = max(results), results[max(results)]
+    print(f"{args.parties} parties x {n / 1e6:.2f}M parameters (ffa B, {n // step} modules), CKKS N=8192, "
+          "primes [60, 40], scale 2^40, through signed, encrypted update packages:")
+    print(f"  bytes per parameter on the wire: {r['bytes_per_param']:.1f} in ciphertexts, "
+          f"{r['package_bytes_per_param']:.1f} as packages (target <= 32; float32 is 4)")
     print(f"  encrypt, per party per 1M parameters: {r['encrypt_s_per_party_per_1M']:.2f} s (target <= 1.6 s)")
-    print(f"  aggregate all {args.parties}: {r['aggregate_s']:.2f} s (target <= 1 s); the same sum in plaintext numpy: "
-          f"{r['plain_sum_s']:.3f} s ({r['aggregate_s'] / r['plain_sum_s']:.0f}x)")
-    print(f"  decrypt the sum: {r['decrypt_s']:.2f} s; largest error against plaintext: {r['max_abs_err']:.2e} "
-          f"({r['max_rel_err']:.1e} of the largest value)")
-    print("  aggregator peak RSS: " + ", ".join(f"{n / 1e6:.1f}M params {v['aggregator_peak_rss_mb']:.0f} MB"
-                                              for n, v in results.items()) + " (it holds one chunk per party)")
+    print(f"  aggregate all {args.parties}: the homomorphic sum itself {r['he_add_s']:.2f} s (target <= 1 s); with reading "
+          f"the verified packages (decrypt, both digests) {r['aggregate_s']:.2f} s, after verifying them in "
+          f"{r['verify_s']:.2f} s")
+    print(f"    the same aggregation in plaintext float32 packages: ffa merge with reading {r['plain_aggregate_s']:.2f} s "
+          f"({r['aggregate_s'] / r['plain_aggregate_s']:.1f}x), verification {r['plain_verify_s']:.2f} s "
+          f"({r['verify_s'] / r['plain_verify_s']:.1f}x); the data is {r['bytes_per_param'] / 4:.0f}x larger")
+    print(f"  decrypt, round and average the sum: {r['decrypt_s']:.2f} s; error against plaintext: largest "
+          f"{r['max_abs_err']:.2e}, relative {r['rel_err']:.1e}")
+    print("  aggregator peak RSS: " + ", ".join(f"{k / 1e6:.2f}M params {v['aggregator_peak_rss_mb']:.0f} MB"
+                                              for k, v in results.items()) + " (one ciphertext per party at a time)")
 
 
 if __name__ == "__main__":
