@@ -16,7 +16,7 @@ from tgsp.atomic import write_bytes
 from tgsp.errors import InputError, PackageError
 
 from .common import STATE, emit_json, keyring, passphrase, short
-from .term import cells, line, say, show, styled, warn
+from .term import cells, line, say, show as show_table, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, revoke and audit keys.")
 
@@ -97,7 +97,7 @@ def list_(json_out: bool = Json) -> None:
     for k in keys:
         table.add_row(*cells(k.name, k.kind, short(k.keyid), k.version, k.created, "yes" if k.private else ""),
                       line(styled("REVOKED", "red")) if k.revoked else "")
-    show(table) if keys else say("no keys yet: tgflow key generate NAME")
+    show_table(table) if keys else say("no keys yet: tgflow key generate NAME")
 
 
 def _he_info(pub, own: bool):

@@ -84,6 +84,8 @@ def test_key_lifecycle(setup, tmp_path, capsys):
     assert run(capsys, "key", "export-public", "rel", "-o", pub)[0] == 0
     code, out, _ = run(capsys, "key", "list", "--json")
     assert code == 0 and {k["name"] for k in json.loads(out)} == {"rel", "ops"}
+    code, out, _ = run(capsys, "key", "list")  # the table (it once called the `show` command instead)
+    assert code == 0 and "rel" in out and "ops" in out and "signing" in out and "recipient" in out
     assert run(capsys, "key", "rotate", "rel")[0] == 0
     code, out, _ = run(capsys, "key", "show", "rel", "--json")
     assert json.loads(out)["version"] == 2
