@@ -72,13 +72,16 @@ class Params:
     @classmethod
     def from_dict(cls, obj) -> "Params":
         """Parameters read from a file or a manifest, checked (``check``) before use."""
-        ok = isinstance(obj, dict) and obj.get("scheme") == "ckks" and set(obj) == {
-            "scheme", "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits"}
-        sizes = obj.get("coeff_mod_bit_sizes") if ok else None
-        ints = [obj.get("poly_modulus_degree"), obj.get("scale_bits"), *(sizes if isinstance(sizes, list) else [None])]
-        if not ok or not isinstance(sizes, list) or not 2 <= len(sizes) <= 16 or \
-                not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20 for v in ints):
-            raise InputError("HE parameters are malformed", hint="make the HE key with: tgflow key generate NAME --type he")
+        bad = InputError("HE parameters are malformed", hint="make the HE key with: tgflow key generate NAME --type he")
+        if not isinstance(obj, dict) or obj.get("scheme") != "ckks" or set(obj) != {
+                "scheme", "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits"}:
+            raise bad
+        sizes = obj["coeff_mod_bit_sizes"]
+        if not isinstance(sizes, list) or not 2 <= len(sizes) <= 16:
+            raise bad
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 20
+                   for v in (obj["poly_modulus_degree"], obj["scale_bits"], *sizes)):
+            raise bad
         params = cls(obj["poly_modulus_degree"], tuple(sizes), obj["scale_bits"])
         params.check()
         return params

@@ -143,3 +143,21 @@ def test_key_generate_he_then_export_holds_no_secret(tmp_path, monkeypatch, caps
     assert cli(home, "key", "rotate", "he1") == 0
     assert (home / "he" / "he1" / "v2.sealed").exists()
     assert cli(home, "key", "audit") == 0
+
+
+def test_dp_and_n2he_combine_at_a_site(roles):
+    """A dp section beside n2he: DP-SGD trains (its ledger is charged), then the update is
+    encrypted; the manifest's privacy record carries both, and no private count travels."""
+    dp = {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_delta": 1e-5}
+    federation = {"round": "2026-12-01", "aggregator": "aggregator", "method": "ffa", "sites": list(SITES),
+                  "compression": {"quantize": "none"}, "public_examples": 50}
+    training = {"steps": 3, "batch_size": 16, "learning_rate": 0.003, "seed": 7, "max_seq_len": 96}
+    spec_over = dict(federation=federation, training=training)
+    update = roles.site("dp-site-a", "site-a", **spec_over,
+                        privacy={"mode": "n2he", "dp": dp, "n2he": {"context": "route-he", "key_holder": "keyholder"}})
+    m = tgsp.verify(update, tgsp.Keyring(roles.sites).trust_policy()).manifest
+    assert m["privacy"]["mode"] == "n2he" and m["privacy"]["training"]["mode"] == "dp"
+    assert m["privacy"]["training"]["epsilon"] > 0
+    assert m["federation"]["examples"] == 50 and m["federation"]["he"]["weight"] == 50
+    ledger = list((roles.root / "out/dp-site-a/.tgflow-state/support").glob("*ledger*"))
+    assert ledger, "the DP ledger was charged"
