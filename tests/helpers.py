@@ -62,3 +62,24 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_doc_blocks(doc: Path, tmp_path: Path, blocks: int, timeout: int = 600):
+    """A doc's bash blocks, literally, in order, in a fresh HOME with tgflow on the PATH, from a
+    copy of examples/ (docs/federated.md, docs/n2he.md). Returns (completed process, work dir)."""
+    import os
+    import re
+    import subprocess
+
+    found = re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(found) == blocks
+    root = doc.parents[1]
+    work = tmp_path / "work"
+    shutil.copytree(root / "examples", work / "examples", ignore=shutil.ignore_patterns("demo-out"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_")}
+    env.update(HOME=str(tmp_path / "home"), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    (tmp_path / "home").mkdir()
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(found)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, work

@@ -10,6 +10,16 @@ import typer
 from .common import STATE, keyring, passphrase
 from .term import say
 
+# The options fed aggregate and fed decrypt share (the release they write, the route, the keys).
+Sign = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key).")
+Recipient = typer.Option([], "--recipient", metavar="NAME", help="Recipient of the release. Repeatable (default: output.recipients).")
+Out = typer.Option(None, "-o", "--out", metavar="OUT.tgsp", help="The release to write (default: output.path).")
+WaitBusy = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If the route is busy, retry its lock this long before exiting 73.")
+InputRoot = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False)
+OutputRoot = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False)
+PassFile = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
+JsonOut = typer.Option(False, "--json", help="Print the report as one compact JSON object on the last line of stdout (also on exits 11, 12, 14).")
+
 app = typer.Typer(no_args_is_help=True, help="Federated rounds: aggregate the sites' updates into a candidate release.")
 
 
@@ -25,14 +35,14 @@ def aggregate(
     method: Optional[str] = typer.Option(None, "--method", metavar="exact|ffa", help="exact: sum of B·A re-factorized by SVD; ffa: average B with A frozen (default: federation.method)."),
     weights: str = typer.Option("examples", "--weights", metavar="examples|equal", help="Weight each update by its example count, or equally."),
     rank: Optional[int] = typer.Option(None, "--rank", min=1, max=4096, help="exact: the merged adapter's rank (default: lora.r)."),
-    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key)."),
-    recipient: List[str] = typer.Option([], "--recipient", metavar="NAME", help="Recipient of the release. Repeatable (default: output.recipients)."),
-    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="OUT.tgsp", help="The release to write (default: output.path)."),
-    wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If the route is busy, retry its lock this long before exiting 73."),
-    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
-    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
-    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as one compact JSON object on the last line of stdout (also on exits 11, 12, 14)."),
+    sign: Optional[str] = Sign,
+    recipient: List[str] = Recipient,
+    out: Optional[str] = Out,
+    wait_busy: float = WaitBusy,
+    input_root: Optional[Path] = InputRoot,
+    output_root: Optional[Path] = OutputRoot,
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = JsonOut,
 ) -> None:
     """Verify every update (trusted site, route, round, base model, start adapter, LoRA settings,
     one per site, never used before), merge a quorum of them exactly for LoRA, evaluate the
@@ -95,14 +105,14 @@ def decrypt(
     key: Optional[str] = typer.Option(None, "--key", metavar="NAME", help="The recipient key that opens the sum and updates (default: privacy.n2he.key_holder)."),
     site: List[str] = typer.Option([], "--site", metavar="KEY", help="A trusted site signing key. Repeatable; default: federation.sites."),
     weights: str = typer.Option("examples", "--weights", metavar="examples|equal", help="The weighting the sites pre-weighted by (privacy.n2he.weights)."),
-    sign: Optional[str] = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key)."),
-    recipient: List[str] = typer.Option([], "--recipient", metavar="NAME", help="Recipient of the release. Repeatable (default: output.recipients)."),
-    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="OUT.tgsp", help="The release to write (default: output.path)."),
-    wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If the route is busy, retry its lock this long before exiting 73."),
-    input_root: Optional[Path] = typer.Option(None, "--input-root", help="As for peft run.", file_okay=False),
-    output_root: Optional[Path] = typer.Option(None, "--output-root", help="As for peft run.", file_okay=False),
-    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as one compact JSON object on the last line of stdout (also on exits 11, 12, 14)."),
+    sign: Optional[str] = Sign,
+    recipient: List[str] = Recipient,
+    out: Optional[str] = Out,
+    wait_busy: float = WaitBusy,
+    input_root: Optional[Path] = InputRoot,
+    output_root: Optional[Path] = OutputRoot,
+    passphrase_file: Optional[Path] = PassFile,
+    json_out: bool = JsonOut,
 ) -> None:
     """The key holder's step of an n2he round: verify the aggregator's signed sum, re-screen and
     re-sum the signed updates it lists (custody key-holder), decrypt only a sum of at least

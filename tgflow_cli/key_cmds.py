@@ -265,6 +265,9 @@ def revoke(
     Example: tgflow key revoke release --reason "laptop lost"
     """
     kr = keyring()
+    if _he().exists(ref):
+        raise InputError(f"{ref} is an HE key: HE keys are rotated, not revoked (no package is signed with one)",
+                         hint=f"tgflow key rotate {ref}, then re-send its public context")
     branch = _branch_of(fork) if fork else None
     rev = kr.revoke(ref, reason, passphrase(passphrase_file, key=ref), when=clock.parse_user(at) if at else None, branch=branch)
     path = kr.revocation_path(rev.keyid)

@@ -174,6 +174,10 @@ class Keyring:
                                    hint="restore the key file from backup")
         return obj
 
+    def _he_name(self, name: str) -> bool:
+        """An HE key (he_store.py) already has this name: one name, one key, across kinds."""
+        return (self.home / "he" / "trusted" / f"{name}.json").exists()
+
     def _save_key(self, obj: dict[str, Any]) -> None:
         write_bytes(self._key_path(obj["name"]), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
 
@@ -254,7 +258,7 @@ class Keyring:
         if kind not in KINDS:
             raise InputError(f"key type must be one of: {', '.join(KINDS)}")
         with self._locked():
-            if self._key_path(name).exists() or (self._dir("trust") / f"{name}.json").exists():
+            if self._key_path(name).exists() or (self._dir("trust") / f"{name}.json").exists() or self._he_name(name):
                 raise KeyExistsError(f"a key named {name!r} already exists", hint="pick another name, or rotate it")
             key, version = self._new_version(kind, 1, passphrase, pkcs11, adopt)
             obj = {"type": PRIVATE_FILE, "name": name, "kind": kind, "versions": [version]}
@@ -325,6 +329,8 @@ class Keyring:
         name = check_name(name or pub.name)
         pub = PublicKeyFile(name, pub.kind, pub.version, pub.created, pub.key, pub.lineage)
         with self._locked():
+            if self._he_name(name):
+                raise KeyExistsError(f"{name!r} is an HE key here", hint="import it under another name with --name")
             if pub.lineage is not None:  # forks are checked against every name, and against revocations
                 known = [t.lineage.walk() for t in self.trusted() if t.lineage is not None]
                 vet(pub.lineage.walk(), known, self.revocations(), f"{path}")

@@ -161,3 +161,15 @@ def test_dp_and_n2he_combine_at_a_site(roles):
     assert m["federation"]["examples"] == 50 and m["federation"]["he"]["weight"] == 50
     ledger = list((roles.root / "out/dp-site-a/.tgflow-state/support").glob("*ledger*"))
     assert ledger, "the DP ledger was charged"
+
+
+def test_one_name_one_key_across_kinds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TGFLOW_PASSPHRASE", PASS)
+    home = tmp_path / "h"
+    assert cli(home, "key", "generate", "k", "--type", "he") == 0
+    assert cli(home, "key", "generate", "k", "--type", "signing") == 3
+    assert cli(home, "key", "generate", "s", "--type", "signing") == 0
+    assert cli(home, "key", "generate", "s", "--type", "he") == 3
+    assert cli(home, "key", "revoke", "k", "--reason", "x") == 2
+    assert "rotated, not revoked" in capsys.readouterr().err
+    assert cli(home, "key", "list") == 0 and "he" in capsys.readouterr().out
