@@ -248,6 +248,9 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
                          "federation.sites")
     if req.quorum < 1:
         raise InputError("--quorum must be at least 1")
+    if spec.privacy.mode == "n2he" and method != "ffa":
+        raise InputError("--method exact is not available under privacy.mode \"n2he\": only sums are computed under "
+                         "encryption", hint="drop --method (n2he rounds are ffa)")
     if spec.privacy.mode == "n2he" and req.quorum < 2:
         raise InputError("--quorum must be at least 2 under privacy.mode \"n2he\": a sum of one update is that update",
                          hint="pass --quorum 2 or more")

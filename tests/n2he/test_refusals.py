@@ -214,3 +214,16 @@ def test_a_site_that_did_not_clip_is_caught_after_decryption(roles, capsys):
     rc = roles.decrypt("kh-noclip", summed, ups)
     assert rc == 1 and "did not clip" in _json_err(capsys)
     assert not (roles.root / "out/kh-noclip/support.tgsp").exists()
+
+
+def test_exact_merging_is_refused_under_n2he(roles, capsys):
+    spec = roles.aggregator_spec("agg-exact")
+    rc = cli(roles.agg, "fed", "aggregate", str(roles.updates["site-a"]), str(roles.updates["site-b"]), "--spec",
+             str(spec), "--quorum", "2", "--method", "exact")
+    assert rc == 2 and "--method exact is not available" in capsys.readouterr().err
+    spec = roles.spec("site-exact", federation={"round": "r", "aggregator": "aggregator", "method": "exact"},
+                      feed={"type": "jsonl", "uri": str(SITE_A)},
+                      output={"path": "out/site-exact/update.tgsp", "signing_key": "site-a", "recipients": ["operator"]})
+    assert cli(roles.sites, "peft", "run", "--spec", str(spec)) == 2
+    assert "needs federation.method \"ffa\"" in capsys.readouterr().err
+    assert not (roles.root / "out/site-exact").exists()
