@@ -99,9 +99,10 @@ class PerExampleClipper:
     fp32 buffer, so clipping, noise and the division are a few large
     operations per step rather than a few per factor."""
 
-    def __init__(self, model, max_grad_norm: float) -> None:
+    def __init__(self, model, max_grad_norm: float, world=None) -> None:
         import torch
 
+        self.world = world  # runners/distributed.py: sum the clipped sums across ranks, noise once
         self.modules = lora_factors(model)
         self.C = max_grad_norm
         self._fn = _per_example_linear()
@@ -151,9 +152,11 @@ class PerExampleClipper:
         total = self._total
         if total is None:  # an empty Poisson sample still gets its noise
             total = torch.zeros(sum(self._sizes), dtype=self._dtype, device=self._device)
-        if sigma > 0:
+        if sigma > 0 and (self.world is None or self.world.main):  # once: on rank 0, before the sum
             noise = torch.empty_like(total).normal_(0.0, sigma * self.C, generator=generator)
             total = total + noise
+        if self.world is not None:
+            self.world.sum_(total)
         total = total / expected_batch
         for m, part in zip(self.modules, torch.split(total, self._sizes)):
             m.weight.grad = part.view_as(m.weight).to(m.weight.dtype)

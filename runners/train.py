@@ -125,11 +125,14 @@ class DPRun:
 def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, store: CheckpointStore,
           fingerprint: dict, *, stop: threading.Event | None = None,
           progress: Callable[[int, int, float, int], None] | None = None,
-          dp: DPRun | None = None, limit: int | None = None) -> TrainResult:
+          dp: DPRun | None = None, limit: int | None = None, world=None) -> TrainResult:
     """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``).
 
     With ``dp``, every step is a DP-SGD step on a Poisson sample. ``limit``
     stops after that many steps (the privacy budget) even if more were planned.
+    With ``world`` (runners/distributed.py), each rank trains on its share of every
+    global batch and the gradients are summed: the same steps as one process. Only
+    rank 0 writes checkpoints; a stop on any rank stops every rank at the same step.
     """
     import torch
 
@@ -145,7 +148,9 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         result.losses = list(ckpt.meta.get("losses", []))
         result.tokens = int(ckpt.meta.get("tokens", 0))
         result.resumed_from = start
-    clipper = PerExampleClipper(model, dp.config.max_grad_norm) if dp else None
+    clipper = PerExampleClipper(model, dp.config.max_grad_norm, world) if dp else None
+    if dp and world is not None:  # one global Poisson sample per step: every rank draws the same one
+        dp.random.sampling.set_state(world.broadcast(dp.random.sampling.get_state()))
     model.train()
     t0 = time.perf_counter()
     try:
@@ -153,9 +158,11 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
             for g in opt.param_groups:
                 g["lr"] = _lr(step, spec, total)
             if dp:
-                step_loss, tokens = dp_step(model, tok, data, spec.batch_size, device, clipper, dp)
+                step_loss, tokens = dp_step(model, tok, data, spec.batch_size, device, clipper, dp, world)
             else:
-                step_loss, tokens = _plain_step(model, tok, data, spec, step, device)
+                step_loss, tokens = _plain_step(model, tok, data, spec, step, device, world)
+                if world is not None:
+                    step_loss, tokens = _sum_grads(params, world, step_loss, tokens)
                 torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
             result.tokens += tokens
             opt.step()
@@ -165,7 +172,9 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
             if progress:
                 progress(done, end, step_loss, result.tokens)
             interrupted = stop is not None and stop.is_set() and done < end
-            if interrupted or (done % spec.checkpoint_every == 0 and done < end):
+            if world is not None:
+                interrupted = world.any(interrupted)
+            if (interrupted or (done % spec.checkpoint_every == 0 and done < end)) and (world is None or world.main):
                 _save(store, done, params, opt, fingerprint, result, dp)
             if interrupted:
                 raise Interrupted(f"stopped at step {done} of {end}; checkpoint saved, re-run the same command to resume")
@@ -177,18 +186,23 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
     return result
 
 
-def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int, device: str) -> tuple[float, int]:
-    """Accumulate the mean loss gradient of one seeded batch; returns (loss, tokens)."""
+def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int, device: str,
+                world=None) -> tuple[float, int]:
+    """Accumulate the mean loss gradient of one seeded batch; returns (loss, tokens). With
+    ``world``, this rank's share of it, scaled so the ranks' gradients sum to the batch's."""
     step_loss, tokens = 0.0, 0
     for j in range(spec.gradient_accumulation):
         items = [data[i] for i in micro_batch(step * spec.gradient_accumulation + j, len(data), spec.batch_size, spec.seed)]
+        scale = 1.0
+        if world is not None:
+            scale, items = len(world.share(items)) / len(items), world.share(items)
         if spec.packing:
             ids, pos, labels, seg = collate_packed(pack(items, spec.max_seq_len), tok.pad_token_id, device)
             losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items))
         else:
             ids, mask, labels = collate(items, tok.pad_token_id, device)
             losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
-        loss = losses.mean() / spec.gradient_accumulation
+        loss = losses.mean() * scale / spec.gradient_accumulation
         loss.backward()
         step_loss += loss.item()
         tokens += sum(len(i.input_ids) for i in items)
@@ -196,11 +210,14 @@ def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int
 
 
 def dp_step(model, tok, data: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
-            dp: DPRun) -> tuple[float, int]:
+            dp: DPRun, world=None) -> tuple[float, int]:
     """Set ``.grad`` of every LoRA factor for one DP-SGD step on a fresh Poisson
-    sample; returns (mean loss, tokens)."""
+    sample; returns (mean loss, tokens). With ``world``, the sample is global (every rank
+    draws the same one) and each rank clips its share of it."""
     sample = poisson_sample(len(data), dp.config.sample_rate, dp.random.sampling)
-    return dp_gradient(model, tok, [data[i] for i in sample], rows, device, clipper, dp)
+    if world is not None:
+        sample = world.share(sample)
+    return dp_gradient(model, tok, [data[i] for i in sample], rows // (world.size if world else 1), device, clipper, dp)
 
 
 def dp_gradient(model, tok, batch: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
@@ -225,6 +242,20 @@ def dp_gradient(model, tok, batch: list[Tokenized], rows: int, device: str, clip
         tokens += sum(len(i.input_ids) for i in chunk)
     clipper.finish(dp.config.noise_multiplier, dp.config.expected_batch, dp.random.noise)
     return loss_sum / max(len(batch), 1), tokens
+
+
+def _sum_grads(params, world, loss: float, tokens: int) -> tuple[float, int]:
+    """Sum every LoRA gradient across the ranks, in one flat buffer (one collective per step)."""
+    import torch
+
+    grads = [p.grad for _, p in params]
+    flat = torch.cat([g.flatten().float() for g in grads] + [torch.tensor([loss, float(tokens)], device=grads[0].device)])
+    world.sum_(flat)
+    at = 0
+    for g in grads:
+        g.copy_(flat[at:at + g.numel()].view_as(g))
+        at += g.numel()
+    return float(flat[-2]), int(flat[-1])
 
 
 def _save(store: CheckpointStore, step: int, params, opt, fingerprint: dict, result: TrainResult,
