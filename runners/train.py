@@ -157,13 +157,7 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         for step in range(start, end):
             for g in opt.param_groups:
                 g["lr"] = _lr(step, spec, total)
-            if dp:
-                step_loss, tokens = dp_step(model, tok, data, spec.batch_size, device, clipper, dp, world)
-            else:
-                step_loss, tokens = _plain_step(model, tok, data, spec, step, device, world)
-                if world is not None:
-                    step_loss, tokens = _sum_grads(params, world, step_loss, tokens)
-                torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+            step_loss, tokens = _gradient(model, tok, data, spec, step, device, params, dp, clipper, world)
             result.tokens += tokens
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -184,6 +178,19 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
     result.steps = end
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _gradient(model, tok, data, spec: TrainingSpec, step: int, device: str, params, dp, clipper, world):
+    """Set every LoRA factor's ``.grad`` for ``step``; returns (loss, tokens)."""
+    import torch
+
+    if dp:
+        return dp_step(model, tok, data, spec.batch_size, device, clipper, dp, world)
+    step_loss, tokens = _plain_step(model, tok, data, spec, step, device, world)
+    if world is not None:
+        step_loss, tokens = _sum_grads(params, world, step_loss, tokens)
+    torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+    return step_loss, tokens
 
 
 def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int, device: str,
