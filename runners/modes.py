@@ -90,7 +90,8 @@ class DP:
         self.ledger.begin(self.round_id, plan.event(plan.allowed_steps), {
             "started": clock.fmt(rnd.started), "planned_steps": plan.planned_steps, "delta": plan.delta,
             "accountant": plan.accountant, "max_grad_norm": plan.config.max_grad_norm,
-            "expected_batch_size": plan.config.expected_batch, "spec_sha256": rnd.opened.digest})
+            "expected_batch_size": plan.config.expected_batch, "sample_rate": plan.config.sample_rate,
+            "processes": rnd.world.size if rnd.world is not None else 1, "spec_sha256": rnd.opened.digest})
         self.charged = True
 
     def _refuse(self, rnd, plan: privacy.DPPlan) -> None:

@@ -61,6 +61,8 @@ class Round:
     progress: Progress | None = None
     events: list[dict] = field(default_factory=list)
     started: Any = None
+    world: Any = None  # runners/distributed.py under torchrun (this is rank 0); None in one process
+    led: list = field(default_factory=list)  # set once the training job went to the other ranks
 
     @property
     def spec(self):
@@ -120,17 +122,64 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         keyring.resolve_public(r)
     signer = keyring.signer(opened.spec.output.signing_key, passphrase)
     prepared = inputs_stage.prepare(opened, keyring)
-    store = RouteStore(state, opened.spec.route_key, now=now)
-    with store.session("peft run", wait=wait_busy):
-        mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
-        rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,
-                    progress, started=now())
+    world = _world(opened.spec)
+    if world is not None and not world.main:  # under torchrun: rank 0 leads, this rank trains its share
+        from . import ddp_round
+
         try:
-            return _stages(rnd, prepared)
-        except Interrupted:
-            store.append(ROUND, {"outcome": "interrupted", "spec_sha256": opened.digest,
-                                 "note": "checkpoint saved; re-run to resume"})
-            raise
+            return RoundResult(FOLLOWER, {"code": ddp_round.follow(world, opened, prepared, stop)}, None, None)
+        finally:
+            world.close()
+    store = RouteStore(state, opened.spec.route_key, now=now)
+    led: list = []
+    failure: BaseException | None = None
+    try:
+        with store.session("peft run", wait=wait_busy):
+            mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
+            rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,
+                        progress, started=now(), world=world, led=led)
+            try:
+                return _stages(rnd, prepared)
+            except Interrupted:
+                store.append(ROUND, {"outcome": "interrupted", "spec_sha256": opened.digest,
+                                     "note": "checkpoint saved; re-run to resume"})
+                raise
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        _finish_world(world, failure, led)
+
+
+FOLLOWER = "follower"  # a rank other than 0 under torchrun: it trained; rank 0 wrote everything
+
+
+def _world(spec):
+    """torchrun's process group when WORLD_SIZE > 1 (runners/distributed.py), checked against the spec."""
+    from . import distributed
+
+    if distributed.world_size() <= 1:
+        return None
+    from . import model as model_mod
+
+    world = distributed.open_world(model_mod.pick_device(spec.training.precision).name)
+    try:
+        distributed.check_batch(world, spec.training.batch_size)
+    except BaseException:
+        world.close()
+        raise
+    return world
+
+
+def _finish_world(world, exc, led: list) -> None:
+    if world is None:
+        return
+    from . import ddp_round
+
+    try:
+        ddp_round.finish(world, ddp_round.code_of(exc), trained=bool(led))
+    finally:
+        world.close()
 
 
 def _check_round(spec, keyring: tgsp.Keyring) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import os
 import sys
 import threading
 from pathlib import Path
@@ -39,6 +40,16 @@ def _graceful_stop() -> Iterator[threading.Event]:
             signal.signal(sig, h)
 
 
+def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int, node_rank: int, addr, port: int) -> int:
+    """Start the round's processes with torch's elastic launcher (runners/launch.py)."""
+    from runners.launch import launch
+
+    argv = ["peft", "run", "--spec", str(spec), "--wait-busy", str(wait_busy)]
+    for flag, value in flags.items():
+        argv += [flag] if value is True else [flag, str(value)] if value not in (None, False) else []
+    return launch(argv, nproc, nnodes=nnodes, node_rank=node_rank, master_addr=addr, master_port=port)
+
+
 @app.command()
 def run(
     spec: Path = typer.Option(..., "--spec", help="The run spec (JSON). See docs/peft-run.md."),
@@ -49,6 +60,11 @@ def run(
     input_root: Optional[Path] = typer.Option(None, "--input-root", help="Resolve relative input paths (model, feeds) here instead of the spec's folder (for containers).", file_okay=False),
     output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
     wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If another round holds the route, retry its lock this long before exiting 73 (route busy)."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, max=1024, help="Start this many processes on this node with torch's elastic launcher (torchrun's), gloo on CPU, NCCL on GPU; rank 0 writes. Exits with the round's code."),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, max=4096, help="With --nproc-per-node: the number of nodes (static rendezvous on --master-addr)."),
+    node_rank: int = typer.Option(0, "--node-rank", min=0, help="With --nnodes: this node's rank."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="With --nnodes: rank 0's node address."),
+    master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="With --nnodes: the rendezvous port."),
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
@@ -62,6 +78,10 @@ def run(
     """
     from runners.round import run_round
 
+    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
+        flags = {"--passphrase-file": passphrase_file, "--input-root": input_root, "--output-root": output_root,
+                 "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok}
+        raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port))
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome
@@ -72,6 +92,9 @@ def run(
             result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)), stop=stop,
                                progress=progress,
                                input_root=input_root, output_root=output_root, wait_busy=wait_busy)
+        if result.outcome == "follower":  # torchrun, rank > 0: rank 0 reports; every rank ends with its code
+            code = result.report["code"]
+            raise typer.Exit(0 if skip_ok and code == 10 else code)
     except NoveltySkipped as exc:
         if not skip_ok:
             return report_outcome(exc, report)

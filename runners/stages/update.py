@@ -79,13 +79,19 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
     model, warm = _with_adapter(rnd, i)
     start = _federated(rnd, model, warm)
     dp_run, limit = rnd.mode.trainer(i.device.name)
-    progress = rnd.progress
-    result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints,
-                   fingerprint(rnd, i, sel), stop=rnd.stop, dp=dp_run, limit=limit,
+    progress, fp = rnd.progress, fingerprint(rnd, i, sel)
+    if rnd.world is not None:  # torchrun: the other ranks train their share of the same job
+        from ..ddp_round import lead
+
+        lead(rnd.world, model, sel.train_data, spec, dp_run, limit, fp, rnd.checkpoints)
+        rnd.led.append(True)
+    result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints, fp,
+                   stop=rnd.stop, dp=dp_run, limit=limit, world=rnd.world,
                    progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None)
     record = {**result.metrics(), "train_examples": len(sel.train_data), "train_sha256": rnd.mode.private(sel.digest),
               "lora": spec.lora.model_dump(mode="json"), "planned_steps": total_steps(spec.training, len(sel.train_data)),
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
-              "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base"}
+              "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base",
+              "processes": rnd.world.size if rnd.world is not None else 1}
     rnd.record("tgflow.training", rnd.mode.training_record(result, record))
     return Update(model, result, warm, rnd.mode.finish(rnd, result), start)
