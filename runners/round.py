@@ -130,10 +130,10 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
             return RoundResult(FOLLOWER, {"code": ddp_round.follow(world, opened, prepared, stop)}, None, None)
         finally:
             world.close()
-    store = RouteStore(state, opened.spec.route_key, now=now)
     led: list = []
     failure: BaseException | None = None
-    try:
+    try:  # from here on, every way out tells the other ranks (if any) how the round ended
+        store = RouteStore(state, opened.spec.route_key, now=now)
         with store.session("peft run", wait=wait_busy):
             mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
             rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,
