@@ -34,7 +34,7 @@ def _weight(n2he, examples: int | None) -> int:
 
 
 def body(rnd, sel, u, final: dict, names: list[str], examples: int | None) -> Body:
-    spec, n2he = rnd.spec, rnd.spec.privacy.n2he
+    n2he = rnd.spec.privacy.n2he
     pub = context.public(rnd.keyring, n2he.context, max_age_days=n2he.max_key_age_days, now=rnd.now)
     weight = _weight(n2he, examples)
     if weight * n2he.max_update_norm >= pub.params.max_abs:

@@ -4,7 +4,6 @@ ciphertexts (never deserialized), a dishonest aggregator, a site that did not cl
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from datetime import timedelta
