@@ -29,7 +29,7 @@ from ..stages import evaluate as evaluate_stage, inputs as inputs_stage, release
 from ..stages.inputs import open_round
 from ..stages.select import Selection
 from ..stages.update import Update
-from ..store import ROUND, RouteStore
+from ..store import RouteStore
 from ..n2he import sum as he_sum
 from . import compress, merge as merge_mod, start as start_mod, updates
 
@@ -151,22 +151,6 @@ def _weights(accepted: list[updates.Screened]) -> list[float]:
     return [s.weight / total for s in accepted]
 
 
-def _index_ok(reader: PayloadReader, names: list[str], method: str) -> None:
-    import json
-
-    expected = {updates.INDEX} | {updates.delta_file(k) for k in range(len(names))}
-    if set(reader.files) != expected:
-        raise InputError(f"update {reader.report.package_id[:23]} holds other payload files than its "
-                         f"{len(names)} modules", hint="re-run the aggregation without it")
-    try:
-        index = json.loads(reader.read(updates.INDEX, max_bytes=64 << 20))
-    except ValueError:
-        index = None
-    if not isinstance(index, dict) or index.get("format") != updates.INDEX_FORMAT or index.get("modules") != names:
-        raise InputError(f"update {reader.report.package_id[:23]}: its module list does not match its manifest",
-                         hint="re-run the aggregation without it")
-
-
 def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, method: str):
     """Site factors (B, A) of module ``k``: start + decoded deltas."""
     import torch
@@ -198,7 +182,7 @@ def merge(accepted: list[updates.Screened], identities: list, start: dict[str, A
     with contextlib.ExitStack() as stack:
         readers = [stack.enter_context(PayloadReader(s.path, s.report, identities)) for s in accepted]
         for r in readers:
-            _index_ok(r, names, method)
+            updates.index_ok(r, names, {updates.delta_file(k) for k in range(len(names))}, f"{len(names)} modules")
         for k, name in enumerate(names):
             a0, b0 = start[name + start_mod.A_SUFFIX], start[name + start_mod.B_SUFFIX]
             parts = ((w, *_factors(r, k, c, a0, b0, method)) for w, r, c in zip(weights, readers, codecs))
@@ -233,9 +217,9 @@ def _candidate(i, spec, state: dict[str, Any], rank: int):
 
 
 def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, output_root, *,
-            reader: str | None = None, releases: bool | None = None):
+            reader: Callable[[Any], str] | None = None, releases: bool | None = None):
     """Everything checked before the lock: spec, flags, keys, recipients, model and feeds.
-    ``reader``: the recipient key that opens the updates (default: federation.aggregator);
+    ``reader(spec)``: the recipient key that opens the updates (default: federation.aggregator);
     ``releases``: default, unless the spec is n2he (the aggregator then writes a sum)."""
     opened = _open(spec_path, req, input_root, output_root, now, releases)
     spec, fed = opened.spec, opened.spec.federation
@@ -255,7 +239,7 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
         raise InputError("--quorum must be at least 2 under privacy.mode \"n2he\": a sum of one update is that update",
                          hint="pass --quorum 2 or more")
     policy = keyring.trust_policy(trusted=sites, route=spec.route_key, kind=updates.KIND)
-    reader = reader or fed.aggregator
+    reader = reader(spec) if reader else fed.aggregator
     idents = adapters.identities_for(keyring, [reader], passphrase)
     if not idents:
         what = "federation.aggregator" if reader == fed.aggregator else "the key that opens the updates"

@@ -22,7 +22,7 @@ from typing import Any
 
 import tgsp
 from tgsp.canonical import encode, sha256_hex
-from tgsp.errors import NotFoundError, TgflowError
+from tgsp.errors import InputError, NotFoundError, TgflowError
 from tgsp.lineage import Lineage
 
 from . import compress
@@ -49,6 +49,20 @@ def split_factors(parts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         else:
             other += 1
     return by["A"], by["B"], other
+
+
+def index_ok(reader, names: list[str], files: set[str], what: str) -> None:
+    """A package being merged or summed (a PayloadReader) holds exactly ``files`` (besides
+    modules.json), and its modules.json lists ``names``; ``what`` names the files for the error."""
+    pid = reader.report.package_id[:23]
+    if set(reader.files) != {INDEX} | files:
+        raise InputError(f"package {pid} holds other payload files than its {what}", hint="re-run without it")
+    try:
+        index = json.loads(reader.read(INDEX, max_bytes=64 << 20))
+    except ValueError:
+        index = None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or index.get("modules") != names:
+        raise InputError(f"package {pid}: its module list does not match its manifest", hint="re-run without it")
 
 
 def modules_digest(names: list[str]) -> str:

@@ -58,17 +58,15 @@ def _verified_sum(job: Job, want: dict[str, Any]):
     if not report.ok:
         bad = report.first_failure
         raise SumRefused(f"the sum {dreq.sum} failed verification: {bad.name}: {bad.detail}",
-                                 hint="decrypt only a sum signed by the aggregator (--aggregator); nothing was decrypted")
+                         hint="decrypt only a sum signed by the aggregator (--aggregator); nothing was decrypted")
     fed = report.manifest.get("federation")
     why = updates._mismatch(fed, {**want, "format": layout.SUM_FORMAT})
-    he = fed.get("he") if why is None else None
-    if why is None and isinstance(he, dict):
-        why = layout.he_mismatch({"he": {**he, "weight": 1, "max_update_norm": 1.0}}, job.pub.id, job.pub.params, job.n)
-    elif why is None:
-        why = "it has no he section"
-    summed = fed.get("summed") if why is None else None
-    if why is None and not (isinstance(summed, list) and all(isinstance(c, dict) for c in summed)):
-        why = "it lists no summed updates"
+    if why is None:
+        he, summed = fed.get("he"), fed.get("summed")
+        why = (layout.ciphertexts_mismatch(he, job.pub.id, job.pub.params, job.n) if isinstance(he, dict)
+               else "it has no he section")
+        if why is None and not (isinstance(summed, list) and all(isinstance(c, dict) for c in summed)):
+            why = "it lists no summed updates"
     if why:
         raise SumRefused(f"the sum {dreq.sum} does not fit this round: {why}", hint="nothing was decrypted")
     return report, fed
@@ -97,7 +95,7 @@ def _key_holder_set(job: Job, fed, want, used: dict[str, str]) -> updates.Screen
         if pid not in have:
             why = next((r["reason"] for r in screened.refused if r["update"] == pid), "it was not given")
             raise SumRefused(f"the sum lists update {pid[:23]}, which the key holder cannot use: {why}",
-                                     hint="give every update the sum lists (--updates-dir); nothing was decrypted")
+                             hint="give every update the sum lists (--updates-dir); nothing was decrypted")
     screened.accepted = [have[pid] for pid in listed]
     return screened
 
@@ -113,7 +111,7 @@ def _shared_key_set(job: Job, fed, used: dict[str, str]) -> updates.Screening:
         pid, site, w = c.get("update"), c.get("site_key"), c.get("weight")
         if site not in roots or pid in used or not isinstance(w, int) or isinstance(w, bool) or w < 1:
             raise SumRefused(f"the sum lists update {str(pid)[:23]} from a site not trusted here, one already "
-                                     "released, or one without a weight", hint="nothing was decrypted")
+                             "released, or one without a weight", hint="nothing was decrypted")
         man = {"federation": {"examples": c.get("examples"), "he": {"weight": w, "max_update_norm": per}},
                "privacy": c.get("privacy")}
         out.accepted.append(updates.Screened(job.dreq.sum, str(pid), site, roots[site], float(w), man, None))
@@ -139,8 +137,8 @@ def _same(theirs: PayloadReader, own):
     for k, ct in enumerate(own):
         if theirs.read(layout.ct_file(k), max_bytes=he_sum.MAX_CT) != ct:
             raise SumRefused(f"the aggregator's sum differs from the key holder's own sum of the same signed "
-                                     f"updates (ciphertext {k}): nothing was decrypted",
-                                     hint="the aggregator is broken or dishonest; re-run its aggregation")
+                             f"updates (ciphertext {k}): nothing was decrypted",
+                             hint="the aggregator is broken or dishonest; re-run its aggregation")
         yield ct
 
 
@@ -152,7 +150,7 @@ def _adapter(job: Job, vec: np.ndarray, accepted: list[updates.Screened]) -> tup
     norm = float(np.linalg.norm(vec))
     if norm > bound * (1 + 1e-6) + params.release_step * np.sqrt(len(vec)):
         raise SumRefused(f"the decrypted sum has norm {norm:.6g}, over the {bound:.6g} that clipped updates "
-                                 "can sum to: a site did not clip its update (poisoning?); nothing was released")
+                         "can sum to: a site did not clip its update (poisoning?); nothing was released")
     total = sum(s.federation["he"]["weight"] for s in accepted)
     state = dict(job.start)
     for key, delta in layout.split(vec / total, job.start, job.names).items():
@@ -173,9 +171,9 @@ def _reader_key(spec, dreq: DecryptRequest) -> str:
 def decrypt(spec_path: str | Path, dreq: DecryptRequest, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
             now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
             output_root: Path | None = None) -> RoundResult:
-    spec = inputs_stage.open_round(spec_path, input_root, output_root, now).spec
     rnd, prepared, method, _, idents = agg.prepare(spec_path, dreq.base, keyring, passphrase, now, input_root,
-                                                   output_root, reader=_reader_key(spec, dreq), releases=True)
+                                                   output_root, reader=lambda spec: _reader_key(spec, dreq),
+                                                   releases=True)
     n2he = rnd.spec.privacy.n2he
     i = inputs_stage.gather(rnd, prepared)
     ident, start_state = agg._start(rnd, i)

@@ -28,12 +28,6 @@ def ct_file(k: int) -> str:
     return f"he/{k:05d}.ct"
 
 
-def payload_files(n_ct: int) -> set[str]:
-    from ..fed import updates
-
-    return {updates.INDEX} | {ct_file(k) for k in range(n_ct)}
-
-
 def shapes(start: dict, names: list[str]) -> list[tuple[int, ...]]:
     return [tuple(start[n + start_mod.B_SUFFIX].shape) for n in names]
 
@@ -80,6 +74,17 @@ def he_mismatch(fed: dict[str, Any], context_id: str, params: ckks.Params, n: in
     he = fed.get("he")
     if not isinstance(he, dict):
         return "it is not an n2he update (no he section): this aggregation sums ciphertexts"
+    why = ciphertexts_mismatch(he, context_id, params, n)
+    c = he.get("max_update_norm")
+    if why is None and (not _positive_int(he.get("weight"), MAX_WEIGHT) or not isinstance(c, (int, float))
+                        or isinstance(c, bool) or not 0 < c <= 1e6):
+        why = "its weight or clipping bound is missing or out of range"
+    return why
+
+
+def ciphertexts_mismatch(he: dict[str, Any], context_id: str, params: ckks.Params, n: int) -> str | None:
+    """Why the ciphertexts an ``he`` section (of an update or a sum) describes are not this
+    context's n values, or None."""
     if he.get("layout") != LAYOUT:
         return "its he layout is not one this tgflow sums"
     if he.get("context") != context_id:
@@ -89,10 +94,6 @@ def he_mismatch(fed: dict[str, Any], context_id: str, params: ckks.Params, n: in
         return "its HE parameters differ from the context's"
     if he.get("values") != n or he.get("ciphertexts") != ckks.chunks_for(n, params):
         return f"it holds {he.get('values')} values in {he.get('ciphertexts')} ciphertexts, not the start's {n}"
-    c = he.get("max_update_norm")
-    if not _positive_int(he.get("weight"), MAX_WEIGHT) or not isinstance(c, (int, float)) or isinstance(c, bool) \
-            or not 0 < c <= 1e6:
-        return "its weight or clipping bound is missing or out of range"
     return None
 
 

@@ -51,16 +51,7 @@ def check_range(accepted: list[updates.Screened], params: ckks.Params) -> float:
 
 
 def index_ok(reader: PayloadReader, names: list[str], n_ct: int) -> None:
-    pid = reader.report.package_id[:23]
-    if set(reader.files) != layout.payload_files(n_ct):
-        raise InputError(f"package {pid} holds other payload files than its {n_ct} ciphertexts",
-                         hint="re-run without it")
-    try:
-        index = json.loads(reader.read(updates.INDEX, max_bytes=64 << 20))
-    except ValueError:
-        index = None
-    if not isinstance(index, dict) or index.get("format") != updates.INDEX_FORMAT or index.get("modules") != names:
-        raise InputError(f"package {pid}: its module list does not match its manifest", hint="re-run without it")
+    updates.index_ok(reader, names, {layout.ct_file(k) for k in range(n_ct)}, f"{n_ct} ciphertexts")
 
 
 def summed(accepted: list[updates.Screened], identities: list, pub, names: list[str]) -> Iterator[bytes]:
