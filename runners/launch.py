@@ -26,12 +26,13 @@ def launch(argv: list[str], nproc: int, *, nnodes: int = 1, node_rank: int = 0, 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nnodes == 1 and master_addr is None:
-        rdzv = {"rdzv_backend": "c10d", "rdzv_endpoint": "127.0.0.1:0", "rdzv_configs": {}}
-    else:
-        rdzv = {"rdzv_backend": "static", "rdzv_endpoint": f"{master_addr or '127.0.0.1'}:{master_port}",
-                "rdzv_configs": {"rank": node_rank}}
-    config = LaunchConfig(min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                          max_restarts=0, monitor_interval=0.2, **rdzv)
+        rdzv = {"rdzv_backend": "c10d", "rdzv_endpoint": "127.0.0.1:0", "rdzv_configs": {}, "run_id": uuid.uuid4().hex}
+    else:  # every node must name the same run: the static rendezvous keys its store by it
+        endpoint = f"{master_addr or '127.0.0.1'}:{master_port}"
+        rdzv = {"rdzv_backend": "static", "rdzv_endpoint": endpoint, "rdzv_configs": {"rank": node_rank},
+                "run_id": f"tgflow-{endpoint}"}
+    config = LaunchConfig(min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, max_restarts=0,
+                          monitor_interval=0.2, **rdzv)
     try:
         elastic_launch(config, sys.executable)("-m", "tgflow_cli", *argv)
     except ChildFailedError as exc:

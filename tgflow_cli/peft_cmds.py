@@ -7,6 +7,7 @@ import signal
 import os
 import sys
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -14,6 +15,12 @@ import typer
 
 from .common import STATE, emit_json, keyring, passphrase
 from .term import err, say, styled, warn
+
+class Cluster(str, Enum):
+    sagemaker = "sagemaker"
+    vertex = "vertex"
+    spark = "spark"
+
 
 app = typer.Typer(no_args_is_help=True, help="Continuous learning of LoRA adapters (in-process, GPU when present).")
 
@@ -40,14 +47,25 @@ def _graceful_stop() -> Iterator[threading.Event]:
             signal.signal(sig, h)
 
 
-def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int, node_rank: int, addr, port: int) -> int:
-    """Start the round's processes with torch's elastic launcher (runners/launch.py)."""
+def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_rank: int, addr, port: int,
+            cluster: str | None) -> int:
+    """Start the round's processes: torch's elastic launcher (runners/launch.py), on this
+    node's place in a platform's cluster (runners/clusters.py), or Spark's TorchDistributor."""
     from runners.launch import launch
 
     argv = ["peft", "run", "--spec", str(spec), "--wait-busy", str(wait_busy)]
     for flag, value in flags.items():
         argv += [flag] if value is True else [flag, str(value)] if value not in (None, False) else []
-    return launch(argv, nproc, nnodes=nnodes, node_rank=node_rank, master_addr=addr, master_port=port)
+    if cluster == "spark":
+        from runners import spark_launch
+
+        return spark_launch.launch(argv, nproc * (nnodes or 1), output_root=flags["--output-root"])
+    if cluster is not None:
+        from runners.clusters import placement
+
+        where = placement(cluster, nnodes)
+        nnodes, node_rank, addr, port = where.nnodes, where.node_rank, where.master_addr, where.master_port
+    return launch(argv, nproc, nnodes=nnodes or 1, node_rank=node_rank, master_addr=addr, master_port=port)
 
 
 @app.command()
@@ -61,10 +79,11 @@ def run(
     output_root: Optional[Path] = typer.Option(None, "--output-root", help="Write the package (basename of output.path) and the route state here (for containers).", file_okay=False),
     wait_busy: float = typer.Option(0, "--wait-busy", metavar="SECONDS", min=0, max=86400, help="If another round holds the route, retry its lock this long before exiting 73 (route busy)."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, max=1024, help="Start this many processes on this node with torch's elastic launcher (torchrun's), gloo on CPU, NCCL on GPU; rank 0 writes. Exits with the round's code."),
-    nnodes: int = typer.Option(1, "--nnodes", min=1, max=4096, help="With --nproc-per-node: the number of nodes (static rendezvous on --master-addr)."),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", min=1, max=4096, help="With --nproc-per-node: the number of nodes (static rendezvous on --master-addr). Default 1, or what --cluster finds (which must then agree)."),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="With --nnodes: this node's rank."),
     master_addr: Optional[str] = typer.Option(None, "--master-addr", help="With --nnodes: rank 0's node address."),
     master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="With --nnodes: the rendezvous port."),
+    cluster: Optional[Cluster] = typer.Option(None, "--cluster", help="Read the nodes and this node's rank from the platform: sagemaker (resourceconfig.json), vertex (CLUSTER_SPEC); spark: start the ranks on the Spark cluster with TorchDistributor (Databricks)."),
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
@@ -78,10 +97,12 @@ def run(
     """
     from runners.round import run_round
 
-    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
+    # A platform's cluster may set WORLD_SIZE for its nodes (Vertex AI does): --cluster always launches.
+    if cluster is not None or ((nproc_per_node > 1 or (nnodes or 1) > 1) and "WORLD_SIZE" not in os.environ):
         flags = {"--passphrase-file": passphrase_file, "--input-root": input_root, "--output-root": output_root,
                  "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok}
-        raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port))
+        raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port,
+                                 cluster.value if cluster else None))
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome

@@ -58,6 +58,7 @@ def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any
     module = _module(backend)
     _known_settings(backend, module.SETTINGS, options.settings)
     _check_federated(spec, options.aggregate)
+    jobspec.check_scale(options)
     files = module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)

@@ -62,6 +62,12 @@ class ExportOptions:
     retries: int = 3
     settings: dict[str, str] = field(default_factory=dict)  # backend-specific (--set KEY=VALUE)
     aggregate: Aggregation | None = None
+    nodes: int = 1  # --nodes: machines per round (each backend's own multi-node setting)
+    procs_per_node: int = 1  # --procs-per-node: training processes per machine (one per GPU)
+
+    @property
+    def distributed(self) -> bool:
+        return self.nodes * self.procs_per_node > 1
 
     def final_codes(self) -> tuple[int, ...]:
         """Exit codes a retry cannot help; an aggregation's missed quorum (14) is one of them."""
@@ -110,8 +116,34 @@ def check_paths(spec: RunSpec) -> None:
                              "under --input-root", hint="use a path inside the spec's folder, or an absolute container path")
 
 
+def check_scale(options: ExportOptions) -> None:
+    """--nodes and --procs-per-node scale a training round; aggregation is one process."""
+    if options.nodes < 1 or options.procs_per_node < 1:
+        raise InputError("--nodes and --procs-per-node must be at least 1")
+    if options.distributed and options.aggregate is not None:
+        raise InputError(f"--nodes/--procs-per-node scale a training round: `tgflow fed {options.aggregate.step}` "
+                         "runs in one process", hint="drop --nodes/--procs-per-node from the aggregation export")
+    if options.distributed and options.gpus and options.gpus != options.procs_per_node:
+        raise InputError(f"--gpus {options.gpus} per node with --procs-per-node {options.procs_per_node}: each process "
+                         "trains on one GPU", hint=f"pass --gpus {options.procs_per_node} (or leave --gpus out)")
+
+
+def launch_flags(options: ExportOptions, **rendezvous: str) -> list[str]:
+    """``peft run``'s launcher flags (runners/launch.py): processes on this node, and for several
+    nodes either the platform's cluster description (cluster="sagemaker") or explicit
+    node_rank / master_addr / master_port, often $(VAR) references the platform fills in."""
+    if not options.distributed:
+        return []
+    flags = ["--nproc-per-node", str(options.procs_per_node)]
+    if options.nodes > 1:
+        flags += ["--nnodes", str(options.nodes)]
+        for key, value in rendezvous.items():
+            flags += [f"--{key.replace('_', '-')}", value]
+    return flags
+
+
 def command(config_dir: str, input_root: str, output_root: str,
-            aggregate: Aggregation | None = None) -> tuple[list[str], list[str]]:
+            aggregate: Aggregation | None = None, launch: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     roots = ["--input-root", input_root, "--output-root", output_root]
     if aggregate is not None and aggregate.decrypt_from:  # the n2he key holder: the sum, and the updates it lists
         return ["tgflow"], ["fed", "decrypt", f"{input_root}/{aggregate.sum}", "--updates-dir",
@@ -122,7 +154,7 @@ def command(config_dir: str, input_root: str, output_root: str,
         return ["tgflow"], ["fed", "aggregate", "--updates-dir", f"{input_root}/{aggregate.updates}", "--spec",
                             f"{config_dir}/run_spec.json", "--quorum", str(aggregate.quorum), *roots, "--wait-busy",
                             str(BUSY_WAIT_SECONDS), "--json"]
-    return ["tgflow"], ["peft", "run", "--spec", f"{config_dir}/run_spec.json", *roots, "--skip-ok", "--wait-busy",
+    return ["tgflow"], ["peft", "run", *launch, "--spec", f"{config_dir}/run_spec.json", *roots, "--skip-ok", "--wait-busy",
                         str(BUSY_WAIT_SECONDS), "--json"]
 
 
@@ -157,6 +189,7 @@ def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str]
         "env": env,
         "secrets": secrets,
         "resources": {"cpu": options.cpu, "memory": options.memory, "gpus": options.gpus},
+        "scale": {"nodes": options.nodes, "procs_per_node": options.procs_per_node},
         "inputs": inputs,
         "outputs": outputs,
         "schedule": None if options.schedule is None else {"unix": options.schedule, "native": schedule},

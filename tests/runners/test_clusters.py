@@ -1,0 +1,142 @@
+"""Several nodes, placed by the platform's own cluster description (`peft run --cluster`):
+the readers on descriptions written as SageMaker and Vertex AI write them, hostile ones
+refused in one line, and real 2-node rounds on this machine: Vertex's CLUSTER_SPEC, and
+Spark's TorchDistributor (a local Spark master; Databricks runs the same code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runners import clusters
+from tests.helpers import PASS
+from tests.runners.test_ddp_round import _files, _max_rel, _tgflow, _weights
+from tgsp.errors import InputError
+
+
+def _resourceconfig(tmp_path, current, hosts):
+    (tmp_path / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": current, "hosts": hosts, "network_interface_name": "eth0"}))
+    return {"TGFLOW_SAGEMAKER_CONFIG_DIR": str(tmp_path)}
+
+
+def test_sagemaker_places_nodes_in_sorted_host_order(tmp_path):
+    hosts = ["algo-2", "algo-1", "algo-3"]
+    ranks = [clusters.placement("sagemaker", 3, _resourceconfig(tmp_path, h, hosts)).node_rank for h in hosts]
+    assert ranks == [1, 0, 2]
+    assert clusters.placement("sagemaker", None, _resourceconfig(tmp_path, "algo-3", hosts)).master_addr == "algo-1"
+    with pytest.raises(InputError, match="the cluster has 3 nodes, but --nnodes says 2"):
+        clusters.placement("sagemaker", 2, _resourceconfig(tmp_path, "algo-1", hosts))
+
+
+@pytest.mark.parametrize("doc", [{"current_host": "algo-9", "hosts": ["algo-1"]}, {"hosts": ["a", "a"], "current_host": "a"},
+                                 {"current_host": "a"}, [], "text", {"current_host": "a", "hosts": [1]}])
+def test_sagemaker_refuses_a_broken_description(tmp_path, doc):
+    (tmp_path / "resourceconfig.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="--cluster sagemaker: .*resourceconfig.json needs distinct"):
+        clusters.sagemaker({"TGFLOW_SAGEMAKER_CONFIG_DIR": str(tmp_path)})
+    with pytest.raises(InputError, match="does not exist"):
+        clusters.sagemaker({"TGFLOW_SAGEMAKER_CONFIG_DIR": str(tmp_path / "none")})
+
+
+def _spec(kind, index, workers=1, port=2222):
+    return json.dumps({"cluster": {"workerpool0": [f"cmle-training-workerpool0-0:{port}"],
+                                   "workerpool1": [f"cmle-training-workerpool1-{i}:2222" for i in range(workers)]},
+                       "environment": "cloud", "task": {"type": kind, "index": index}, "job": "{}"})
+
+
+def test_vertex_reads_the_chief_and_the_workers():
+    assert clusters.vertex({"CLUSTER_SPEC": _spec("workerpool0", 0, 3)}) == clusters.Placement(
+        4, 0, "cmle-training-workerpool0-0", 2222)
+    assert clusters.vertex({"CLUSTER_SPEC": _spec("workerpool1", 2, 3)}).node_rank == 3
+
+
+@pytest.mark.parametrize("env", [{}, {"CLUSTER_SPEC": "{"}, {"CLUSTER_SPEC": _spec("workerpool2", 0)},
+                                 {"CLUSTER_SPEC": _spec("workerpool1", 1)}, {"CLUSTER_SPEC": _spec("workerpool0", 1)},
+                                 {"CLUSTER_SPEC": _spec("workerpool1", True)},
+                                 {"CLUSTER_SPEC": _spec("workerpool0", 0).replace(":2222", ":99999", 1)},
+                                 {"CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["a:1", "b:1"]},
+                                                              "task": {"type": "workerpool0", "index": 0}})}])
+def test_vertex_refuses_a_broken_description(env):
+    with pytest.raises(InputError, match="^--cluster vertex: "):
+        clusters.vertex(env)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=20))
+def test_any_cluster_spec_is_placed_or_refused_in_one_line(doc):
+    try:
+        found = clusters.vertex({"CLUSTER_SPEC": json.dumps(doc)})
+    except InputError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert 0 <= found.node_rank < found.nnodes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_vertex_nodes_release_the_same_adapter_as_one_process(workspace):
+    one = workspace.spec("one.json", output__path="out/one/adapter.tgsp")
+    two = workspace.spec("two.json", output__path="out/two/adapter.tgsp")
+    assert _tgflow(workspace, "peft", "run", "--spec", str(one)).returncode == 0
+    port = _free_port()
+    spec = {"cluster": {"workerpool0": [f"127.0.0.1:{port}"], "workerpool1": ["127.0.0.1:1"]}, "environment": "cloud"}
+    procs = []
+    for kind in ("workerpool0", "workerpool1"):
+        # Vertex may also set WORLD_SIZE/RANK for the nodes: --cluster launches regardless.
+        os.environ.update(CLUSTER_SPEC=json.dumps({**spec, "task": {"type": kind, "index": 0}}),
+                          WORLD_SIZE="2", RANK=str(len(procs)))
+        try:
+            procs.append(_tgflow(workspace, "peft", "run", "--spec", str(two), "--cluster", "vertex",
+                                 "--nnodes", "2", wait=False))
+        finally:
+            for key in ("CLUSTER_SPEC", "WORLD_SIZE", "RANK"):
+                os.environ.pop(key)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    a, b = (_weights(workspace, workspace.root / f"out/{n}/adapter.tgsp") for n in ("one", "two"))
+    assert _max_rel(a, b) < 1e-5
+    assert _files(workspace.root / "out/one") == _files(workspace.root / "out/two")
+
+
+def test_spark_torchdistributor_runs_the_round_and_returns_its_code(workspace, tmp_path):
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.fail("Spark needs a Java runtime (.ci/run installs default-jre-headless)")
+    spec = workspace.spec("spark.json")
+    single, spark = tmp_path / "single", tmp_path / "spark"
+    assert _tgflow(workspace, "peft", "run", "--spec", str(spec), "--output-root", str(single)).returncode == 0
+    os.environ.update(PYSPARK_SUBMIT_ARGS="--master local[2] --conf spark.ui.enabled=false pyspark-shell",
+                      PYSPARK_PYTHON=sys.executable)
+    try:
+        run = lambda *extra: _tgflow(workspace, "peft", "run", "--spec", str(spec), "--cluster", "spark",  # noqa: E731
+                                     "--nproc-per-node", "2", "--output-root", str(spark), *extra)
+        first = run()
+        assert first.returncode == 0, first.stderr[-3000:]
+        again, quiet = run(), run("--skip-ok")  # nothing new: the round's own code comes back through Spark
+    finally:
+        for key in ("PYSPARK_SUBMIT_ARGS", "PYSPARK_PYTHON"):
+            os.environ.pop(key)
+    assert (again.returncode, quiet.returncode) == (10, 0), again.stderr[-2000:]
+    assert _max_rel(_weights(workspace, single / "adapter.tgsp"), _weights(workspace, spark / "adapter.tgsp")) < 1e-5
+    assert not list((spark / ".tgflow-launch").iterdir())  # each launch's result file is read and removed
+
+
+def test_spark_needs_a_shared_output_root(workspace):
+    proc = _tgflow(workspace, "peft", "run", "--spec", str(workspace.spec()), "--cluster", "spark")
+    assert proc.returncode == 2 and "--cluster spark needs --output-root" in proc.stderr
+    assert PASS  # the workspace's passphrase is in the environment: nothing was asked
