@@ -24,7 +24,6 @@ from typing import Callable, Mapping
 from tgsp.errors import InputError
 
 SAGEMAKER_CONFIG = Path("/opt/ml/input/config")
-DEFAULT_PORT = 29500
 _MAX_DESCRIPTION = 1 << 20  # a cluster description is a few hundred bytes
 
 
@@ -33,7 +32,7 @@ class Placement:
     nnodes: int
     node_rank: int
     master_addr: str
-    master_port: int = DEFAULT_PORT
+    master_port: int | None = None  # None: peft run's --master-port
 
 
 def _fail(name: str, problem: str) -> InputError:

@@ -34,6 +34,8 @@ def export(
     cpu: str = typer.Option("2", "--cpu", help="CPU request."),
     memory: str = typer.Option("8Gi", "--memory", help="Memory request."),
     timeout_minutes: int = typer.Option(240, "--timeout-minutes", min=1, help="Hard time limit per run."),
+    nodes: int = typer.Option(1, "--nodes", min=1, max=4096, help="Machines per round: torchrun's nodes, on the platform's own multi-node setting (docs/export.md#scaling-out)."),
+    procs_per_node: int = typer.Option(1, "--procs-per-node", min=1, max=64, help="Training processes per machine (one per GPU; --gpus, if given, must match)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Backend setting KEY=VALUE (see docs/export.md). Repeatable."),
     aggregate: bool = typer.Option(False, "--aggregate", help="Export the aggregator's job (tgflow fed aggregate) for a federated spec, instead of a round."),
     quorum: Optional[int] = typer.Option(None, "--quorum", min=1, help="With --aggregate: fewest valid updates to aggregate."),
@@ -48,6 +50,8 @@ def export(
     Example: tgflow export --backend k8s --spec examples/run_spec.json -o k8s/ --schedule '0 3 * * *' --check
 
     Federated: tgflow export --backend k8s --spec examples/fed_aggregator.json --aggregate --quorum 2 -o k8s-agg/ --schedule '0 5 * * *' --check
+
+    Scaled out: tgflow export --backend k8s --spec examples/run_spec.json --nodes 2 --procs-per-node 4 --gpus 4 -o k8s-dist/ --check
 
     n2he key holder: tgflow export --backend k8s --spec examples/n2he_keyholder.json --aggregate --quorum 2 --decrypt-from aggregator-sign -o k8s-kh/ --check
     """
@@ -69,9 +73,11 @@ def export(
     image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
     options = ExportOptions(image=image, schedule=schedule,
                             name=name, gpus=gpus, cpu=cpu, memory=memory, timeout_minutes=timeout_minutes,
-                            settings=settings,
+                            settings=settings, nodes=nodes, procs_per_node=procs_per_node,
                             aggregate=Aggregation(quorum, updates, decrypt_from, sum_path) if aggregate else None)
     files = ex.export(run_spec, backend.value, options)
+    if "pytorchjob.yaml" in files:
+        warn("PyTorchJob (kubeflow.org/v1) is deprecated upstream: prefer the default TrainJob (Kubeflow Trainer v2)")
     checked = ex.check(backend.value, files) if check else []
     paths = ex.write(files, output)
     if json_out:

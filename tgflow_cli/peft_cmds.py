@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import os
 import sys
 import threading
 from enum import Enum
@@ -64,7 +63,8 @@ def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_r
         from runners.clusters import placement
 
         where = placement(cluster, nnodes)
-        nnodes, node_rank, addr, port = where.nnodes, where.node_rank, where.master_addr, where.master_port
+        nnodes, node_rank, addr = where.nnodes, where.node_rank, where.master_addr
+        port = port if where.master_port is None else where.master_port
     return launch(argv, nproc, nnodes=nnodes or 1, node_rank=node_rank, master_addr=addr, master_port=port)
 
 
@@ -97,8 +97,10 @@ def run(
     """
     from runners.round import run_round
 
-    # A platform's cluster may set WORLD_SIZE for its nodes (Vertex AI does): --cluster always launches.
-    if cluster is not None or ((nproc_per_node > 1 or (nnodes or 1) > 1) and "WORLD_SIZE" not in os.environ):
+    # Launcher flags always launch, even where a platform sets WORLD_SIZE/RANK for its nodes
+    # (Vertex AI, PyTorchJob); the ranks it starts get none of them. Without flags, a set
+    # WORLD_SIZE makes this process one rank (torchrun, Azure ML).
+    if cluster is not None or nproc_per_node > 1 or (nnodes or 1) > 1:
         flags = {"--passphrase-file": passphrase_file, "--input-root": input_root, "--output-root": output_root,
                  "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok}
         raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port,

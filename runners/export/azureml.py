@@ -60,9 +60,11 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
         },
         "outputs": {"out": {"type": "uri_folder", "path": out, "mode": "rw_mount"}},
         "environment_variables": env,
-        "resources": {"instance_count": 1},
+        "resources": {"instance_count": options.nodes},
         "limits": {"timeout": options.timeout_minutes * 60},
     }
+    if options.distributed:  # Azure ML starts the processes and sets RANK, WORLD_SIZE, MASTER_ADDR: one rank each
+        job["distribution"] = {"type": "pytorch", "process_count_per_instance": options.procs_per_node}
     files: dict[str, Any] = {"job.yaml": job}
     native = None
     if options.schedule:
@@ -97,10 +99,22 @@ def check(files: dict[str, Any]) -> list[str]:
         for name in ("job.yaml", "schedule.yaml"):
             if name in files:
                 (Path(tmp) / name).write_bytes(render(name, files[name]))
-        load_job(Path(tmp) / "job.yaml")
+        loaded = load_job(Path(tmp) / "job.yaml")
         done.append("job.yaml: azure-ai-ml load_job")
+        _check_scale(job, loaded)
         if "schedule.yaml" in files:
             cron.parse(files["schedule.yaml"]["trigger"]["expression"])
             load_schedule(Path(tmp) / "schedule.yaml")
             done.append("schedule.yaml: azure-ai-ml load_schedule (with job.yaml), unix cron")
     return done
+
+
+def _check_scale(job: dict[str, Any], loaded) -> None:
+    """What the loaded job will run on: the SDK must have read our node and process counts."""
+    want = job.get("distribution")
+    got = loaded.distribution
+    if want and (got is None or got.type != "pytorch"
+                 or got.process_count_per_instance != want["process_count_per_instance"]):
+        raise ValueError("job.yaml: azure-ai-ml did not read the pytorch distribution as written")
+    if loaded.resources.instance_count != job["resources"]["instance_count"]:
+        raise ValueError("job.yaml: azure-ai-ml did not read resources.instance_count as written")

@@ -17,7 +17,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron
-from .jobspec import ExportOptions, base_env, check_paths, command, job_name, portable
+from .jobspec import ExportOptions, base_env, check_paths, command, job_name, launch_flags, portable
 
 _TASK_KEY = "peft_run"
 
@@ -36,7 +36,8 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     config = s("config_dir", default=f"{work}/config").rstrip("/")
     keyring = s("keyring_dir", default=f"{work}/keyring").rstrip("/")
     scope, key = s("secret_scope"), s("secret_key", default="passphrase")
-    cmd, args = command(config, work, out, options.aggregate)
+    # Several nodes: the driver starts the ranks on the workers with TorchDistributor (runners/spark_launch.py).
+    cmd, args = command(config, work, out, options.aggregate, launch_flags(options, cluster="spark"))
     env = base_env("", keyring)
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE"] = f"{{{{secrets/{scope}/{key}}}}}"
@@ -44,9 +45,9 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     cluster = {
         "spark_version": s("spark_version", default="15.4.x-gpu-ml-scala2.12" if gpu else "15.4.x-scala2.12"),
         "node_type_id": s("node_type_id", default="g5.2xlarge" if gpu else "m5d.2xlarge"),
-        "num_workers": 0,
-        "spark_conf": {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"},
-        "custom_tags": {"ResourceClass": "SingleNode", "tgflow-route": spec.route_key},
+        **_workers(options),
+        "custom_tags": {"tgflow-route": spec.route_key,
+                        **({} if options.nodes > 1 else {"ResourceClass": "SingleNode"})},
         "docker_image": {"url": options.image},
         "spark_env_vars": env,
     }
@@ -79,6 +80,17 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
                     {"name": "keyring", "mount": keyring, "read_only": True}],
             outputs=[{"name": "out", "mount": out}]),
     }
+
+
+def _workers(options: ExportOptions) -> dict[str, Any]:
+    """One node: a single-node cluster. Several: that many workers, and with GPUs one Spark
+    task per worker holding all its GPUs (TorchDistributor runs one torchrun per task)."""
+    if options.nodes == 1:
+        return {"num_workers": 0,
+                "spark_conf": {"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"}}
+    conf = {"spark.task.resource.gpu.amount": str(options.gpus),
+            "spark.executor.resource.gpu.amount": str(options.gpus)} if options.gpus else {}
+    return {"num_workers": options.nodes, **({"spark_conf": conf} if conf else {})}
 
 
 _QUARTZ = re.compile(r"^0 \S+ \S+ \S+ \S+ \S+$")

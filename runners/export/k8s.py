@@ -17,14 +17,15 @@ from typing import Any
 from tgsp.errors import InputError
 
 from ..spec import RunSpec
-from . import cron
+from . import cron, k8s_dist
 from .jobspec import RETRY_CODES, ExportOptions, base_env, check_paths, command, dns1123, job_name, portable
 
 KUBERNETES_VERSION = "1.32"  # schemas used by --check
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'keyring_secret', 'namespace', 'passphrase_secret', 'state_claim', 'time_zone', 'work_claim'})
+SETTINGS = frozenset({'engine', 'keyring_secret', 'namespace', 'passphrase_secret', 'runtime', 'state_claim', 'time_zone',
+                      'work_claim'})
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
@@ -143,15 +144,21 @@ def _cronjob(n: _Names, options: ExportOptions, job_spec: dict[str, Any], native
 def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     check_paths(spec)
     n = _names(spec, options)
-    cmd, args = command("/config", "/work", "/out", options.aggregate)
+    which = k8s_dist.engine(options) if options.distributed else None
+    launch = k8s_dist.launch(which, n, options) if which else []
+    cmd, args = command("/config", "/work", "/out", options.aggregate, launch)
     env = base_env("/secrets/passphrase", "/keyring")
     container = _container(options, cmd, args, env)
-    job_spec = _job_spec(options, _pod(n, options, [container]))
+    pod = _pod(n, options, [container])
+    job_spec = _job_spec(options, pod)
     files: dict[str, Any] = {
         "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(f"{n.job}-spec"),
                            "data": {"run_spec.json": json.dumps(spec.model_dump(mode="json"), indent=2, sort_keys=True)}},
-        "job.yaml": {"apiVersion": "batch/v1", "kind": "Job", "metadata": n.meta(n.job), "spec": job_spec},
     }
+    if which:
+        files[k8s_dist.FILES[which]] = k8s_dist.document(which, n, options, container, pod, job_spec)
+    else:
+        files["job.yaml"] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": n.meta(n.job), "spec": job_spec}
     native = None
     if options.schedule:
         native = cron.to_unix(cron.parse(options.schedule))
@@ -170,29 +177,43 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
 
 
 def check(files: dict[str, Any]) -> list[str]:
-    """Validate with kubernetes-validate (strict schemas), plus cross-references."""
+    """Validate with kubernetes-validate (strict schemas) and, for the distributed engines,
+    the Kubeflow SDKs' models; plus cross-references."""
     import kubernetes_validate
 
+    validate = lambda doc: kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # noqa: E731
     done = []
     for name in ("configmap.yaml", "job.yaml", "cronjob.yaml"):
         if name in files:
-            kubernetes_validate.validate(files[name], KUBERNETES_VERSION, strict=True)
+            validate(files[name])
             done.append(f"{name}: kubernetes-validate {KUBERNETES_VERSION} strict")
-    cm = files["configmap.yaml"]["metadata"]["name"]
-    for name in ("job.yaml", "cronjob.yaml"):
-        if name not in files:
-            continue
-        spec = files[name]["spec"]
-        job = spec["jobTemplate"]["spec"] if name == "cronjob.yaml" else spec
-        pod = job["template"]["spec"]
-        vols = {v["name"]: v for v in pod["volumes"]}
-        if vols["config"]["configMap"]["name"] != cm:
-            raise ValueError(f"{name}: the config volume names ConfigMap {vols['config']['configMap']['name']!r}, not {cm!r}")
-        for c in pod["containers"]:
-            for m in c.get("volumeMounts", []):
-                if m["name"] not in vols:
-                    raise ValueError(f"{name}: container {c['name']} mounts unknown volume {m['name']!r}")
-        if "run_spec.json" not in files["configmap.yaml"]["data"]:
-            raise ValueError("configmap.yaml holds no run_spec.json")
+    if "run_spec.json" not in files["configmap.yaml"]["data"]:
+        raise ValueError("configmap.yaml holds no run_spec.json")
+    for name, pods in _pods(files, done, validate):
+        for pod, containers in pods:
+            _cross_references(name, pod, containers, files["configmap.yaml"]["metadata"]["name"])
         done.append(f"{name}: volumes and ConfigMap cross-references")
     return done
+
+
+def _pods(files: dict[str, Any], done: list[str], validate):
+    for name in ("job.yaml", "cronjob.yaml"):
+        if name in files:
+            spec = files[name]["spec"]
+            pod = (spec["jobTemplate"]["spec"] if name == "cronjob.yaml" else spec)["template"]["spec"]
+            yield name, [(pod, pod["containers"])]
+    for name in k8s_dist.FILES.values():
+        if name in files:
+            checked, pods = k8s_dist.check(name, files[name], validate)
+            done.extend(checked)
+            yield name, pods
+
+
+def _cross_references(name: str, pod: dict[str, Any], containers: list[dict[str, Any]], cm: str) -> None:
+    vols = {v["name"]: v for v in pod["volumes"]}
+    if vols["config"]["configMap"]["name"] != cm:
+        raise ValueError(f"{name}: the config volume names ConfigMap {vols['config']['configMap']['name']!r}, not {cm!r}")
+    for c in containers:
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in vols:
+                raise ValueError(f"{name}: container {c['name']} mounts unknown volume {m['name']!r}")

@@ -19,7 +19,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron
-from .jobspec import ExportOptions, base_env, check_paths, command, job_name, portable
+from .jobspec import ExportOptions, base_env, check_paths, command, job_name, launch_flags, portable
 
 _INPUT = "/opt/ml/input/data"
 
@@ -39,10 +39,15 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
     secret_arn = s("passphrase_secret_arn")
     if not secret_arn.startswith("arn:aws:secretsmanager:"):
         raise InputError("--set passphrase_secret_arn must be a Secrets Manager ARN (arn:aws:secretsmanager:...)")
-    cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints", options.aggregate)
+    # Several instances: each reads its place from SageMaker's resourceconfig.json (runners/clusters.py).
+    cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints", options.aggregate,
+                        launch_flags(options, cluster="sagemaker"))
     env = base_env("", f"{_INPUT}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret_arn
+    if options.gpus > 1 and "instance_type" not in options.settings:
+        raise InputError(f"--gpus {options.gpus}: name an instance type with that many GPUs",
+                         hint="e.g. --set instance_type=ml.g5.12xlarge (4 GPUs) or ml.p4d.24xlarge (8)")
     instance = s("instance_type", default="ml.g5.2xlarge" if options.gpus else "ml.m5.2xlarge")
     channel = lambda name_, sub: {  # noqa: E731
         "ChannelName": name_, "InputMode": "File",
@@ -55,7 +60,7 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
         "RoleArn": s("role_arn"),
         "InputDataConfig": [channel("config", "config"), channel("work", "work"), channel("keyring", "keyring")],
         "OutputDataConfig": {"S3OutputPath": _s3(bucket, "output")},
-        "ResourceConfig": {"InstanceType": instance, "InstanceCount": 1,
+        "ResourceConfig": {"InstanceType": instance, "InstanceCount": options.nodes,
                            "VolumeSizeInGB": int(s("volume_gb", default="50"))},
         "StoppingCondition": {"MaxRuntimeInSeconds": options.timeout_minutes * 60},
         "CheckpointConfig": {"S3Uri": _s3(bucket, "checkpoints"), "LocalPath": "/opt/ml/checkpoints"},

@@ -18,7 +18,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron
-from .jobspec import ExportOptions, base_env, check_paths, command, job_name, portable
+from .jobspec import ExportOptions, base_env, check_paths, command, job_name, launch_flags, portable
 
 # Fields the API sets; a request must not carry them.
 _OUTPUT_ONLY = ("name", "state", "createTime", "startTime", "endTime", "updateTime", "error", "webAccessUris")
@@ -42,20 +42,24 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     if not re.fullmatch(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+", secret):
         raise InputError("--set passphrase_secret must be projects/P/secrets/S/versions/V")
     bucket, mount = _gcs(s("bucket"))
-    cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out", options.aggregate)
+    # Several replicas: each reads its place from Vertex AI's CLUSTER_SPEC (runners/clusters.py).
+    cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out", options.aggregate,
+                        launch_flags(options, cluster="vertex"))
     env = base_env("", f"{mount}/keyring")
     del env["TGFLOW_PASSPHRASE_FILE"]
     env["TGFLOW_PASSPHRASE_SECRET"] = secret
     machine: dict[str, Any] = {"machineType": s("machine_type", default="g2-standard-8" if options.gpus else "n2-standard-8")}
     if options.gpus:
         machine.update(acceleratorType=s("accelerator_type", default="NVIDIA_L4"), acceleratorCount=options.gpus)
-    pools = [{
+    pool = {
         "machineSpec": machine,
         "replicaCount": "1",
         "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": int(s("disk_gb", default="100"))},
         "containerSpec": {"imageUri": options.image, "command": cmd, "args": args,
                           "env": [{"name": k, "value": v} for k, v in env.items()]},
-    }]
+    }
+    # The chief (workerpool0) is node 0; the other nodes are workerpool1's replicas.
+    pools = [pool] + ([{**pool, "replicaCount": str(options.nodes - 1)}] if options.nodes > 1 else [])
     job = {
         "displayName": name,
         "labels": {"tgflow-route": name.removeprefix("tgflow-")},

@@ -1,0 +1,166 @@
+"""`tgflow export --nodes N --procs-per-node P`: every backend's own multi-node setting,
+validated with the platform's models (Kubeflow Trainer's TrainJob and JobSet, the Training
+Operator's PyTorchJob, botocore, Vertex's protobufs, azure-ai-ml, databricks-bundles), and
+each exported command line parsed by the real CLI after the platform fills in its $(VAR)s."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runners import export as ex
+from runners.export.jobspec import Aggregation, ExportOptions
+from runners.spec import load_spec
+from tests.edges.test_export_edges import _command_lines, parse_with_the_real_cli
+from tests.export.test_export import IMPLEMENTED, SETTINGS
+from tgflow_cli.main import main
+from tgsp.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+SPEC, _, _ = load_spec(ROOT / "examples" / "run_spec.json")
+ENGINES = ["trainjob", "jobset", "legacy-pytorchjob"]
+# What each platform puts in the container's environment before $(VAR) expansion.
+PLATFORM_ENV = {"PET_NODE_RANK": "1", "PET_MASTER_ADDR": "tgflow-support-node-0-0.tgflow-support",
+                "PET_MASTER_PORT": "29400", "NODE_RANK": "1", "RANK": "1", "MASTER_ADDR": "tgflow-support-master-0",
+                "MASTER_PORT": "23456"}
+
+
+def options(backend: str, **over) -> ExportOptions:
+    settings = dict(SETTINGS[backend], **over.pop("settings", {}))
+    if backend == "sagemaker":
+        settings.setdefault("instance_type", "ml.g5.12xlarge")
+    kw = dict(image="registry.example/tgflow:0.1.0", nodes=2, procs_per_node=4, gpus=4,
+              schedule=None if backend == "k8s" else "0 3 * * *", settings=settings)
+    kw.update(over)
+    return ExportOptions(**kw)
+
+
+def _expand(argv: list[str]) -> list[str]:
+    return [re.sub(r"\$\((\w+)\)", lambda m: PLATFORM_ENV[m.group(1)], a) for a in argv]
+
+
+def _argvs(files: dict) -> list[list[str]]:
+    return [_expand(a) for name, doc in files.items() if name != "run_spec.json" for a in _command_lines(doc)]
+
+
+NODES = {  # where each backend says how many nodes and processes
+    "sagemaker": lambda f: (f["training_job.json"]["ResourceConfig"]["InstanceCount"], None),
+    "vertex": lambda f: ([int(p["replicaCount"]) for p in f["custom_job.json"]["jobSpec"]["workerPoolSpecs"]], None),
+    "azureml": lambda f: (f["job.yaml"]["resources"]["instance_count"],
+                          f["job.yaml"]["distribution"]["process_count_per_instance"]),
+    "databricks": lambda f: (f["job.json"]["tasks"][0]["new_cluster"]["num_workers"],
+                             f["job.json"]["tasks"][0]["new_cluster"]["spark_conf"]["spark.task.resource.gpu.amount"]),
+}
+
+
+@pytest.mark.parametrize("backend", [b for b in IMPLEMENTED if b != "k8s"])
+def test_every_platform_scales_out_with_its_own_setting(backend):
+    files = ex.export(SPEC, backend, options(backend))
+    assert ex.check(backend, files)
+    assert NODES[backend](files) == {"sagemaker": (2, None), "vertex": ([1, 1], None), "azureml": (2, 4),
+                                     "databricks": (2, "4")}[backend]
+    assert files["job_spec.json"]["scale"] == {"nodes": 2, "procs_per_node": 4}
+    argvs = _argvs(files)
+    assert argvs
+    for argv in argvs:
+        params = parse_with_the_real_cli(argv)
+        if backend == "azureml":  # Azure ML starts the 4 processes per node itself, each one rank
+            assert params["nproc_per_node"] == 1 and params["cluster"] is None
+        else:
+            cluster = {"sagemaker": "sagemaker", "vertex": "vertex", "databricks": "spark"}[backend]
+            assert (params["nproc_per_node"], params["nnodes"], params["cluster"].value) == (4, 2, cluster)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_k8s_engines_validate_and_carry_the_rendezvous(engine):
+    files = ex.export(SPEC, "k8s", options("k8s", settings={"engine": engine}))
+    checked = ex.check("k8s", files)
+    name = {"trainjob": "trainjob.yaml", "jobset": "jobset.yaml", "legacy-pytorchjob": "pytorchjob.yaml"}[engine]
+    assert "job.yaml" not in files and any(c.startswith(f"{name}: ") for c in checked)
+    doc = files[name]
+    if engine == "trainjob":
+        t = doc["spec"]["trainer"]
+        assert (t["numNodes"], t["numProcPerNode"], doc["spec"]["runtimeRef"]["name"]) == (2, 4, "torch-distributed")
+        assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
+    elif engine == "jobset":
+        job = doc["spec"]["replicatedJobs"][0]["template"]["spec"]
+        assert (job["completions"], job["parallelism"], job["completionMode"]) == (2, 2, "Indexed")
+        assert doc["spec"]["failurePolicy"]["maxRestarts"] == 3
+    else:
+        replicas = doc["spec"]["pytorchReplicaSpecs"]
+        assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"], doc["spec"]["nprocPerNode"]) == (1, 1, "4")
+    for argv in _argvs(files):
+        params = parse_with_the_real_cli(argv)
+        assert (params["nproc_per_node"], params["nnodes"], params["node_rank"]) == (4, 2, 1)
+        assert params["master_addr"] and 0 < params["master_port"] < 65536
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_k8s_engine_validators_reject_an_unknown_field(engine):
+    files = copy.deepcopy(ex.export(SPEC, "k8s", options("k8s", settings={"engine": engine})))
+    name = next(n for n in files if n in ("trainjob.yaml", "jobset.yaml", "pytorchjob.yaml"))
+    files[name]["spec"]["unknownFieldXyz"] = 1
+    with pytest.raises(ValueError, match="unknownFieldXyz"):
+        ex.check("k8s", files)
+
+
+def test_one_node_with_several_processes_needs_no_rendezvous():
+    files = ex.export(SPEC, "sagemaker", options("sagemaker", nodes=1))
+    assert files["training_job.json"]["ResourceConfig"]["InstanceCount"] == 1
+    params = parse_with_the_real_cli(files["job_spec.json"]["args"])
+    assert (params["nproc_per_node"], params["nnodes"], params["cluster"]) == (4, None, None)
+    single = ex.export(SPEC, "vertex", options("vertex", nodes=1, procs_per_node=1, gpus=1))
+    assert "--nproc-per-node" not in single["job_spec.json"]["args"]  # unchanged from a one-process export
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(schedule="0 3 * * *"), "a CronJob can only create Jobs"),
+    (dict(settings={"engine": "mpi"}), "is not one of trainjob, jobset, legacy-pytorchjob"),
+    (dict(gpus=2), "each process trains on one GPU"),
+    (dict(aggregate=Aggregation(quorum=2)), "runs in one process"),
+])
+def test_bad_scale_out_setups_are_refused_in_one_line(over, message):
+    spec = SPEC
+    if "aggregate" in over:
+        spec, _, _ = load_spec(ROOT / "examples" / "fed_aggregator.json")
+    with pytest.raises(InputError, match=message) as info:
+        ex.export(spec, "k8s", options("k8s", **over))
+    assert "\n" not in str(info.value)
+
+
+def test_sagemaker_wants_an_instance_type_for_several_gpus():
+    opts = options("sagemaker")
+    del opts.settings["instance_type"]
+    with pytest.raises(InputError, match="name an instance type with that many GPUs"):
+        ex.export(SPEC, "sagemaker", opts)
+
+
+@pytest.mark.parametrize("engine", ["trainjob", "jobset"])
+def test_k8s_scale_out_golden_files(engine):
+    """Read line by line when regenerated: TGFLOW_REGEN_GOLDEN=1 pytest tests/export -k golden"""
+    files = ex.export(SPEC, "k8s", options("k8s", nodes=2, procs_per_node=2, gpus=2, settings={"engine": engine}))
+    got = {name: ex.render(name, doc).decode() for name, doc in files.items()}
+    folder = GOLDEN / f"k8s-{engine}"
+    if os.environ.get("TGFLOW_REGEN_GOLDEN"):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name, text in got.items():
+            (folder / name).write_text(text)
+    assert got == {p.name: p.read_text() for p in sorted(folder.iterdir())}
+
+
+def test_cli_exports_checks_and_warns_about_the_legacy_engine(tmp_path, capsys):
+    args = ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "run_spec.json"), "--nodes", "2",
+            "--procs-per-node", "2", "--gpus", "2", "--check"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "trainjob.yaml").is_file() and not (tmp_path / "a" / "job.yaml").exists()
+    capsys.readouterr()
+    assert main([*args, "--set", "engine=legacy-pytorchjob", "-o", str(tmp_path / "b")]) == 0
+    assert "PyTorchJob (kubeflow.org/v1) is deprecated" in capsys.readouterr().err
+    assert main([*args, "--aggregate", "--quorum", "2", "-o", str(tmp_path / "c")]) == 2
