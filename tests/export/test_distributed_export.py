@@ -164,3 +164,25 @@ def test_cli_exports_checks_and_warns_about_the_legacy_engine(tmp_path, capsys):
     assert main([*args, "--set", "engine=legacy-pytorchjob", "-o", str(tmp_path / "b")]) == 0
     assert "PyTorchJob (kubeflow.org/v1) is deprecated" in capsys.readouterr().err
     assert main([*args, "--aggregate", "--quorum", "2", "-o", str(tmp_path / "c")]) == 2
+
+
+def test_the_scaling_out_examples_run_as_written(tmp_path):
+    """docs/export.md#scaling-out: its example block, literally, with tgflow on the PATH."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "export.md").read_text()
+    section = text.split("## Scaling out\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    assert block.count("tgflow export --backend") == 6
+    shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("demo-out"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_")}
+    env.update(HOME=str(tmp_path), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for folder, native in (("dist-k8s", "trainjob.yaml"), ("dist-jobset", "jobset.yaml"),
+                           ("dist-sm", "training_job.json"), ("dist-vertex", "custom_job.json"),
+                           ("dist-aml", "job.yaml"), ("dist-dbx", "job.json")):
+        assert (tmp_path / folder / native).is_file()
+    assert proc.stderr.count("checked ") >= 6
