@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union

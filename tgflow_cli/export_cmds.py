@@ -23,6 +23,16 @@ class Backend(str, Enum):
     databricks = "databricks"
 
 
+def _settings(items: list[str]) -> dict[str, str]:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set {item!r} must be KEY=VALUE")
+        settings[key] = value
+    return settings
+
+
 def export(
     backend: Backend = typer.Option(..., "--backend", help="Target platform."),
     spec: Path = typer.Option(..., "--spec", help="The run spec (the same one `peft run` takes)."),
@@ -59,12 +69,7 @@ def export(
     from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions
     from runners.spec import load_spec
 
-    settings = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set {item!r} must be KEY=VALUE")
-        settings[key] = value
+    settings = _settings(set_ or [])
     if decrypt_from and not aggregate:
         raise InputError("--decrypt-from goes with --aggregate --quorum K", hint="the key holder's job needs its quorum")
     if aggregate != (quorum is not None):

@@ -15,7 +15,7 @@ from tgsp import clock
 from tgsp.atomic import write_bytes
 from tgsp.errors import InputError, PackageError
 
-from .common import STATE, emit_json, keyring, passphrase, short
+from .common import emit_json, keyring, passphrase, short
 from .term import cells, line, say, show as show_table, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, revoke and audit keys.")
@@ -227,7 +227,7 @@ def import_pkcs11(
     pub = keyring().generate(name, "signing", pp, pkcs11=uri, adopt=True)
     if json_out:
         return emit_json(_pub_summary(pub))
-    say(f"adopted token key as signing key ", styled(pub.name, "bold"), f" {pub.keyid}")
+    say("adopted token key as signing key ", styled(pub.name, "bold"), f" {pub.keyid}")
 
 
 @app.command()

@@ -95,8 +95,6 @@ def run(
 
     Example: tgflow peft run --spec examples/run_spec.json
     """
-    from runners.round import run_round
-
     # Launcher flags always launch, even where a platform sets WORLD_SIZE/RANK for its nodes
     # (Vertex AI, PyTorchJob); the ranks it starts get none of them. Without flags, a set
     # WORLD_SIZE makes this process one rank (torchrun, Azure ML).
@@ -105,6 +103,13 @@ def run(
                  "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok}
         raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port,
                                  cluster.value if cluster else None))
+    _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy)
+
+
+def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy) -> None:
+    """The round in this process (one rank when started by a launcher)."""
+    from runners.round import run_round
+
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome

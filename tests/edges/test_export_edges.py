@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def parse_with_the_real_cli(argv: list[str]) -> dict:
         name, cmd, rest = cmd.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
         ctx = cmd.make_context(name, rest, parent=ctx)
     return ctx.params
+
+
+# What the platforms put in a container's environment before Kubernetes expands $(VAR) in args.
+PLATFORM_ENV = {"PET_NODE_RANK": "1", "PET_MASTER_ADDR": "tgflow-support-node-0-0.tgflow-support",
+                "PET_MASTER_PORT": "29400", "NODE_RANK": "1", "RANK": "1", "MASTER_ADDR": "tgflow-support-master-0",
+                "MASTER_PORT": "23456"}
+
+
+def expand_platform_vars(argv: list[str]) -> list[str]:
+    """Kubernetes' $(VAR) expansion of a container's args, with PLATFORM_ENV's values."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: PLATFORM_ENV[m.group(1)], a) for a in argv]
 
 
 def _command_lines(doc):
@@ -186,7 +198,7 @@ def test_every_golden_files_command_line_parses_with_the_real_cli():
     for path in sorted(p for p in golden.rglob("*") if p.is_file() and p.name != "run_spec.json"):
         docs = list(yaml.safe_load_all(path.read_text())) if path.suffix == ".yaml" else [json.loads(path.read_text())]
         for argv in (a for d in docs for a in _command_lines(d)):
-            params = parse_with_the_real_cli(argv)
+            params = parse_with_the_real_cli(expand_platform_vars(argv))
             assert params["json_out"] and params["wait_busy"] == 900, (path, argv)
             assert params["skip_ok"] if argv[0] == "peft" else params["quorum"] >= 1, (path, argv)
             seen += 1

@@ -4,9 +4,6 @@ command line parses with the real CLI and runs for real."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from tgflow_cli.main import main
 from tgsp.errors import InputError
 
 from tests.edges.test_export_edges import _command_lines, parse_with_the_real_cli
-from tests.export.test_export import IMPLEMENTED, SETTINGS
+from tests.export.test_export import IMPLEMENTED, SETTINGS, assert_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -64,15 +61,7 @@ def test_k8s_fails_a_missed_quorum_without_retrying_it():
 @pytest.mark.parametrize("backend", ["k8s", "sagemaker"])
 def test_aggregation_golden_files(backend):
     """Regenerate: TGFLOW_REGEN_GOLDEN=1 pytest tests/export -k golden (then read every line)."""
-    files = ex.export(AGG_SPEC, backend, options(backend))
-    got = {name: ex.render(name, doc).decode() for name, doc in files.items()}
-    folder = GOLDEN / f"{backend}-aggregate"
-    if os.environ.get("TGFLOW_REGEN_GOLDEN"):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for name, text in got.items():
-            (folder / name).write_text(text)
-    assert got == {p.name: p.read_text() for p in sorted(folder.iterdir())}
+    assert_golden(ex.export(AGG_SPEC, backend, options(backend)), GOLDEN / f"{backend}-aggregate")
 
 
 def test_an_aggregation_needs_a_federated_spec_and_a_safe_updates_folder(tmp_path, capsys):

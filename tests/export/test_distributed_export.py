@@ -16,8 +16,8 @@ import pytest
 from runners import export as ex
 from runners.export.jobspec import Aggregation, ExportOptions
 from runners.spec import load_spec
-from tests.edges.test_export_edges import _command_lines, parse_with_the_real_cli
-from tests.export.test_export import IMPLEMENTED, SETTINGS
+from tests.edges.test_export_edges import _command_lines, expand_platform_vars, parse_with_the_real_cli
+from tests.export.test_export import IMPLEMENTED, SETTINGS, assert_golden
 from tgflow_cli.main import main
 from tgsp.errors import InputError
 
@@ -25,12 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 SPEC, _, _ = load_spec(ROOT / "examples" / "run_spec.json")
 ENGINES = ["trainjob", "jobset", "legacy-pytorchjob"]
-# What each platform puts in the container's environment before $(VAR) expansion.
-PLATFORM_ENV = {"PET_NODE_RANK": "1", "PET_MASTER_ADDR": "tgflow-support-node-0-0.tgflow-support",
-                "PET_MASTER_PORT": "29400", "NODE_RANK": "1", "RANK": "1", "MASTER_ADDR": "tgflow-support-master-0",
-                "MASTER_PORT": "23456"}
-
-
 def options(backend: str, **over) -> ExportOptions:
     settings = dict(SETTINGS[backend], **over.pop("settings", {}))
     if backend == "sagemaker":
@@ -41,12 +35,8 @@ def options(backend: str, **over) -> ExportOptions:
     return ExportOptions(**kw)
 
 
-def _expand(argv: list[str]) -> list[str]:
-    return [re.sub(r"\$\((\w+)\)", lambda m: PLATFORM_ENV[m.group(1)], a) for a in argv]
-
-
 def _argvs(files: dict) -> list[list[str]]:
-    return [_expand(a) for name, doc in files.items() if name != "run_spec.json" for a in _command_lines(doc)]
+    return [expand_platform_vars(a) for name, doc in files.items() if name != "run_spec.json" for a in _command_lines(doc)]
 
 
 NODES = {  # where each backend says how many nodes and processes
@@ -145,14 +135,7 @@ def test_sagemaker_wants_an_instance_type_for_several_gpus():
 def test_k8s_scale_out_golden_files(engine):
     """Read line by line when regenerated: TGFLOW_REGEN_GOLDEN=1 pytest tests/export -k golden"""
     files = ex.export(SPEC, "k8s", options("k8s", nodes=2, procs_per_node=2, gpus=2, settings={"engine": engine}))
-    got = {name: ex.render(name, doc).decode() for name, doc in files.items()}
-    folder = GOLDEN / f"k8s-{engine}"
-    if os.environ.get("TGFLOW_REGEN_GOLDEN"):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for name, text in got.items():
-            (folder / name).write_text(text)
-    assert got == {p.name: p.read_text() for p in sorted(folder.iterdir())}
+    assert_golden(files, GOLDEN / f"k8s-{engine}")
 
 
 def test_cli_exports_checks_and_warns_about_the_legacy_engine(tmp_path, capsys):

@@ -58,16 +58,19 @@ def test_output_passes_the_platform_validator(backend):
 @pytest.mark.parametrize("backend", IMPLEMENTED)
 def test_golden_files(backend, tmp_path):
     """Reviewers see exactly what changes. Regenerate: TGFLOW_REGEN_GOLDEN=1 pytest tests/export"""
-    files = ex.export(SPEC, backend, options(backend))
+    assert_golden(ex.export(SPEC, backend, options(backend)), GOLDEN / backend)
+
+
+def assert_golden(files: dict, folder: Path) -> None:
+    """The rendered files equal the golden folder (rewritten under TGFLOW_REGEN_GOLDEN=1: then read
+    every changed line before committing it)."""
     got = {name: ex.render(name, doc).decode() for name, doc in files.items()}
-    folder = GOLDEN / backend
     if os.environ.get("TGFLOW_REGEN_GOLDEN"):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for name, text in got.items():
             (folder / name).write_text(text)
-    want = {p.name: p.read_text() for p in sorted(folder.iterdir())}
-    assert got == want
+    assert got == {p.name: p.read_text() for p in sorted(folder.iterdir())}
 
 
 @pytest.mark.parametrize("backend", IMPLEMENTED)
