@@ -16,7 +16,7 @@ from typing import Any
 
 from tgsp.errors import Interrupted, RoundOutcome
 
-from . import outcomes
+from . import ddp_messages, outcomes
 from .distributed import World
 
 NOT_TRAINED = "not-trained"  # rank 0 ended the round before training (a skip, a refusal, an error)
@@ -50,15 +50,16 @@ class _Given:
 def lead(world: World, model, data: list, spec, dp_run, limit, fingerprint: dict, store) -> None:
     """Rank 0, just before training: send the job."""
     start = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-    world.broadcast(Job(data, spec.training.model_dump(mode="json"), spec.lora.model_dump(mode="json"), start,
-                        dp_run.config if dp_run else None, limit, fingerprint, store.load(fingerprint)))
+    job = Job(data, spec.training.model_dump(mode="json"), spec.lora.model_dump(mode="json"), start,
+              dp_run.config if dp_run else None, limit, fingerprint, store.load(fingerprint))
+    world.broadcast_bytes(ddp_messages.encode_job(job))
 
 
 def finish(world: World, code: int, trained: bool) -> None:
     """Rank 0, at the end: if the round stopped before training, say so; then the exit code."""
     if not trained:
-        world.broadcast(NOT_TRAINED)
-    world.broadcast(code)
+        world.broadcast_bytes(ddp_messages.NOT_TRAINED)
+    world.broadcast_bytes(ddp_messages.encode_code(code))
 
 
 def code_of(exc: BaseException | None) -> int:
@@ -73,14 +74,18 @@ def code_of(exc: BaseException | None) -> int:
 
 def follow(world: World, opened, prepared, stop=None) -> int:
     """A rank other than 0: train what rank 0 sends; return rank 0's exit code."""
-    job = world.broadcast(None)
+    job = _receive(world)
     if job == NOT_TRAINED:
-        return world.broadcast(None)
+        return _receive(world)
     try:
         _train(world, opened, prepared, job, stop)
     except Interrupted:
         pass  # rank 0 saved the checkpoint; its exit code (75) follows
-    return world.broadcast(None)
+    return _receive(world)
+
+
+def _receive(world: World):
+    return ddp_messages.decode(world.broadcast_bytes(None))
 
 
 def _train(world: World, opened, prepared, job: Job, stop) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Mapping
 
 from tgsp.errors import InputError
 
@@ -56,13 +56,19 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (picklable Python objects between tgflow's own ranks only)."""
+    def broadcast_bytes(self, data: bytes | None) -> bytes:
+        """Rank 0's ``data`` on every rank: a length, then the bytes, as CPU tensors (gloo).
+        Never pickle: what crosses the process group is bytes that runners/ddp_messages.py
+        decodes with msgpack and safetensors."""
+        import torch
         import torch.distributed as dist
 
-        box = [obj if self.main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        size = torch.tensor([len(data) if self.main else 0], dtype=torch.int64)
+        dist.broadcast(size, src=0)
+        buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.main and size.item()
+               else torch.empty(int(size.item()), dtype=torch.uint8))
+        dist.broadcast(buf, src=0)
+        return data if self.main else buf.numpy().tobytes()
 
     def close(self) -> None:
         import torch.distributed as dist
@@ -98,19 +104,22 @@ def open_world(device: str, env: Mapping[str, str] = os.environ, timeout_s: floa
         raise InputError(f"RANK {rank} is outside WORLD_SIZE {size}")
     import torch.distributed as dist
 
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
+    # CUDA tensors (the gradients) go through NCCL; the small CPU ones (stop flags, messages) through gloo.
+    backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
+    if device.startswith("cuda"):
         torch.cuda.set_device(local)
     dist.init_process_group(backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s))
     world = World(rank, size, local, backend)
-    devices = [None] * size
-    dist.all_gather_object(devices, device.split(":")[0])
-    if len(set(devices)) != 1:
+    kind = torch.tensor([1 if device.startswith("cuda") else 0], dtype=torch.int32)
+    low, high = kind.clone(), kind.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
         world.close()
-        raise InputError(f"mixed devices across ranks ({', '.join(sorted(set(devices)))}): every rank must train on "
-                         "the same kind of device", hint="give every node the same accelerators, or none")
+        raise InputError("mixed devices across ranks (cpu, cuda): every rank must train on the same kind of device",
+                         hint="give every node the same accelerators, or none")
     return world
 
 

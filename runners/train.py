@@ -149,8 +149,8 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         result.tokens = int(ckpt.meta.get("tokens", 0))
         result.resumed_from = start
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world) if dp else None
-    if dp and world is not None:  # one global Poisson sample per step: every rank draws the same one
-        dp.random.sampling.set_state(world.broadcast(dp.random.sampling.get_state()))
+    if dp and world is not None:
+        share_sampling(dp, world)
     model.train()
     t0 = time.perf_counter()
     try:
@@ -301,3 +301,11 @@ def _restore(ckpt: Checkpoint, params, opt, device: str, dp: DPRun | None) -> in
     if dp:
         dp.random.restore(ckpt.rng)
     return ckpt.step
+
+
+def share_sampling(dp, world) -> None:
+    """One global Poisson sample per step: every rank draws it from rank 0's generator state."""
+    from .ddp_messages import decode_state, encode_state
+
+    state = encode_state(dp.random.sampling.get_state()) if world.main else None
+    dp.random.sampling.set_state(decode_state(world.broadcast_bytes(state)))

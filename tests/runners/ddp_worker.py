@@ -102,11 +102,11 @@ def _noise(model, data, dp, world, out):
     import torch
 
     from runners.dp_sgd import PerExampleClipper
-    from runners.train import dp_step
+    from runners.train import dp_step, share_sampling
 
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world)
     if world is not None:
-        dp.random.sampling.set_state(world.broadcast(dp.random.sampling.get_state()))
+        share_sampling(dp, world)
     model.train()
     dp_step(model, Tok(), data, 8, "cpu", clipper, dp, world)
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])

@@ -53,7 +53,7 @@ def test_two_processes_release_the_same_adapter_and_only_rank_0_writes(workspace
     two = workspace.spec("two.json", output__path="out/two/adapter.tgsp")
     assert _tgflow(workspace, "peft", "run", "--spec", str(one)).returncode == 0
     proc = _tgflow(workspace, "peft", "run", "--spec", str(two), "--nproc-per-node", "2")
-    assert proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (_weights(workspace, workspace.root / f"out/{n}/adapter.tgsp") for n in ("one", "two"))
     assert _max_rel(a, b) < 1e-5
     assert _files(workspace.root / "out/one") == _files(workspace.root / "out/two")  # the same files, written once
