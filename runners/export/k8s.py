@@ -24,8 +24,8 @@ KUBERNETES_VERSION = "1.32"  # schemas used by --check
 
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
-SETTINGS = frozenset({'engine', 'keyring_secret', 'namespace', 'passphrase_secret', 'runtime', 'state_claim', 'time_zone',
-                      'work_claim'})
+SETTINGS = frozenset({'engine', 'keyring_secret', 'kubectl_image', 'namespace', 'passphrase_secret', 'runtime',
+                      'state_claim', 'time_zone', 'work_claim'})
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
@@ -45,7 +45,8 @@ class _Names:
 
 
 def _names(spec: RunSpec, options: ExportOptions) -> _Names:
-    name = job_name(spec, options)
+    # Several nodes: the engine's pod hostnames add a generated suffix and -node-0-<i>.
+    name = job_name(spec, options, **({"max_len": k8s_dist.MAX_NAME} if options.distributed else {}))
     ns = options.settings.get("namespace")
     if ns is not None:
         dns1123(ns, what="--set namespace")
@@ -162,7 +163,11 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     native = None
     if options.schedule:
         native = cron.to_unix(cron.parse(options.schedule))
-        files["cronjob.yaml"] = _cronjob(n, options, job_spec, native)
+        if which:
+            security = (pod["spec"]["securityContext"], container["securityContext"])
+            files.update(k8s_dist.scheduled(which, n, options, files[k8s_dist.FILES[which]], native, security))
+        else:
+            files["cronjob.yaml"] = _cronjob(n, options, job_spec, native)
     ks = n.keyring_secret
     files["job_spec.json"] = portable(
         spec, options, name=n.job, cmd=cmd, args=args, env=env, schedule=native,
@@ -183,7 +188,7 @@ def check(files: dict[str, Any]) -> list[str]:
 
     validate = lambda doc: kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # noqa: E731
     done = []
-    for name in ("configmap.yaml", "job.yaml", "cronjob.yaml"):
+    for name in ("configmap.yaml", "job.yaml", "cronjob.yaml", *k8s_dist.LAUNCHER_FILES):
         if name in files:
             validate(files[name])
             done.append(f"{name}: kubernetes-validate {KUBERNETES_VERSION} strict")
@@ -198,7 +203,7 @@ def check(files: dict[str, Any]) -> list[str]:
 
 def _pods(files: dict[str, Any], done: list[str], validate):
     for name in ("job.yaml", "cronjob.yaml"):
-        if name in files:
+        if name in files and "launcher-configmap.yaml" not in files:
             spec = files[name]["spec"]
             pod = (spec["jobTemplate"]["spec"] if name == "cronjob.yaml" else spec)["template"]["spec"]
             yield name, [(pod, pod["containers"])]
@@ -206,6 +211,8 @@ def _pods(files: dict[str, Any], done: list[str], validate):
         if name in files:
             checked, pods = k8s_dist.check(name, files[name], validate)
             done.extend(checked)
+            if "launcher-configmap.yaml" in files:
+                done.append(k8s_dist.check_scheduled(files, name))
             yield name, pods
 
 

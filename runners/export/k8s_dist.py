@@ -26,6 +26,13 @@ ENGINES = ("trainjob", "jobset", "legacy-pytorchjob")
 TRAINER_GROUP = "trainer.kubeflow.org"
 PORT = "29500"
 _RANK_ANNOTATION = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+_JOBSET_LABEL = "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
+KUBECTL_IMAGE = "registry.k8s.io/kubectl:v1.32.0"
+# Each engine's resource, for the scheduled launcher's Role.
+RESOURCES = {"trainjob": (TRAINER_GROUP, "trainjobs"), "jobset": ("jobset.x-k8s.io", "jobsets"),
+             "legacy-pytorchjob": ("kubeflow.org", "pytorchjobs")}
+# <name>-<5 generated>-node-0-<i> must stay a DNS label (pod hostnames): 63 - 6 - 9.
+MAX_NAME = 47
 
 
 def engine(options: ExportOptions) -> str:
@@ -33,11 +40,6 @@ def engine(options: ExportOptions) -> str:
     if value not in ENGINES:
         raise InputError(f"--set engine={value!r} is not one of {', '.join(ENGINES)}",
                          hint="trainjob (Kubeflow Trainer v2), jobset (no Trainer), legacy-pytorchjob (kubeflow.org/v1)")
-    if options.schedule:
-        raise InputError("--schedule with --nodes/--procs-per-node on k8s: a CronJob can only create Jobs, not a "
-                         f"{'TrainJob' if value == 'trainjob' else value}",
-                         hint="schedule `kubectl create -f` of the exported file from your scheduler, or export "
-                              "one process per round with a CronJob")
     return value
 
 
@@ -45,7 +47,8 @@ def launch(which: str, n, options: ExportOptions) -> list[str]:
     """peft run's launcher flags: node rank and node 0's address as each engine provides them."""
     rank, addr, port = {
         "trainjob": ("$(PET_NODE_RANK)", "$(PET_MASTER_ADDR)", "$(PET_MASTER_PORT)"),
-        "jobset": ("$(NODE_RANK)", f"{n.job}-node-0-0.{n.job}", PORT),
+        # From the pod's own JobSet name, which a scheduled run generates.
+        "jobset": ("$(NODE_RANK)", "$(JOBSET_NAME)-node-0-0.$(JOBSET_NAME)", PORT),
         # The operator sets the pod's node index in RANK and node 0's address in MASTER_ADDR/PORT.
         "legacy-pytorchjob": ("$(RANK)", "$(MASTER_ADDR)", "$(MASTER_PORT)"),
     }[which]
@@ -76,7 +79,9 @@ def trainjob(n, options: ExportOptions, container: dict[str, Any], pod: dict[str
 
 def jobset(n, options: ExportOptions, container: dict[str, Any], pod: dict[str, Any],
            job_spec: dict[str, Any]) -> dict[str, Any]:
-    node = {**container, "env": [*container["env"], {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": _RANK_ANNOTATION}}}]}
+    node = {**container, "env": [*container["env"],
+                                 {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": _RANK_ANNOTATION}}},
+                                 {"name": "JOBSET_NAME", "valueFrom": {"fieldRef": {"fieldPath": _JOBSET_LABEL}}}]}
     job = {**job_spec, "completionMode": "Indexed", "completions": options.nodes, "parallelism": options.nodes,
            "backoffLimit": 0,  # one node failing restarts them all (the JobSet's failure policy)
            "template": {**pod, "spec": {**pod["spec"], "containers": [node]}}}
@@ -109,6 +114,8 @@ def pytorchjob(n, options: ExportOptions, container: dict[str, Any], pod: dict[s
 
 
 FILES = {"trainjob": "trainjob.yaml", "jobset": "jobset.yaml", "legacy-pytorchjob": "pytorchjob.yaml"}
+LAUNCHER_FILES = ("launcher-configmap.yaml", "launcher-serviceaccount.yaml", "launcher-role.yaml",
+                  "launcher-rolebinding.yaml")
 
 
 def document(which: str, n, options: ExportOptions, container: dict[str, Any], pod: dict[str, Any],
@@ -118,6 +125,71 @@ def document(which: str, n, options: ExportOptions, container: dict[str, Any], p
     if which == "jobset":
         return jobset(n, options, container, pod, job_spec)
     return pytorchjob(n, options, container, pod)
+
+
+def scheduled(which: str, n, options: ExportOptions, doc: dict[str, Any], native: str,
+              security: tuple[dict, dict]) -> dict[str, Any]:
+    """A CronJob can only create Jobs: on schedule, a small Job runs ``kubectl create`` of the
+    engine's document (with a generated name, one per run) from a ConfigMap, as a
+    ServiceAccount whose Role may create that one kind of resource in this namespace and
+    nothing else. Overlapping rounds of the route wait on its lock (--wait-busy)."""
+    import yaml
+
+    group, plural = RESOURCES[which]
+    launcher, file = f"{n.job}-launcher", FILES[which]
+    meta = {k: v for k, v in doc["metadata"].items() if k != "name"}
+    manifest = {**doc, "metadata": {"generateName": f"{n.job}-", **meta}}
+    pod_security, container_security = security
+    container = {
+        "name": "launcher", "image": options.settings.get("kubectl_image", KUBECTL_IMAGE),
+        "args": ["create", "-f", f"/launch/{file}"],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
+        "env": [{"name": "HOME", "value": "/tmp"}],  # kubectl's discovery cache, on a read-only root
+        "securityContext": container_security,
+        "volumeMounts": [{"name": "launch", "mountPath": "/launch", "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod = {"metadata": {"labels": n.labels},
+           "spec": {"serviceAccountName": launcher, "restartPolicy": "Never", "securityContext": pod_security,
+                    "containers": [container],
+                    "volumes": [{"name": "launch", "configMap": {"name": launcher}}, {"name": "tmp", "emptyDir": {}}]}}
+    cron = {"schedule": native, "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 3600,
+            "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 5,
+            "jobTemplate": {"metadata": {"labels": n.labels},
+                            "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 600, "template": pod}}}
+    if "time_zone" in options.settings:
+        cron["timeZone"] = options.settings["time_zone"]
+    return {
+        "launcher-configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(launcher),
+                                    "data": {file: yaml.safe_dump(manifest, sort_keys=False)}},
+        "launcher-serviceaccount.yaml": {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": n.meta(launcher)},
+        "launcher-role.yaml": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": n.meta(launcher),
+                               "rules": [{"apiGroups": [group], "resources": [plural], "verbs": ["create"]}]},
+        "launcher-rolebinding.yaml": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": n.meta(launcher),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": launcher},
+            "subjects": [{"kind": "ServiceAccount", "name": launcher,
+                          **({"namespace": n.namespace} if n.namespace else {})}]},
+        "cronjob.yaml": {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": n.meta(n.job), "spec": cron},
+    }
+
+
+def check_scheduled(files: dict[str, Any], which_file: str) -> str:
+    """The launcher creates exactly the exported document (with a generated name)."""
+    import yaml
+
+    launched = yaml.safe_load(files["launcher-configmap.yaml"]["data"][which_file])
+    doc = files[which_file]
+    expect = {**doc, "metadata": {k: v for k, v in doc["metadata"].items() if k != "name"}}
+    got = {**launched, "metadata": {k: v for k, v in launched["metadata"].items() if k != "generateName"}}
+    if got != expect or launched["metadata"].get("generateName") != f"{doc['metadata']['name']}-":
+        raise ValueError(f"launcher-configmap.yaml: the launched {which_file} is not the exported one")
+    role = files["launcher-role.yaml"]["rules"]
+    kind = next(k for k, f in FILES.items() if f == which_file)
+    group, plural = RESOURCES[kind]
+    if role != [{"apiGroups": [group], "resources": [plural], "verbs": ["create"]}]:
+        raise ValueError("launcher-role.yaml: the launcher may only create the engine's resource")
+    return f"launcher-configmap.yaml: launches {which_file} as exported; its Role creates {plural} only"
 
 
 # --- validation ------------------------------------------------------------------

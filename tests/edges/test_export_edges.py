@@ -38,7 +38,8 @@ def parse_with_the_real_cli(argv: list[str]) -> dict:
 
 # What the platforms put in a container's environment before Kubernetes expands $(VAR) in args.
 PLATFORM_ENV = {"PET_NODE_RANK": "1", "PET_MASTER_ADDR": "tgflow-support-node-0-0.tgflow-support",
-                "PET_MASTER_PORT": "29400", "NODE_RANK": "1", "RANK": "1", "MASTER_ADDR": "tgflow-support-master-0",
+                "PET_MASTER_PORT": "29400", "NODE_RANK": "1", "JOBSET_NAME": "tgflow-support-x7k2p", "RANK": "1",
+                "MASTER_ADDR": "tgflow-support-master-0",
                 "MASTER_PORT": "23456"}
 
 

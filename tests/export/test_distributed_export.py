@@ -110,7 +110,6 @@ def test_one_node_with_several_processes_needs_no_rendezvous():
 
 
 @pytest.mark.parametrize("over, message", [
-    (dict(schedule="0 3 * * *"), "a CronJob can only create Jobs"),
     (dict(settings={"engine": "mpi"}), "is not one of trainjob, jobset, legacy-pytorchjob"),
     (dict(gpus=2), "each process trains on one GPU"),
     (dict(aggregate=Aggregation(quorum=2)), "runs in one process"),
@@ -131,11 +130,12 @@ def test_sagemaker_wants_an_instance_type_for_several_gpus():
         ex.export(SPEC, "sagemaker", opts)
 
 
-@pytest.mark.parametrize("engine", ["trainjob", "jobset"])
-def test_k8s_scale_out_golden_files(engine):
+@pytest.mark.parametrize("engine, schedule", [("trainjob", None), ("jobset", None), ("trainjob", "0 3 * * *")])
+def test_k8s_scale_out_golden_files(engine, schedule):
     """Read line by line when regenerated: TGFLOW_REGEN_GOLDEN=1 pytest tests/export -k golden"""
-    files = ex.export(SPEC, "k8s", options("k8s", nodes=2, procs_per_node=2, gpus=2, settings={"engine": engine}))
-    assert_golden(files, GOLDEN / f"k8s-{engine}")
+    files = ex.export(SPEC, "k8s", options("k8s", nodes=2, procs_per_node=2, gpus=2, schedule=schedule,
+                                           settings={"engine": engine}))
+    assert_golden(files, GOLDEN / f"k8s-{engine}{'-scheduled' if schedule else ''}")
 
 
 def test_cli_exports_checks_and_warns_about_the_legacy_engine(tmp_path, capsys):
@@ -169,3 +169,36 @@ def test_the_scaling_out_examples_run_as_written(tmp_path):
                            ("dist-aml", "job.yaml"), ("dist-dbx", "job.json")):
         assert (tmp_path / folder / native).is_file()
     assert proc.stderr.count("checked ") >= 6
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_scheduled_k8s_scale_out_launches_the_exported_document(engine):
+    """A CronJob can only create Jobs: it runs kubectl create of the engine's document, as a
+    ServiceAccount that may create that one resource and nothing else."""
+    import yaml
+
+    files = ex.export(SPEC, "k8s", options("k8s", schedule="0 3 * * MON-FRI", settings={"engine": engine}))
+    checked = ex.check("k8s", files)
+    assert any("launches" in c for c in checked)
+    cron = files["cronjob.yaml"]["spec"]
+    assert (cron["schedule"], cron["concurrencyPolicy"]) == ("0 3 * * 1-5", "Forbid")
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tgflow-support-launcher"
+    assert pod["containers"][0]["args"][:2] == ["create", "-f"]  # create: generateName needs it (apply does not)
+    [data] = files["launcher-configmap.yaml"]["data"].values()
+    assert yaml.safe_load(data)["metadata"]["generateName"] == "tgflow-support-"
+    assert files["launcher-role.yaml"]["rules"][0]["verbs"] == ["create"]
+    tampered = copy.deepcopy(files)
+    tampered["launcher-role.yaml"]["rules"][0]["verbs"].append("delete")
+    with pytest.raises(ValueError, match="may only create"):
+        ex.check("k8s", tampered)
+    tampered = copy.deepcopy(files)
+    name = next(iter(files["launcher-configmap.yaml"]["data"]))
+    tampered["launcher-configmap.yaml"]["data"][name] = data.replace("--skip-ok", "--pretty")
+    with pytest.raises(ValueError, match="is not the exported one"):
+        ex.check("k8s", tampered)
+
+
+def test_a_scaled_out_k8s_name_leaves_room_for_the_pod_hostnames():
+    with pytest.raises(InputError, match="at most 47"):
+        ex.export(SPEC, "k8s", options("k8s", name="r" * 48))
