@@ -15,6 +15,7 @@ import typer
 from .common import STATE, emit_json, keyring, passphrase
 from .term import err, say, styled, warn
 
+
 class Cluster(str, Enum):
     sagemaker = "sagemaker"
     vertex = "vertex"
@@ -65,6 +66,11 @@ def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_r
         where = placement(cluster, nnodes)
         nnodes, node_rank, addr = where.nnodes, where.node_rank, where.master_addr
         port = port if where.master_port is None else where.master_port
+    elif (nnodes or 1) > 1 and addr is None:
+        from tgsp.errors import InputError
+
+        raise InputError(f"--nnodes {nnodes} needs --master-addr (node 0's address) and this node's --node-rank",
+                         hint="or let the platform place the node: --cluster sagemaker|vertex|spark")
     return launch(argv, nproc, nnodes=nnodes or 1, node_rank=node_rank, master_addr=addr, master_port=port)
 
 

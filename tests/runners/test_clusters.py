@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runners import clusters
-from tests.helpers import PASS
 from tests.runners.test_ddp_round import _files, _max_rel, _tgflow, _weights
 from tgsp.errors import InputError
 
@@ -144,7 +143,12 @@ def test_spark_torchdistributor_runs_the_round_and_returns_its_code(workspace, t
     assert not list((spark / ".tgflow-launch").iterdir())  # each launch's result file is read and removed
 
 
+def test_several_nodes_need_an_address_or_a_cluster(workspace):
+    proc = _tgflow(workspace, "peft", "run", "--spec", str(workspace.spec()), "--nnodes", "2")
+    assert proc.returncode == 2 and "--nnodes 2 needs --master-addr" in proc.stderr
+
+
 def test_spark_needs_a_shared_output_root(workspace):
     proc = _tgflow(workspace, "peft", "run", "--spec", str(workspace.spec()), "--cluster", "spark")
     assert proc.returncode == 2 and "--cluster spark needs --output-root" in proc.stderr
-    assert PASS  # the workspace's passphrase is in the environment: nothing was asked
+    assert not (workspace.root / "out" / "adapter.tgsp").exists()
