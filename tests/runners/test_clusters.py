@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -152,3 +153,32 @@ def test_spark_needs_a_shared_output_root(workspace):
     proc = _tgflow(workspace, "peft", "run", "--spec", str(workspace.spec()), "--cluster", "spark")
     assert proc.returncode == 2 and "--cluster spark needs --output-root" in proc.stderr
     assert not (workspace.root / "out" / "adapter.tgsp").exists()
+
+
+def test_the_golden_trainjob_command_line_runs_on_two_nodes(workspace, tmp_path):
+    """tests/export/golden/k8s-trainjob/trainjob.yaml's own args, run as Kubeflow Trainer would on
+    two nodes: $(PET_...) filled in per node, and its container folders mapped to this machine."""
+    import re
+
+    import yaml
+
+    golden = yaml.safe_load((Path(__file__).parents[1] / "export/golden/k8s-trainjob/trainjob.yaml").read_text())
+    trainer = golden["spec"]["trainer"]
+    assert trainer["command"] == ["tgflow"]
+    config = tmp_path / "config"
+    config.mkdir()
+    shutil.copy(workspace.spec("spec.json", output__path="out/adapter.tgsp"), config / "run_spec.json")
+    one = workspace.spec("one.json", output__path="one/adapter.tgsp")
+    assert _tgflow(workspace, "peft", "run", "--spec", str(one)).returncode == 0
+    folders = {"/config": str(config), "/work": str(workspace.root), "/out": str(tmp_path / "out")}
+    port, procs = _free_port(), []
+    for node in (0, 1):
+        env = {"PET_NODE_RANK": str(node), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port)}
+        argv = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in trainer["args"]]
+        argv = [re.sub(r"^(/config|/work|/out)", lambda m: folders[m.group(1)], a) for a in argv]
+        procs.append(_tgflow(workspace, *argv, wait=False))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert json.loads(outs[0][0].strip().splitlines()[-1])["ok"] is True  # --json: node 0 reports the round
+    a, b = (_weights(workspace, p) for p in (workspace.root / "one/adapter.tgsp", tmp_path / "out/adapter.tgsp"))
+    assert _max_rel(a, b) < 1e-5
