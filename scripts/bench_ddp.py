@@ -72,7 +72,7 @@ def _training(report: dict) -> dict:
 
 def _adapter(home: Path, pkg: Path) -> dict:
     import tgsp
-    from runners.adapters import identities_for, read_release
+    from runners.learn.adapters import identities_for, read_release
     from safetensors.torch import load
 
     kr = tgsp.Keyring(home)

@@ -39,14 +39,14 @@ MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def _batches(args, data):
-    from runners.train import micro_batch
+    from runners.learn.train import micro_batch
 
     return [[data[i] for i in micro_batch(step, len(data), args.batch, 0)] for step in range(args.steps)]
 
 
 def _lora(model):
     from runners.spec import LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
 
     return add_lora(model, LoraSpec(r=16, alpha=32, target_modules=MODULES), 0)
 
@@ -54,7 +54,7 @@ def _lora(model):
 def make_nondp(args, model, pad):
     import torch
 
-    from runners.batches import collate, per_example_loss
+    from runners.learn.batches import collate, per_example_loss
 
     model = _lora(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -74,8 +74,8 @@ def make_nondp(args, model, pad):
 def make_dp(args, model, pad):
     import torch
 
-    from runners.dp_sgd import DPConfig, DPRandom, PerExampleClipper
-    from runners.train import DPRun, dp_gradient
+    from runners.learn.dp_sgd import DPConfig, DPRandom, PerExampleClipper
+    from runners.learn.train import DPRun, dp_gradient
 
     model = _lora(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -96,7 +96,7 @@ def make_opacus(args, model, pad):
     from opacus import GradSampleModule
     from opacus.optimizers import DPOptimizer
 
-    from runners.batches import collate, per_example_loss
+    from runners.learn.batches import collate, per_example_loss
 
     model = GradSampleModule(_lora(model), batch_first=True, loss_reduction="sum")
     opt = DPOptimizer(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4),

@@ -75,7 +75,9 @@ def make_updates(tmp: Path, sites: int) -> None:
     import numpy as np
 
     import tgsp
-    from runners.fed import compress, site, updates
+    from runners.fed import compress
+    from runners.stages import site
+    from runners.fed import updates
 
     kr = tgsp.Keyring(tmp / "home")
     kr.generate("aggregator", "recipient", lambda: PASS)
@@ -99,7 +101,8 @@ def make_updates(tmp: Path, sites: int) -> None:
 
 def child(tmp: Path, mode: str, method: str, sites: int) -> dict:
     import tgsp
-    from runners.fed import aggregate, updates
+    from runners.stages import aggregation as agg_stage
+    from runners.fed import updates
 
     kr = tgsp.Keyring(tmp / "home")
     idents = kr.identities("aggregator", lambda: PASS)
@@ -113,7 +116,7 @@ def child(tmp: Path, mode: str, method: str, sites: int) -> dict:
     else:
         screened = updates.screen(paths, policy, _want(method, names, state), {}, "examples", {k.keyid for k in idents})
         assert len(screened.accepted) == sites, screened.refused
-        aggregate.merge(screened.accepted, idents, state, names, method, R)
+        agg_stage.merge(screened.accepted, idents, state, names, method, R)
     return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb() - before}
 
 
@@ -198,12 +201,15 @@ def compression() -> None:
     from peft import set_peft_model_state_dict
     from safetensors.numpy import load
 
-    from runners import feeds, model as model_mod
-    from runners.batches import tokenize
-    from runners.evaluate import mean_loss
-    from runners.fed import compress, site, start, updates
+    from runners.data import feeds
+    from runners.learn import model as model_mod
+    from runners.learn.batches import tokenize
+    from runners.learn.evaluate import mean_loss
+    from runners.fed import compress
+    from runners.stages import site
+    from runners.fed import start, updates
     from runners.spec import FeedSpec, LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
     from tgsp.unpack import read_payload
 
     with tempfile.TemporaryDirectory(prefix="bench-fed-c-") as t:

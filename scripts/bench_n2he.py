@@ -7,7 +7,7 @@ signed update package (TGSP, encrypted to the aggregator and the key holder). Th
 aggregator screens the 8 packages (signatures, digests, federation fields, HE context) and
 sums the ciphertexts without any secret key (runners/n2he/sum.py). The baseline, in the
 same run: the same 8 updates as plaintext float32 update packages, screened and merged by
-the plaintext ffa path (runners/fed/aggregate.py), like for like. The key holder decrypts
+the plaintext ffa path (runners/recipes/aggregate.py), like for like. The key holder decrypts
 the sum. Printed:
 
 - bytes per parameter on the wire (target <= 32, i.e. 8x float32; NVFlare's depth-1
@@ -80,7 +80,9 @@ def make(tmp: Path, parties: int, n: int) -> dict:
     from safetensors.numpy import save_file
 
     import tgsp
-    from runners.fed import compress, site, updates
+    from runners.fed import compress
+    from runners.stages import site
+    from runners.fed import updates
     from runners.n2he import ckks, context, layout
 
     kr = tgsp.Keyring(tmp / "home")
@@ -127,7 +129,8 @@ def aggregate(tmp: Path, parties: int, n: int, kind: str) -> tuple[float, float]
     """Screen and aggregate (he: the homomorphic sum, written to disk; plain: the ffa merge).
     Timed from after the keys are open (unsealing is the same for both, and not aggregation)."""
     import tgsp
-    from runners.fed import aggregate as agg, updates
+    from runners.stages import aggregation as agg
+    from runners.fed import updates
     from runners.n2he import context, layout, sum as he_sum
 
     kr = tgsp.Keyring(tmp / "home")

@@ -46,7 +46,7 @@ def median_ms(fn, repeat: int) -> float:
 
 def setup(tmp: Path, versions: int):
     import tgsp
-    from runners.registry import Registry
+    from runners.state.registry import Registry
     from tgsp.keyring import Keyring
     from tests.helpers import make_adapter
 
@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=30)
     n = ap.parse_args().repeat
     import tgsp
-    from runners.store import ROUND, RouteStore
+    from runners.state.store import ROUND, RouteStore
     from tgsp import clock, route_index
 
     with tempfile.TemporaryDirectory() as d:

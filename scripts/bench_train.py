@@ -55,8 +55,8 @@ def build_model(kind: str, device: str):
 
 def build_data(kind: str):
     """Tokenized examples: the real feed for tiny, seeded lengths 64..1024 for 1b."""
-    from runners.batches import Tokenized, tokenize
-    from runners.feeds import load_feed
+    from runners.learn.batches import Tokenized, tokenize
+    from runners.data.feeds import load_feed
     from runners.spec import FeedSpec
 
     if kind == "tiny":
@@ -80,9 +80,9 @@ class _Tok:
 
 
 def run_ours(args, model, data, pad, *, packing: bool):
-    from runners.checkpoint import CheckpointStore
+    from runners.state.checkpoint import CheckpointStore
     from runners.spec import LoraSpec, TrainingSpec
-    from runners.train import add_lora, train
+    from runners.learn.train import add_lora, train
 
     model = add_lora(model, LoraSpec(r=16, alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]), 0)
     spec = TrainingSpec(steps=args.steps, batch_size=args.batch, learning_rate=1e-4, seed=0,
@@ -104,8 +104,8 @@ def run_plain(args, model, data, pad):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from runners.batches import collate
-    from runners.train import micro_batch
+    from runners.learn.batches import collate
+    from runners.learn.train import micro_batch
 
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],

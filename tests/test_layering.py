@@ -13,7 +13,7 @@ def test_tgsp_imports_no_torch_typer_or_rich():
 
 def test_route_resolve_stays_light():
     """A deploying CronJob's `route resolve` reads the registry without loading torch."""
-    code = ("import sys, runners.registry, runners.store, tgsp.route_index, tgflow_cli.route_cmds; "
+    code = ("import sys, runners.state.registry, runners.state.store, tgsp.route_index, tgflow_cli.route_cmds; "
             "print(sorted(m for m in ('torch', 'peft', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

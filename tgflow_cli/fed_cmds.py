@@ -53,7 +53,8 @@ def aggregate(
 
     Example: tgflow fed aggregate site-a.tgsp site-b.tgsp site-c.tgsp --spec aggregator.json --quorum 2 --site site-a --site site-b --site site-c
     """
-    from runners.fed.aggregate import Request, aggregate as run
+    from runners.recipes.aggregate import aggregate as run
+    from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
 
     from .peft_cmds import emit_report, render_release, report_outcome
@@ -125,8 +126,8 @@ def decrypt(
 
     Example: tgflow fed decrypt sum.tgsp --updates-dir updates --spec keyholder.json --aggregator aggregator-sign --quorum 2
     """
-    from runners.fed.aggregate import Request
-    from runners.n2he.decrypt import DecryptRequest, decrypt as run
+    from runners.recipes.decrypt import DecryptRequest, decrypt as run
+    from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
 
     from .peft_cmds import emit_report, render_release, report_outcome

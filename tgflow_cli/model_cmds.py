@@ -30,7 +30,7 @@ def fetch(
 
     Example: tgflow model fetch TinyLlama/TinyLlama-1.1B-Chat-v1.0 -o models/tinyllama
     """
-    from runners.fetch import fetch as do_fetch
+    from runners.learn.fetch import fetch as do_fetch
 
     record = do_fetch(model_id, output, revision)
     if json_out:

@@ -49,19 +49,19 @@ def _graceful_stop() -> Iterator[threading.Event]:
 
 def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_rank: int, addr, port: int,
             cluster: str | None) -> int:
-    """Start the round's processes: torch's elastic launcher (runners/launch.py), on this
-    node's place in a platform's cluster (runners/clusters.py), or Spark's TorchDistributor."""
-    from runners.launch import launch
+    """Start the round's processes: torch's elastic launcher (runners/dist/launch.py), on this
+    node's place in a platform's cluster (runners/dist/clusters.py), or Spark's TorchDistributor."""
+    from runners.dist.launch import launch
 
     argv = ["peft", "run", "--spec", str(spec), "--wait-busy", str(wait_busy)]
     for flag, value in flags.items():
         argv += [flag] if value is True else [flag, str(value)] if value not in (None, False) else []
     if cluster == "spark":
-        from runners import spark_launch
+        from runners.dist import spark as spark_launch
 
         return spark_launch.launch(argv, nproc * (nnodes or 1), output_root=flags["--output-root"])
     if cluster is not None:
-        from runners.clusters import placement
+        from runners.dist.clusters import placement
 
         where = placement(cluster, nnodes)
         nnodes, node_rank, addr = where.nnodes, where.node_rank, where.master_addr
@@ -114,7 +114,7 @@ def run(
 
 def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy) -> None:
     """The round in this process (one rank when started by a launcher)."""
-    from runners.round import run_round
+    from runners.recipes.round import run_round
 
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
@@ -207,7 +207,7 @@ def validate(
 
     Example: tgflow peft validate --spec examples/run_spec.json
     """
-    from runners.validate import validate as run_checks
+    from runners.recipes.validate import validate as run_checks
     from tgsp.errors import InputError
 
     result = run_checks(spec, keyring(), input_root=input_root, output_root=output_root)
@@ -237,7 +237,7 @@ def budget(
 
     Example: tgflow peft budget --spec examples/run_spec_dp.json
     """
-    from runners.round import privacy_budget
+    from runners.recipes.round import privacy_budget
 
     status = privacy_budget(spec, keyring(), input_root=input_root, output_root=output_root)
     nxt = status["next_round"]
@@ -352,7 +352,7 @@ def generate(
 
     Example: tgflow peft generate --package demo-out/support.tgsp --identity operator --prompt "Ticket #1: The VPN client fails with error 809 after the latest update.\\nResolution:" --against base --base-model examples/tiny-base
     """
-    from runners.trial import generate as run_generate
+    from runners.recipes.trial import generate as run_generate
     from tgsp.errors import InputError
 
     if against not in (None, "base"):

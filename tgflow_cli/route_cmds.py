@@ -37,7 +37,7 @@ def _registry_dir(registry: Path | None, spec: Path | None) -> Path:
 
 
 def _open(registry: Path | None, spec: Path | None, policy=None):
-    from runners.registry import Registry as Reg
+    from runners.state.registry import Registry as Reg
 
     return Reg(_registry_dir(registry, spec), policy or keyring().trust_policy())
 
@@ -122,7 +122,7 @@ def history(route: str = typer.Argument(..., help="The route key."), registry: O
 
 def _rounds(spec: Path) -> list[dict[str, Any]]:
     from runners.stages.inputs import open_round
-    from runners.store import ROUND, RouteStore
+    from runners.state.store import ROUND, RouteStore
 
     opened = open_round(spec, None, None)
     store = RouteStore(opened.state, opened.spec.route_key).view()
@@ -165,7 +165,7 @@ def eval_(
     Example: tgflow route eval support --candidate 2 --against production --eval examples/feeds/support-eval-2.jsonl --identity operator --registry demo-out/registry --signing-key release
     """
     from runners.spec import FeedSpec
-    from runners.trial import evaluate
+    from runners.recipes.trial import evaluate
 
     reg = _open(registry, spec)
     signer = _signer(signing_key, passphrase_file)

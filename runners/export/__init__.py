@@ -16,6 +16,7 @@ from typing import Any
 from tgsp.atomic import prepare_parent, write_bytes
 from tgsp.errors import InputError
 
+from ..privacy.rules import check_n2he
 from ..spec import RunSpec
 from . import jobspec, secrets
 from .jobspec import Aggregation, ExportOptions
@@ -33,8 +34,6 @@ def _check_federated(spec: RunSpec, agg: Aggregation | None) -> None:
     """What the aggregator's or key holder's job needs. n2he runs embedded (TenSEAL is in the
     runner image): no export references a sidecar (docs/adr/0012-n2he-secure-aggregation.md)."""
     if spec.privacy.mode == "n2he":
-        from ..modes import check_n2he
-
         check_n2he(spec)
     if agg is None:
         return

@@ -129,7 +129,7 @@ def check_scale(options: ExportOptions) -> None:
 
 
 def launch_flags(options: ExportOptions, **rendezvous: str) -> list[str]:
-    """``peft run``'s launcher flags (runners/launch.py): processes on this node, and for several
+    """``peft run``'s launcher flags (runners/dist/launch.py): processes on this node, and for several
     nodes either the platform's cluster description (cluster="sagemaker") or explicit
     node_rank / master_addr / master_port, often $(VAR) references the platform fills in."""
     if not options.distributed:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tgsp
 from tgsp.canonical import encode, sha256_hex
@@ -228,3 +228,16 @@ def _one_per_site(out: Screening) -> None:
             out.refuse(s.path, f"site {s.site_name} sent {len(site_updates)} different updates for this round",
                        s.package_id, s.site_name)
     out.accepted = sorted(keep, key=lambda s: s.package_id)  # a fixed order: the merge is reproducible
+
+
+@dataclass
+class Body:
+    """What an update carries besides its module list: the plaintext deltas (compress.py), or
+    CKKS ciphertexts (runners/n2he/site.py)."""
+
+    federation: dict[str, Any]  # manifest fields this body adds
+    write: Callable[[Path], None]  # writes the payload files into the update's folder
+    recipients: list[Any]  # public keys the update is encrypted to besides the aggregator
+    privacy: dict[str, Any]  # the manifest's privacy record
+    report: dict[str, Any] = field(default_factory=dict)  # added to the site's own report (never the package)
+    after: Callable[[], None] = lambda: None  # run once the update is written (the top-k residual)

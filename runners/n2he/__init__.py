@@ -1,3 +1,5 @@
-"""n2he: homomorphic secure aggregation with CKKS (TenSEAL). Work in progress (issue 13):
-the parameter policy and the chunked encrypt / sum / decrypt core. Not wired into a round yet;
-privacy.mode "n2he" is still refused by peft run and export."""
+"""n2he: homomorphic secure aggregation with CKKS (TenSEAL), format and math only: the
+parameter policy (ckks.py), HE keys in the keyring (context.py), the update vector's layout
+(layout.py), a site's encrypted update body (site.py), the homomorphic sum (sum.py) and the
+shared-key package (share.py). The key holder's round is runners/recipes/decrypt.py; the
+privacy mode that encrypts a site's update is runners/privacy/modes.py (docs/n2he.md)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from tgsp.errors import InputError
 
-from ..fed.site import Body
+from ..fed.updates import Body
 from . import ckks, context, layout
 
 

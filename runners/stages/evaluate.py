@@ -10,9 +10,9 @@ from typing import Any
 
 from tgsp.errors import ForgettingExceeded, GateFailed
 
-from .. import metrics
-from ..batches import tokenize
-from ..evaluate import mean_loss, relative_change
+from ..learn import metrics
+from ..learn.batches import tokenize
+from ..learn.evaluate import mean_loss, relative_change
 from .inputs import Inputs
 from .select import Selection
 from .update import Update

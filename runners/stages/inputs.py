@@ -12,10 +12,11 @@ import tgsp
 from tgsp import clock
 from tgsp.errors import InputError, PackageError
 
-from .. import adapters, feeds as feeds_mod, model as model_mod
-from ..feeds import Feed
-from ..registry import Registry
+from ..data import feeds as feeds_mod
+from ..data.feeds import Feed
+from ..learn import adapters, model as model_mod
 from ..spec import RunSpec, load_spec, resolve
+from ..state.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,14 @@ import tgsp
 from tgsp import clock, route_index
 from tgsp.errors import OutputError, TgflowError
 
-from .. import adapters
-from ..card import model_card
-from ..neardup import near_key
+from ..data.neardup import near_key
+from ..learn import adapters
+from ..learn.card import model_card
+from .context import PACKAGED
 from .evaluate import Evaluation
 from .inputs import Inputs
 from .select import Selection
 from .update import Update
-
-PACKAGED = "packaged"
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Stage 2, selection: what this round trains on and what it is judged on.
 
-Novelty (runners/novelty.py) picks the examples the route does not know
+Novelty (runners/learn/novelty.py) picks the examples the route does not know
 yet; the evaluation split is kept out of training by near-duplicate key
-(runners/neardup.py); replay adds a sample of earlier releases' training
+(runners/data/neardup.py); replay adds a sample of earlier releases' training
 data (non-DP routes only); earlier releases' held-out sets are kept for the
 forgetting measure.
 """
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from tgsp.canonical import encode, sha256_hex
 from tgsp.errors import InputError, NoveltySkipped
 
-from .. import novelty
-from ..batches import Tokenized, tokenize
-from ..evaluate import example_losses
-from ..feeds import Example
-from ..neardup import group_split, near_key, split_leaks
+from ..data.feeds import Example
+from ..data.neardup import group_split, near_key, split_leaks
+from ..learn import novelty
+from ..learn.batches import Tokenized, tokenize
+from ..learn.evaluate import example_losses
 from .inputs import Inputs
 
 

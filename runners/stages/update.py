@@ -1,6 +1,6 @@
 """Stage 4, update: the LoRA, warm-started from the route's production
 adapter (``training.init: last-release``) or fresh on the base model, trained
-by the recipe in runners/train.py under the round's privacy mode."""
+by the recipe in runners/learn/train.py under the round's privacy mode."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 from tgsp.errors import InputError
 
-from .. import adapters
-from ..train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train
+from ..dist import ranks
+from ..fed import start
+from ..learn import adapters
+from ..learn.train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train
 from .inputs import Inputs
 from .select import Selection
 
@@ -62,8 +64,6 @@ def _modules(value) -> Any:
 def _federated(rnd, model, warm: bool) -> dict[str, Any] | None:
     """A federated site's start: a fresh LoRA drawn device-independently (every site and the
     aggregator draw the same one); A frozen under ffa. Returns the start's tensors."""
-    from ..fed import start
-
     fed = rnd.spec.federation
     if fed is None:
         return None
@@ -77,13 +77,11 @@ def _federated(rnd, model, warm: bool) -> dict[str, Any] | None:
 def update(rnd, i: Inputs, sel: Selection) -> Update:
     spec = rnd.spec
     model, warm = _with_adapter(rnd, i)
-    start = _federated(rnd, model, warm)
+    start_state = _federated(rnd, model, warm)
     dp_run, limit = rnd.mode.trainer(i.device.name)
     progress, fp = rnd.progress, fingerprint(rnd, i, sel)
     if rnd.world is not None:  # torchrun: the other ranks train their share of the same job
-        from ..ddp_round import lead
-
-        lead(rnd.world, model, sel.train_data, spec, dp_run, limit, fp, rnd.checkpoints)
+        ranks.lead(rnd.world, model, sel.train_data, spec, dp_run, limit, fp, rnd.checkpoints)
         rnd.led.append(True)
     result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints, fp,
                    stop=rnd.stop, dp=dp_run, limit=limit, world=rnd.world,
@@ -94,4 +92,4 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
               "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base",
               "processes": rnd.world.size if rnd.world is not None else 1}
     rnd.record("tgflow.training", rnd.mode.training_record(result, record))
-    return Update(model, result, warm, rnd.mode.finish(rnd, result), start)
+    return Update(model, result, warm, rnd.mode.finish(rnd, result), start_state)

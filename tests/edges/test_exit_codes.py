@@ -118,7 +118,7 @@ def _busy_registry(tmp: Path, monkeypatch) -> list[str]:
     """Another editor holds the route's registry lock (an flock on another open file)."""
     import fcntl
 
-    import runners.registry as R
+    import runners.state.registry as R
 
     from tgsp.keyring import Keyring
 
@@ -143,10 +143,10 @@ def _spent_dp_spec(tmp: Path) -> str:
     state = tmp / "dp" / ".tgflow-state" / spec["route_key"]
     state.mkdir(parents=True)
     (tmp / "s.json").write_text(json.dumps(spec))
-    from runners.ledger import Ledger  # spend the whole budget in one settled round
+    from runners.privacy.ledger import Ledger  # spend the whole budget in one settled round
 
     ledger = Ledger.load(state, spec["route_key"])
-    from runners.accounting import DpEvent
+    from runners.privacy.accounting import DpEvent
 
     ledger.begin("r0", DpEvent(0.8, 0.2, 100), {})  # epsilon about 22, far over the budget of 3
     ledger.settle("r0", {"outcome": "packaged"})
@@ -216,7 +216,7 @@ def test_manifest_listing_a_file_and_a_folder_of_the_same_name_is_a_format_error
 
 def test_missing_lora_target_names_the_models_modules(tmp_path):
     from runners.spec import LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(ROOT / "examples" / "tiny-base")

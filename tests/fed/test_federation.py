@@ -28,10 +28,12 @@ def site_adapter_metrics(fed, update: Path) -> dict:
     from peft import set_peft_model_state_dict
     from safetensors.numpy import load
 
-    from runners import feeds, metrics, model as model_mod
-    from runners.fed import site, start, updates
+    from runners.data import feeds
+    from runners.learn import metrics, model as model_mod
+    from runners.stages import site
+    from runners.fed import start, updates
     from runners.spec import FeedSpec, LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
 
     kr = tgsp.Keyring(fed.root / "home")
     from tgsp.unpack import read_payload
@@ -74,7 +76,7 @@ def test_three_sites_aggregate_into_a_candidate_that_beats_every_site(fed, capsy
     assert {f"tgflow:update/{s}@{ROUND}" for s in SITES} <= deps
     assert events["tgflow.privacy"]["mode"] == "federated"
     assert [x["mode"] for x in events["tgflow.privacy"]["sites"]] == ["off"] * 3
-    from runners.registry import Registry
+    from runners.state.registry import Registry
 
     doc, _ = Registry(fed.root / "out/agg/registry", kr.trust_policy()).load("support")
     assert doc["aliases"]["candidate"]["package_id"] == report["package_id"]
@@ -137,7 +139,8 @@ def test_a_replayed_update_is_refused(fed, capsys):
 def _site_states(fed, names_of_updates) -> list[tuple[float, dict]]:
     from safetensors.numpy import load
 
-    from runners.fed import site, updates
+    from runners.stages import site
+    from runners.fed import updates
     from tgsp.unpack import read_payload
 
     kr = tgsp.Keyring(fed.root / "home")
@@ -152,10 +155,10 @@ def _site_states(fed, names_of_updates) -> list[tuple[float, dict]]:
 
 
 def _fresh_start() -> dict:
-    from runners import model as model_mod
+    from runners.learn import model as model_mod
     from runners.fed import start
     from runners.spec import LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
 
     _, model = model_mod.load(EXAMPLES / "tiny-base", model_mod.pick_device("fp32"))
     model = add_lora(model, LoraSpec(r=8, alpha=16, target_modules=["q_proj", "v_proj"]), 7)
@@ -166,7 +169,7 @@ def _fresh_start() -> dict:
 def _released(fed, report) -> dict:
     from safetensors.torch import load
 
-    from runners.adapters import read_release
+    from runners.learn.adapters import read_release
 
     kr = tgsp.Keyring(fed.root / "home")
     rel = read_release(Path(report["package"]), kr.trust_policy(kind="adapter"), kr.identities("operator", lambda: PASS))

@@ -44,8 +44,8 @@ def _nothing():
 
 
 def _release(root: Path, version: int = 1):
-    from runners import adapters
-    from runners.registry import Registry, find
+    from runners.learn import adapters
+    from runners.state.registry import Registry, find
     from tgsp.keyring import Keyring
 
     kr = Keyring(root / "home")
@@ -58,14 +58,14 @@ def test_novelty_tells_new_topics_from_reworded_seen_tickets(route):
     """Three groups under the route's production adapter (round 1):
     tickets with resolutions it never learned pass, reworded seen tickets do not,
     and near-duplicates within one feed are caught."""
-    from runners import adapters, model as model_mod, novelty
-    from runners.batches import tokenize
-    from runners.evaluate import example_losses
-    from runners.feeds import Example
+    from runners.learn import adapters, model as model_mod, novelty
+    from runners.learn.batches import tokenize
+    from runners.learn.evaluate import example_losses
+    from runners.data.feeds import Example
 
     tok, model = model_mod.load(route / "examples/tiny-base", model_mod.pick_device("fp32"))
     model = adapters.attach(model, _release(route), "parent")
-    from runners.neardup import near_key
+    from runners.data.neardup import near_key
 
     def rows(make, tag: str) -> list[Example]:  # 24 distinct tickets (no two equal apart from the number)
         out, keys, i = [], set(), 0
@@ -89,7 +89,7 @@ def test_novelty_tells_new_topics_from_reworded_seen_tickets(route):
     assert result.near_duplicates == 6 and all(s == 0.0 for s in scores[48:])
     assert set(result.novel) == set(range(24))
     # exact match in one teacher-forced pass is greedy generation's answer, here and on the base model
-    from runners import metrics
+    from runners.learn import metrics
 
     tickets = [Example(corpus.ticket(random.Random(f"em-{i}"))["prompt"], corpus.ticket(random.Random(f"em-{i}"))["completion"])
                for i in range(16)] + new[:8]

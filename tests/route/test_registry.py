@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tgsp
-from runners.registry import Registry
+from runners.state.registry import Registry
 from tgsp import route_index
 from tgsp.canonical import encode
 from tgsp.errors import PackageError, TgflowError
@@ -132,7 +132,7 @@ def test_an_index_cannot_point_outside_its_folder(reg):
 def test_concurrent_editors_lose_no_update(reg):
     """Eight processes register at once: eight index versions, every package listed."""
     pkgs = [reg.package(v) for v in range(1, 9)]
-    code = ("import sys; from pathlib import Path; from tgsp.keyring import Keyring; from runners.registry import Registry\n"
+    code = ("import sys; from pathlib import Path; from tgsp.keyring import Keyring; from runners.state.registry import Registry\n"
             f"kr = Keyring({str(reg.root / 'home')!r}); pp = lambda: {PASS!r}\n"
             f"Registry(Path({str(reg.dir)!r}), kr.trust_policy()).register(Path(sys.argv[1]), kr.signer('release', pp))\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(p)], cwd=ROOT) for p in pkgs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from runners.store import RouteStore
+from runners.state.store import RouteStore
 
 from tests.helpers import cli
 
@@ -28,7 +28,7 @@ def test_a_round_warm_starts_from_a_frozen_index_and_thaws_it(workspace, capsys)
     still reads production from it, and its registration re-signs (thaws) the index."""
     from datetime import datetime, timedelta, timezone
 
-    from runners.registry import Registry
+    from runners.state.registry import Registry
     from tgsp.keyring import Keyring
 
     from tests.helpers import PASS

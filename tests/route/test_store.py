@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from runners.store import CREATED, MIGRATED, RECOVERED, ROUND, RouteStore
+from runners.state.store import CREATED, MIGRATED, RECOVERED, ROUND, RouteStore
 from tgsp.errors import InputError, RouteBusy
 
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding the route's session until killed."""
-    code = ("import sys, time; from runners.store import RouteStore\n"
+    code = ("import sys, time; from runners.state.store import RouteStore\n"
             f"with RouteStore({str(folder)!r}, 'support').session('peft run'):\n"
             "    print('held', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -133,7 +133,7 @@ def test_readers_without_the_lock_never_see_a_false_cut(tmp_path):
     folder = tmp_path / "state"
     with RouteStore(folder, "support").session("t"):
         pass
-    code = ("from runners.store import RouteStore, ROUND\n"
+    code = ("from runners.state.store import RouteStore, ROUND\n"
             f"with RouteStore({str(folder)!r}, 'support').session('writer') as s:\n"
             "    for i in range(300):\n        s.append(ROUND, {'outcome': 'skipped-low-novelty', 'i': i})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2])

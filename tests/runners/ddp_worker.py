@@ -2,7 +2,7 @@
 
     python tests/runners/ddp_worker.py OUT plain|dp|noise [STOP_AT]
 
-Builds a tiny Llama with LoRA from a config (no downloads), trains it with runners.train
+Builds a tiny Llama with LoRA from a config (no downloads), trains it with runners.learn.train
 on seeded data, and (rank 0 only) writes OUT/lora.safetensors and OUT/result.json."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Tok:
 
 def _Recording(folder, log, rank):
     """The real checkpoint store, noting which rank saved (only rank 0 may)."""
-    from runners.checkpoint import CheckpointStore
+    from runners.state.checkpoint import CheckpointStore
 
     class Recording(CheckpointStore):
         def save(self, ckpt):
@@ -39,11 +39,11 @@ def main() -> None:
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from runners.batches import IGNORE, Tokenized
-    from runners.distributed import check_batch, open_world
-    from runners.dp_sgd import DPConfig, DPRandom
+    from runners.learn.batches import IGNORE, Tokenized
+    from runners.dist.world import check_batch, open_world
+    from runners.learn.dp_sgd import DPConfig, DPRandom
     from runners.spec import LoraSpec, TrainingSpec
-    from runners.train import DPRun, add_lora, train
+    from runners.learn.train import DPRun, add_lora, train
     from tgsp.errors import Interrupted
 
     out, mode = Path(sys.argv[1]), sys.argv[2]
@@ -101,8 +101,8 @@ def _noise(model, data, dp, world, out):
     """One DP step on examples whose loss is zero: the gradient is the noise alone, over B."""
     import torch
 
-    from runners.dp_sgd import PerExampleClipper
-    from runners.train import dp_step, share_sampling
+    from runners.learn.dp_sgd import PerExampleClipper
+    from runners.learn.train import dp_step, share_sampling
 
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world)
     if world is not None:

@@ -6,7 +6,7 @@ import pytest
 
 dpa = pytest.importorskip("dp_accounting")
 
-from runners.accounting import DpEvent, calibrate, epsilon, max_steps, merge  # noqa: E402
+from runners.privacy.accounting import DpEvent, calibrate, epsilon, max_steps, merge  # noqa: E402
 from tgsp.errors import InputError  # noqa: E402
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runners.batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
-                             per_example_loss_packed, tokenize)
-from runners.feeds import Example
+from runners.learn.batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack,
+                                   per_example_loss, per_example_loss_packed, tokenize)
+from runners.data.feeds import Example
 
 
 def test_prompt_tokens_carry_no_loss(tiny_model):

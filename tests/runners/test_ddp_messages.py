@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runners import ddp_messages
-from runners.batches import Tokenized
-from runners.checkpoint import Checkpoint
-from runners.ddp_round import Job
-from runners.dp_sgd import DPConfig
+from runners.dist import messages as ddp_messages, world
+from runners.dist.messages import Job
+from runners.learn.batches import Tokenized
+from runners.learn.dp_sgd import DPConfig
+from runners.state.checkpoint import Checkpoint
 from tgsp.errors import InputError
 
 torch = pytest.importorskip("torch")
@@ -48,7 +48,7 @@ def test_codes_and_the_not_trained_message():
     assert ddp_messages.decode(ddp_messages.encode_code(75)) == 75
     assert ddp_messages.decode(ddp_messages.NOT_TRAINED) == "not-trained"
     state = torch.Generator().manual_seed(3).get_state()
-    assert torch.equal(ddp_messages.decode_state(ddp_messages.encode_state(state)), state)
+    assert torch.equal(world.state_from_bytes(world.state_bytes(state)), state)  # World.share_generator
 
 
 class _Boom:

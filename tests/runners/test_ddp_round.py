@@ -29,7 +29,7 @@ def _tgflow(ws, *args, wait=True):
 
 def _weights(ws, pkg: Path) -> dict:
     import tgsp
-    from runners.adapters import identities_for, read_release
+    from runners.learn.adapters import identities_for, read_release
     from safetensors.torch import load
 
     kr = tgsp.Keyring(ws.root / "home")

@@ -10,9 +10,9 @@ from hypothesis import given, settings, strategies as st
 
 torch = pytest.importorskip("torch")
 
-from runners.batches import IGNORE, Tokenized, collate, per_example_loss  # noqa: E402
-from runners.dp_sgd import DPConfig, DPRandom, PerExampleClipper, lora_factors, micro_batches, poisson_sample  # noqa: E402
-from runners.train import DPRun, dp_step  # noqa: E402
+from runners.learn.batches import IGNORE, Tokenized, collate, per_example_loss  # noqa: E402
+from runners.learn.dp_sgd import DPConfig, DPRandom, PerExampleClipper, lora_factors, micro_batches, poisson_sample  # noqa: E402
+from runners.learn.train import DPRun, dp_step  # noqa: E402
 
 VOCAB = 64
 
@@ -170,7 +170,7 @@ def test_poisson_sampling_rate_and_static_micro_batch_shapes(monkeypatch):
 
 
 def test_a_dp_step_moves_every_lora_factor():
-    from runners.train import add_lora  # the production wrapper (B starts at zero, as in real runs)
+    from runners.learn.train import add_lora  # the production wrapper (B starts at zero, as in real runs)
     from runners.spec import LoraSpec
     from transformers import LlamaConfig, LlamaForCausalLM
 

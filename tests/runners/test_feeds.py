@@ -7,7 +7,7 @@ import json
 import pytest
 
 import tgsp
-from runners.feeds import Example, load_feed
+from runners.data.feeds import Example, load_feed
 from runners.spec import FeedSpec
 from tgsp.errors import InputError, NotFoundError
 from tgsp.keyring import Keyring

@@ -28,9 +28,9 @@ def test_round_on_gpu_trains_in_bf16_and_packages(workspace, capsys):
 def test_packing_has_no_cross_contamination_on_gpu_bf16():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runners.batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
-                                 per_example_loss_packed, tokenize)
-    from runners.feeds import Example
+    from runners.learn.batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack,
+                                       per_example_loss, per_example_loss_packed, tokenize)
+    from runners.data.feeds import Example
     from tests.runners.conftest import EXAMPLES
 
     tok = AutoTokenizer.from_pretrained(EXAMPLES / "tiny-base")
@@ -70,10 +70,10 @@ def test_dp_clipping_in_bf16_on_gpu_matches_fp32():
     ref_model = _model("llama")
     _, ref_norms = _clipped_sum(ref_model, items, 1e9)
     model = _model("llama").to("cuda", torch.bfloat16)
-    import runners.dp_sgd as dp
+    import runners.learn.dp_sgd as dp
 
     clipper = dp.PerExampleClipper(model, 1e9)
-    from runners.batches import collate, per_example_loss
+    from runners.learn.batches import collate, per_example_loss
 
     ids, mask, labels = collate(items, 0, "cuda")
     per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels).sum().backward()

@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from runners.accounting import DpEvent, epsilon
-from runners.ledger import FILENAME, FORMAT, Ledger
+from runners.privacy.accounting import DpEvent, epsilon
+from runners.privacy.ledger import FILENAME, FORMAT, Ledger
 from tgsp.errors import InputError, OutputError
 
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from runners.model import model_digest, resolve_model
+from runners.learn.model import model_digest, resolve_model
 from tgsp.errors import InputError, NotFoundError
 
 
@@ -54,7 +54,7 @@ def test_model_fetch_writes_a_verified_offline_folder(tiny_model, tmp_path, monk
     digests that peft run checks (issue 16)."""
     import json
 
-    from runners.fetch import MANIFEST
+    from runners.learn.fetch import MANIFEST
     from tgflow_cli.main import main
 
     cache = tmp_path / "hub"

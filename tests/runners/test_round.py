@@ -17,8 +17,8 @@ import pytest
 import tgsp
 from tgflow_cli.main import main
 from tgsp.keyring import Keyring
-from runners.feeds import Example
-from runners.neardup import near_key
+from runners.data.feeds import Example
+from runners.data.neardup import near_key
 from tgsp.verify import open_package
 
 from tests.helpers import PASS
@@ -81,7 +81,7 @@ def test_round_end_to_end(workspace, capsys, tiny_model):
     assert events["tgflow.inputs"]["base_model"]["files"]["model.safetensors"]
     assert prov["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"]
     # the route moved on: history and version
-    from runners.store import RouteStore
+    from runners.state.store import RouteStore
 
     log = RouteStore(workspace.state, "support").view()
     assert [r["version"] for r in log.releases()] == [1] and log.next_version() == 2
@@ -141,7 +141,7 @@ def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
     assert not (workspace.root / "out" / "adapter.tgsp").exists()
     report = json.loads(next((workspace.state / "rounds").glob("*rejected-forgetting.report.json")).read_text())
     assert report["forgetting"]["forgetting"] > 0 and report["forgetting"]["budget"] == 0.0
-    from runners.store import RouteStore
+    from runners.state.store import RouteStore
 
     log = RouteStore(workspace.state, "support").view()
     assert log.releases() == [] and [r["outcome"] for r in log.rounds()] == ["rejected-forgetting"]

@@ -41,8 +41,8 @@ def _test_seed(monkeypatch):
 def _feed_without_eval_leaks(workspace):
     """The round drops training tickets that equal an eval ticket apart from numbers (leakage);
     these tests count N exactly, so their feed copy holds none (checked: N stays 64 per slice)."""
-    from runners.feeds import Example
-    from runners.neardup import near_key
+    from runners.data.feeds import Example
+    from runners.data.neardup import near_key
 
     feeds = workspace.root / "feeds"
     held = {near_key(Example(r["prompt"], r["completion"])) for r in map(json.loads,
@@ -54,7 +54,7 @@ def _feed_without_eval_leaks(workspace):
 
 
 def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
-    from runners.accounting import DpEvent, epsilon
+    from runners.privacy.accounting import DpEvent, epsilon
 
     code, out, err = run(capsys, "peft", "run", "--spec", dp_spec(workspace), "--json")
     assert code == 0, err
@@ -100,7 +100,7 @@ def test_dp_round_packages_with_its_guarantee(workspace, capsys, tiny_model):
     from transformers import AutoModelForCausalLM
 
     from runners.spec import LoraSpec
-    from runners.train import add_lora
+    from runners.learn.train import add_lora
 
     shipped = load_file(str(unpack_adapter(workspace, Path(report["package"]), workspace.root / "a") /
                             "adapter_model.safetensors"))
@@ -127,7 +127,7 @@ def test_target_epsilon_is_calibrated_with_micro_batches(workspace, capsys):
 
 
 def test_three_rounds_against_a_route_budget(workspace, capsys):
-    from runners.accounting import DpEvent, epsilon
+    from runners.privacy.accounting import DpEvent, epsilon
 
     one = epsilon([DpEvent(1.0, 0.125, 6)], 1e-4)
     two = epsilon([DpEvent(1.0, 0.125, 12)], 1e-4)
@@ -200,7 +200,7 @@ def test_ledger_survives_a_crash_mid_round(workspace):
     assert len(entries) == 1 and entries[0]["status"] == "pending"
     assert entries[0]["events"][0]["steps"] == 400  # charged in full until settled
     # The spent budget is visible while the round is pending (a new spec could not ignore it).
-    from runners.ledger import Ledger
+    from runners.privacy.ledger import Ledger
 
     assert Ledger.load(workspace.state, "support").spent(1e-4, "prv") > 0
     proc = _cli(workspace, "peft", "run", "--spec", spec, "--json")

@@ -13,9 +13,10 @@ from typing import Any
 import tgsp
 from tgsp.errors import InputError
 
-from . import adapters, feeds as feeds_mod, metrics, model as model_mod
-from .registry import Registry, find
-from .spec import FeedSpec
+from ..data import feeds as feeds_mod
+from ..learn import adapters, metrics, model as model_mod
+from ..spec import FeedSpec
+from ..state.registry import Registry, find
 
 
 def base_for(release: adapters.Release, base_model: Path | None) -> Path:

@@ -16,11 +16,11 @@ from typing import Callable
 
 from tgsp.errors import InputError, Interrupted
 
+from ..spec import LoraSpec, TrainingSpec
+from ..state.checkpoint import Checkpoint, CheckpointStore
 from .batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
                       per_example_loss_packed)
-from .checkpoint import Checkpoint, CheckpointStore
 from .dp_sgd import DPConfig, DPRandom, PerExampleClipper, micro_batches, poisson_sample
-from .spec import LoraSpec, TrainingSpec
 
 
 @dataclass
@@ -130,7 +130,7 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
 
     With ``dp``, every step is a DP-SGD step on a Poisson sample. ``limit``
     stops after that many steps (the privacy budget) even if more were planned.
-    With ``world`` (runners/distributed.py), each rank trains on its share of every
+    With ``world`` (runners/dist/world.py), each rank trains on its share of every
     global batch and the gradients are summed: the same steps as one process. Only
     rank 0 writes checkpoints; a stop on any rank stops every rank at the same step.
     """
@@ -305,7 +305,4 @@ def _restore(ckpt: Checkpoint, params, opt, device: str, dp: DPRun | None) -> in
 
 def share_sampling(dp, world) -> None:
     """One global Poisson sample per step: every rank draws it from rank 0's generator state."""
-    from .ddp_messages import decode_state, encode_state
-
-    state = encode_state(dp.random.sampling.get_state()) if world.main else None
-    dp.random.sampling.set_state(decode_state(world.broadcast_bytes(state)))
+    world.share_generator(dp.random.sampling)

@@ -1,4 +1,4 @@
-"""What rank 0 sends the other ranks of a round (runners/ddp_round.py), as bytes: msgpack
+"""What rank 0 sends the other ranks of a round (runners/dist/ranks.py), as bytes: msgpack
 for the structure and safetensors for tensors. Never pickle, even between our own ranks:
 the process group is plain TCP, and a follower decodes only these three messages.
 
@@ -9,13 +9,30 @@ the process group is plain TCP, and a follower decodes only these three messages
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
 
 from tgsp.errors import InputError
 
+from ..learn.batches import Tokenized
+from ..learn.dp_sgd import DPConfig
+from ..state.checkpoint import Checkpoint
+
+
+@dataclass
+class Job:
+    """The training job rank 0 sends right before training (runners/dist/ranks.py)."""
+
+    data: list
+    training: dict[str, Any]
+    lora: dict[str, Any]
+    start: dict[str, Any]  # trainable tensor name -> tensor (CPU)
+    dp: Any  # DPConfig or None
+    limit: int | None
+    fingerprint: dict[str, Any]
+    checkpoint: Any  # the Checkpoint to resume from, or None
 
 
 def _tensors(blob: dict[str, Any]) -> bytes:
@@ -45,23 +62,19 @@ def encode_code(code: int) -> bytes:
     return msgpack.packb({"kind": "code", "code": int(code)})
 
 
-NOT_TRAINED = msgpack.packb({"kind": "not-trained"})
+NOT_TRAINED_KIND = "not-trained"  # what decode returns for NOT_TRAINED
+NOT_TRAINED = msgpack.packb({"kind": NOT_TRAINED_KIND})
 
 
 def decode(raw: bytes):
     """A Job, the string "not-trained", or an exit code (int)."""
-    from .batches import Tokenized
-    from .checkpoint import Checkpoint
-    from .ddp_round import Job
-    from .dp_sgd import DPConfig
-
     try:
         msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         kind = msg.get("kind") if isinstance(msg, dict) else None
         if kind == "code" and isinstance(msg.get("code"), int):
             return msg["code"]
-        if kind == "not-trained":
-            return "not-trained"
+        if kind == NOT_TRAINED_KIND:
+            return NOT_TRAINED_KIND
         if kind == "job":
             c = msg["checkpoint"]
             ckpt = None if c is None else Checkpoint(c["step"], c["meta"], _untensors(c["params"]),
@@ -73,14 +86,3 @@ def decode(raw: bytes):
         pass
     raise InputError("a rank received a message from rank 0 that it cannot read",
                      hint="every node must run the same tgflow version")
-
-
-def encode_state(state) -> bytes:
-    """A generator's state (a uint8 tensor) as bytes, and back."""
-    return state.numpy().tobytes()
-
-
-def decode_state(raw: bytes):
-    import torch
-
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()

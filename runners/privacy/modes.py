@@ -3,26 +3,40 @@
 A mode plugs in at two stages: *plan* (before training: check the spec,
 charge a ledger, fix the mechanism's parameters) and *update* (what the
 trainer runs with, what the evidence may say about training, how the round
-is settled). ``off`` and ``dp`` are here; a mode is one class.
+is settled, and what a federated site's update carries). A mode is one class:
+``Off`` and ``DP`` train; ``N2HE`` wraps either and encrypts the site's update;
+``Federated`` is the aggregator's, which trains nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from tgsp import clock
 from tgsp.canonical import encode, sha256_hex
 from tgsp.errors import BudgetExhausted, InputError
 
-from . import privacy
-from .dp_sgd import DPRandom
+from ..fed.updates import Body
+from ..learn.dp_sgd import DPRandom
+from ..learn.train import DPRun, TrainResult
+from ..n2he import site as he_site
+from . import plan as privacy
 from .ledger import Ledger
-from .train import DPRun, TrainResult
+from .rules import check_n2he
+
+PlainBody = Callable[[], Body]  # the site's plaintext update body (runners/stages/site.py)
 
 
 class PrivacyMode(Protocol):
     name: str
     uses_history: bool  # may the route's history (seen data, retained data, per-example losses) steer selection?
+    private_counts: bool  # is the true example count private (a federated site then sends only a declared one)?
+
+    @staticmethod
+    def check(spec) -> None: ...  # before the route's lock: refuse a spec this mode cannot run
+
+    @staticmethod
+    def check_site(spec, keyring, now: clock.Clock) -> None: ...  # before the lock, at a federated site
 
     def private(self, sha256_hex: str) -> str: ...
 
@@ -38,9 +52,20 @@ class PrivacyMode(Protocol):
 
     def manifest(self, record: dict[str, Any]) -> dict[str, Any]: ...
 
+    def update_body(self, rnd, sel, u, final: dict, names: list[str], examples: int | None,
+                    plain: PlainBody) -> Body: ...
+
 
 class Off:
-    name, uses_history = "off", True
+    name, uses_history, private_counts = "off", True, False
+
+    @staticmethod
+    def check(spec) -> None:
+        return None
+
+    @staticmethod
+    def check_site(spec, keyring, now: clock.Clock) -> None:
+        return None
 
     def private(self, sha256_hex: str) -> str:
         return sha256_hex
@@ -65,11 +90,25 @@ class Off:
     def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
         return {"mode": "off"}
 
+    def update_body(self, rnd, sel, u, final: dict, names: list[str], examples: int | None,
+                    plain: PlainBody) -> Body:
+        return plain()
+
 
 class DP:
     """DP-SGD with the route's write-ahead privacy ledger (docs/privacy.md)."""
 
-    name, uses_history = "dp", False
+    name, uses_history, private_counts = "dp", False, True
+
+    @staticmethod
+    def check(spec) -> None:
+        privacy.check_spec(spec)
+
+    @staticmethod
+    def check_site(spec, keyring, now: clock.Clock) -> None:
+        if spec.federation.compression.topk is not None:
+            raise InputError("federation.compression.topk is not available with privacy.mode \"dp\": its gate reads "
+                             "the site's held-out data, which DP does not cover", hint="remove compression.topk")
 
     def __init__(self, spec, store) -> None:
         self.spec, self.ledger = spec, Ledger.load(store.folder, spec.route_key)  # fail closed before any work
@@ -132,31 +171,87 @@ class DP:
     def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
         return self.plan_.manifest(record)
 
+    def update_body(self, rnd, sel, u, final: dict, names: list[str], examples: int | None,
+                    plain: PlainBody) -> Body:
+        return plain()
+
+
+class N2HE:
+    """privacy.mode "n2he": the site trains under its training mode (dp with a dp section, else
+    off), and its update is ΔB, clipped, weighted and CKKS-encrypted (runners/n2he/site.py)."""
+
+    def __init__(self, training: PrivacyMode) -> None:
+        self.training = training
+        self.name, self.uses_history, self.private_counts = training.name, training.uses_history, training.private_counts
+
+    @staticmethod
+    def check(spec) -> None:
+        check_n2he(spec)
+
+    @staticmethod
+    def check_site(spec, keyring, now: clock.Clock) -> None:
+        he_site.check(spec, keyring, now)
+
+    def private(self, sha256_hex: str) -> str:
+        return self.training.private(sha256_hex)
+
+    def plan(self, rnd, n_train: int, fingerprint: dict) -> None:
+        self.training.plan(rnd, n_train, fingerprint)
+
+    def trainer(self, device: str) -> tuple[DPRun | None, int | None]:
+        return self.training.trainer(device)
+
+    def training_record(self, result: TrainResult, record: dict[str, Any]) -> dict[str, Any]:
+        return self.training.training_record(result, record)
+
+    def finish(self, rnd, result: TrainResult) -> dict[str, Any]:
+        return self.training.finish(rnd, result)
+
+    def settle(self, rnd, outcome: str) -> None:
+        self.training.settle(rnd, outcome)
+
+    def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self.training.manifest(record)
+
+    def update_body(self, rnd, sel, u, final: dict, names: list[str], examples: int | None,
+                    plain: PlainBody) -> Body:
+        return he_site.body(rnd, sel, u, final, names, examples)
+
+
+class Federated:
+    """The aggregator's privacy mode: it trains nothing; its record is the sites' records."""
+
+    name, uses_history, private_counts = "federated", False, False
+
+    def private(self, sha256_hex: str) -> str:
+        return sha256_hex
+
+    def settle(self, rnd, outcome: str) -> None:
+        return None
+
+    def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record
+
+
+def kinds(spec) -> list[type]:
+    """The mode classes a spec's round runs under: how it trains, then what wraps its update."""
+    return [DP if spec.privacy.trains_with_dp else Off] + ([N2HE] if spec.privacy.mode == "n2he" else [])
+
 
 def check(spec) -> None:
     """Refuse a spec the mode cannot run, before the route's lock is taken (no trace left)."""
-    if spec.privacy.mode == "n2he":
-        check_n2he(spec)
-    if spec.privacy.trains_with_dp:
-        privacy.check_spec(spec)
+    for kind in reversed(kinds(spec)):  # n2he's shape first, as before: it names the missing federation
+        kind.check(spec)
 
 
-def check_n2he(spec) -> None:
-    """n2he is secure aggregation of federated updates, and only sums are computed under
-    encryption, so the update must be linear in what is summed: ffa's B (docs/n2he.md)."""
-    fed = spec.federation
-    if fed is None:
-        raise InputError("privacy.mode \"n2he\" encrypts a federated site's update: the spec has no federation "
-                         "section", hint="add federation (docs/federated.md), or use privacy.mode \"dp\" or \"off\"")
-    if fed.method != "ffa":
-        raise InputError("privacy.mode \"n2he\" needs federation.method \"ffa\": under encryption only sums are "
-                         "computed, and exact merging multiplies B by A", hint="set federation.method to \"ffa\"")
-    if fed.compression.topk is not None:
-        raise InputError("federation.compression.topk is not available with privacy.mode \"n2he\": ciphertexts "
-                         "are dense", hint="remove compression.topk")
+def check_site(spec, keyring, now: clock.Clock = clock.utcnow) -> None:
+    """A federated site's checks, before the route's lock (keys, contexts, settings that fit together)."""
+    for kind in kinds(spec):
+        kind.check_site(spec, keyring, now)
 
 
 def for_spec(spec, store) -> PrivacyMode:
-    """The spec's training mode (``check`` has passed), opened on the route's store; n2he
-    trains as dp when it has a dp section, else as off, and encrypts at the end."""
-    return DP(spec, store) if spec.privacy.trains_with_dp else Off()
+    """The spec's mode (``check`` has passed), opened on the route's store; n2he trains as dp
+    when it has a dp section, else as off, and encrypts at the end."""
+    training: PrivacyMode = DP(spec, store) if spec.privacy.trains_with_dp else Off()
+    return N2HE(training) if spec.privacy.mode == "n2he" else training

@@ -15,8 +15,12 @@ from typing import Any, Callable
 
 from tgsp.errors import InputError, TgflowError
 
-from . import feeds as feeds_mod, model as model_mod
-from .stages.inputs import open_round
+from ..data import feeds as feeds_mod
+from ..learn import model as model_mod
+from ..n2he import context
+from ..privacy.rules import check_n2he
+from ..stages.inputs import open_round
+from ..state.store import RouteStore
 
 
 def _output_writable(out: Path) -> str:
@@ -29,8 +33,6 @@ def _output_writable(out: Path) -> str:
 
 
 def _state(opened) -> str:
-    from .store import RouteStore
-
     store = RouteStore(opened.state, opened.spec.route_key).view()  # reads (and checks) the log; locks nothing
     return f"route state in {opened.state} ({len(store.releases())} release(s) logged)"
 
@@ -65,9 +67,6 @@ def _federation(spec, keyring) -> str:
 
 
 def _n2he(spec, keyring) -> str:
-    from .modes import check_n2he
-    from .n2he import context
-
     check_n2he(spec)
     n2he = spec.privacy.n2he
     pub = context.public(keyring, n2he.context, max_age_days=n2he.max_key_age_days)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import tgsp
 from tgsp.canonical import encode
 from tgsp.errors import InputError, NotFoundError
 
-from .spec import FeedSpec, resolve
+from ..spec import FeedSpec, resolve
 
 MAX_ROW_BYTES = 1 << 20
 
@@ -162,8 +163,6 @@ def load_feed(feed: FeedSpec, base: Path, *, chat_template=None, keyring=None, i
             elif feed.type == "dataset":
                 rows = _dataset_rows(_load_saved(path, feed.split), str(path))
             else:  # tgsp: verify, then read the unpacked files
-                import tgsp
-
                 if keyring is None:
                     raise InputError("a TGSP data feed needs the keyring's trust store")
                 tmp = tempfile.TemporaryDirectory(prefix="tgflow-feed-")

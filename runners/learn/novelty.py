@@ -8,7 +8,7 @@ for what it cannot. A reworded seen ticket scores low because the adapter
 already knows its answer; a ticket with a new resolution scores high.
 
 Duplicates score 0: an exact copy (same SHA-256) or a near-duplicate (same
-near key, runners/neardup.py) of an example the route has trained on, or
+near key, runners/data/neardup.py) of an example the route has trained on, or
 of an earlier example in the same feed.
 
 Under DP the route's history is neither consulted nor grown, and no
@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .feeds import Example
-from .neardup import near_key
-from .store import Seen
+from ..data.feeds import Example
+from ..data.neardup import near_key
+from ..state.store import Seen
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 own TorchDistributor from the driver, and ended with the round's exit code.
 
 TorchDistributor runs a barrier stage with one task per node; each task runs torchrun on
-runners/spark_rank.py, which runs ``peft run`` as one rank (rank 0 leads, runners/ddp_round.py).
+tgflow_cli/spark_rank.py, which runs ``peft run`` as one rank (rank 0 leads, runners/dist/ranks.py).
 A Spark task that exits non-zero fails the stage and Spark retries it, so every rank exits 0
 once the round has ended, and rank 0 first records the round's code in a result file on
 the shared output volume, which this driver reads. A rank that dies (memory, a lost node)
@@ -12,20 +12,26 @@ still fails the stage, and the driver then reports 75: re-run, the last checkpoi
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from pathlib import Path
 
 from tgsp.errors import InputError
 
-from . import outcomes
+from .. import outcomes
 
 RESULTS = ".tgflow-launch"  # under the output root: one small file per launch, removed after reading
 
 
-def rank_script() -> Path:
-    from . import spark_rank
+RANK_MODULE = "tgflow_cli.spark_rank"  # the CLI's entry point for one rank; the library never imports it
 
-    return Path(spark_rank.__file__).resolve()  # the same image on every node: the same path
+
+def rank_script() -> Path:
+    """The rank entry point's file (TorchDistributor runs a file, not a module): found, not imported."""
+    spec = importlib.util.find_spec(RANK_MODULE)
+    if spec is None or spec.origin is None:
+        raise InputError(f"{RANK_MODULE} is not installed", hint="install tgflow on every node of the cluster")
+    return Path(spec.origin).resolve()  # the same image on every node: the same path
 
 
 def launch(argv: list[str], processes: int, *, output_root: Path | None) -> int:

@@ -11,98 +11,24 @@ package was written; it is then registered as the route's candidate.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import tgsp
-from tgsp import clock, evidence
+from tgsp import clock
 from tgsp.atomic import prepare_parent
-from tgsp.errors import InputError, Interrupted, RoundOutcome
+from tgsp.errors import InputError, Interrupted
 
-from . import model as model_mod, modes, privacy
-from .checkpoint import CheckpointStore
-from .fed import site as fed_site
-from .ledger import Ledger
-from .registry import Registry
-from .stages import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
-from .stages import select as select_stage, update as update_stage
-from .stages.inputs import Opened, open_round
-from .store import ROUND, RouteStore
-
-PACKAGED = release_stage.PACKAGED
-Progress = Callable[[str, int, int, float], None]
-
-
-@dataclass
-class RoundResult:
-    outcome: str
-    report: dict[str, Any]
-    package: Path | None = None
-    package_id: str | None = None
-
-
-@dataclass
-class Round:
-    """What every stage reads: the opened spec, the route's store and registry, keys, clock, signals."""
-
-    opened: Opened
-    store: RouteStore
-    registry: Registry
-    keyring: tgsp.Keyring
-    passphrase: Callable[[], str]
-    signer: Any
-    mode: modes.PrivacyMode
-    now: clock.Clock = clock.utcnow
-    stop: threading.Event | None = None
-    progress: Progress | None = None
-    events: list[dict] = field(default_factory=list)
-    started: Any = None
-    world: Any = None  # runners/distributed.py under torchrun (this is rank 0); None in one process
-    led: list = field(default_factory=list)  # set once the training job went to the other ranks
-
-    @property
-    def spec(self):
-        return self.opened.spec
-
-    @property
-    def checkpoints(self) -> CheckpointStore:
-        return CheckpointStore(self.store.checkpoint_dir)
-
-    def record(self, type_: str, data: Any) -> None:
-        self.events.append(evidence.event(type_, data, self.now()))
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        """progress(stage, 0, 1) on entry, (1, 1) on exit."""
-        if self.progress:
-            self.progress(name, 0, 1, math.nan)
-        yield
-        if self.progress:
-            self.progress(name, 1, 1, math.nan)
-
-    def commit(self, outcome: str, report: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-        """The round's report and evidence, then its line in the route log (the commit)."""
-        path = self.store.write_report(report, self.events)
-        self.store.append(ROUND, {"outcome": outcome, "report": path.name, "spec_sha256": self.opened.digest,
-                                  **(extra or {})})
-        return path
-
-    def reject(self, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> NoReturn:
-        """Settle, record the outcome, write evidence and report, log it, and raise ``kind``."""
-        self.mode.settle(self, kind.outcome)
-        self.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
-        report = {**report, "outcome": kind.outcome, "reason": message}
-        path = self.commit(kind.outcome, report, {"reason": message})
-        report["report_path"] = str(path)  # for the caller; the file itself is at that path
-        raise kind(message, report, hint=f"report: {path}")
-
-
-def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:
-    return Registry(opened.registry_dir, keyring.trust_policy(), now)
+from ..dist import ranks, world as dist_world
+from ..learn import model as model_mod
+from ..privacy import modes, plan as privacy
+from ..privacy.ledger import Ledger
+from ..stages import (evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage,
+                      select as select_stage, site as site_stage, update as update_stage)
+from ..stages.context import FOLLOWER, PACKAGED, UPDATE, Progress, Round, RoundResult, registry_for
+from ..stages.inputs import open_round
+from ..state.store import ROUND, RouteStore
 
 
 def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
@@ -124,10 +50,8 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     prepared = inputs_stage.prepare(opened, keyring)
     world = _world(opened.spec)
     if world is not None and not world.main:  # under torchrun: rank 0 leads, this rank trains its share
-        from . import ddp_round
-
         try:
-            return RoundResult(FOLLOWER, {"code": ddp_round.follow(world, opened, prepared, stop)}, None, None)
+            return RoundResult(FOLLOWER, {"code": ranks.follow(world, opened, prepared, stop)}, None, None)
         finally:
             world.close()
     led: list = []
@@ -151,20 +75,13 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         _finish_world(world, failure, led)
 
 
-FOLLOWER = "follower"  # a rank other than 0 under torchrun: it trained; rank 0 wrote everything
-
-
 def _world(spec):
-    """torchrun's process group when WORLD_SIZE > 1 (runners/distributed.py), checked against the spec."""
-    from . import distributed
-
-    if distributed.world_size() <= 1:
+    """torchrun's process group when WORLD_SIZE > 1 (runners/dist/world.py), checked against the spec."""
+    if dist_world.world_size() <= 1:
         return None
-    from . import model as model_mod
-
-    world = distributed.open_world(model_mod.pick_device(spec.training.precision).name)
+    world = dist_world.open_world(model_mod.pick_device(spec.training.precision).name)
     try:
-        distributed.check_batch(world, spec.training.batch_size)
+        dist_world.check_batch(world, spec.training.batch_size)
     except BaseException:
         world.close()
         raise
@@ -174,10 +91,8 @@ def _world(spec):
 def _finish_world(world, exc, led: list) -> None:
     if world is None:
         return
-    from . import ddp_round
-
     try:
-        ddp_round.finish(world, ddp_round.code_of(exc), trained=bool(led))
+        ranks.finish(world, ranks.code_of(exc), trained=bool(led))
     finally:
         world.close()
 
@@ -186,7 +101,7 @@ def _check_round(spec, keyring: tgsp.Keyring) -> None:
     if spec.feed is None:
         raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
     if spec.federation is not None:
-        fed_site.check(spec, keyring)
+        site_stage.check(spec, keyring)
         if spec.federation.start and spec.training.init == "base":
             raise InputError("federation.start names a starting adapter, but training.init is \"base\"",
                              hint="drop one of them")
@@ -208,9 +123,9 @@ def _release(rnd: Round, i, sel, u) -> RoundResult:
 
 
 def _site_update(rnd: Round, i, sel, u) -> RoundResult:
-    """A federated site: the round ends at an update for the aggregator (runners/fed/site.py)."""
-    pid, report = fed_site.emit(rnd, i, sel, u)
-    return RoundResult(fed_site.UPDATE, report, rnd.opened.out_path, pid)
+    """A federated site: the round ends at an update for the aggregator (runners/stages/site.py)."""
+    pid, report = site_stage.emit(rnd, i, sel, u)
+    return RoundResult(UPDATE, report, rnd.opened.out_path, pid)
 
 
 def privacy_budget(spec_path: str | Path, keyring: tgsp.Keyring, *, input_root: Path | None = None,

@@ -58,7 +58,7 @@ class World:
 
     def broadcast_bytes(self, data: bytes | None) -> bytes:
         """Rank 0's ``data`` on every rank: a length, then the bytes, as CPU tensors (gloo).
-        Never pickle: what crosses the process group is bytes that runners/ddp_messages.py
+        Never pickle: what crosses the process group is bytes that runners/dist/messages.py
         decodes with msgpack and safetensors."""
         import torch
         import torch.distributed as dist
@@ -70,11 +70,27 @@ class World:
         dist.broadcast(buf, src=0)
         return data if self.main else buf.numpy().tobytes()
 
+    def share_generator(self, generator) -> None:
+        """Rank 0's generator state on every rank (under DP: one global Poisson sample)."""
+        raw = self.broadcast_bytes(state_bytes(generator.get_state()) if self.main else None)
+        generator.set_state(state_from_bytes(raw))
+
     def close(self) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def state_bytes(state) -> bytes:
+    """A generator's state (a uint8 tensor) as bytes, and back."""
+    return state.numpy().tobytes()
+
+
+def state_from_bytes(raw: bytes):
+    import torch
+
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
 
 
 def _int(env: Mapping[str, str], name: str, default: str | None = None) -> int:

@@ -24,17 +24,17 @@ from tgsp.atomic import prepare_parent
 from tgsp.errors import InputError, QuorumNotMet, SumRefused
 from tgsp.unpack import PayloadReader
 
-from ..fed import aggregate as agg, start as start_mod, updates
-from ..round import RoundResult
-from ..stages import inputs as inputs_stage
-from . import ckks, context, layout, sum as he_sum
+from ..fed import start as start_mod, updates
+from ..n2he import ckks, context, layout, sum as he_sum
+from ..stages import aggregation, inputs as inputs_stage
+from ..stages.context import RoundResult
 
 
 @dataclass(frozen=True)
 class DecryptRequest:
     sum: Path
     aggregator: str  # the aggregator's signing key: the sum must be signed by it
-    base: agg.Request  # the updates (key-holder custody), quorum, sites, weights, output flags
+    base: aggregation.Request  # the updates (key-holder custody), quorum, sites, weights, output flags
     identity: str | None = None  # the HE key (default: privacy.n2he.context)
     key: str | None = None  # the recipient key that opens the sum and the updates (default: privacy.n2he.key_holder)
 
@@ -171,20 +171,20 @@ def _reader_key(spec, dreq: DecryptRequest) -> str:
 def decrypt(spec_path: str | Path, dreq: DecryptRequest, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
             now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
             output_root: Path | None = None) -> RoundResult:
-    rnd, prepared, method, _, idents = agg.prepare(spec_path, dreq.base, keyring, passphrase, now, input_root,
+    rnd, prepared, method, _, idents = aggregation.prepare(spec_path, dreq.base, keyring, passphrase, now, input_root,
                                                    output_root, reader=lambda spec: _reader_key(spec, dreq),
                                                    releases=True)
     n2he = rnd.spec.privacy.n2he
     i = inputs_stage.gather(rnd, prepared)
-    ident, start_state = agg._start(rnd, i)
+    ident, start_state = aggregation.start_of(rnd, i)
     names = start_mod.modules(start_state)
     job = Job(rnd, i, dreq, context.public(keyring, dreq.identity or n2he.context), names, start_state, idents)
     job.n = layout.values_count(start_state, names)
-    want = agg._want(rnd, i, method, ident, names)
+    want = aggregation.want(rnd, i, method, ident, names)
     report, fed = _verified_sum(job, want)
     pick = (lambda used: _shared_key_set(job, fed, used)) if n2he.custody == "shared-key" else \
         (lambda used: _key_holder_set(job, fed, want, used))
-    screened = pick(agg._used(rnd.store.view()))
+    screened = pick(aggregation.used_updates(rnd.store.view()))
     _enough(rnd, screened.accepted, dreq.base.quorum)
     t0 = time.perf_counter()
     with rnd.stage("decrypting the sum"):  # before the lock and the output folder: a refusal writes nothing
@@ -194,7 +194,8 @@ def decrypt(spec_path: str | Path, dreq: DecryptRequest, keyring: tgsp.Keyring, 
     prepare_parent(rnd.opened.out_path)
     with rnd.store.session("fed decrypt", wait=wait_busy):
         # Again under the lock: a concurrent release may have used one of the updates meanwhile.
-        if {s.package_id for s in pick(agg._used(rnd.store)).accepted} != {s.package_id for s in screened.accepted}:
+        now_used = pick(aggregation.used_updates(rnd.store)).accepted
+        if {s.package_id for s in now_used} != {s.package_id for s in screened.accepted}:
             raise SumRefused("the sum's updates changed while waiting for the route's lock", hint="re-run")
         return _release(job, report, screened, state, numbers)
 
@@ -205,6 +206,6 @@ def _release(job: Job, report, screened: updates.Screening, state: dict, numbers
                "quorum": job.dreq.base.quorum, "rank": rnd.spec.lora.r, "custody": n2he.custody,
                "context": job.pub.id, "sum": report.package_id, **numbers}
     weights = [s.federation["he"]["weight"] / numbers["total_weight"] for s in screened.accepted]
-    privacy = agg.privacy_record(screened.accepted, he={"custody": n2he.custody, "context": job.pub.id,
+    privacy = aggregation.privacy_record(screened.accepted, he={"custody": n2he.custody, "context": job.pub.id,
                                                         "sum": report.package_id})
-    return agg.evaluate_and_release(rnd, job.i, screened, state, summary, weights, privacy)
+    return aggregation.evaluate_and_release(rnd, job.i, screened, state, summary, weights, privacy)

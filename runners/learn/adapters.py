@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import tgsp
-from tgsp.unpack import read_payload
 from tgsp.errors import InputError, KeyringError
+from tgsp.unpack import read_payload
 
 CONFIG, WEIGHTS, CARD = "adapter_config.json", "adapter_model.safetensors", "README.md"
 

@@ -1,4 +1,4 @@
-"""One rank of ``peft run --cluster spark`` (runners/spark_launch.py), run by torchrun inside
+"""One rank of ``peft run --cluster spark`` (runners/dist/spark.py), run by torchrun inside
 a Spark task: ``python spark_rank.py RESULT_FILE peft run ...``.
 
 The round runs exactly as under torchrun. Rank 0 writes the round's exit code to RESULT_FILE
@@ -24,4 +24,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a file: its own folder is sys.path[0], where the CLI's modules would shadow top-level names.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        del sys.path[0]
     sys.exit(main(sys.argv[1:]))

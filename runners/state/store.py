@@ -1,10 +1,10 @@
 """The route store: one module owns a route's state folder.
 
     <state>/store.json            {"format": "tgflow.route-store/1", "route"}  (written last on creation)
-    <state>/lock                  flock; names its holder (runners/locks.py)
+    <state>/lock                  flock; names its holder (runners/state/locks.py)
     <state>/log.jsonl             append-only, hash-chained route log (rounds, outcomes, migration)
     <state>/log.head.json         the log's length and head: a log cut short is detected
-    <state>/privacy-ledger.json   the DP ledger, write-ahead (runners/ledger.py)
+    <state>/privacy-ledger.json   the DP ledger, write-ahead (runners/privacy/ledger.py)
     <state>/audit-key.json        the key of the keyed digests of private data (0600)
     <state>/novelty/seen.json     digests and near-duplicate keys of everything trained on (non-DP)
     <state>/retained/vN.json      a release's training and held-out examples (non-DP; replay, forgetting)
@@ -34,7 +34,7 @@ from tgsp.canonical import encode, is_int, parse
 from tgsp.errors import EvidenceError, FormatError, InputError
 from tgsp.inputfile import read_input
 
-from .feeds import Example
+from ..data.feeds import Example
 from .locks import locked
 
 STORE_FORMAT = "tgflow.route-store/1"

@@ -5,34 +5,22 @@ ledger and the accountant, selects the data, plans DP, evaluates, and is the onl
 rank that writes (checkpoints, evidence, the package, the registry). Right before
 training it sends the other ranks a ``Job``: the training data, the adapter's start
 tensors, the settings, the DP mechanism and the checkpoint to resume from. Every rank
-then trains its share (runners/train.py with the world), and at the end rank 0 sends
+then trains its share (runners/learn/train.py with the world), and at the end rank 0 sends
 its exit code so that every rank, and so the platform's job, ends with the same one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from tgsp.errors import Interrupted, RoundOutcome
 
-from . import ddp_messages, outcomes
-from .distributed import World
-
-NOT_TRAINED = "not-trained"  # rank 0 ended the round before training (a skip, a refusal, an error)
-
-
-@dataclass
-class Job:
-    data: list
-    training: dict[str, Any]
-    lora: dict[str, Any]
-    start: dict[str, Any]  # trainable tensor name -> tensor (CPU)
-    dp: Any  # DPConfig or None
-    limit: int | None
-    fingerprint: dict[str, Any]
-    checkpoint: Any  # the Checkpoint to resume from, or None
-
+from .. import outcomes
+from ..learn import model as model_mod
+from ..learn.dp_sgd import DPRandom
+from ..learn.train import DPRun, add_lora, train
+from ..spec import LoraSpec, TrainingSpec
+from . import messages
+from .messages import Job
+from .world import World
 
 class _Given:
     """A checkpoint store for a following rank: it resumes from what rank 0 sent, and never writes."""
@@ -52,14 +40,14 @@ def lead(world: World, model, data: list, spec, dp_run, limit, fingerprint: dict
     start = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     job = Job(data, spec.training.model_dump(mode="json"), spec.lora.model_dump(mode="json"), start,
               dp_run.config if dp_run else None, limit, fingerprint, store.load(fingerprint))
-    world.broadcast_bytes(ddp_messages.encode_job(job))
+    world.broadcast_bytes(messages.encode_job(job))
 
 
 def finish(world: World, code: int, trained: bool) -> None:
     """Rank 0, at the end: if the round stopped before training, say so; then the exit code."""
     if not trained:
-        world.broadcast_bytes(ddp_messages.NOT_TRAINED)
-    world.broadcast_bytes(ddp_messages.encode_code(code))
+        world.broadcast_bytes(messages.NOT_TRAINED)
+    world.broadcast_bytes(messages.encode_code(code))
 
 
 def code_of(exc: BaseException | None) -> int:
@@ -75,7 +63,7 @@ def code_of(exc: BaseException | None) -> int:
 def follow(world: World, opened, prepared, stop=None) -> int:
     """A rank other than 0: train what rank 0 sends; return rank 0's exit code."""
     job = _receive(world)
-    if job == NOT_TRAINED:
+    if job == messages.NOT_TRAINED_KIND:  # rank 0 ended the round before training (a skip, a refusal, an error)
         return _receive(world)
     try:
         _train(world, opened, prepared, job, stop)
@@ -85,16 +73,11 @@ def follow(world: World, opened, prepared, stop=None) -> int:
 
 
 def _receive(world: World):
-    return ddp_messages.decode(world.broadcast_bytes(None))
+    return messages.decode(world.broadcast_bytes(None))
 
 
 def _train(world: World, opened, prepared, job: Job, stop) -> None:
     import torch
-
-    from . import model as model_mod
-    from .dp_sgd import DPRandom
-    from .spec import LoraSpec, TrainingSpec
-    from .train import DPRun, add_lora, train
 
     device = model_mod.pick_device(opened.spec.training.precision)
     tok, model = model_mod.load(prepared.model_path, device, tok=prepared.tok)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .feeds import Example
+from ..data.feeds import Example
 
 IGNORE = -100
 

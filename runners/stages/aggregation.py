@@ -1,39 +1,32 @@
-"""The aggregator's round: screen the updates, merge a quorum of them exactly,
-and release the result through the route's evaluation and release stages.
+"""The aggregator's machinery, shared by the aggregator's round (runners/recipes/aggregate.py)
+and the key holder's (runners/recipes/decrypt.py): the spec and flags checked before the
+lock, the start every update must name, the merge, and the release of the merged (or
+decrypted) adapter through the route's evaluation and release stages.
 
-Order matters. Everything is checked before the route's lock is taken, so a
-missed quorum writes nothing at all; under the lock the replay check runs
-again against the route log (a concurrent aggregation may have used an
-update meanwhile). The merge streams module by module: per module, one
-site's tensors are decrypted at a time.
+The merge streams module by module: per module, one site's tensors are decrypted at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import tgsp
-from tgsp import clock
-from tgsp.atomic import prepare_parent
 from tgsp.errors import InputError, KeyringError, QuorumNotMet
 from tgsp.unpack import PayloadReader
 
-from .. import adapters, train
-from ..round import PACKAGED, Round, RoundResult, registry_for
-from ..stages import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
-from ..stages.inputs import open_round
-from ..stages.select import Selection
-from ..stages.update import Update
-from ..store import RouteStore
-from ..n2he import sum as he_sum
-from . import compress, merge as merge_mod, start as start_mod, updates
-
-SUMMED = "summed"  # n2he: the aggregator's round ends at an encrypted sum for the key holder
+from ..fed import compress, merge as merge_mod, start as start_mod, updates
+from ..learn import adapters, train
+from ..privacy import modes
+from ..privacy.rules import check_n2he
+from ..state.store import RouteStore
+from . import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
+from .context import PACKAGED, Round, RoundResult, registry_for
+from .inputs import open_round
+from .select import Selection
+from .update import Update
 
 
 @dataclass(frozen=True)
@@ -49,21 +42,6 @@ class Request:
     sign: str | None = None
     recipients: list[str] = field(default_factory=list)
     out: str | None = None
-
-
-class Federated:
-    """The aggregator's privacy mode: it trains nothing; its record is the sites' records."""
-
-    name, uses_history = "federated", False
-
-    def private(self, sha256_hex: str) -> str:
-        return sha256_hex
-
-    def settle(self, rnd, outcome: str) -> None:
-        return None
-
-    def manifest(self, record: dict[str, Any]) -> dict[str, Any]:
-        return record
 
 
 @dataclass
@@ -93,7 +71,7 @@ def privacy_record(accepted: list[updates.Screened], he: dict[str, Any] | None =
                             "the aggregator's own eval and reference data", seen]}
 
 
-def _open(spec_path, req: Request, input_root, output_root, now, releases: bool | None):
+def open_spec(spec_path, req: Request, input_root, output_root, now, releases: bool | None):
     """The spec, checked; ``releases``: this command evaluates and releases (needs an eval feed);
     default: unless the spec is n2he (its aggregator writes a sum for the key holder)."""
     opened = open_round(spec_path, input_root, output_root, now)
@@ -101,8 +79,6 @@ def _open(spec_path, req: Request, input_root, output_root, now, releases: bool 
     if fed is None:
         raise InputError("the run spec has no federation section", hint="add federation.round and federation.aggregator")
     if spec.privacy.mode == "n2he":
-        from ..modes import check_n2he
-
         check_n2he(spec)
     if (releases if releases is not None else spec.privacy.mode != "n2he") and spec.eval is None:
         raise InputError("fed aggregate gates on the aggregator's eval feed: the run spec has no eval",
@@ -115,7 +91,7 @@ def _open(spec_path, req: Request, input_root, output_root, now, releases: bool 
     return dataclasses.replace(opened, spec=spec.model_copy(update={"output": out}))
 
 
-def _start(rnd, i) -> tuple[dict[str, Any], dict[str, Any]]:
+def start_of(rnd, i) -> tuple[dict[str, Any], dict[str, Any]]:
     """The start every update must name (start.identity) and its tensors, computed as a site does."""
     from peft import PeftModel, get_peft_model
 
@@ -135,18 +111,18 @@ def _start(rnd, i) -> tuple[dict[str, Any], dict[str, Any]]:
     return start_mod.identity(None, spec.training.seed, state), state
 
 
-def _used(store: RouteStore) -> dict[str, str]:
+def used_updates(store: RouteStore) -> dict[str, str]:
     return {u: str(r.get("round")) for r in store.rounds() for u in r.get("updates", [])}
 
 
-def _want(rnd, i, method: str, ident: dict, names: list[str]) -> dict[str, Any]:
+def want(rnd, i, method: str, ident: dict, names: list[str]) -> dict[str, Any]:
     spec = rnd.spec
     return {"format": updates.FORMAT, "route": spec.route_key, "round": spec.federation.round, "method": method,
             "base_model": {"sha256": i.model_id}, "start": ident, "lora": updates.lora_identity(spec.lora),
             "modules_sha256": updates.modules_digest(names)}
 
 
-def _weights(accepted: list[updates.Screened]) -> list[float]:
+def merge_weights(accepted: list[updates.Screened]) -> list[float]:
     total = sum(s.weight for s in accepted)
     return [s.weight / total for s in accepted]
 
@@ -176,7 +152,7 @@ def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, metho
 def merge(accepted: list[updates.Screened], identities: list, start: dict[str, Any], names: list[str], method: str,
           rank: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The merged adapter's tensors (peft names), module by module, and the merge's numbers."""
-    weights = _weights(accepted)
+    weights = merge_weights(accepted)
     codecs = [updates.codec_of(s.federation) for s in accepted]
     errors, ranks, out = [], [], {}
     with contextlib.ExitStack() as stack:
@@ -198,7 +174,7 @@ def merge(accepted: list[updates.Screened], identities: list, start: dict[str, A
                  "rank_of_sum_max": max(ranks, default=0)}
 
 
-def _candidate(i, spec, state: dict[str, Any], rank: int):
+def candidate(i, spec, state: dict[str, Any], rank: int):
     """``i.model`` (a PeftModel since _start) with the merged adapter as "default" (alpha scaled
     so alpha/r stays the route's)."""
     from peft import set_peft_model_state_dict
@@ -221,7 +197,7 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
     """Everything checked before the lock: spec, flags, keys, recipients, model and feeds.
     ``reader(spec)``: the recipient key that opens the updates (default: federation.aggregator);
     ``releases``: default, unless the spec is n2he (the aggregator then writes a sum)."""
-    opened = _open(spec_path, req, input_root, output_root, now, releases)
+    opened = open_spec(spec_path, req, input_root, output_root, now, releases)
     spec, fed = opened.spec, opened.spec.federation
     method = req.method or fed.method
     if method == "ffa" and req.rank not in (None, spec.lora.r):
@@ -250,78 +226,18 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
     signer = keyring.signer(spec.output.signing_key, passphrase)
     prepared = inputs_stage.prepare(opened, keyring)
     store = RouteStore(opened.state, spec.route_key, now=now)
-    rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, Federated(), now,
+    rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, modes.Federated(), now,
                 started=now())
     return rnd, prepared, method, policy, idents
 
 
-def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
-              now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
-              output_root: Path | None = None) -> RoundResult:
-    rnd, prepared, method, policy, idents = prepare(spec_path, req, keyring, passphrase, now, input_root, output_root)
-    i = inputs_stage.gather(rnd, prepared)
-    ident, start_state = _start(rnd, i)
-    names = start_mod.modules(start_state)
-    want = _want(rnd, i, method, ident, names)
-    ids = {k.keyid for k in idents}
-    he = _he(rnd, start_state, names)
-    screened = updates.screen(req.updates, policy, want, _used(rnd.store.view()), req.weights, ids,
-                              he or updates.PLAIN)
-    _quorum(screened, req.quorum, rnd.spec.federation.round)
-    bound = he_sum.check_range(screened.accepted, he.pub.params) if he else None
-    prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
-    with rnd.store.session("fed aggregate", wait=wait_busy):
-        screened.drop_used(_used(rnd.store))  # a concurrent aggregation may have used one meanwhile
-        _quorum(screened, req.quorum, rnd.spec.federation.round)
-        if he:
-            return _sum(rnd, want, screened, idents, he, names, req.quorum, bound)
-        return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents)
-
-
-def _he(rnd, start_state: dict, names: list[str]):
-    """n2he: the screening's check against the public context (the aggregator holds no secret)."""
-    if rnd.spec.privacy.mode != "n2he":
-        return None
-    from ..n2he import context, layout
-
-    pub = context.public(rnd.keyring, rnd.spec.privacy.n2he.context)
-    return he_sum.HECheck(pub, layout.values_count(start_state, names))
-
-
-def _sum(rnd, want, screened: updates.Screening, idents, he, names, quorum: int, bound: float) -> RoundResult:
-    """n2he: write the homomorphic sum for the key holder; the route's release happens there."""
-    t0 = time.perf_counter()
-    with rnd.stage("summing the encrypted updates"):
-        pid, fed = he_sum.write_sum(rnd, want, screened.accepted, idents, he.pub, names, quorum, bound)
-    report = {"outcome": SUMMED, "package": str(rnd.opened.out_path), "package_id": pid,
-              "aggregation": {"round": fed["round"], "method": "ffa", "quorum": quorum, "context": he.pub.id,
-                              "seconds": round(time.perf_counter() - t0, 3), "total_weight": fed["he"]["total_weight"],
-                              "accepted": [s.summary(s.federation["he"]["weight"] / fed["he"]["total_weight"])
-                                           for s in screened.accepted], "refused": screened.refused}}
-    rnd.commit(SUMMED, report, {"package_id": pid, "round": fed["round"],
-                                "updates": [s.package_id for s in screened.accepted]})
-    return RoundResult(SUMMED, report, rnd.opened.out_path, pid)
-
-
-def _quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
+def check_quorum(screened: updates.Screening, quorum: int, round_id: str) -> None:
     if len(screened.accepted) < quorum:
         refused = "; ".join(f"{r['path']}: {r['reason']}" for r in screened.refused) or "none refused"
         raise QuorumNotMet(f"quorum not met for round {round_id}: {len(screened.accepted)} valid updates, need "
                            f"{quorum} (refused: {refused})",
                            {"outcome": QuorumNotMet.outcome, "round": round_id, "quorum": quorum,
                             "accepted": [s.summary(0.0) for s in screened.accepted], "refused": screened.refused})
-
-
-def _merge_and_release(rnd, i, screened, start_state, names, method, req: Request, idents) -> RoundResult:
-    spec = rnd.spec
-    rank = req.rank or spec.lora.r
-    t0 = time.perf_counter()
-    with rnd.stage("merging the updates"):
-        state, numbers = merge(screened.accepted, idents, start_state, names, method, rank)
-    summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
-               "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3)}
-    return evaluate_and_release(rnd, i, screened, state, summary, _weights(screened.accepted),
-                                privacy_record(screened.accepted))
 
 
 def evaluate_and_release(rnd, i, screened: updates.Screening, state: dict[str, Any], summary: dict[str, Any],
@@ -332,15 +248,15 @@ def evaluate_and_release(rnd, i, screened: updates.Screening, state: dict[str, A
                "refused": screened.refused}
     rnd.record("tgflow.federation.aggregate", summary)
     rnd.record("tgflow.privacy", privacy)
-    model = _candidate(i, spec, state, summary["rank"])
+    model = candidate(i, spec, state, summary["rank"])
     sel = Selection([], [], i.eval_feed.examples, [], {"federated": True, "round": spec.federation.round}, 0, 0,
                     [(v, held) for v, _, held in rnd.store.retained() if held])
     u = Update(model, Aggregated(summary), i.parent is not None, privacy)
     ev = evaluate_stage.evaluate(rnd, i, sel, u)
-    return _release(rnd, i, sel, u, ev, screened)
+    return release(rnd, i, sel, u, ev, screened)
 
 
-def _release(rnd, i, sel, u, ev, screened: updates.Screening) -> RoundResult:
+def release(rnd, i, sel, u, ev, screened: updates.Screening) -> RoundResult:
     spec = rnd.spec
     version = rnd.store.next_version() if spec.output.version == "auto" else spec.output.version
     deps = [{"uri": f"tgflow:update/{s.site_name}@{spec.federation.round}", "digest": {"sha256": s.package_id[7:]}}

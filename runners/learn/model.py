@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tgsp.errors import InputError, NotFoundError
 
-from .spec import resolve
+from ..spec import resolve
+from .fetch import check_fetched
 
 _WEIGHT_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".tiktoken")
 
@@ -87,8 +88,6 @@ def model_digest(folder: Path) -> dict[str, str]:
             out[str(p.relative_to(folder))] = h.hexdigest()
     if not any(k.endswith(".safetensors") for k in out):
         raise InputError(f"base model {folder} has no .safetensors weights (pickled .bin weights are refused)")
-    from .fetch import check_fetched
-
     check_fetched(folder, out)  # a folder from `tgflow model fetch`: its recorded digests must hold
     return out
 

@@ -10,35 +10,27 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 import tgsp
 from tgsp import clock
-from tgsp.errors import InputError
 
-from ..batches import tokenize
-from ..evaluate import mean_loss, relative_change
-from ..stages.release import dependencies
-from . import compress, start as start_mod, updates
-
-UPDATE = "update"
+from ..data.neardup import near_key
+from ..fed import compress, start as start_mod, updates
+from ..learn.batches import tokenize
+from ..learn.evaluate import mean_loss, relative_change
+from ..privacy import modes
+from .context import UPDATE
+from .release import dependencies
 
 
 def check(spec, keyring) -> None:
     """Before the route's lock: the aggregator's key resolves, and the settings fit together."""
-    fed = spec.federation
-    keyring.resolve_public(fed.aggregator)
-    if fed.compression.topk is not None and spec.privacy.trains_with_dp:
-        raise InputError("federation.compression.topk is not available with privacy.mode \"dp\": its gate reads the "
-                         "site's held-out data, which DP does not cover", hint="remove compression.topk")
-    if spec.privacy.mode == "n2he":
-        from ..n2he import site as he_site
-
-        he_site.check(spec, keyring, clock.utcnow)
+    keyring.resolve_public(spec.federation.aggregator)
+    modes.check_site(spec, keyring, clock.utcnow)
 
 
 def _deltas(start: dict, final: dict, name: str, method: str) -> dict[str, np.ndarray]:
@@ -110,7 +102,7 @@ def _gated(rnd, i, sel, u, final: dict, names: list[str], codec: compress.Codec)
 
 def _weight(rnd, sel) -> tuple[int | None, str]:
     fed = rnd.spec.federation
-    if rnd.mode.name == "dp":  # the true count is private: only a declared, public one travels
+    if rnd.mode.private_counts:  # the true count is private: only a declared, public one travels
         return fed.public_examples, ("public" if fed.public_examples else "none")
     return len(sel.train), "examples"
 
@@ -126,30 +118,17 @@ def describe(rnd, i, sel, u, names: list[str]) -> dict[str, Any]:
             "modules": len(names), "examples": examples, "weight_basis": basis}
 
 
-@dataclass
-class Body:
-    """What an update carries besides its module list: the plaintext deltas (compress.py), or
-    CKKS ciphertexts (runners/n2he/site.py)."""
-
-    federation: dict[str, Any]  # manifest fields this body adds
-    write: Callable[[Path], None]  # writes the payload files into the update's folder
-    recipients: list[Any]  # public keys the update is encrypted to besides the aggregator
-    privacy: dict[str, Any]  # the manifest's privacy record
-    report: dict[str, Any] = field(default_factory=dict)  # added to the site's own report (never the package)
-    after: Callable[[], None] = lambda: None  # run once the update is written (the top-k residual)
-
-
 def _dense_bytes(u, method: str) -> int:
     return sum(v.numel() * 4 for k, v in u.start.items() if method != "ffa" or k.endswith(start_mod.B_SUFFIX))
 
 
-def plain_body(rnd, i, sel, u, final: dict, names: list[str]) -> Body:
+def plain_body(rnd, i, sel, u, final: dict, names: list[str]) -> updates.Body:
     spec = rnd.spec
     files, carried, codec, gate = _gated(rnd, i, sel, u, final, names, compress.Codec.from_spec(spec.federation.compression))
     fed = {"compression": codec.to_dict(), "bytes": {"float32": _dense_bytes(u, spec.federation.method),
                                                     "encoded": sum(compress.stored_bytes(p) for p in files)}}
     after = (lambda: rnd.store.set_residual(carried)) if spec.federation.compression.topk is not None else (lambda: None)
-    return Body(fed, lambda folder: write_deltas(folder, files), [], rnd.mode.manifest(u.privacy), {"topk_gate": gate},
+    return updates.Body(fed, lambda folder: write_deltas(folder, files), [], rnd.mode.manifest(u.privacy), {"topk_gate": gate},
                 after)
 
 
@@ -166,12 +145,10 @@ def write_deltas(folder: Path, files: list[dict]) -> None:
         save_file(parts, str(folder / updates.delta_file(k)))
 
 
-def _body(rnd, i, sel, u, final: dict, names: list[str]) -> Body:
-    if rnd.spec.privacy.mode == "n2he":
-        from ..n2he import site as he_site
-
-        return he_site.body(rnd, sel, u, final, names, _weight(rnd, sel)[0])
-    return plain_body(rnd, i, sel, u, final, names)
+def _body(rnd, i, sel, u, final: dict, names: list[str]) -> updates.Body:
+    """The mode's update body: the plaintext deltas, or (n2he) ciphertexts."""
+    return rnd.mode.update_body(rnd, sel, u, final, names, _weight(rnd, sel)[0],
+                                lambda: plain_body(rnd, i, sel, u, final, names))
 
 
 def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
@@ -194,8 +171,6 @@ def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
                            extra={"federation": fed, "privacy": body.privacy},
                            dependencies=dependencies(rnd, i))
     if rnd.mode.uses_history:
-        from ..neardup import near_key
-
         rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})
     body.after()
     rnd.checkpoints.clear()

@@ -6,7 +6,7 @@ choice_accuracy  when the eval set has few distinct completions (2 to
                  MAX_CHOICES), each example's completions are ranked by their
                  total log-likelihood given the prompt; the fraction where
                  the true one ranks first. Chance is 1 / choices.
-loss             the mean per-example token loss (runners/evaluate.py).
+loss             the mean per-example token loss (runners/learn/evaluate.py).
 
 Plain-text examples (no prompt) have no answer to check: only the loss.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..data.feeds import Example
 from .batches import IGNORE, Tokenized, _token_losses, collate, tokenize
 from .evaluate import mean_loss
-from .feeds import Example
 
 MAX_CHOICES = 32
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from tgsp.errors import InputError
 
+from ..learn.dp_sgd import DPConfig
+from ..learn.train import total_steps
+from ..spec import RunSpec
 from .accounting import EPSILON_MAX, DpEvent, calibrate, epsilon, max_steps
-from .dp_sgd import DPConfig
-from .spec import RunSpec
-from .train import total_steps
 
 MECHANISM = ("DP-SGD: Poisson-subsampled Gaussian mechanism; per-example gradients of all LoRA factors "
              "clipped to max_grad_norm by their global L2 norm; noise once per logical batch; "
