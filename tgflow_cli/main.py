@@ -46,7 +46,7 @@ app.command("completion")(meta_cmds.completion)
 
 def _version(value: bool) -> None:
     if value:
-        from tgsp.package import TOOL
+        from tgsp.builder import TOOL
 
         typer.echo(TOOL)
         raise typer.Exit()

@@ -113,7 +113,7 @@ def build(
     pp = passphrase(passphrase_file, key=", ".join(sign or []) or None)
     signers = [kr.signer(s, pp) for s in sign or []]
     events = load_user_events(evidence, now()) if evidence else []
-    files = tgsp.package.collect(src_dir)
+    files = tgsp.builder.collect(src_dir)
     if is_dash(output) and json_out:
         raise InputError("-o - writes the package to stdout, so --json cannot share it", hint="drop --json, or give a path")
     with output_target(output) as target, progress("packing", sum(f.size for f in files)) as tick:

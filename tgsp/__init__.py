@@ -11,7 +11,7 @@ from .errors import TgflowError
 from .keyring import Keyring, passphrase_from_env
 from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
 from .lineage import PublicKeyFile, Revocation
-from .package import BuildResult, build, sign
+from .builder import BuildResult, build, sign
 from .signing import Signer, TrustPolicy
 from .unpack import UnpackResult, unpack
 from .verify import CHECKS, Limits, VerifyReport, open_package, verify

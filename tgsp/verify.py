@@ -102,7 +102,7 @@ class Package:
         return parse(self.provenance_bytes, what="provenance", canonical=True)
 
     def copy_prefix(self, dst: BinaryIO, length: int) -> None:
-        from .package import copy_range
+        from .builder import copy_range
 
         copy_range(self.f, dst, length)
 

@@ -12,7 +12,7 @@ from typing import Callable
 import tgsp
 from tgsp.errors import InputError
 from tgsp.he_store import HEKeys, HEPublic
-from tgsp.package import SourceFile
+from tgsp.builder import SourceFile
 from tgsp.unpack import read_payload
 
 from . import ckks, context

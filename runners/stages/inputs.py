@@ -88,7 +88,7 @@ def environment(device: model_mod.Device) -> dict[str, Any]:
     import transformers
 
     env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "peft": peft.__version__, "tgflow": tgsp.package.TOOL,
+           "transformers": transformers.__version__, "peft": peft.__version__, "tgflow": tgsp.builder.TOOL,
            "device": device.name, "dtype": device.dtype_name, "cpu_threads": torch.get_num_threads()}
     if device.name == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)

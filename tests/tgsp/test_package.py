@@ -182,7 +182,7 @@ def test_case_collision_is_refused(tmp_path):
 def test_failed_build_leaves_no_partial_output_and_keeps_old_file(world, tmp_path, monkeypatch):
     out = tmp_path / "keep.tgsp"
     out.write_bytes(b"previous package")
-    from tgsp import package
+    from tgsp import builder as package
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
