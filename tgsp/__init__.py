@@ -12,9 +12,10 @@ from .keyring import Keyring, passphrase_from_env
 from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
 from .lineage import PublicKeyFile, Revocation
 from .builder import BuildResult, build, sign
+from .package import Limits, open_package
 from .signing import Signer, TrustPolicy
 from .unpack import UnpackResult, unpack
-from .verify import CHECKS, Limits, VerifyReport, open_package, verify
+from .verify import CHECKS, VerifyReport, verify
 
 FORMAT = "tgsp/1"
 

@@ -18,16 +18,16 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import _kem, _stream, archive, clock, dsse, evidence, manifest as mf
 from ._pump import pump
-from .atomic import DropBehind, atomic_file, write_all
-from .canonical import b64e, encode, parse, sha256_hex
-from .errors import (FormatError, InputError, NotFoundError, OutputError, SignatureError, UnsafeEntryError,
-                     UnsafeSourceError)
+from .atomic import DropBehind, atomic_file
+from .canonical import b64e, encode, sha256_hex
+from .errors import FormatError, InputError, NotFoundError, SignatureError, UnsafeEntryError, UnsafeSourceError
 from .keys import RECIPIENT, PublicKey
 from .paths import casefold_key, check_relpath
+from .package import IO_BLOCK, open_package, package_id
 from .signing import Signer, sign_manifest
 
 try:
@@ -37,7 +37,6 @@ try:
 except Exception:  # pragma: no cover - running from a source tree
     TOOL = "tgflow (source)"
 BUILDER_ID = "https://tgflow.dev/builder/tgflow-cli"
-IO_BLOCK = 4 << 20
 Progress = Callable[[int], None]
 
 
@@ -54,10 +53,6 @@ class BuildResult:
     path: Path
     package_id: str
     manifest: dict[str, Any]
-
-
-def package_id(manifest_bytes: bytes) -> str:
-    return "sha256:" + sha256_hex(manifest_bytes)
 
 
 def collect(src: str | os.PathLike) -> list[SourceFile]:
@@ -226,8 +221,6 @@ def sign(path: str | os.PathLike, signer: Signer, *, out: str | os.PathLike | No
     Adding a new signer changes the manifest (signer list, sign event), which
     would void other signers' signatures, so that is refused when any exist.
     """
-    from .verify import open_package
-
     with open_package(path, check_digests=True) as pkg:
         return _sign_open(pkg, signer, Path(out or path), now)
 
@@ -273,27 +266,3 @@ def _events_before(events: Sequence[dict[str, Any]], finished: datetime) -> None
 def _sign_event(s: Signer, when: datetime) -> dict[str, Any]:
     return evidence.event("tgflow.sign", {"keyid": s.keyid, "name": s.name, "version": s.version,
                                           "custody": s.custody}, when)
-
-
-def copy_range(src: BinaryIO, dst: BinaryIO, length: int) -> None:
-    """Copy ``length`` bytes from the start of ``src``: in-kernel where possible."""
-    src.seek(0)
-    dst.flush()
-    left = length
-    try:
-        while left:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), left)
-            if n == 0:
-                raise OutputError("package shrank while it was being copied")
-            left -= n
-        return
-    except (AttributeError, OSError) as exc:
-        if isinstance(exc, OutputError):
-            raise
-    src.seek(length - left)
-    while left:
-        data = src.read(min(IO_BLOCK, left))
-        if not data:
-            raise FormatError("package is truncated")
-        write_all(dst, data)
-        left -= len(data)

@@ -21,9 +21,9 @@ from .canonical import b64d
 from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
 from .keys import RECIPIENT
 from .signing import Identity, TrustPolicy
-from .verify import DEFAULT_LIMITS, Check, Limits, Package, VerifyReport, verify
+from .package import DEFAULT_LIMITS, IO_BLOCK, Limits, Package
+from .verify import Check, VerifyReport, verify
 
-IO_BLOCK = 4 << 20
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 

@@ -1,6 +1,6 @@
-"""Reading and verifying packages.
+"""Verifying packages.
 
-``open_package`` does the format pass: it walks the archive's headers
+``open_package`` (package.py) does the format pass: it walks the archive's headers
 (seeking over data), then reads and strictly parses the DSSE envelope and
 the manifest inside it, once. ``verify`` then runs the checks in a fixed
 order, cheapest first, and stops at the first failure (the rest are
@@ -16,190 +16,23 @@ what is verified is what is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from . import archive, clock, dsse, evidence, manifest as mf, signing
+from . import clock, manifest as mf, signing
 from .atomic import write_bytes
-from .canonical import is_int, parse, sha256_hex
+from .canonical import is_int, parse
 from .inputfile import read_input
-from .errors import (DigestError, EntryListError, EvidenceError, ExpiredError, FormatError, InputError, LimitError,
-                     NotFoundError, PackageError, RollbackError, TgflowError, VerificationFailed)
+from .package import DEFAULT_LIMITS, Limits, open_package
+from .errors import (ExpiredError, FormatError, InputError, NotFoundError, RollbackError, TgflowError,
+                     VerificationFailed)
 
 CHECKS = ("format", "entries", "signatures", "evidence", "digests", "expiry", "rollback")
 ROLLBACK_STATE = "tgflow-rollback-state/1"
-IO_BLOCK = 4 << 20
 MAX_STATE = 4 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_entry: int = 1 << 40  # 1 TiB per payload file
-    max_envelope: int = 16 << 20
-    max_evidence: int = 64 << 20
-    max_provenance: int = 16 << 20
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class Package:
-    """An opened package whose format has been checked. Use as a context manager."""
-
-    def __init__(self, f: BinaryIO, path: str, limits: Limits) -> None:
-        self.f, self.path, self.limits = f, path, limits
-        size = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") and _has_fd(f) else _len(f)
-        self.entries = archive.index(f, max_entries=mf.MAX_FILES + 3, max_entry_size=limits.max_entry, file_size=size)
-        self._by_name = {}
-        for e in self.entries:
-            if e.name in self._by_name:
-                raise EntryListError(f"entry {e.name!r} appears twice")
-            self._by_name[e.name] = e
-        if not self.entries or self.entries[-1].name != mf.ENVELOPE_ENTRY:
-            raise FormatError(f"package does not end with {mf.ENVELOPE_ENTRY}")
-        for name, cap in ((mf.ENVELOPE_ENTRY, limits.max_envelope), (mf.EVIDENCE_ENTRY, limits.max_evidence),
-                          (mf.PROVENANCE_ENTRY, limits.max_provenance)):
-            e = self._by_name.get(name)
-            if e is not None and e.size > cap:
-                raise LimitError(f"{name} is {e.size} bytes, over the {cap}-byte limit")
-        env_obj = parse(archive.read_entry(f, self.entries[-1]), what="envelope", canonical=True)
-        self.envelope = dsse.parse(env_obj, expect_type=dsse.MANIFEST_TYPE)
-        self.manifest = mf.validate(parse(self.envelope.payload, what="manifest", canonical=True))
-        self.package_id = "sha256:" + sha256_hex(self.envelope.payload)
-
-    def __enter__(self) -> Package:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.f.close()
-
-    def entry(self, name: str) -> archive.Entry:
-        e = self._by_name.get(name)
-        if e is None:
-            raise EntryListError(f"package has no {name} entry")
-        return e
-
-    def read(self, name: str) -> bytes:
-        return archive.read_entry(self.f, self.entry(name))
-
-    @property
-    def evidence(self) -> list[dict[str, Any]]:
-        return evidence.parse_jsonl(self.read(mf.EVIDENCE_ENTRY))
-
-    @property
-    def provenance_bytes(self) -> bytes:
-        return self.read(mf.PROVENANCE_ENTRY)
-
-    @property
-    def provenance(self) -> Any:
-        return parse(self.provenance_bytes, what="provenance", canonical=True)
-
-    def copy_prefix(self, dst: BinaryIO, length: int) -> None:
-        from .builder import copy_range
-
-        copy_range(self.f, dst, length)
-
-    # --- checks ------------------------------------------------------------
-    def check_entries(self) -> str:
-        want, have = mf.entry_names(self.manifest), [e.name for e in self.entries]
-        if want == have:
-            return f"{len(have)} entries, all listed, in canonical order"
-        extra = [n for n in have if n not in want]
-        missing = [n for n in want if n not in have]
-        if extra:
-            raise EntryListError(f"entry {extra[0]!r} is not listed in the manifest")
-        if missing:
-            raise EntryListError(f"entry {missing[0]!r} is listed in the manifest but missing")
-        raise EntryListError("entries are not in the manifest's canonical order")
-
-    def check_digests(self, progress: Callable[[int], None] | None = None, *, payload: bool = True) -> str:
-        """Hash every entry against the manifest. With ``payload=False`` only
-        sizes are checked for payload files (the caller hashes them as it reads)."""
-        buf = bytearray(IO_BLOCK)
-        total = 0
-        for name, (size, digest) in mf.expected_digests(self.manifest).items():
-            e = self.entry(name)
-            if e.size != size:
-                raise DigestError(f"{name} is {e.size} bytes; the manifest says {size}")
-            if not name.startswith(mf.PAYLOAD_PREFIX):
-                continue  # metadata: hashed by the evidence check, before it is parsed
-            if not payload:
-                continue
-            h = hashlib.sha256()
-            for chunk in archive.iter_entry(self.f, e, buf):
-                h.update(chunk)
-                if progress:
-                    progress(len(chunk))
-            if h.hexdigest() != digest:
-                raise DigestError(f"{name} does not match its SHA-256 in the manifest")
-            total += size
-        if not payload:
-            return f"payload sizes match; payload digests are checked while extracting; id {self.package_id}"
-        return f"{len(self.manifest['files'])} files, {total} bytes, SHA-256 match; id {self.package_id}"
-
-    def _metadata(self, name: str, field: str) -> bytes:
-        """An entry's bytes, only once their size and SHA-256 match the signed manifest."""
-        want = self.manifest[field]
-        if self.entry(name).size != want["size"]:
-            raise DigestError(f"{name} is {self.entry(name).size} bytes; the manifest says {want['size']}")
-        data = self.read(name)
-        if sha256_hex(data) != want["sha256"]:
-            raise DigestError(f"{name} does not match its SHA-256 in the manifest")
-        return data
-
-    def check_evidence(self) -> str:
-        records = evidence.parse_jsonl(self._metadata(mf.EVIDENCE_ENTRY, "evidence"))
-        ev = self.manifest["evidence"]
-        if evidence.head_of(records) != ev["head"] or len(records) != ev["count"]:
-            raise EvidenceError("evidence chain head does not match the manifest")
-        prov = parse(self._metadata(mf.PROVENANCE_ENTRY, "provenance"), what="provenance", canonical=True)
-        evidence.check_provenance(prov, self.manifest["files"])
-        return f"{len(records)} events, head {ev['head'][:16]}; provenance subjects match the manifest"
-
-
-def _has_fd(f) -> bool:
-    try:
-        f.fileno()
-        return True
-    except (OSError, AttributeError, ValueError):
-        return False
-
-
-def _len(f) -> int:
-    pos = f.seek(0, 2)
-    f.seek(0)
-    return pos
-
-
-def open_package(path: str | os.PathLike | BinaryIO, *, limits: Limits = DEFAULT_LIMITS,
-                 check_digests: bool = False) -> Package:
-    """Open and format-check a package (a path or a seekable binary file)."""
-    if isinstance(path, (str, os.PathLike)):
-        p = Path(path)
-        if not p.exists():
-            raise NotFoundError(f"package {p} does not exist")
-        if not p.is_file():
-            raise InputError(f"{p} is not a regular file")
-        f, label = open(p, "rb"), str(p)
-    else:
-        f, label = path, "<stream>"
-    try:
-        pkg = Package(f, label, limits)
-        if check_digests:
-            pkg.check_entries()
-            pkg.check_digests()
-            pkg.check_evidence()
-        return pkg
-    except BaseException:
-        f.close()
-        raise
 
 
 # --- the report ----------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_round_two_continues_keeps_and_learns(route, capsys):
     report = json.loads(out)
     first = _release(route)
     assert report["version"] == 2 and report["parent"]["package_id"] == first.package_id
-    from tgsp.verify import open_package
+    from tgsp.package import open_package
 
     with open_package(report["package"]) as p:
         events = {e["type"]: e["data"] for e in p.evidence}

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_round_on_gpu_trains_in_bf16_and_packages(workspace, capsys):
     from tgflow_cli.main import main
-    from tgsp.verify import open_package
+    from tgsp.package import open_package
 
     spec = workspace.spec(training={"steps": 6, "batch_size": 8, "learning_rate": 0.01, "seed": 3, "max_seq_len": 64,
                                     "packing": True})
@@ -49,7 +49,7 @@ def test_packing_has_no_cross_contamination_on_gpu_bf16():
 def test_dp_round_on_gpu_in_bf16(workspace, capsys, monkeypatch):
     """A DP round on the GPU: bf16 weights, fp32 per-example clipping, noise drawn on the device."""
     from tgflow_cli.main import main
-    from tgsp.verify import open_package
+    from tgsp.package import open_package
 
     monkeypatch.setenv("TGFLOW_DP_TEST_SEED", "1")
     spec = workspace.spec(privacy={"mode": "dp", "dp": {"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_delta": 1e-4}},

@@ -19,7 +19,7 @@ from tgflow_cli.main import main
 from tgsp.keyring import Keyring
 from runners.data.feeds import Example
 from runners.data.neardup import near_key
-from tgsp.verify import open_package
+from tgsp.package import open_package
 
 from tests.helpers import PASS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tgflow_cli.main import main
-from tgsp.verify import open_package
+from tgsp.package import open_package
 
 from tests.runners.test_round import ROOT, run, unpack_adapter
 
