@@ -280,7 +280,7 @@ def revoke(
 def _branch_of(path: Path):
     """The rotation chain in a public key file, or of a package's signer."""
     from tgsp.errors import TgflowError
-    from tgsp.keyring import load_public_file
+    from tgsp.keyring_trust import load_public_file
     from tgsp.lineage import Lineage
 
     try:

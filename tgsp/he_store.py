@@ -24,6 +24,7 @@ from .atomic import write_bytes
 from .canonical import b64d, b64e, encode, is_int, parse
 from .errors import FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError
 from .inputfile import read_input
+from .keyring_trust import check_name, is_path_ref
 
 KIND = "he"
 OWN_TYPE, PUBLIC_TYPE = "tgflow-he-key/1", "tgflow-he-public/1"
@@ -105,13 +106,9 @@ class HEKeys:
 
     # --- paths ------------------------------------------------------------------
     def _own(self, name: str) -> Path:
-        from .keyring import check_name
-
         return self.root / f"{check_name(name)}.json"
 
     def _trusted(self, name: str) -> Path:
-        from .keyring import check_name
-
         return self.root / "trusted" / f"{check_name(name)}.json"
 
     def _sealed(self, name: str, version: int) -> Path:
@@ -193,8 +190,6 @@ class HEKeys:
 
     def public(self, ref: str) -> HEPublic:
         """A path (with '/' or ending in '.json') is an HE public file; else a name in the keyring."""
-        from .keyring import is_path_ref
-
         if is_path_ref(ref):
             return load_public(ref)
         path = self._trusted(ref)
@@ -206,8 +201,6 @@ class HEKeys:
     def import_public(self, path: str | Path, name: str | None = None,
                       check: Callable[[HEPublic], None] = lambda pub: None) -> HEPublic:
         """Trust an HE public file; ``check`` (runners.n2he) refuses weak parameters first."""
-        from .keyring import check_name
-
         pub = load_public(path)
         check(pub)
         pub = HEPublic(check_name(name or pub.name), pub.version, pub.created, pub.params, pub.context)

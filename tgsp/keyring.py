@@ -1,9 +1,9 @@
 """The keyring folder ($TGFLOW_HOME, default ~/.tgflow).
 
-    keys/<name>.json          own keys: every version, private parts sealed
-    trust/<name>.json         trusted public key files (own and imported)
-    revocations/<keyid>.json  signed revocation statements
-    audit.jsonl               hash-chained log of every key operation
+    keys/<name>.json          own keys: every version, private parts sealed (here)
+    trust/<name>.json         trusted public key files, own and imported (keyring_trust.py)
+    revocations/<keyid>.json  signed revocation statements (keyring_revoke.py)
+    audit.jsonl               hash-chained log of every key operation (keyring_audit.py)
     .lock                     taken while anything is changed
 
 Private seeds never touch disk unsealed. Every change is atomic and logged.
@@ -15,34 +15,26 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
-from . import _seal, clock, hashchain
+from . import _seal, clock
 from .atomic import write_bytes
 from .canonical import b64e, encode, is_int, parse
-from .inputfile import read_input
 from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
-                     PassphraseRequiredError, RotationError)
+                     PassphraseRequiredError)
+from .inputfile import read_input
+from .keyring_audit import AuditLog
+from .keyring_revoke import Passphrase, Revocations
+from .keyring_trust import MAX_KEY_FILE, TrustStore, check_name
 from .keys import (ALGS, KINDS, RECIPIENT, SIGNING, HybridSigningKey, PrivateKey, PublicKey, SoftwareComponent,
                    software_seeds)
-from .lineage import (Lineage, PublicKeyFile, Revocation, parse_revocation, revocation_statement, rotation_statement,
-                      vet)
-from .signing import Signer, TrustPolicy
+from .lineage import Lineage, PublicKeyFile, rotation_statement
+from .signing import Signer
 
 PRIVATE_FILE = "tgflow-private-key/1"
 MAX_PASSPHRASE = 64 << 10
-MAX_KEY_FILE = 1 << 20
-MAX_AUDIT = 64 << 20
-# The audit log's length and head, kept beside it: a log cut short (a crash,
-# a careless edit, a restore of the log alone) no longer reads as intact.
-AUDIT_HEAD = "audit.head"
-AUDIT_HEAD_TYPE = "tgflow-audit-head/1"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-Passphrase = Callable[[], str]
 
 
 def default_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -86,16 +78,6 @@ def _env_pin() -> str:
     return pkcs11.pin_from_env() or pkcs11.no_pin()
 
 
-def is_path_ref(ref: str) -> bool:
-    return "/" in ref or ref.endswith(".json")
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InputError(f"key name {name!r} is not allowed", hint="use 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
-    return name
-
-
 @dataclass(frozen=True)
 class KeyInfo:
     name: str
@@ -107,7 +89,10 @@ class KeyInfo:
     revoked: bool
 
 
-class Keyring:
+class Keyring(TrustStore, Revocations, AuditLog):
+    """Own keys (here), trusted keys and the trust policy (TrustStore), revocations
+    (Revocations) and the audit log (AuditLog), over one folder and one lock."""
+
     def __init__(self, home: str | os.PathLike | None = None, *, now: clock.Clock = clock.utcnow,
                  pin: Passphrase | None = None) -> None:
         self.home = Path(home) if home else default_home()
@@ -308,117 +293,6 @@ class Keyring:
             raise KeyringError(f"{name} is a signing key; decryption needs a recipient key")
         return [self._unseal(obj, v, passphrase) for v in reversed(obj["versions"])]
 
-    # --- trust store ------------------------------------------------------------
-    def _write_trust(self, pub: PublicKeyFile) -> None:
-        write_bytes(self._dir("trust") / f"{pub.name}.json", (json.dumps(pub.to_dict(), indent=2) + "\n").encode())
-
-    def trusted(self) -> list[PublicKeyFile]:
-        folder = self._dir("trust")
-        if not folder.is_dir():
-            return []
-        return [load_public_file(p) for p in sorted(folder.glob("*.json"))]
-
-    def public_file(self, name: str) -> PublicKeyFile:
-        path = self._dir("trust") / f"{check_name(name)}.json"
-        if not path.exists():
-            raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
-        return load_public_file(path)
-
-    def import_public(self, path: str | os.PathLike, name: str | None = None) -> PublicKeyFile:
-        pub = load_public_file(path)
-        name = check_name(name or pub.name)
-        pub = PublicKeyFile(name, pub.kind, pub.version, pub.created, pub.key, pub.lineage)
-        with self._locked():
-            if self._he_name(name):
-                raise KeyExistsError(f"{name!r} is an HE key here", hint="import it under another name with --name")
-            if pub.lineage is not None:  # forks are checked against every name, and against revocations
-                known = [t.lineage.walk() for t in self.trusted() if t.lineage is not None]
-                vet(pub.lineage.walk(), known, self.revocations(), f"{path}")
-            dest = self._dir("trust") / f"{name}.json"
-            if dest.exists():
-                cur = load_public_file(dest)
-                if cur.kind != pub.kind or (cur.lineage and pub.lineage and
-                                            cur.lineage.root.keyid != pub.lineage.root.keyid) or (
-                        not cur.lineage and cur.keyid != pub.keyid):
-                    raise KeyExistsError(f"a different key named {name!r} is already trusted",
-                                         hint="import it under another name with --name")
-                if cur.lineage and pub.lineage:
-                    a, b = cur.lineage.walk(), pub.lineage.walk()
-                    if any(x.key.keyid != y.key.keyid for x, y in zip(a, b)):
-                        raise RotationError(f"{path} forks from the trusted rotation chain of {name!r}")
-                    if len(b) <= len(a):
-                        return cur  # already know this version or a newer one
-            self._write_trust(pub)
-            self._audit("import", name, pub.keyid, {"kind": pub.kind, "version": pub.version})
-        return pub
-
-    def resolve_public(self, ref: str) -> PublicKeyFile:
-        """A path (it contains '/' or ends in '.json') is a public key file;
-        anything else is a name in the trust store and never a file, so a
-        file planted in the working folder cannot become trusted."""
-        if is_path_ref(ref):
-            return load_public_file(ref)
-        return self.public_file(ref)
-
-    # --- revocation ---------------------------------------------------------------
-    def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None,
-               branch: Lineage | None = None) -> Revocation:
-        """Revoke an own key version, or with ``branch``, a key on a forked
-        branch of an own key's root (``ref`` is then the own key's name)."""
-        if not reason.strip():
-            raise InputError("a revocation needs a --reason")
-        with self._locked():
-            obj, target = self._find_version(ref)
-            if obj["kind"] != SIGNING:
-                raise KeyringError("only signing keys can be revoked; rotate recipient keys instead")
-            keyid = target["keyid"]
-            if branch is not None:
-                keyid = self._forked_key(obj, branch)
-            signer = self._unseal(obj, obj["versions"][-1], passphrase)
-            stmt = revocation_statement(keyid, reason, when or self.now(), signer,
-                                        Lineage.from_dict(obj["lineage"]), branch)
-            rev = parse_revocation(stmt)
-            write_bytes(self._dir("revocations") / f"{rev.keyid}.json", (json.dumps(stmt, indent=2) + "\n").encode())
-            self._audit("revoke", obj["name"], rev.keyid, {"reason": reason, "revoked_at": clock.fmt(rev.revoked_at),
-                                                           **({"branch": True} if branch else {})})
-        return rev
-
-    @staticmethod
-    def _forked_key(obj: dict[str, Any], branch: Lineage) -> str:
-        """The first key where ``branch`` leaves our own chain (the fork's head)."""
-        ours, theirs = Lineage.from_dict(obj["lineage"]).walk(), branch.walk()
-        if theirs[0].key.keyid != ours[0].key.keyid:
-            raise InputError(f"that chain does not start at {obj['name']}'s root key; it is not a fork of it")
-        for mine, other in zip(ours + [None] * len(theirs), theirs):
-            if mine is None or mine.key.keyid != other.key.keyid:
-                return other.key.keyid
-        raise InputError("that chain does not fork from yours: every version in it is your own")
-
-    def _find_version(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        if _NAME.match(ref) and self._key_path(ref).exists():
-            obj = self._load_key(ref)
-            return obj, obj["versions"][-1]
-        ref_l = ref.lower()
-        if len(ref_l) >= 8 and re.fullmatch(r"[0-9a-f]+", ref_l):
-            hits = [(o, v) for o in self._own_keys() for v in o["versions"] if v["keyid"].startswith(ref_l)]
-            if len(hits) == 1:
-                return hits[0]
-            if len(hits) > 1:
-                raise InputError(f"key id prefix {ref} is ambiguous; give more digits")
-        raise KeyNotFoundError(f"no own key or key id matching {ref!r}", hint="see: tgflow key list")
-
-    def revocations(self) -> list[Revocation]:
-        folder = self._dir("revocations")
-        if not folder.is_dir():
-            return []
-        return [load_revocation(p) for p in sorted(folder.glob("*.json"))]
-
-    def _revoked_ids(self) -> set[str]:
-        return {r.keyid for r in self.revocations()}
-
-    def revocation_path(self, keyid: str) -> Path:
-        return self._dir("revocations") / f"{keyid}.json"
-
     # --- listing ----------------------------------------------------------------
     def _own_keys(self) -> list[dict[str, Any]]:
         folder = self._dir("keys")
@@ -444,71 +318,6 @@ class Keyring:
                                 **_custody_of(own.get(v.key.keyid))} for v in pub.lineage.walk()]
         return out
 
-    # --- policy and audit ---------------------------------------------------------
-    def trust_policy(self, trusted: list[str] | None = None, revocation_files: list[str] | None = None,
-                     **kw: Any) -> TrustPolicy:
-        keys = [self.resolve_public(t) for t in trusted] if trusted else self.trusted()
-        revs = self.revocations() + [load_revocation(p) for p in revocation_files or []]
-        return TrustPolicy(trusted=keys, revocations=revs, **kw)
-
-    def _audit(self, op: str, name: str, keyid: str, detail: dict[str, Any]) -> None:
-        """Append one record (under the lock; ``_locked`` checked the chain),
-        then move the head file that makes a cut-off tail detectable."""
-        records = self._records
-        head, _, _ = hashchain.check(records)
-        record = hashchain.link({"op": op, "time": clock.fmt(self.now()), "name": name, "keyid": keyid,
-                                 "detail": detail}, len(records), head)
-        with open(self.home / "audit.jsonl", "ab") as f:
-            f.write(encode(record) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        records.append(record)
-        write_bytes(self.home / AUDIT_HEAD, encode({"type": AUDIT_HEAD_TYPE, "count": len(records),
-                                                    "head": hashchain.record_hash(record)}) + b"\n", mode=0o600)
-
-    def audit_records(self) -> list[Any]:
-        path = self.home / "audit.jsonl"
-        if not path.exists():
-            return []
-        out = []
-        data = read_input(path, "audit log", max_bytes=MAX_AUDIT, error=KeyringError)
-        for n, line in enumerate(data.splitlines()):
-            try:
-                out.append(parse(line, what="audit record"))
-            except FormatError:
-                out.append({"unparseable": n})
-        return out
-
-    def _recorded_head(self) -> tuple[int, str] | None:
-        path = self.home / AUDIT_HEAD
-        if not path.exists():
-            return None
-        try:
-            obj = parse(read_input(path, "audit head", max_bytes=4096, error=KeyringError), what="audit head")
-        except FormatError:
-            obj = None
-        if not isinstance(obj, dict) or obj.get("type") != AUDIT_HEAD_TYPE or not is_int(obj.get("count")) \
-                or not isinstance(obj.get("head"), str):
-            return (-1, "")
-        return obj["count"], obj["head"]
-
-    def audit(self) -> tuple[list[Any], hashchain.ChainBreak | None, str]:
-        """The log, its first break (a cut-off tail counts), and its head."""
-        records = self.audit_records()
-        head, count, brk = hashchain.check(records)
-        recorded = self._recorded_head()
-        if brk is None and recorded is not None:
-            want, want_head = recorded
-            if want < 0:
-                brk = hashchain.ChainBreak(count, f"{AUDIT_HEAD} is unreadable")
-            elif count < want:
-                brk = hashchain.ChainBreak(count, f"log was truncated: {AUDIT_HEAD} records {want} records, "
-                                                  f"the log holds {count}")
-            elif want and hashchain.record_hash(records[want - 1]) != want_head:
-                brk = hashchain.ChainBreak(want - 1, f"record {want - 1} is not the one {AUDIT_HEAD} records")
-        return records, brk, head
-
-
 def _custody_of(version: dict[str, Any] | None) -> dict[str, Any]:
     if version is None:
         return {}
@@ -520,19 +329,3 @@ def _token_detail(version: dict[str, Any]) -> dict[str, Any]:
     return {"pkcs11": version["pkcs11"]} if version.get("pkcs11") else {}
 
 
-def load_public_file(path: str | os.PathLike) -> PublicKeyFile:
-    p = Path(path)
-    data = read_input(p, "public key file", max_bytes=MAX_KEY_FILE)
-    try:
-        return PublicKeyFile.from_dict(parse(data, what=str(p)))
-    except FormatError as exc:
-        raise InputError(f"{p}: {exc}") from None
-
-
-def load_revocation(path: str | os.PathLike) -> Revocation:
-    p = Path(path)
-    data = read_input(p, "revocation file")
-    try:
-        return parse_revocation(parse(data, what=str(p)))
-    except FormatError as exc:
-        raise InputError(f"{p}: {exc}") from None

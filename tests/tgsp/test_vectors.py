@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import tgsp
-from tgsp.keyring import Keyring, load_public_file
+from tgsp.keyring import Keyring
+from tgsp.keyring_trust import load_public_file
 
 from tests.helpers import files_of
 
