@@ -6,7 +6,7 @@ Floors, from the top (docs/architecture.md; tests/test_floors.py holds them):
     stages/    the round's machinery: the Round context and its stages, inputs to release
     export/    the same spec as native jobs on the platforms users run
     privacy/   accounting, the ledger, the DP plan and the privacy modes
-    dist/      several processes and nodes: the process group, rank 0's messages, the launchers
+    distributed/  several processes and nodes: the process group, rank 0's messages, the launchers
     learn/     model, batches, training, DP-SGD, metrics, adapters
     n2he/      CKKS: encrypt, sum, decrypt and their file formats
     fed/       federated updates: their format, compression and merging

@@ -49,19 +49,19 @@ def _graceful_stop() -> Iterator[threading.Event]:
 
 def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_rank: int, addr, port: int,
             cluster: str | None) -> int:
-    """Start the round's processes: torch's elastic launcher (runners/dist/launch.py), on this
-    node's place in a platform's cluster (runners/dist/clusters.py), or Spark's TorchDistributor."""
-    from runners.dist.launch import launch
+    """Start the round's processes: torch's elastic launcher (runners/distributed/launch.py), on this
+    node's place in a platform's cluster (runners/distributed/clusters.py), or Spark's TorchDistributor."""
+    from runners.distributed.launch import launch
 
     argv = ["peft", "run", "--spec", str(spec), "--wait-busy", str(wait_busy)]
     for flag, value in flags.items():
         argv += [flag] if value is True else [flag, str(value)] if value not in (None, False) else []
     if cluster == "spark":
-        from runners.dist import spark as spark_launch
+        from runners.distributed import spark as spark_launch
 
         return spark_launch.launch(argv, nproc * (nnodes or 1), output_root=flags["--output-root"])
     if cluster is not None:
-        from runners.dist.clusters import placement
+        from runners.distributed.clusters import placement
 
         where = placement(cluster, nnodes)
         nnodes, node_rank, addr = where.nnodes, where.node_rank, where.master_addr

@@ -1,4 +1,4 @@
-"""One rank of ``peft run --cluster spark`` (runners/dist/spark.py), run by torchrun inside
+"""One rank of ``peft run --cluster spark`` (runners/distributed/spark.py), run by torchrun inside
 a Spark task: ``python spark_rank.py RESULT_FILE peft run ...``.
 
 The round runs exactly as under torchrun. Rank 0 writes the round's exit code to RESULT_FILE

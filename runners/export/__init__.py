@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tgsp.errors import InputError
 from ..privacy.rules import check_n2he
 from ..spec import RunSpec
 from . import jobspec, secrets
-from .jobspec import Aggregation, ExportOptions
+from .jobspec import Aggregation, ExportOptions, render
 
 BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
 
@@ -81,18 +80,6 @@ def check(backend: str, files: dict[str, Any]) -> list[str]:
     except ImportError as exc:
         raise InputError(f"--check needs the {backend} validator ({exc.name}), which is not installed",
                          hint="pip install 'tgflow[export-check]'") from None
-
-
-def render(name: str, doc: Any) -> bytes:
-    if name.endswith(".yaml"):
-        import yaml
-
-        class _NoAliases(yaml.SafeDumper):  # repeated dicts are written out, never as &anchors
-            def ignore_aliases(self, data: Any) -> bool:
-                return True
-
-        return yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=100).encode()
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
 def write(files: dict[str, Any], out_dir: str | Path) -> list[Path]:

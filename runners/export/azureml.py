@@ -17,7 +17,7 @@ from tgsp.errors import InputError
 
 from ..spec import RunSpec
 from . import cron, jobspec
-from .jobspec import ExportOptions, base_env, check_paths, job_name, portable
+from .jobspec import ExportOptions, base_env, check_paths, job_name, portable, render
 
 _KV = re.compile(r"^https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+(/[0-9a-f]{32})?$")
 _BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -87,8 +87,6 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
 def check(files: dict[str, Any]) -> list[str]:
     from azure.ai.ml import load_job
     from azure.ai.ml.entities._load_functions import load_schedule
-
-    from . import render
 
     job = files["job.yaml"]
     for kind, name in _BINDING.findall(job["command"]):

@@ -36,7 +36,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     config = s("config_dir", default=f"{work}/config").rstrip("/")
     keyring = s("keyring_dir", default=f"{work}/keyring").rstrip("/")
     scope, key = s("secret_scope"), s("secret_key", default="passphrase")
-    # Several nodes: the driver starts the ranks on the workers with TorchDistributor (runners/dist/spark.py).
+    # Several nodes: the driver starts the ranks on the workers with TorchDistributor (runners/distributed/spark.py).
     cmd, args = command(config, work, out, options.aggregate, launch_flags(options, cluster="spark"))
     env = base_env("", keyring)
     del env["TGFLOW_PASSPHRASE_FILE"]

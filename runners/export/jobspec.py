@@ -11,6 +11,7 @@ reference. Nothing here touches the network or the filesystem.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -129,7 +130,7 @@ def check_scale(options: ExportOptions) -> None:
 
 
 def launch_flags(options: ExportOptions, **rendezvous: str) -> list[str]:
-    """``peft run``'s launcher flags (runners/dist/launch.py): processes on this node, and for several
+    """``peft run``'s launcher flags (runners/distributed/launch.py): processes on this node, and for several
     nodes either the platform's cluster description (cluster="sagemaker") or explicit
     node_rank / master_addr / master_port, often $(VAR) references the platform fills in."""
     if not options.distributed:
@@ -196,3 +197,16 @@ def portable(spec: RunSpec, options: ExportOptions, *, name: str, cmd: list[str]
         "timeout_minutes": options.timeout_minutes,
         "exit_codes": exit_codes(options.aggregate is not None),
     }
+
+
+def render(name: str, doc: Any) -> bytes:
+    """A job file's bytes: YAML for .yaml names, else canonical-ish JSON."""
+    if name.endswith(".yaml"):
+        import yaml
+
+        class _NoAliases(yaml.SafeDumper):  # repeated dicts are written out, never as &anchors
+            def ignore_aliases(self, data: Any) -> bool:
+                return True
+
+        return yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=False, width=100).encode()
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()

@@ -39,7 +39,7 @@ def training_job(spec: RunSpec, options: ExportOptions, name: str) -> tuple[dict
     secret_arn = s("passphrase_secret_arn")
     if not secret_arn.startswith("arn:aws:secretsmanager:"):
         raise InputError("--set passphrase_secret_arn must be a Secrets Manager ARN (arn:aws:secretsmanager:...)")
-    # Several instances: each reads its place from SageMaker's resourceconfig.json (runners/dist/clusters.py).
+    # Several instances: each reads its place from SageMaker's resourceconfig.json (runners/distributed/clusters.py).
     cmd, args = command(f"{_INPUT}/config", f"{_INPUT}/work", "/opt/ml/checkpoints", options.aggregate,
                         launch_flags(options, cluster="sagemaker"))
     env = base_env("", f"{_INPUT}/keyring")

@@ -42,7 +42,7 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     if not re.fullmatch(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+", secret):
         raise InputError("--set passphrase_secret must be projects/P/secrets/S/versions/V")
     bucket, mount = _gcs(s("bucket"))
-    # Several replicas: each reads its place from Vertex AI's CLUSTER_SPEC (runners/dist/clusters.py).
+    # Several replicas: each reads its place from Vertex AI's CLUSTER_SPEC (runners/distributed/clusters.py).
     cmd, args = command(f"{mount}/config", f"{mount}/work", f"{mount}/out", options.aggregate,
                         launch_flags(options, cluster="vertex"))
     env = base_env("", f"{mount}/keyring")

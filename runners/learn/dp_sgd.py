@@ -102,7 +102,7 @@ class PerExampleClipper:
     def __init__(self, model, max_grad_norm: float, world=None) -> None:
         import torch
 
-        self.world = world  # runners/dist/world.py: sum the clipped sums across ranks, noise once
+        self.world = world  # runners/distributed/world.py: sum the clipped sums across ranks, noise once
         self.modules = lora_factors(model)
         self.C = max_grad_norm
         self._fn = _per_example_linear()

@@ -130,7 +130,7 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
 
     With ``dp``, every step is a DP-SGD step on a Poisson sample. ``limit``
     stops after that many steps (the privacy budget) even if more were planned.
-    With ``world`` (runners/dist/world.py), each rank trains on its share of every
+    With ``world`` (runners/distributed/world.py), each rank trains on its share of every
     global batch and the gradients are summed: the same steps as one process. Only
     rank 0 writes checkpoints; a stop on any rank stops every rank at the same step.
     """

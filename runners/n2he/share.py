@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import tgsp
+from tgsp.builder import SourceFile
 from tgsp.errors import InputError
 from tgsp.he_store import HEKeys, HEPublic
-from tgsp.builder import SourceFile
 from tgsp.unpack import read_payload
 
 from . import ckks, context

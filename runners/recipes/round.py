@@ -20,7 +20,7 @@ from tgsp import clock
 from tgsp.atomic import prepare_parent
 from tgsp.errors import InputError, Interrupted
 
-from ..dist import ranks, world as dist_world
+from ..distributed import ranks, world as dist_world
 from ..learn import model as model_mod
 from ..privacy import modes, plan as privacy
 from ..privacy.ledger import Ledger
@@ -76,7 +76,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
 
 
 def _world(spec):
-    """torchrun's process group when WORLD_SIZE > 1 (runners/dist/world.py), checked against the spec."""
+    """torchrun's process group when WORLD_SIZE > 1 (runners/distributed/world.py), checked against the spec."""
     if dist_world.world_size() <= 1:
         return None
     world = dist_world.open_world(model_mod.pick_device(spec.training.precision).name)

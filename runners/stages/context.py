@@ -54,7 +54,7 @@ class Round:
     progress: Progress | None = None
     events: list[dict] = field(default_factory=list)
     started: Any = None
-    world: Any = None  # runners/dist/world.py under torchrun (this is rank 0); None in one process
+    world: Any = None  # runners/distributed/world.py under torchrun (this is rank 0); None in one process
     led: list = field(default_factory=list)  # set once the training job went to the other ranks
 
     @property

@@ -9,7 +9,7 @@ from typing import Any
 
 from tgsp.errors import InputError
 
-from ..dist import ranks
+from ..distributed import ranks
 from ..fed import start
 from ..learn import adapters
 from ..learn.train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train

@@ -40,7 +40,7 @@ def main() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from runners.learn.batches import IGNORE, Tokenized
-    from runners.dist.world import check_batch, open_world
+    from runners.distributed.world import check_batch, open_world
     from runners.learn.dp_sgd import DPConfig, DPRandom
     from runners.spec import LoraSpec, TrainingSpec
     from runners.learn.train import DPRun, add_lora, train

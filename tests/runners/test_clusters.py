@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runners.dist import clusters
+from runners.distributed import clusters
 from tests.runners.test_ddp_round import _files, _max_rel, _tgflow, _weights
 from tgsp.errors import InputError
 

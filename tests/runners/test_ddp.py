@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runners.dist import world as distributed  # noqa: E402
+from runners.distributed import world as distributed  # noqa: E402
 from tgsp.errors import InputError  # noqa: E402
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runners.dist import messages as ddp_messages, world
-from runners.dist.messages import Job
+from runners.distributed import messages as ddp_messages, world
+from runners.distributed.messages import Job
 from runners.learn.batches import Tokenized
 from runners.learn.dp_sgd import DPConfig
 from runners.state.checkpoint import Checkpoint

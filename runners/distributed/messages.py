@@ -1,4 +1,4 @@
-"""What rank 0 sends the other ranks of a round (runners/dist/ranks.py), as bytes: msgpack
+"""What rank 0 sends the other ranks of a round (runners/distributed/ranks.py), as bytes: msgpack
 for the structure and safetensors for tensors. Never pickle, even between our own ranks:
 the process group is plain TCP, and a follower decodes only these three messages.
 
@@ -23,7 +23,7 @@ from ..state.checkpoint import Checkpoint
 
 @dataclass
 class Job:
-    """The training job rank 0 sends right before training (runners/dist/ranks.py)."""
+    """The training job rank 0 sends right before training (runners/distributed/ranks.py)."""
 
     data: list
     training: dict[str, Any]

@@ -3,7 +3,7 @@ launcher (what torchrun runs), and end with the round's exit code.
 
 torchrun itself exits 1 whenever a worker fails, so a scheduler would see 1 for an
 interrupted round (75, resume), a skipped one (10) or a gate refusal (12) alike. Every
-rank of a round ends with rank 0's code (runners/dist/ranks.py); this launcher returns
+rank of a round ends with rank 0's code (runners/distributed/ranks.py); this launcher returns
 that code. Rendezvous: one node, c10d on localhost; several nodes, torchrun's static
 rendezvous on --master-addr/--master-port with --node-rank (as Kubeflow Trainer,
 JobSet and the platforms set them).

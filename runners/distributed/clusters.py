@@ -10,7 +10,7 @@ its cluster (``peft run --cluster NAME``), so an exported job needs no address o
 
 Each reader is a function of the environment (and a folder, for files), so tests run it on
 a description written the way the platform writes it. The rendezvous itself is torch's own
-(runners/dist/launch.py).
+(runners/distributed/launch.py).
 """
 
 from __future__ import annotations

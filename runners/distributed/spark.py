@@ -2,7 +2,7 @@
 own TorchDistributor from the driver, and ended with the round's exit code.
 
 TorchDistributor runs a barrier stage with one task per node; each task runs torchrun on
-tgflow_cli/spark_rank.py, which runs ``peft run`` as one rank (rank 0 leads, runners/dist/ranks.py).
+tgflow_cli/spark_rank.py, which runs ``peft run`` as one rank (rank 0 leads, runners/distributed/ranks.py).
 A Spark task that exits non-zero fails the stage and Spark retries it, so every rank exits 0
 once the round has ended, and rank 0 first records the round's code in a result file on
 the shared output volume, which this driver reads. A rank that dies (memory, a lost node)

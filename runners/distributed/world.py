@@ -58,7 +58,7 @@ class World:
 
     def broadcast_bytes(self, data: bytes | None) -> bytes:
         """Rank 0's ``data`` on every rank: a length, then the bytes, as CPU tensors (gloo).
-        Never pickle: what crosses the process group is bytes that runners/dist/messages.py
+        Never pickle: what crosses the process group is bytes that runners/distributed/messages.py
         decodes with msgpack and safetensors."""
         import torch
         import torch.distributed as dist
@@ -118,9 +118,8 @@ def open_world(device: str, env: Mapping[str, str] = os.environ, timeout_s: floa
     rank, local = _int(env, "RANK"), _int(env, "LOCAL_RANK", "0")
     if not 0 <= rank < size:
         raise InputError(f"RANK {rank} is outside WORLD_SIZE {size}")
-    import torch.distributed as dist
-
     import torch
+    import torch.distributed as dist
 
     # CUDA tensors (the gradients) go through NCCL; the small CPU ones (stop flags, messages) through gloo.
     backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"

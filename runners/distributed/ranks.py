@@ -22,6 +22,7 @@ from . import messages
 from .messages import Job
 from .world import World
 
+
 class _Given:
     """A checkpoint store for a following rank: it resumes from what rank 0 sent, and never writes."""
 
