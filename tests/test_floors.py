@@ -1,163 +1,95 @@
 """The floors of docs/architecture.md: imports point down, and nothing imports in a circle.
 
-Every import in tgsp/, runners/ and tgflow_cli/ is read from the source (function-level
-imports too, which a plain ``import`` at start-up would not show), relative imports
-resolved, and ``from P import M`` counted as an import of the module P.M where M is one.
+The contracts live in pyproject.toml ([tool.importlinter]) and import-linter checks them
+over every import in the source, function-level ones too. The rest is checked here: what
+is loaded at run time, a thin top, and small modules.
 """
 
 from __future__ import annotations
 
-import ast
+import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LINT = str(Path(sys.executable).with_name("lint-imports"))
 PACKAGES = ("tgsp", "runners", "tgflow_cli")
-
-# From the top floor down. A package may import its own modules and any package on a
-# lower floor; packages on one floor import nothing from each other. Keep this table and
-# the one in docs/architecture.md the same.
-FLOORS = [
-    ["tgflow_cli"],
-    ["runners.recipes"],
-    ["runners.stages", "runners.export"],
-    ["runners.privacy", "runners.distributed"],
-    ["runners.learn"],
-    ["runners.state", "runners.n2he"],
-    ["runners.data", "runners.fed"],
-    ["runners.spec", "runners.outcomes"],
-    ["tgsp"],
-]
-FLOOR_OF = {unit: n for n, units in enumerate(FLOORS) for unit in units}
 MAX_TOP_MODULES = 4  # runners/__init__.py, spec.py, outcomes.py, and room for one more
 MAX_LINES = 400
 
 
-def _modules() -> dict[str, Path]:
-    out = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join(parts)] = path
+def _modules(pkg: str) -> list[str]:
+    out = []
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return out
 
 
-MODULES = _modules()
+def _lint(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([LINT, "--no-cache", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """The project modules that ``name`` imports, anywhere in its source."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                head = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                base = ".".join(head + ([node.module] if node.module else []))
-            for a in node.names:
-                found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base)
-    return {m for m in found if m in MODULES and m != name}
+def test_the_import_contracts_are_kept():
+    """Floors, no circles, no recipe or CLI imported from below, no torch under route state."""
+    run = _lint(ROOT)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "5 kept, 0 broken" in run.stdout
 
 
-GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+def test_the_linter_finds_a_circle_and_an_upward_import(tmp_path):
+    """The same contract types over a small tree that breaks them: the check can fail."""
+    pkg = tmp_path / "house"
+    for name, body in {"__init__.py": "", "low/__init__.py": "", "high/__init__.py": "",
+                       "low/a.py": "def f():\n    from . import b\n", "low/b.py": "from . import a\n",
+                       "low/c.py": "def g():\n    from ..high import top\n", "high/top.py": "from ..low import c\n"}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(body)
+    (tmp_path / ".importlinter").write_text(textwrap.dedent("""\
+        [importlinter]
+        root_package = house
+        [importlinter:contract:floors]
+        name = floors
+        type = layers
+        layers =
+            house.high
+            house.low
+        [importlinter:contract:circles]
+        name = circles
+        type = acyclic_siblings
+        ancestors = house
+        """))
+    run = subprocess.run([LINT, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "0 kept, 2 broken" in run.stdout
+    assert "house.low.c -> house.high.top" in run.stdout
 
 
-def unit_of(module: str) -> str:
-    """A module's floor unit: its runners sub-package (or top module), or its top package."""
-    parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "runners" and len(parts) > 1 else parts[0]
-
-
-def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one node (Tarjan), and self-loops."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1 or v in graph.get(v, ()):
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
-
-
-def test_no_import_circle_between_modules():
-    assert _circles(GRAPH) == []
-
-
-def test_no_import_circle_between_packages():
-    units: dict[str, set[str]] = {}
-    for src, targets in GRAPH.items():
-        units.setdefault(unit_of(src), set()).update(unit_of(t) for t in targets if unit_of(t) != unit_of(src))
-    assert _circles(units) == []
-
-
-def test_every_module_sits_on_a_floor():
-    assert sorted({unit_of(m) for m in MODULES} - set(FLOOR_OF) - {"runners"}) == []
-
-
-def test_the_floors_keep_their_order():
-    """Every import lands on a lower floor, or inside its own package."""
-    up = [f"{src} -> {dst}" for src, targets in GRAPH.items() for dst in targets
-          if src != "runners" and unit_of(dst) != unit_of(src) and FLOOR_OF[unit_of(dst)] <= FLOOR_OF[unit_of(src)]]
-    assert up == []
-
-
-def test_the_library_never_imports_a_recipe_or_the_cli():
-    """Read from the source: runners.recipes and tgflow_cli are imported only from above."""
-    library = [m for m in MODULES if not m.startswith(("runners.recipes", "tgflow_cli"))]
-    wrong = [f"{m} -> {t}" for m in library for t in GRAPH[m] if t.startswith(("runners.recipes", "tgflow_cli"))]
-    assert wrong == []
+def _loaded_after_importing(modules: list[str], watched: str) -> list[str]:
+    """Import ``modules`` in a fresh interpreter; the loaded modules for which ``watched`` is true."""
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if {watched})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out)
 
 
 def test_importing_the_library_loads_no_recipe_and_no_cli():
-    """And at run time: every library module imported, nothing of the top floors came along."""
-    library = sorted(m for m in MODULES if not m.startswith(("runners.recipes", "tgflow_cli")))
-    code = ("import importlib, sys\n"
-            f"for m in {library!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('runners.recipes', 'tgflow_cli'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.strip() == "[]"
+    """At run time too: every library module imported, nothing of the top floors came along."""
+    library = [m for pkg in ("tgsp", "runners") for m in _modules(pkg) if not m.startswith("runners.recipes")]
+    assert _loaded_after_importing(library, "m.startswith(('runners.recipes', 'tgflow_cli'))") == []
 
 
 def test_route_state_never_loads_torch():
-    """runners/state/ is what a deploying CronJob reads: no torch, numpy, transformers or peft."""
-    state = sorted(m for m in MODULES if m.startswith("runners.state") or m.startswith("runners.data"))
-    code = ("import importlib, sys\n"
-            f"for m in {state!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'peft', 'tenseal') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.strip() == "[]"
+    """runners/state/ is what a deploying CronJob reads: no torch, numpy, transformers, peft or tenseal."""
+    light = [m for m in _modules("runners") if m.startswith(("runners.state", "runners.data"))]
+    heavy = "m.split('.')[0] in ('torch', 'numpy', 'transformers', 'peft', 'tenseal')"
+    assert _loaded_after_importing(light, heavy) == []
 
 
 def test_a_thin_top():
@@ -167,14 +99,5 @@ def test_a_thin_top():
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_no_module_is_over_400_lines(pkg):
-    long = {str(p.relative_to(ROOT)): n for m, p in MODULES.items() if m.split(".")[0] == pkg
-            and (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert long == {}
-
-
-def test_the_checks_can_fail():
-    """The graph readers find what they are meant to find."""
-    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert "runners.learn.train" in GRAPH["runners.stages.update"]
-    assert "runners.state.store" in GRAPH["runners.recipes.round"]
-    assert unit_of("runners.privacy.modes") == "runners.privacy" and unit_of("tgsp.keyring") == "tgsp"
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / pkg).rglob("*.py")}
+    assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}

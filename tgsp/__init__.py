@@ -7,11 +7,11 @@ Public API::
 See docs/format.md for the format and docs/adr/ for the design decisions.
 """
 
+from .builder import BuildResult, build, sign
 from .errors import TgflowError
 from .keyring import Keyring, passphrase_from_env
 from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
 from .lineage import PublicKeyFile, Revocation
-from .builder import BuildResult, build, sign
 from .package import Limits, open_package
 from .signing import Signer, TrustPolicy
 from .unpack import UnpackResult, unpack

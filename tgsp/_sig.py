@@ -11,6 +11,8 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from .errors import KeyringError
+
 try:  # ML-DSA needs cryptography >= 48 built against a capable OpenSSL.
     from cryptography.hazmat.primitives.asymmetric import mldsa as _mldsa
 
@@ -73,8 +75,6 @@ def _private(alg: str, seed: bytes):
 
 def _require_mldsa() -> None:
     if not HAVE_MLDSA:
-        from .errors import KeyringError
-
         raise KeyringError(
             "this cryptography build has no ML-DSA-65; signing needs it",
             hint="install cryptography>=48 (pip install -U cryptography)",

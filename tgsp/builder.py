@@ -26,8 +26,8 @@ from .atomic import DropBehind, atomic_file
 from .canonical import b64e, encode, sha256_hex
 from .errors import FormatError, InputError, NotFoundError, SignatureError, UnsafeEntryError, UnsafeSourceError
 from .keys import RECIPIENT, PublicKey
-from .paths import casefold_key, check_relpath
 from .package import IO_BLOCK, open_package, package_id
+from .paths import casefold_key, check_relpath
 from .signing import Signer, sign_manifest
 
 try:

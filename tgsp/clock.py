@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from .errors import FormatError
+from .errors import FormatError, InputError
 
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 Clock = Callable[[], datetime]
@@ -37,8 +37,6 @@ def parse_user(text: str, *, what: str = "time") -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        from .errors import InputError
-
         raise InputError(f"{what} {text!r} is not an ISO 8601 time", hint="use e.g. 2027-01-31T00:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _kem, _sig, dsse
-from .canonical import b64d, b64e, encode, sha256_hex
+from .canonical import b64d, b64e, encode, parse, sha256_hex
 from .errors import FormatError, SignatureError
 
 SIGNING = "signing"
@@ -117,8 +117,6 @@ class HybridSigningKey:
 
 def software_seeds(kind: str, data: bytes, algs: set[str]) -> dict[str, bytes]:
     """The sealed plaintext of a key version: JCS ``{alg: base64 seed}`` for ``algs``."""
-    from .canonical import parse
-
     obj = parse(data, what="private key", canonical=True)
     if not isinstance(obj, dict) or set(obj) != algs or not algs <= set(ALGS[kind]):
         raise FormatError("private key material is malformed")

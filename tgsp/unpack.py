@@ -20,10 +20,9 @@ from .atomic import fsync_tree, prepare_parent, private_dir, write_all
 from .canonical import b64d
 from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
 from .keys import RECIPIENT
-from .signing import Identity, TrustPolicy
 from .package import DEFAULT_LIMITS, IO_BLOCK, Limits, Package
+from .signing import Identity, TrustPolicy
 from .verify import Check, VerifyReport, verify
-
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 

@@ -25,10 +25,10 @@ from typing import Any, BinaryIO, Callable
 from . import clock, manifest as mf, signing
 from .atomic import write_bytes
 from .canonical import is_int, parse
+from .errors import ExpiredError, FormatError, InputError, NotFoundError, RollbackError, TgflowError, VerificationFailed
 from .inputfile import read_input
+from .keys import PublicKey
 from .package import DEFAULT_LIMITS, Limits, open_package
-from .errors import (ExpiredError, FormatError, InputError, NotFoundError, RollbackError, TgflowError,
-                     VerificationFailed)
 
 CHECKS = ("format", "entries", "signatures", "evidence", "digests", "expiry", "rollback")
 ROLLBACK_STATE = "tgflow-rollback-state/1"
@@ -75,8 +75,6 @@ class VerifyReport:
     def signers(self) -> list[dict[str, Any]]:
         """Each signer as structured fields: name, key id, algorithms and their
         component key ids, lineage version, when it signed, custody, trusted."""
-        from .keys import PublicKey
-
         if not self.manifest:
             return []
         custody = self.manifest.get("custody") or {}
