@@ -132,7 +132,8 @@ def _run(argv: list[str]) -> int:
     return rv if isinstance(rv, int) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, pending: list[int] | None = None) -> int:
+    """Run one command; ``pending``: termination signals that arrived while the CLI loaded (start.py)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     STATE.json = "--json" in argv
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     common.reset()  # config.toml is read afresh for each command
     with terminate_raises():
         try:
+            if pending:
+                raise Terminated(pending[0])
             return _run(argv)
         except _UsageError as exc:  # bad flags, missing arguments
             return _usage(exc)
@@ -155,6 +158,3 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             return _report(message, hint, code, check=getattr(exc, "check", None), type_=type(exc).__name__)
 
-
-def entry() -> None:
-    sys.exit(main())

@@ -2,8 +2,8 @@
 
 The aggregator sums the screened updates and writes the sum as a package of kind
 ``he-sum`` for the key holder; the key holder re-sums the same signed updates itself
-before it decrypts anything (decrypt.py). CKKS addition is exact integer addition, so
-both sums are the same bytes. Memory: one ciphertext per update, and the sum.
+before it decrypts anything (runners/recipes/decrypt.py). CKKS addition is exact integer
+addition, so both sums are the same bytes. Memory: one ciphertext per update, and the sum.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The site's ending stage: a federated round ends at an update, not a release.
 
 The update is the trained adapter's delta against the round's start adapter,
-factor by factor, compressed (compress.py), signed by the site key and
+factor by factor, compressed (runners/fed/compress.py), signed by the site key and
 encrypted to the aggregator only. The site's route store records the round
 (outcome ``update``), the data it consumed, and the top-k remainder it carries.
 """

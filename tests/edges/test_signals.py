@@ -6,6 +6,7 @@ import os
 import pty
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -194,3 +195,27 @@ def test_a_signal_the_instant_a_temporary_is_created_leaves_nothing(tmp_path, mo
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_while_the_cli_is_still_loading_ends_as_terminated(tmp_path):
+    """The console script catches SIGTERM before it imports typer, rich or any command module
+    (issue 30: a loaded machine took over a second to get there, and the process died with -15)."""
+    code = (
+        "import os, signal, sys\n"
+        "import tgflow_cli.start as start\n"
+        "real = signal.signal\n"
+        "def hook(s, h):\n"
+        "    out = real(s, h)\n"
+        "    if s == start.EARLY[-1]:  # the last early handler is in; the CLI is not loaded\n"
+        "        signal.signal = real\n"
+        "        sys.stderr.write('loaded: %s\\n' % ('tgflow_cli.main' in sys.modules))\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return out\n"
+        "signal.signal = hook\n"
+        "sys.argv = ['tgflow', 'key', 'list']\n"
+        "start.entry()\n")
+    env = {**os.environ, "TGFLOW_HOME": str(tmp_path / "home")}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "loaded: False" in run.stderr
+    assert run.returncode == 143, run.stderr
+    assert "terminated by signal" in run.stderr
