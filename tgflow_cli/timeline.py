@@ -99,7 +99,18 @@ def event_line(record: dict[str, Any]) -> str:
 
 
 def parent_of(evidence: list[dict[str, Any]]) -> str:
-    for e in evidence:
+    """What the adapter was trained from: the route's production adapter it was warm-started
+    from (``tgflow.inputs``), or the base model, with the production adapter it was held against."""
+    inputs = [e["data"] for e in evidence if e.get("type") == "tgflow.inputs" and isinstance(e.get("data"), dict)]
+    if inputs:
+        parent = inputs[-1].get("parent")
+        if not isinstance(parent, dict) or not parent.get("package_id"):
+            return "none: trained from the base model"
+        which = f"{parent['package_id']} (version {parent.get('version')}, {parent.get('alias', 'production')})"
+        if parent.get("init") == "last-release":
+            return f"warm-started from {which}"
+        return f"none: trained from the base model; evaluated against {which}"
+    for e in evidence:  # packages from before tgflow.inputs recorded the parent
         if e.get("type") == "tgflow.round.start" and isinstance(e.get("data"), dict):
             parent = e["data"].get("parent") or {}
             return parent.get("package_id") or "none: trained from the base model"

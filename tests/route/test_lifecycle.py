@@ -114,6 +114,16 @@ def test_round_two_continues_keeps_and_learns(route, capsys):
     assert events["tgflow.inputs"]["parent"]["package_id"] == first.package_id  # lineage back to the base
     assert events["tgflow.training"]["init"] == "last-release"
     assert any(d["uri"] == "tgflow:parent/support@1" for d in deps)
+    # the lineage that inspect and report show is the recorded one (issue 30: it said "base model")
+    from runners.state.registry import Registry, find
+    from tgsp.keyring import Keyring
+
+    reg = Registry(route / "demo-out/registry", Keyring(route / "home").trust_policy())
+    packages = {v: reg.route_dir("support") / find(reg.require("support"), v)["file"] for v in (1, 2)}
+    code, out, _ = cli(capsys, "tgsp", "inspect", str(packages[2]))
+    assert code == 0 and f"parent adapter: warm-started from {first.package_id} (version 1, production)" in out
+    code, out, _ = cli(capsys, "tgsp", "inspect", str(packages[1]))
+    assert code == 0 and "parent adapter: none: trained from the base model" in out
     nov = report["novelty"]
     assert nov["novel"] < nov["examples"] - 60, "reworded round-1 tickets are not novel"
     ev, forget = report["evaluation"], report["forgetting"]
