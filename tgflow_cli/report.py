@@ -2,8 +2,10 @@
 
 Pure: package facts in, HTML text out. No script, no network, no CDN: the
 plots are inline SVG and a Content-Security-Policy forbids everything else.
-Every value from the package is escaped (``html.escape``); nothing from the
-package is ever markup.
+Every value from the package is escaped (``html.escape``) and clipped; nothing from the
+package is ever markup. Values of the wrong type or size make a section say it is
+unreadable, never break the page, and the page has a bounded size (a long evidence log
+shows its first MAX_EVENTS events).
 """
 
 from __future__ import annotations
@@ -24,10 +26,25 @@ code{font:12px ui-monospace,monospace}.grid{display:flex;flex-wrap:wrap;gap:24px
 figure{margin:0}figcaption{color:#57606a;font-size:12px}
 """
 W, H, PAD = 440, 200, 36
+MAX_TEXT = 300  # characters of one value
+MAX_EVENTS = 2000  # rows of the evidence timeline
+MAX_POINTS = 4096  # points of a plot
+ROUND_EVENTS = ("tgflow.training", "tgflow.evaluation", "tgflow.forgetting", "tgflow.novelty")
 
 
 def e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        text = f"{text[:MAX_TEXT]}… ({len(text) - MAX_TEXT} more characters)"
+    return html.escape(text, quote=True)
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list:
+    return v[:MAX_POINTS] if isinstance(v, list) else []
 
 
 def _num(v: Any) -> float | None:
@@ -44,17 +61,19 @@ def _frame(svg_id: str, title: str, body: str, caption: str) -> str:
 
 
 def loss_curve(training: dict) -> str:
-    curve = (training.get("loss_curve") or {}) if isinstance(training, dict) else {}
-    ys = [y for y in (_num(v) for v in curve.get("losses") or []) if y is not None]
-    if "withheld_under_dp" in (training or {}):
+    curve = _dict(training.get("loss_curve"))
+    ys = [y for y in (_num(v) for v in _list(curve.get("losses"))) if y is not None]
+    if "withheld_under_dp" in training:
         return '<p class="dim">Training loss curve: withheld under differential privacy.</p>'
     if len(ys) < 2:
         return '<p class="dim">Training loss curve: not recorded in this package.</p>'
+    stride = curve.get("stride", 1)
+    if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride <= 1 << 30:
+        return '<p class="dim">Training loss curve: unreadable in this package (its stride is not a step count).</p>'
     lo, hi = min(ys), max(ys)
     span = (hi - lo) or 1.0
     pts = " ".join(f"{PAD + i * (W - PAD - 8) / (len(ys) - 1):.1f},{8 + (hi - y) / span * (H - PAD - 8):.1f}"
                    for i, y in enumerate(ys))
-    stride = curve.get("stride", 1)
     body = (f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{pts}"/>'
             f'<text x="4" y="16" font-size="10">{hi:.3g}</text><text x="4" y="{H - PAD}" font-size="10">{lo:.3g}</text>'
             f'<text x="{W - 8}" y="{H - 12}" font-size="10" text-anchor="end">step {len(ys) * stride}</text>')
@@ -83,7 +102,7 @@ def _bars(svg_id: str, title: str, bars: list[tuple[str, float | None, str]], li
 
 def evaluation(ev: dict) -> str:
     before, after = _num(ev.get("eval_loss_before")), _num(ev.get("eval_loss_after"))
-    gate = ev.get("gate") or {}
+    gate = _dict(ev.get("gate"))
     limit = None
     if _num(gate.get("max_eval_loss")) is not None:
         limit = ("max eval loss", float(gate["max_eval_loss"]))
@@ -101,11 +120,10 @@ def forgetting(fg: dict) -> str:
 
 
 def novelty(nv: dict) -> str:
-    hist = nv.get("histogram") if isinstance(nv, dict) else None
-    counts = [c for c in (hist or {}).get("counts", []) if isinstance(c, int) and not isinstance(c, bool)]
+    counts = [c for c in _list(_dict(nv.get("histogram")).get("counts")) if isinstance(c, int) and not isinstance(c, bool)]
     if not counts:
         return '<p class="dim">Novelty score histogram: not recorded in this package.</p>'
-    top = max(counts) or 1
+    top = max(max(counts), 1)
     slot = (W - PAD - 8) / len(counts)
     body = "".join(f'<rect x="{PAD + i * slot:.1f}" y="{H - PAD - c / top * (H - PAD - 8):.1f}" width="{slot - 1:.1f}" '
                    f'height="{c / top * (H - PAD - 8):.1f}" fill="#8250df"/>' for i, c in enumerate(counts))
@@ -117,6 +135,28 @@ def novelty(nv: dict) -> str:
     body += (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">0</text>'
              f'<text x="{W - 8}" y="{H - PAD + 14}" font-size="10" text-anchor="end">1</text>')
     return _frame("novelty-histogram", "novelty scores", body, timeline.novelty(nv))
+
+
+SECTIONS = (("tgflow.training", "Training loss curve", loss_curve), ("tgflow.evaluation", "Evaluation", evaluation),
+            ("tgflow.forgetting", "Forgetting", forgetting), ("tgflow.novelty", "Novelty score histogram", novelty))
+
+
+def _plots(evidence: list[dict]) -> str:
+    """Each plot the package has data for; a package without a round says so, once."""
+    if not any(r.get("type") in ROUND_EVENTS for r in evidence):
+        return ('<p class="dim">This package records no training round (it was not made by peft run or fed '
+                'aggregate): the loss curve, evaluation, forgetting and novelty do not apply.</p>')
+    out = []
+    for kind, title, plot in SECTIONS:
+        data = _latest(evidence, kind)
+        if not data:
+            out.append(f'<p class="dim">{title}: not recorded in this package.</p>')
+            continue
+        try:
+            out.append(plot(data))
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
+            out.append(f'<p class="dim">{title}: unreadable in this package.</p>')
+    return "".join(out)
 
 
 def _latest(evidence: list[dict], kind: str) -> dict:
@@ -137,10 +177,12 @@ def render(info: dict[str, Any], verdict: tuple[bool, str]) -> str:
         f"<span class=dim>({e(', '.join(f'{a} in {c}' for a, c in sorted((custody.get(s['keyid']) or {}).items())) or 'custody not recorded')})</span></li>"
         for s in m["signers"]) or "<li class=bad>unsigned</li>"
     events = "".join(f"<tr><td><code>{e(r.get('seq'))}</code></td><td><code>{e(r.get('time'))}</code></td>"
-                     f"<td>{e(timeline.event_line(r))}</td></tr>" for r in ev)
+                     f"<td>{e(timeline.event_line(r))}</td></tr>" for r in ev[:MAX_EVENTS])
+    if len(ev) > MAX_EVENTS:
+        events += f'<tr><td></td><td></td><td class="dim">… and {len(ev) - MAX_EVENTS} more events</td></tr>'
+
     privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else _latest(ev, "tgflow.privacy")
-    plots = "".join([loss_curve(_latest(ev, "tgflow.training")), evaluation(_latest(ev, "tgflow.evaluation")),
-                     forgetting(_latest(ev, "tgflow.forgetting")), novelty(_latest(ev, "tgflow.novelty"))])
+    plots = _plots(ev)
     facts = _rows([("package id", f"<code>{e(info['package_id'])}</code>"), ("route", e(m["route"])),
                    ("version", e(m["version"])), ("kind", e(m["kind"])), ("created", e(m["created"])),
                    ("expires", e(m.get("expires", "never"))), ("recipients", e(len(info["recipients"]))),

@@ -82,3 +82,84 @@ def test_hostile_strings_are_text_in_the_report(tmp_path):
 
     text = render(_package_info(pkg), (False, evil))
     assert "<img" not in text and "<script" not in text and "&lt;img src=x" in text
+
+
+# --- hostile evidence (issue 26): every field, any JSON value ---------------------------------
+from html.parser import HTMLParser  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+EVIL = st.sampled_from(['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>', "</svg><b>x</b>",
+                        "x" * 100_000, "&amp;&lt;", "\u202e\u0000"])
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63) | st.floats(allow_nan=False) | EVIL
+                    | st.text(max_size=20), lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8) | EVIL, inner, max_size=4), max_leaves=12)
+FIELDS = {
+    "tgflow.training": ["loss_curve", "steps", "loss_first", "loss_last", "withheld_under_dp"],
+    "tgflow.evaluation": ["eval_loss_before", "eval_loss_after", "gate", "passed", "reasons", "eval_improvement"],
+    "tgflow.forgetting": ["forgetting", "budget", "passed", "reference_examples"],
+    "tgflow.novelty": ["histogram", "threshold", "examples", "novel", "skipped"],
+    "tgflow.inputs": ["parent"], "tgflow.round.start": ["parent", "route"],
+    "tgflow.privacy": ["mode", "epsilon", "note", "randomness"], "tgflow.build": ["tool", "files"],
+}
+CURVES = st.fixed_dictionaries({"stride": JSON | st.integers(), "losses": st.lists(st.floats(allow_nan=False) | JSON,
+                                                                                    max_size=50) | JSON})
+
+
+class _Page(HTMLParser):
+    """The elements a report may contain, and nothing executable."""
+
+    ALLOWED = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "span", "table", "tr", "th", "td",
+               "code", "ul", "li", "div", "figure", "figcaption", "svg", "rect", "line", "polyline", "text"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.ALLOWED or any(name.startswith("on") or name in ("href", "src") for name, _ in attrs):
+            self.bad.append(f"{tag} {attrs}")
+
+
+@pytest.fixture(scope="module")
+def built_info(tmp_path_factory):
+    from tgflow_cli.tgsp_cmds import _package_info
+
+    root = tmp_path_factory.mktemp("hostile")
+    kr = Keyring(root / "home")
+    kr.generate("rel", "signing", pp)
+    pkg = root / "p.tgsp"
+    tgsp.build(make_adapter(root / "src"), pkg, signers=[kr.signer("rel", pp)], route="r")
+    return _package_info(pkg)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.fixed_dictionaries({k: st.dictionaries(st.sampled_from(v), JSON, max_size=len(v))
+                                     for k, v in FIELDS.items()}), curve=CURVES, why=EVIL)
+def test_hostile_values_in_every_evidence_field_stay_text(built_info, values, curve, why):
+    from tgflow_cli.report import render
+
+    values["tgflow.training"]["loss_curve"] = curve
+    ev = [*built_info["evidence"], *({"seq": 9, "time": "t", "type": k, "data": d} for k, d in values.items())]
+    page = render({**built_info, "evidence": ev}, (False, why))
+    parser = _Page()
+    parser.feed(page)
+    assert parser.bad == []
+    assert "<script" not in page
+    assert len(page) < 1 << 20  # 100 kB values are clipped: the page stays small
+
+
+def test_a_package_without_a_round_says_what_does_not_apply(built_info):
+    from tgflow_cli.report import render
+
+    page = render(built_info, (True, "ok"))
+    assert "records no training round" in page
+    assert "FAILED" not in page and "<svg" not in page
+
+
+def test_a_long_evidence_log_is_cut_with_a_count(built_info):
+    from tgflow_cli.report import MAX_EVENTS, render
+
+    ev = [{"seq": n, "time": "t", "type": "x.note", "data": {"n": n}} for n in range(MAX_EVENTS + 5)]
+    page = render({**built_info, "evidence": ev}, (True, "ok"))
+    assert "and 5 more events" in page and page.count("<tr><td><code>") == MAX_EVENTS
