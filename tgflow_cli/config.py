@@ -28,6 +28,8 @@ keyring folder.
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ FILE = "config.toml"
 _LISTS = {("tgsp", "trusted"), ("tgsp", "revocations"), ("tgsp", "recipients"), ("tgsp", "sign")}
 _STRINGS = {("route", "registry"), ("route", "signing_key"), ("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image")}
 _PATHS = {("route", "registry"), ("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file")}
+_CHOICES = {("tgsp", "require_hardware"): ("ed25519", "all")}
 
 
 @dataclass
@@ -59,11 +62,32 @@ def _toml(data: bytes, path: Path) -> dict:
         return tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file") from None
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be a tgflow config", hint="fix or remove the file") from None
+
+
+def _present(path: Path) -> bool:
+    """Whether a config file is there to read. Anything at the path that is not a regular
+    file (a folder, which a Kubernetes subPath mount of a missing file creates, a FIFO, a
+    device, a dangling link) is refused: skipping it would drop its trust pins."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a ConfigMap's link to its file is fine
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path} is a link to nothing", hint="fix the link, or remove it") from None
+        return False
+    except OSError as exc:
+        raise InputError(f"cannot read the config file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{path} is {kind}; tgflow will not run without the settings it may pin",
+                         hint="make it a TOML file, or remove it")
+    return True
 
 
 def load(home: Path) -> Config:
     path = home / FILE
-    if not path.is_file():
+    if not _present(path):
         return Config()
     doc = _toml(read_input(path, "config file", max_bytes=1 << 20), path)
     known = _LISTS | _STRINGS
@@ -91,6 +115,9 @@ def _check(path: Path, known: set, section: str, key: str, value: Any) -> None:
         raise InputError(f"{path}: {section}.{key} must be a list of strings")
     if (section, key) in _STRINGS and not (isinstance(value, str) and value):
         raise InputError(f"{path}: {section}.{key} must be a non-empty string")
+    choices = _CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise InputError(f"{path}: {section}.{key} is {value!r}; it must be one of {', '.join(choices)}")
 
 
 def _rel(home: Path, value: str) -> str:

@@ -222,9 +222,12 @@ def _sha256(path: Path) -> str:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
-    obj = parse(read_input(path, "consumer state", max_bytes=1 << 20), what=f"consumer state {path}")
+    try:
+        obj = parse(read_input(path, "consumer state", max_bytes=1 << 20), what=f"consumer state {path}")
+    except FormatError as exc:  # the consumer's own file: bad input (exit 2), not a failed verification
+        raise InputError(f"consumer state {path} is unreadable: {exc}", hint="restore it from a backup") from None
     if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT or not isinstance(obj.get("routes"), dict):
         raise InputError(f"consumer state {path} is not a {STATE_FORMAT} document",
                          hint="restore it; a fresh state would accept any older index")

@@ -163,6 +163,41 @@ def test_config_file_defaults_and_precedence(kit, tmp_path, capsys):
     assert code == 2 and "did you mean tgsp.trusted?" in err
 
 
+def _plant(kind: str, path: Path) -> None:
+    if kind == "folder":  # what a Kubernetes subPath mount of a missing file creates
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "dangling link":
+        path.symlink_to(path.parent / "gone.toml")
+    elif kind == "nesting bomb":
+        path.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    else:  # a value outside the setting's choices
+        path.write_text('[tgsp]\nrequire_hardware = "none"\n')
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link to /dev/zero", "dangling link", "nesting bomb", "bad choice"])
+def test_a_config_that_is_not_a_readable_toml_file_is_refused(kit, capsys, kind):
+    """Skipping it would drop its trust pins (issue 26): a clean exit 2, never a silent default."""
+    t, src, pkg = kit
+    home = Path(os.environ["TGFLOW_HOME"])
+    _plant(kind, home / "config.toml")
+    code, _, err = run(capsys, "tgsp", "verify", pkg, "--trusted", "rel")
+    assert code == 2 and "config.toml" in err and "internal error" not in err, err
+
+
+def test_a_config_behind_a_link_is_read(kit, capsys):
+    """A ConfigMap mounts its files as links: a link to a TOML file is that file."""
+    t, src, pkg = kit
+    home = Path(os.environ["TGFLOW_HOME"])
+    (t / "real.toml").write_text('[tgsp]\ntrusted = ["nobody"]\n')
+    (home / "config.toml").symlink_to(t / "real.toml")
+    code, _, err = run(capsys, "tgsp", "verify", pkg)
+    assert code == 3 and "nobody" in err  # the linked file's pin was applied
+
+
 def _pty_run(argv: list[str], env: dict, answers: list[str]) -> tuple[int, str]:
     import select
     import signal

@@ -185,3 +185,15 @@ def test_hostile_signers_in_a_well_shaped_index_are_refused_cleanly(signers):
                   "signatures": [{"keyid": "ab" * 32, "sig": route_index.dsse.b64e(b"x" * 64)}]})
     with pytest.raises(PackageError):
         route_index.verify(raw, tgsp.TrustPolicy(), route="support")
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000 + b"]" * 100_000, b"{not json", b"\xff\xfe"])
+def test_an_unreadable_consumer_state_is_bad_input(tmp_path, content):
+    """route resolve --state FILE: the consumer's own file; exit 2 as docs/cli.md says (issue 26)."""
+    from runners.state.registry import load_state
+    from tgsp.errors import InputError
+
+    state = tmp_path / "state.json"
+    state.write_bytes(content)
+    with pytest.raises(InputError, match="consumer state .* is unreadable"):
+        load_state(state)
