@@ -61,6 +61,7 @@ def verify(raw: bytes, policy: signing.TrustPolicy, *, route: str, fresh: bool =
     if doc["route"] != route:
         raise FormatError(f"route index is for route {doc['route']!r}, not {route!r}")
     signing.check(env, doc, policy)
+    check_aliases(doc)
     if fresh and policy.now() >= clock.parse(doc["expires"]):
         raise ExpiredError(f"route index version {doc['version']} expired at {doc['expires']} (frozen: nobody has "
                            "re-signed it)", hint="re-sign it: tgflow route promote ROUTE VERSION (or refresh)")
@@ -111,6 +112,15 @@ def check_document(doc: Any) -> None:
         if not ALIAS.match(name) or not isinstance(target, dict) or set(target) != {"package_id", "version"} \
                 or target["package_id"] not in ids:
             raise FormatError(f"route index alias {name!r} must name a listed package as {{package_id, version}}")
+
+
+def check_aliases(doc: dict[str, Any]) -> None:
+    """A signed index that contradicts itself is refused: each alias's version is its package's."""
+    versions = {e["package_id"]: e["version"] for e in doc["packages"]}
+    for name, target in doc["aliases"].items():
+        if target["version"] != versions[target["package_id"]] or not is_int(target["version"]):
+            raise FormatError(f"route index alias {name!r} says version {target['version']!r}, but the package it "
+                              f"names is version {versions[target['package_id']]}")
 
 
 def _check_entry(e: Any) -> None:

@@ -107,6 +107,19 @@ def test_a_forked_or_frozen_or_forged_index_is_refused(reg, capsys):
     assert code == 1 and "signature" in err.lower()
 
 
+def test_a_signed_alias_whose_version_is_not_its_packages_is_refused(reg, capsys):
+    """Validly signed, but the alias says v2 while the package it names is v1: which one would a
+    deploy get? Refused before anything is resolved (issue 26)."""
+    signer = reg.kr.signer("release", pp)
+    Registry(reg.dir, reg.kr.trust_policy()).register(reg.package(1), signer, alias="production")
+    path = reg.dir / "routes/support/index.json"
+    doc = json.loads(route_index.dsse.b64d(json.loads(path.read_bytes())["payload"]))
+    doc["aliases"]["production"]["version"] = 2
+    path.write_bytes(route_index.sign({**doc, "version": doc["version"] + 1}, [signer], datetime.now(timezone.utc)))
+    code, _, err = cli(capsys, "route", "resolve", "support", *reg.args)
+    assert code == 1 and "says version 2, but the package it names is version 1" in err
+
+
 def test_an_index_signed_by_an_untrusted_key_is_refused(reg, capsys, tmp_path):
     other = Keyring(tmp_path / "other")
     other.generate("mallory", "signing", pp)
