@@ -72,7 +72,11 @@ class World:
 
     def share_generator(self, generator) -> None:
         """Rank 0's generator state on every rank (under DP: one global Poisson sample)."""
-        raw = self.broadcast_bytes(state_bytes(generator.get_state()) if self.main else None)
+        own = generator.get_state()
+        raw = self.broadcast_bytes(state_bytes(own) if self.main else None)
+        if len(raw) != own.numel():  # set_state takes any bytes: a state of another generator kind is refused
+            raise InputError("a rank received a generator state from rank 0 that does not fit its own",
+                             hint="every node must run the same tgflow version on the same kind of device")
         generator.set_state(state_from_bytes(raw))
 
     def close(self) -> None:

@@ -71,3 +71,46 @@ def test_random_bytes_never_crash_the_decoder(raw):
     except InputError:
         return
     assert isinstance(out, (int, str))
+
+
+def _tampered(change) -> bytes:
+    msg = msgpack.unpackb(ddp_messages.encode_job(_job(True)), raw=False)
+    change(msg)
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def _float_rng(m):
+    m["checkpoint"]["rng"] = ddp_messages._tensors({"cpu": torch.zeros(8)})
+
+
+@pytest.mark.parametrize("raw", [
+    msgpack.packb({"kind": "code", "code": True}), msgpack.packb({"kind": "code", "code": 2 ** 63}),
+    msgpack.packb({"kind": "code", "code": -9}), msgpack.packb({"kind": "code", "code": 42}),
+    msgpack.packb({"kind": "code", "code": 0, "extra": 1}), msgpack.packb({"kind": "not-trained", "x": 1}),
+    _tampered(lambda m: m["data"][0].__setitem__(0, ["1", "5"])),  # token ids as strings
+    _tampered(lambda m: m["data"][0].__setitem__(1, [-5, 5, 7])),  # a label that is no token and not -100
+    _tampered(lambda m: m["data"][0].__setitem__(1, [5])),  # labels and ids of different lengths
+    _tampered(lambda m: m.__setitem__("limit", -1)),
+    _tampered(lambda m: m.__setitem__("limit", True)),
+    _tampered(lambda m: m["dp"].__setitem__("noise_multiplier", float("nan"))),
+    _tampered(lambda m: m["dp"].__setitem__("sample_rate", 2.0)),
+    _tampered(lambda m: m["dp"].__setitem__("rogue", 1)),
+    _tampered(lambda m: m["checkpoint"].__setitem__("step", "4")),
+    _tampered(_float_rng),  # a generator state that is not bytes: never handed to set_state
+    _tampered(lambda m: m.__setitem__("rogue", 1)),
+], ids=lambda _: "")
+def test_every_decoded_field_is_type_checked(raw):
+    """Issue 26: exit codes of True, 2**63 or -9, string token ids, and any bytes for a generator state passed."""
+    with pytest.raises(InputError, match="cannot read"):
+        ddp_messages.decode(raw)
+
+
+def test_a_generator_state_of_the_wrong_size_is_refused():
+    class OneRank:
+        main = False
+
+        def broadcast_bytes(self, data):
+            return b"\x00" * 16  # a CUDA generator's state, sent to a CPU rank
+
+    with pytest.raises(InputError, match="does not fit"):
+        world.World.share_generator(OneRank(), torch.Generator())
