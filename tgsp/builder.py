@@ -134,7 +134,10 @@ def _finish(w: archive.Writer, m: dict[str, Any], records: list[dict], prov: byt
     return package_id(payload)
 
 
-def _check_args(started: datetime, expires: datetime | None, recipients: Sequence[PublicKey], chunk_size: int) -> None:
+def _check_args(started: datetime, expires: datetime | None, recipients: Sequence[PublicKey], chunk_size: int,
+                signers: Sequence[Signer]) -> None:
+    if len({s.keyid for s in signers}) != len(signers):
+        raise InputError("the same signing key is named twice", hint="name each --sign key once")
     if expires is not None and expires <= started:
         raise InputError(f"expiry {clock.fmt(expires)} is not in the future (now {clock.fmt(started)})",
                          hint="give a later --expires")
@@ -178,7 +181,8 @@ def build(
     ``overwrite=False`` refuses an existing ``out``."""
     files = collect(src) if files is None else files
     started = now()
-    _check_args(started, expires, recipients, chunk_size)
+    mf.check_fields(route, kind, version)
+    _check_args(started, expires, recipients, chunk_size, signers)
     m: dict[str, Any] = dict(extra or {})
     m.update({"format": mf.FORMAT, "kind": kind, "route": route, "version": version,
               "created": clock.fmt(started), "signature_policy": mf.SIGNATURE_POLICY})

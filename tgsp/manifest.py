@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _kem, _stream, clock
 from .canonical import is_int
-from .errors import FormatError, LimitError
+from .errors import FormatError, InputError, LimitError
 from .paths import casefold_key, check_relpath
 
 FORMAT = "tgsp/1"
@@ -32,6 +32,21 @@ MAX_SIGNERS = 16
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ROUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _KIND = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}\Z")
+MAX_VERSION = 2**53 - 1  # versions are JSON integers: exact in every reader
+
+
+def check_fields(route: Any = None, kind: Any = None, version: Any = None) -> None:
+    """A caller's route, kind and version, before they go into (or are compared with) a
+    manifest: bad input (exit 2), not a package that fails to verify."""
+    if route is not None and not (isinstance(route, str) and _ROUTE.match(route)):
+        raise InputError(f"route {route!r} is not a route name",
+                         hint="1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+    if kind is not None and not (isinstance(kind, str) and _KIND.match(kind)):
+        raise InputError(f"kind {kind!r} is not a package kind",
+                         hint="1-64 of a-z 0-9 . -, starting with a letter or digit")
+    if version is not None and not (isinstance(version, int) and not isinstance(version, bool)
+                                    and 0 <= version <= MAX_VERSION):
+        raise InputError(f"version {version!r} is out of range", hint=f"a whole number from 0 to {MAX_VERSION}")
 
 
 def _exact(obj: Any, keys: set[str], what: str) -> dict:
@@ -87,7 +102,7 @@ def _check_header(m: dict) -> None:
     if not isinstance(m.get("route"), str) or not _ROUTE.match(m["route"]):
         raise FormatError("manifest route must be 1-128 of A-Z a-z 0-9 . _ -")
     version = m.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 2**53:
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
         raise FormatError("manifest version must be an integer from 0 to 2^53-1")
     clock.parse(m.get("created"), what="manifest created")
     if "expires" in m:

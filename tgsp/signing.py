@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, Sequence
 
-from . import clock, dsse
+from . import clock, dsse, manifest as mf
 from .errors import RevokedError, RotationError, SignatureError, TrustError
 from .keys import SIGNING, PublicKey
 from .lineage import KeyVersion, Lineage, PublicKeyFile, Revocation, vet
@@ -102,6 +102,9 @@ class TrustPolicy:
     kind: str | None = None  # pin: only packages of this kind
     require_hardware: str | None = None  # None, "ed25519" or "all": custody every trusted signer must show
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        mf.check_fields(self.route, self.kind, self.min_version)  # a pin that could never match is bad input
 
     def trusted_lineages(self) -> list[list[KeyVersion]]:
         return [t.lineage.walk() for t in self.trusted if t.kind == SIGNING and t.lineage]

@@ -258,3 +258,19 @@ def test_peft_validate_lists_every_problem(tmp_path, capsys, monkeypatch):
 def test_sign_accepts_the_older_spelling(env, capsys):
     assert main(["tgsp", "sign", "--package", str(env / "unsigned.tgsp"), "--key-id", "rel"]) == 0
     assert main(["tgsp", "verify", str(env / "unsigned.tgsp")]) == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["tgsp", "build", "{t}/src", "-o", "{t}/a.tgsp", "--sign", "rel", "--sign", "rel"],
+    ["tgsp", "build", "{t}/src", "-o", "{t}/a.tgsp", "--sign", "rel", "--route", "bad/route"],
+    ["tgsp", "build", "{t}/src", "-o", "{t}/a.tgsp", "--sign", "rel", "--kind", "Not A Kind"],
+    ["tgsp", "build", "{t}/src", "-o", "{t}/a.tgsp", "--sign", "rel", "--version", "99999999999999999999"],
+    ["tgsp", "verify", "{t}/sealed.tgsp", "--route", "bad/route"],
+    ["tgsp", "verify", "{t}/sealed.tgsp", "--kind", "Not A Kind"],
+], ids=["duplicate --sign", "build --route", "build --kind", "build --version", "verify --route", "verify --kind"])
+def test_a_malformed_flag_is_bad_input_not_a_failed_check(env, capsys, argv):
+    """Issue 26: these exited 1 (a verification failure) and wrote nothing; they are the caller's typos: 2."""
+    code = main([a.format(t=env) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "internal error" not in err, err
+    assert not (env / "a.tgsp").exists()
