@@ -80,7 +80,8 @@ def export(
                             name=name, gpus=gpus, cpu=cpu, memory=memory, timeout_minutes=timeout_minutes,
                             settings=settings, nodes=nodes, procs_per_node=procs_per_node,
                             aggregate=Aggregation(quorum, updates, decrypt_from, sum_path) if aggregate else None)
-    files = ex.export(run_spec, backend.value, options)
+    held = config().get("keys", "passphrase_file")  # never written out, wherever this machine keeps it
+    files = ex.export(run_spec, backend.value, options, passphrase_files=[held] if held else [])
     if "pytorchjob.yaml" in files:
         warn("PyTorchJob (kubeflow.org/v1) is deprecated upstream: prefer the default TrainJob (Kubeflow Trainer v2)")
     checked = ex.check(backend.value, files) if check else []

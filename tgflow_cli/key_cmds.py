@@ -198,9 +198,9 @@ def import_(
         return say("imported HE key ", styled(pub.name, "bold"), f" {pub.keyid[:16]} (version {pub.version}, secret sealed)")
 
     if is_public_file(file):
-        from runners.n2he.ckks import Params
+        from runners.n2he.context import check_public_file
 
-        pub = _he().import_public(file, name, check=lambda p: Params.from_dict(p.params))
+        pub = _he().import_public(file, name, check=check_public_file)
         if json_out:
             return emit_json(_he_summary(pub))
         return say("trusted HE public context ", styled(pub.name, "bold"), f" {pub.keyid[:16]} (version {pub.version})")

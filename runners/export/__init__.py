@@ -10,14 +10,14 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tgsp.atomic import prepare_parent, write_bytes
 from tgsp.errors import InputError
 
 from ..privacy.rules import check_n2he
 from ..spec import RunSpec
-from . import jobspec, secrets
+from . import jobspec, secrets, values
 from .jobspec import Aggregation, ExportOptions, render
 
 BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
@@ -48,19 +48,21 @@ def _check_federated(spec: RunSpec, agg: Aggregation | None) -> None:
         raise InputError("--quorum must be at least 2 under privacy.mode \"n2he\": a sum of one update is that update")
     jobspec.check_updates_dir(agg.updates)
     if agg.decrypt_from is not None:
-        jobspec.check_updates_dir(agg.sum)
+        jobspec.check_updates_dir(agg.sum, "--sum", "sum.tgsp")
 
 
-def export(spec: RunSpec, backend: str, options: ExportOptions) -> dict[str, Any]:
-    """Native documents for ``backend``, plus run_spec.json and job_spec.json."""
+def export(spec: RunSpec, backend: str, options: ExportOptions, passphrase_files: Sequence[str] = ()) -> dict[str, Any]:
+    """Native documents for ``backend``, plus run_spec.json and job_spec.json. ``passphrase_files``:
+    where else this machine keeps the passphrase (config.toml), so it is never written out."""
     module = _module(backend)
     _known_settings(backend, module.SETTINGS, options.settings)
     _check_federated(spec, options.aggregate)
     jobspec.check_scale(options)
+    values.check_options(spec, options)  # every value as what it is, before a backend parses it
     files = module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)
-    secrets.check_not_passphrase(files, where=backend)
+    secrets.check_not_passphrase(files, where=backend, files=passphrase_files)
     return dict(sorted(files.items()))
 
 

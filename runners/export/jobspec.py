@@ -97,11 +97,12 @@ def job_name(spec: RunSpec, options: ExportOptions, *, max_len: int = 52) -> str
     return dns1123(derived, max_len=max_len)
 
 
-def check_updates_dir(value: str) -> None:
+def check_updates_dir(value: str, flag: str = "--updates", example: str = "updates") -> None:
+    """A path under the job's input root (``flag`` names the option it came from)."""
     path = PurePosixPath(value)
     if not _SAFE_DIR.match(value) or path.is_absolute() or ".." in path.parts:
-        raise InputError(f"--updates {value!r} must be a folder inside the job's input root (letters, digits, . _ - /)",
-                         hint="e.g. --updates updates")
+        raise InputError(f"{flag} {value!r} must be a path inside the job's input root (letters, digits, . _ - /)",
+                         hint=f"e.g. {flag} {example}")
 
 
 def check_paths(spec: RunSpec) -> None:
@@ -115,6 +116,10 @@ def check_paths(spec: RunSpec) -> None:
         if ".." in PurePosixPath(value).parts:
             raise InputError(f"run spec {where} {value!r} leaves the input folder; in a container every input lives "
                              "under --input-root", hint="use a path inside the spec's folder, or an absolute container path")
+    state_dir = spec.output.state_dir  # the route's state and DP ledger belong on the mounted output volume
+    if state_dir and ".." in PurePosixPath(state_dir).parts:
+        raise InputError(f"run spec output.state_dir {state_dir!r} leaves the output folder; in a container it would "
+                         "land outside --output-root", hint="use a folder inside the output folder")
 
 
 def check_scale(options: ExportOptions) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from tgsp.errors import InputError, TgflowError
 from tgsp.keyring import passphrase_from_env
@@ -85,18 +85,20 @@ def _strings(obj: Any) -> Iterator[str]:
         yield obj
 
 
-def passphrases(env: Mapping[str, str] = os.environ) -> list[str]:
-    """The passphrase this shell would use, from the environment or its file."""
+def passphrases(env: Mapping[str, str] = os.environ, files: Sequence[str] = ()) -> list[str]:
+    """The passphrase this shell would use, from the environment, its file, or ``files``
+    (config.toml's [keys] passphrase_file)."""
     found = [env["TGFLOW_PASSPHRASE"]] if env.get("TGFLOW_PASSPHRASE") else []
-    if env.get("TGFLOW_PASSPHRASE_FILE"):
-        with contextlib.suppress(TgflowError):
-            found.append(passphrase_from_env(None, {"TGFLOW_PASSPHRASE_FILE": env["TGFLOW_PASSPHRASE_FILE"]}) or "")
+    for path in [env.get("TGFLOW_PASSPHRASE_FILE"), *files]:
+        if path:
+            with contextlib.suppress(TgflowError):
+                found.append(passphrase_from_env(path, {}) or "")
     return [p for p in found if len(p) >= 4]
 
 
-def check_not_passphrase(obj: Any, where: str, env: Mapping[str, str] = os.environ) -> None:
+def check_not_passphrase(obj: Any, where: str, env: Mapping[str, str] = os.environ, files: Sequence[str] = ()) -> None:
     """Refuse output that holds the passphrase itself, whatever key it sits under."""
-    secrets_ = passphrases(env)
+    secrets_ = passphrases(env, files)
     for text in _strings(obj):
         if any(p in text for p in secrets_):
             raise InputError(f"{where}: a value equals or contains the passphrase from the environment; "

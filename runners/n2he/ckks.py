@@ -115,9 +115,7 @@ def secret_bytes(secret_ctx) -> bytes:
 
 def load_secret(data: bytes, cid: str, params: Params):
     """The key holder's context from its (unsealed) bytes; its public part must be context ``cid``."""
-    import tenseal as ts
-
-    ctx = ts.context_from(data)
+    ctx = _context(data)
     if not ctx.has_secret_key() or context_id(public_bytes(ctx)) != cid:
         raise InputError("this HE secret key does not belong to the context the sites encrypted under")
     _check_scale(ctx, params)
@@ -138,11 +136,26 @@ def context_id(public: bytes) -> str:
     return "sha256:" + hashlib.sha256(public).hexdigest()
 
 
-def load_public(data: bytes, params: Params = DEFAULT):
-    """A verified public context; refused if it holds a secret key or other parameters."""
+def _context(data: bytes):
+    """TenSEAL's context from bytes, refused in one line unless it is a CKKS context."""
     import tenseal as ts
 
-    ctx = ts.context_from(data)
+    try:
+        ctx = ts.context_from(data)
+        scheme = ctx.data.seal_context().key_context_data().parms().scheme()
+    except (ValueError, RuntimeError, TypeError) as exc:  # what TenSEAL raises on bytes it cannot parse
+        raise InputError(f"this is not a TenSEAL HE context ({str(exc)[:80]})",
+                         hint="export it from the key holder: tgflow key export-public NAME") from None
+    name = str(scheme).rpartition(".")[2]  # the C++ binding's enum, not tenseal's Python one
+    if name != "CKKS":
+        raise InputError(f"this HE context is {name}, not CKKS",
+                         hint="n2he sums CKKS ciphertexts: make the key with tgflow key generate NAME --type he")
+    return ctx
+
+
+def load_public(data: bytes, params: Params = DEFAULT):
+    """A verified public context; refused if it holds a secret key or other parameters."""
+    ctx = _context(data)
     if ctx.has_secret_key() or not ctx.is_public():
         raise InputError("this HE context holds a secret key; sites and the aggregator get the public one only",
                          hint="tgflow key export-public NAME")

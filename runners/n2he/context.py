@@ -39,6 +39,13 @@ def public(keyring, ref: str, *, max_age_days: int | None = None, now: clock.Clo
     return Public(pub, params, ckks.load_public(pub.context, params))
 
 
+def check_public_file(pub: HEPublic) -> None:
+    """What ``key import`` trusts: the same checks a round makes, on the deserialized context
+    (CKKS, no secret key, the declared ring, modulus and scale, >= 128-bit), so a secret
+    context, random bytes, BFV or parameters that disagree never reach the trust store."""
+    ckks.load_public(pub.context, ckks.Params.from_dict(pub.params))
+
+
 def secret(keyring, name: str, context_id: str, passphrase: Callable[[], str]):
     """The key holder's secret context for ``context_id`` (any version of HE key ``name``)."""
     store = HEKeys(keyring)

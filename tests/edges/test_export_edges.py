@@ -204,3 +204,81 @@ def test_every_golden_files_command_line_parses_with_the_real_cli():
             assert params["skip_ok"] if argv[0] == "peft" else params["quorum"] >= 1, (path, argv)
             seen += 1
     assert seen >= 13
+
+
+# --- issue 26: every value export writes is checked as what it is ----------------------------
+HOSTILE = ["x\nmalicious: true", "a; rm -rf /", "$(id)", "`id`", "a b", "../../etc", "'quoted'"]
+
+
+def _every_setting(backend):
+    mod = ex._module(backend)
+    return sorted(mod.SETTINGS - {"engine"})
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+def test_every_setting_of_every_backend_refuses_newlines_and_shell_syntax(backend):
+    for key in _every_setting(backend):
+        for bad in HOSTILE:
+            settings = {**SETTINGS[backend], key: bad}
+            with pytest.raises(InputError, match=f"--set {key}|looks like|literal"):
+                ex.export(SPEC, backend, options(backend, settings=settings))
+
+
+@pytest.mark.parametrize("backend", IMPLEMENTED)
+def test_every_setting_of_every_backend_refuses_the_passphrase(backend, monkeypatch, tmp_path):
+    """From the environment, its file, or config.toml's [keys] passphrase_file: never written out."""
+    held = tmp_path / "pp"
+    held.write_text("Held-In-Config-1\n")
+    monkeypatch.setenv("TGFLOW_PASSPHRASE", "Held-In-Env-1")
+    for key in _every_setting(backend):
+        for value in ("Held-In-Env-1", "Held-In-Config-1"):
+            settings = {**SETTINGS[backend], key: value}
+            with pytest.raises(InputError):
+                ex.export(SPEC, backend, options(backend, settings=settings), passphrase_files=[str(held)])
+
+
+@pytest.mark.parametrize("image", ["registry.example/tgflow:0.1.0\nhostPID: true", "tgflow:0.1.0; id", "Upper:1",
+                                   "registry.example/x:1 --privileged", ""])
+def test_an_image_that_is_not_an_image_reference_is_refused(image):
+    with pytest.raises(InputError, match="image reference"):
+        ex.export(SPEC, "k8s", options("k8s", image=image))
+
+
+@pytest.mark.parametrize("image", ["registry.example/tgflow:0.1.0", "localhost:5000/a/b_c-d:v1.2",
+                                   "ghcr.io/tgflow/tgflow@sha256:" + "ab" * 32, "tgflow", "[::1]:5000/x:1"])
+def test_real_image_references_pass(image):
+    assert ex.export(SPEC, "k8s", options("k8s", image=image))
+
+
+def test_config_image_and_key_names_in_the_command_line_are_checked(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "config.toml").write_text('[export]\nimage = "registry.example/x:1\\nhostNetwork: true"\n')
+    monkeypatch.setenv("TGFLOW_HOME", str(home))
+    argv = ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "run_spec.json"), "-o", str(tmp_path / "o")]
+    assert main(argv) == 2 and "image reference" in capsys.readouterr().err
+    (home / "config.toml").unlink()
+    n2he = ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "n2he_keyholder.json"), "-o",
+            str(tmp_path / "k"), "--aggregate", "--quorum", "2"]
+    assert main(n2he + ["--decrypt-from", "agg\n--debug"]) == 2 and "not a key name" in capsys.readouterr().err
+    assert main(n2he + ["--decrypt-from", "aggregator", "--sum", "../../x"]) == 2
+    assert "--sum '../../x'" in capsys.readouterr().err
+    spec = json.loads((ROOT / "examples" / "fed_aggregator.json").read_text())
+    spec["federation"]["sites"] = ["site-a", "site-b;id"]
+    for name in ("feed", "eval", "reference"):
+        if isinstance(spec.get(name), dict) and "uri" in spec[name]:
+            spec[name]["uri"] = str((ROOT / "examples" / spec[name]["uri"]).resolve())
+    spec["base_model_ref"] = str((ROOT / "examples" / spec["base_model_ref"]).resolve())
+    (tmp_path / "agg.json").write_text(json.dumps(spec))
+    argv = ["export", "--backend", "k8s", "--spec", str(tmp_path / "agg.json"), "-o", str(tmp_path / "a"),
+            "--aggregate", "--quorum", "2"]
+    assert main(argv) == 2 and "federation.sites" in capsys.readouterr().err
+
+
+def test_a_state_dir_that_climbs_out_is_refused_at_export(tmp_path, capsys):
+    """It was refused only when the exported job ran (issue 26): now at export, writing nothing."""
+    spec = json.loads((ROOT / "examples" / "run_spec.json").read_text())
+    spec["output"]["state_dir"] = "../.."
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    code = main(["export", "--backend", "k8s", "--spec", str(tmp_path / "spec.json"), "-o", str(tmp_path / "o")])
+    assert code == 2 and "output.state_dir" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -129,11 +129,16 @@ def test_parameters_below_128_bit_are_refused(roles, capsys):
                                                   "coeff_mod_bit_sizes": [60, 60], "scale_bits": 40})
     assert cli(roles.sites, "key", "import", str(path)) == 2
     assert "below 128-bit" in _json_err(capsys)
-    # A context whose own parameters are not the declared ones is refused at use.
+    # A context whose own parameters are not the declared ones is refused at import (issue 26)...
     from runners.n2he import ckks
 
     lying = _public_file(roles, "lying-he", small, ckks.DEFAULT.to_dict())
-    assert cli(roles.sites, "key", "import", str(lying)) == 0
+    assert cli(roles.sites, "key", "import", str(lying)) == 2
+    assert "own parameters are not the ones it is recorded with" in _json_err(capsys)
+    # ...and at use, where one reached the trust store some other way (a keyring from before that check).
+    trusted = roles.sites / "he" / "trusted"
+    trusted.mkdir(parents=True, exist_ok=True)
+    (trusted / "lying-he.json").write_bytes(lying.read_bytes())
     spec = roles.spec("site-lying", n2he={"context": "lying-he"}, feed={"type": "jsonl", "uri": str(SITE_A)},
                       output={"path": "out/site-lying/update.tgsp", "signing_key": "site-a", "recipients": ["operator"]})
     assert cli(roles.sites, "peft", "run", "--spec", str(spec)) == 2
