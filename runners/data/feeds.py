@@ -80,7 +80,9 @@ def row_to_example(row: Any, where: str, text_field: str | None = None, chat_tem
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
     with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
+        n = 0
+        while line := f.readline(MAX_ROW_BYTES + 1):  # bounded: a 200 MiB line or /dev/zero is never read whole
+            n += 1
             if len(line) > MAX_ROW_BYTES:
                 raise InputError(f"{path}:{n}: row is longer than {MAX_ROW_BYTES} bytes")
             if not line.strip():
@@ -89,6 +91,8 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
                 yield f"{path}:{n}", json.loads(line)
             except ValueError as exc:
                 raise InputError(f"{path}:{n}: not valid JSON ({exc.args[0][:60]})") from None
+            except RecursionError:
+                raise InputError(f"{path}:{n}: not valid JSON (nested too deeply)") from None
 
 
 def _parquet_rows(path: Path) -> Iterable[tuple[str, Any]]:

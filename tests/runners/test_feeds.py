@@ -111,3 +111,27 @@ def test_tgsp_feed_needs_kind_data_and_honours_route_and_version_pins(tmp_path):
         load_feed(FeedSpec(type="tgsp", uri="data.tgsp", route="tickets", min_version=6), tmp_path, keyring=kr)
     feed = load_feed(FeedSpec(type="tgsp", uri="data.tgsp", route="tickets", min_version=5), tmp_path, keyring=kr)
     assert len(feed.examples) == 2
+
+
+def test_rows_are_read_with_a_bounded_reader(tmp_path):
+    """A 200 MiB line, or /dev/zero as a feed, was read whole before the row check (issue 26)."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.jsonl"
+    with open(big, "wb") as f:
+        f.write(b'{"text": "')
+        f.truncate(200 << 20)  # a sparse 200 MiB file: one line, no newline
+    code = ("import resource, sys\n"
+            "from runners.data.feeds import load_feed\nfrom runners.spec import FeedSpec\n"
+            "from tgsp.errors import InputError\n"
+            "for uri in sys.argv[1:]:\n"
+            "    try:\n"
+            "        load_feed(FeedSpec(type='jsonl', uri=uri), base=None)\n"
+            "    except InputError as exc:\n"
+            "        print(exc)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, str(big), "/dev/zero"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert all("row is longer than 1048576 bytes" in line for line in out[:2]), out
+    assert int(out[2]) < 400_000  # peak KiB: far below the 200 MiB line (and /dev/zero's infinity)
