@@ -134,4 +134,4 @@ def test_rows_are_read_with_a_bounded_reader(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(big), "/dev/zero"], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert all("row is longer than 1048576 bytes" in line for line in out[:2]), out
-    assert int(out[2]) < 400_000  # peak KiB: far below the 200 MiB line (and /dev/zero's infinity)
+    assert int(out[2]) < 150_000  # peak KiB (about 45 MB here): far below one 200 MiB line
