@@ -250,3 +250,25 @@ def resolve(
     if not result["changed"]:
         STATE.reported = True
         raise typer.Exit(UNCHANGED)
+
+
+@app.command("repair-log")
+def repair_log(
+    route: str = typer.Argument(..., help="The route key."),
+    state: Path = typer.Option(..., "--state", help="The route's state folder (output.state_dir, default <output dir>/.tgflow-state/<route>).", file_okay=False),
+    json_out: bool = Json,
+) -> None:
+    """Re-record the head of a route log you vouch is complete (its log.head.json is missing or
+    stale, e.g. after restoring the log alone). The log's own hash chain is checked first; a
+    log cut short cannot be told from a complete one here, so restore from a backup when in doubt.
+
+    Example: tgflow route repair-log support --state demo-out/.tgflow-state/support
+    """
+    from runners.state.store import RouteStore
+
+    store = RouteStore(state, route)
+    with store.session("route repair-log", open_log=False):
+        done = store.repair_head()
+    if json_out:
+        return emit_json({"route": route, "state": str(state), **done})
+    say(f"route log of {route}: {done['entries']} entries, head {done['head'][:16]} recorded in log.head.json")

@@ -72,13 +72,16 @@ class RouteStore:
 
     # --- the session ------------------------------------------------------------------
     @contextlib.contextmanager
-    def session(self, command: str, *, wait: float = 0.0) -> Iterator[RouteStore]:
+    def session(self, command: str, *, wait: float = 0.0, open_log: bool = True) -> Iterator[RouteStore]:
         """Hold the route's lock (RouteBusy if another command still has it after ``wait``
-        seconds), then open or migrate the store."""
+        seconds), then open or migrate the store (``open_log=False``: only the lock, to repair it)."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         with locked(self.folder / "lock", f"route {self.route}", command, wait=wait) as held:
             self._held = True
             try:
+                if not open_log:
+                    yield self
+                    return
                 self._open()
                 if held.stale:
                     self.append(RECOVERED, {"holder": held.stale, "note": "the last holder died holding the lock"})
@@ -146,12 +149,41 @@ class RouteStore:
 
     def _check_head(self, head: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
         if head is None:
+            # Only the store's first line can be committed without a head (a crash before the
+            # head file was written); a missing head on a longer log hides a cut-off tail.
+            if len(records) > 1:
+                raise InputError(f"route log {self.folder / 'log.jsonl'} has {len(records)} entries but no "
+                                 "log.head.json: its end cannot be checked (deleted with a cut-off tail?)",
+                                 hint=f"restore the state folder from a backup; if this log is complete, "
+                                      f"run: tgflow route repair-log {self.route} --state {self.folder}")
             return
         count = head.get("count")
         if not is_int(count) or count > len(records) or (count and hashchain.record_hash(records[count - 1]) != head.get("head")):
             raise InputError(f"route log {self.folder / 'log.jsonl'} was cut short or replaced "
                              f"(log.head.json records {count} entries, the log holds {len(records)})",
                              hint="restore the state folder from a backup")
+
+    def repair_head(self) -> dict[str, Any]:
+        """Under the lock: re-record the head of a log the operator vouches is complete (a
+        missing or stale log.head.json), after the log's own hash chain checked out."""
+        if not self._held:
+            raise RuntimeError("route store changed outside its session")
+        self._check_store()
+        data = read_input(self.folder / "log.jsonl", "route log", max_bytes=MAX_LOG)
+        try:
+            records = evidence.parse_jsonl(data[: data.rfind(b"\n") + 1])
+        except EvidenceError as exc:
+            raise InputError(f"route log {self.folder / 'log.jsonl'} is broken ({exc}); it cannot be vouched for",
+                             hint="restore the state folder from a backup") from None
+        if not records:
+            raise InputError(f"route log {self.folder / 'log.jsonl'} is empty", hint="restore it from a backup")
+        self.records = records
+        self._write_head()
+        return {"entries": len(records), "head": hashchain.record_hash(records[-1])}
+
+    def _write_head(self) -> None:
+        write_bytes(self.folder / "log.head.json", encode({"format": HEAD_FORMAT, "count": len(self.records),
+                                                           "head": hashchain.record_hash(self.records[-1])}) + b"\n")
 
     def append(self, type_: str, data: Any) -> dict[str, Any]:
         """Commit one change: one log line, fsynced, then the head file."""
@@ -164,8 +196,7 @@ class RouteStore:
             f.flush()
             os.fsync(f.fileno())
         self.records.append(record)
-        write_bytes(self.folder / "log.head.json", encode({"format": HEAD_FORMAT, "count": len(self.records),
-                                                           "head": hashchain.record_hash(record)}) + b"\n")
+        self._write_head()
         return record
 
     # --- what the log says ------------------------------------------------------------

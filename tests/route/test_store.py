@@ -76,6 +76,41 @@ def test_a_log_cut_short_or_edited_is_refused(tmp_path):
         RouteStore(folder, "support").view()
 
 
+def test_a_missing_head_with_a_cut_tail_is_refused_and_repair_log_is_the_way_back(tmp_path, capsys):
+    """Deleting log.head.json together with the last line went unnoticed (issue 26)."""
+    from tgflow_cli.main import main
+
+    folder = tmp_path / "state"
+    with RouteStore(folder, "support").session("t") as store:
+        store.append(ROUND, {"outcome": "packaged", "version": 1})
+        store.append(ROUND, {"outcome": "packaged", "version": 2})
+    lines = (folder / "log.jsonl").read_bytes().splitlines(keepends=True)
+    (folder / "log.jsonl").write_bytes(b"".join(lines[:-1]))
+    (folder / "log.head.json").unlink()
+    for open_ in (lambda: RouteStore(folder, "support").view(), lambda: RouteStore(folder, "support").session("t")
+                  .__enter__()):
+        with pytest.raises(InputError, match="no log.head.json") as err:
+            open_()
+        assert f"tgflow route repair-log support --state {folder}" in err.value.hint
+    # the operator restores the log, or vouches for this one: the chain is checked, the head re-recorded
+    assert main(["route", "repair-log", "support", "--state", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == len(lines) - 1
+    assert len(RouteStore(folder, "support").view().records) == len(lines) - 1
+    (folder / "log.jsonl").write_bytes(lines[0] + lines[2])  # a log whose own chain is broken is never vouched for
+    assert main(["route", "repair-log", "support", "--state", str(folder)]) == 2 and "broken" in capsys.readouterr().err
+
+
+def test_a_store_whose_first_line_has_no_head_yet_opens(tmp_path):
+    """The one crash window without a head: right after the store's first line."""
+    folder = tmp_path / "state"
+    with RouteStore(folder, "support").session("t"):
+        pass
+    (folder / "log.head.json").unlink()
+    with RouteStore(folder, "support").session("t") as store:
+        store.append(ROUND, {"outcome": "packaged", "version": 1})
+    assert len(RouteStore(folder, "support").view().records) == 2
+
+
 def test_a_store_belongs_to_one_route(tmp_path):
     with RouteStore(tmp_path, "support").session("t"):
         pass
