@@ -69,7 +69,10 @@ class Revocations:
                 return hits[0]
             if len(hits) > 1:
                 raise InputError(f"key id prefix {ref} is ambiguous; give more digits")
-        raise KeyNotFoundError(f"no own key or key id matching {ref!r}", hint="see: tgflow key list")
+        raise KeyNotFoundError(f"no own key or key id matching {ref!r}",
+                               hint="see: tgflow key list; a key on a forked branch of your own key (made with a "
+                                    "stolen older version) is revoked with: tgflow key revoke NAME --fork FILE, "
+                                    "FILE being its package or public key file")
 
     def revocations(self) -> list[Revocation]:
         folder = self._dir("revocations")

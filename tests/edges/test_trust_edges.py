@@ -225,3 +225,14 @@ def test_a_signature_dated_before_its_key_version_existed_is_refused(tmp_path):
     tgsp.build(make_adapter(tmp_path / "src"), pkg, signers=[kr.signer("rel", pp)], now=lambda: T0)
     report = tgsp.verify(pkg, kr.trust_policy())
     assert report.first_failure.name == "signatures" and "before its key version 2 existed" in report.first_failure.detail
+
+
+def test_revoking_a_forked_key_by_its_id_says_how(stolen, capsys, monkeypatch):
+    """The fork's key is not an own key: the refusal names --fork, the way that works (issue 26)."""
+    owner, v1_file, rev_file, forged, real, fork_file, tmp = stolen
+    monkeypatch.setenv("TGFLOW_HOME", str(tmp / "owner"))
+    monkeypatch.setenv("TGFLOW_PASSPHRASE", PASS)
+    code, _, err = _run(capsys, "key", "revoke", json.loads(fork_file.read_text())["keyid"], "--reason", "thief")
+    assert code == 3 and "key revoke NAME --fork FILE" in err
+    code, _, _ = _run(capsys, "key", "revoke", "rel", "--fork", fork_file, "--reason", "thief", "--json")
+    assert code == 0  # by its public key file too, not only by its package
