@@ -111,10 +111,12 @@ def read_payload(
 ) -> tuple[VerifyReport, dict[str, bytes]]:
     """Verify, then decrypt every payload file into memory (never to disk).
 
-    For adapters that are applied in-process (``peft generate``, warm
-    starts, evaluations). Each file's stored and plaintext digests are
-    checked exactly as ``unpack`` checks them; ``max_bytes`` caps the total."""
-    report = verify(path, policy, limits=limits, payload_digests=False)
+    For adapters and keys that are applied in-process (``peft generate``, warm
+    starts, evaluations, a shared HE secret). In the order of format.md §8: every
+    stored digest is compared before anything is decrypted; while decrypting, each
+    file's stored and plaintext digests are checked again as ``unpack`` checks them
+    (the file could change in between); ``max_bytes`` caps the total."""
+    report = verify(path, policy, limits=limits, payload_digests=True)
     report.raise_for_failure()
     m = report.manifest
     need = sum(f["size"] for f in m["files"])

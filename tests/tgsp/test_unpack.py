@@ -119,3 +119,22 @@ def test_stream_rejects_reorder_truncation_and_wrong_file():
         c.decrypt(_stream.nonce(1, True), chunks[1], None)  # truncated after chunk 1
     with pytest.raises(InvalidTag):
         _stream.file_cipher(key, "b").decrypt(_stream.nonce(1, False), chunks[1], None)  # moved to another file
+
+
+def test_read_payload_compares_stored_digests_before_it_decrypts(world, tmp_path, monkeypatch):
+    """format.md §8's order (issue 26: a he-secret import decrypted first): a changed stored byte
+    is refused by its digest, and no decryption is attempted."""
+    from tgsp.package import open_package
+    from tgsp.unpack import read_payload
+
+    with open_package(world.pkg) as pkg:
+        entry = pkg.entry("payload/adapter_model.safetensors")
+    bad = tmp_path / "bad.tgsp"
+    data = bytearray(world.bytes)
+    data[entry.data_offset + 100] ^= 1
+    bad.write_bytes(bytes(data))
+    calls = []
+    monkeypatch.setattr(_stream, "file_cipher", lambda *a, **k: calls.append(a) or pytest.fail("decrypted first"))
+    with pytest.raises(VerificationFailed, match="digests"):
+        read_payload(bad, world.policy(), identities=world.kr.identities("ops", pp))
+    assert calls == []
