@@ -155,9 +155,11 @@ class PlainCheck:
         if weights == "equal":
             return 1.0
         n = fed.get("examples")
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_EXAMPLES:
+        if n is None:
             return ("it carries no public example count (a dp site that set no federation.public_examples): "
                     "aggregate with --weights equal, or have the site declare one")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_EXAMPLES:
+            return f"its example count {_short(n)} is not a whole number from 1 to {MAX_EXAMPLES}"
         return float(n)
 
 

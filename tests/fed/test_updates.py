@@ -33,6 +33,8 @@ def test_the_matching_section_passes_and_each_field_is_named_when_it_differs():
     assert updates._mismatch(dict(WANT), WANT) is None
     for key in updates.MATCHED:
         assert key.replace("_", " ") in updates._mismatch({**WANT, key: "other"}, WANT)
-    assert updates.PLAIN.weight({"examples": True}, "examples").startswith("it carries no public example count")
-    assert updates.PLAIN.weight({"examples": 10 ** 13}, "examples").startswith("it carries no")
+    assert updates.PLAIN.weight({}, "examples").startswith("it carries no public example count")
+    assert updates.PLAIN.weight({"examples": None}, "examples").startswith("it carries no public example count")
+    for bad in (True, 10 ** 13, -5, 0, 2.5, "12"):  # a count of the wrong kind is named as one (issue 26)
+        assert updates.PLAIN.weight({"examples": bad}, "examples").startswith("its example count"), bad
     assert updates.PLAIN.weight({"examples": 12}, "examples") == 12.0
