@@ -53,6 +53,11 @@ def import_secret(keyring, path: Path, signer: str, passphrase: Callable[[], str
         pub = HEPublic.from_dict(json.loads(files[PUBLIC]))
     except ValueError:
         raise InputError(f"{path}: its public context is malformed") from None
+    signed = report.manifest.get("he_key")
+    if not isinstance(signed, dict) or (signed.get("name"), signed.get("version"), signed.get("context_id"),
+                                        signed.get("params")) != (pub.name, pub.version, pub.context_id, pub.params):
+        raise InputError(f"{path}: its signed he_key does not describe the context it carries",
+                         hint="re-export it from the key holder: tgflow key export-secret")
     params = ckks.Params.from_dict(pub.params)
     ckks.load_secret(files[SECRET], pub.context_id, params)  # the secret belongs to this context
     store = HEKeys(keyring)

@@ -67,9 +67,24 @@ def _verified_sum(job: Job, want: dict[str, Any]):
                else "it has no he section")
         if why is None and not (isinstance(summed, list) and all(isinstance(c, dict) for c in summed)):
             why = "it lists no summed updates"
+        why = why or _contradiction(he, summed)
     if why:
         raise SumRefused(f"the sum {dreq.sum} does not fit this round: {why}", hint="nothing was decrypted")
     return report, fed
+
+
+def _contradiction(he: dict[str, Any], summed: list[dict[str, Any]]) -> str | None:
+    """A signed sum that contradicts itself is refused, whatever custody (under shared-key
+    custody the list is all a site has): each update and each site once, and the total
+    weight the sum of the listed ones."""
+    ids, sites = [c.get("update") for c in summed], [c.get("site_key") for c in summed]
+    if len(set(map(str, ids))) != len(ids) or len(set(map(str, sites))) != len(sites):
+        return "its summed list names an update or a site twice"
+    weights = [c.get("weight") for c in summed]
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in weights) \
+            or he.get("total_weight") != sum(weights):
+        return f"its total weight {he.get('total_weight')!r} is not the sum of the listed weights"
+    return None
 
 
 def _enough(rnd, accepted: list[updates.Screened], quorum: int) -> None:

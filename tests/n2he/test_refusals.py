@@ -74,10 +74,29 @@ def test_a_single_update_is_never_a_sum(roles, sum_ab, capsys):
     assert "failed verification" in _json_err(capsys)
     # A dishonest aggregator's sum that lists one update, signed by it: refused before decryption.
     one = rebuild(roles, sum_ab, roles.root / "forged/one.tgsp", home=roles.agg, signer="aggregator-sign",
-                  fed=lambda f: {**f, "summed": f["summed"][:1]}, recipients=("keyholder",))
+                  fed=lambda f: {**f, "summed": f["summed"][:1],
+                                 "he": {**f["he"], "total_weight": f["summed"][0]["weight"]}}, recipients=("keyholder",))
     assert roles.decrypt("kh-forged-one", one, [roles.updates["site-a"], roles.updates["site-b"]]) == 14
     assert "a sum of one is that update" in _json_err(capsys)
     assert not (roles.root / "out/kh-forged-one").exists()
+
+
+@pytest.mark.parametrize("change,says", [
+    (lambda f: {**f, "he": {**f["he"], "total_weight": f["he"]["total_weight"] + 1}}, "is not the sum of the listed"),
+    (lambda f: {**f, "summed": [f["summed"][0], {**f["summed"][1], "site_key": f["summed"][0]["site_key"]}]},
+     "names an update or a site twice"),
+    (lambda f: {**f, "summed": [f["summed"][0], f["summed"][0]]}, "names an update or a site twice"),
+], ids=["total weight", "a site twice", "an update twice"])
+def test_a_signed_sum_that_contradicts_itself_is_refused(roles, sum_ab, capsys, request, change, says):
+    """Its release would still be right (the key holder re-sums its own list), but under shared-key
+    custody the list is all a site has: a signed document that contradicts itself is refused (issue 26)."""
+    name = request.node.callspec.id.replace(" ", "-")
+    forged = rebuild(roles, sum_ab, roles.root / f"forged/odd-{name}.tgsp", home=roles.agg, signer="aggregator-sign",
+                     fed=change, recipients=("keyholder",))
+    rc = roles.decrypt("kh-odd", forged, [roles.updates["site-a"], roles.updates["site-b"]])
+    err = _json_err(capsys)
+    assert rc == 1 and says in err and "nothing was decrypted" in err
+    assert not (roles.root / "out/kh-odd").exists()
 
 
 def test_a_sum_that_is_not_the_sum_of_what_it_lists_is_refused(roles, sum_ab, capsys):

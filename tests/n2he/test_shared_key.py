@@ -82,3 +82,20 @@ def test_a_shared_key_round_sums_and_a_site_decrypts(roles, shared, capsys):
     rc = cli(roles.sites, "fed", "decrypt", str(summed), "--spec", str(spec), "--aggregator", "aggregator-sign",
              "--key", "sites-r", "--quorum", "3", "-o", str(roles.root / "out/site-decrypts/again.tgsp"))
     assert rc == 1 and not (roles.root / "out/site-decrypts/again.tgsp").exists()
+
+
+def test_a_he_secret_whose_signed_description_is_not_its_context_is_refused(roles, shared, capsys, tmp_path):
+    """The signed he_key names another context id than the one the package carries (issue 26)."""
+    from runners.n2he import share
+    from tgsp.builder import SourceFile
+    from tgsp.unpack import read_payload
+
+    sites, kh = tgsp.Keyring(roles.sites), tgsp.Keyring(roles.kh)
+    report, files = read_payload(shared, sites.trust_policy(), identities=sites.identities("sites-r", pp))
+    he_key = {**report.manifest["he_key"], "context_id": "sha256:" + "ab" * 32}
+    forged = tmp_path / "forged.tgsp"
+    tgsp.build(".", forged, route="he-keys", kind=share.KIND, recipients=[kh.resolve_public("sites-r").key],
+               signers=[kh.signer("release", pp)], extra={"he_key": he_key},
+               files=[SourceFile(n, tmp_path / n, len(d), d) for n, d in sorted(files.items())])
+    assert cli(roles.sites, "key", "import", str(forged), "--from", "release") == 2
+    assert "signed he_key does not describe the context it carries" in capsys.readouterr().err
