@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_ELEMENTS = 1 << 31
+MAX_ABS = 1e6  # a delta per value: far above any trained one, far below float32 overflow
 
 
 class CodecError(ValueError):
@@ -54,8 +55,10 @@ def _quantize(v: np.ndarray, block: int) -> dict[str, np.ndarray]:
 def _dequantize(q: np.ndarray, scale: np.ndarray, block: int, n: int) -> np.ndarray:
     if q.dtype != np.int8 or scale.dtype != np.float32 or q.ndim != 1 or scale.ndim != 1:
         raise CodecError("int8-block parts must be int8 values and float32 scales")
-    if len(q) != n or len(scale) != -(-n // block) or not np.isfinite(scale).all():
+    if len(q) != n or len(scale) != -(-n // block):
         raise CodecError(f"{len(q)} int8 values and {len(scale)} scales do not hold {n} values in blocks of {block}")
+    if not np.isfinite(scale).all() or (np.abs(scale) > MAX_ABS / 127).any():
+        raise CodecError(f"a block scale is not finite or over {MAX_ABS / 127:g} (values over {MAX_ABS:g})")
     padded = np.concatenate([q, np.zeros(len(scale) * block - n, np.int8)]).astype(np.float32)
     return (padded.reshape(-1, block) * scale[:, None]).reshape(-1)[:n] if n else np.zeros(0, np.float32)
 
@@ -97,8 +100,9 @@ def decode(parts: dict[str, np.ndarray], codec: Codec) -> np.ndarray:
         values = _dequantize(parts["q"], parts["scale"], codec.block, k)
     else:
         values = parts["values"]
-        if values.dtype != np.float32 or values.shape != (k,) or not np.isfinite(values).all():
-            raise CodecError(f"values must be {k} finite float32 numbers")
+        if values.dtype != np.float32 or values.shape != (k,) or not np.isfinite(values).all() \
+                or (np.abs(values) > MAX_ABS).any():
+            raise CodecError(f"values must be {k} finite float32 numbers of at most {MAX_ABS:g}")
     if codec.topk is None:
         return values.reshape(tuple(int(s) for s in shape))
     out = np.zeros(n, np.float32)

@@ -51,18 +51,50 @@ def split_factors(parts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return by["A"], by["B"], other
 
 
+class BadUpdate(InputError):
+    """One screened update's payload cannot be used (it does not decode, or does not fit the
+    start): the aggregation refuses that update and goes on with the rest (``without_bad``)."""
+
+    def __init__(self, package_id: str, reason: str) -> None:
+        super().__init__(f"update {package_id[:23]}: {reason}", hint="re-run without it")
+        self.package_id, self.reason = package_id, reason
+
+
+def read_or_refuse(reader, name: str, max_bytes: int) -> bytes:
+    """A payload file of an update being merged or summed; any failure is that update's."""
+    try:
+        return reader.read(name, max_bytes=max_bytes)
+    except TgflowError as exc:
+        raise BadUpdate(reader.report.package_id, f"{name}: {exc}") from None
+
+
 def index_ok(reader, names: list[str], files: set[str], what: str) -> None:
     """A package being merged or summed (a PayloadReader) holds exactly ``files`` (besides
     modules.json), and its modules.json lists ``names``; ``what`` names the files for the error."""
-    pid = reader.report.package_id[:23]
+    pid = reader.report.package_id
     if set(reader.files) != {INDEX} | files:
-        raise InputError(f"package {pid} holds other payload files than its {what}", hint="re-run without it")
+        raise BadUpdate(pid, f"it holds other payload files than its {what}")
     try:
-        index = json.loads(reader.read(INDEX, max_bytes=64 << 20))
-    except ValueError:
+        index = json.loads(read_or_refuse(reader, INDEX, 64 << 20))
+    except (ValueError, RecursionError):
         index = None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or index.get("modules") != names:
-        raise InputError(f"package {pid}: its module list does not match its manifest", hint="re-run without it")
+        raise BadUpdate(pid, "its module list does not match its manifest")
+
+
+def without_bad(screened: Screening, attempt, check_quorum):
+    """``attempt()`` over ``screened.accepted``; an update whose payload turns out unusable
+    (BadUpdate) is refused and the attempt made again without it, while the quorum holds."""
+    while True:
+        try:
+            return attempt()
+        except BadUpdate as bad:
+            s = next((s for s in screened.accepted if s.package_id == bad.package_id), None)
+            if s is None:
+                raise
+            screened.accepted.remove(s)
+            screened.refuse(s.path, bad.reason, s.package_id, s.site_name)
+            check_quorum()
 
 
 def modules_digest(names: list[str]) -> str:

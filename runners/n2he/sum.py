@@ -66,7 +66,7 @@ def summed(accepted: list[updates.Screened], identities: list, pub, names: list[
         # hashing and AES-GCM release the GIL. Still one ciphertext per update in memory.
         pool = stack.enter_context(ThreadPoolExecutor(min(len(readers), os.cpu_count() or 1)))
         for k in range(n_ct):
-            blobs = list(pool.map(lambda r: r.read(layout.ct_file(k), max_bytes=MAX_CT), readers))
+            blobs = list(pool.map(lambda r: updates.read_or_refuse(r, layout.ct_file(k), MAX_CT), readers))
             yield _add_one(readers, blobs, k, pub, min(pub.params.slots, n - k * pub.params.slots))
 
 
@@ -81,8 +81,8 @@ def _add_one(readers: list[PayloadReader], blobs: list[bytes], k: int, pub, size
                 raise ValueError(f"it holds {ct.size()} values, not {size}")
             total = ct if total is None else total + ct
         except (ValueError, RuntimeError, TypeError) as exc:
-            raise InputError(f"update {r.report.package_id[:23]}: ciphertext {k} does not deserialize under the "
-                             f"context: {str(exc)[:120]}", hint="re-run without it") from None
+            raise updates.BadUpdate(r.report.package_id, f"ciphertext {k} does not deserialize under the "
+                                                         f"context: {str(exc)[:120]}") from None
     return total.serialize()
 
 
@@ -96,19 +96,20 @@ def write_sum(rnd, want: dict[str, Any], accepted: list[updates.Screened], ident
     """The aggregator's he-sum package (signed by it, encrypted to output.recipients: the key
     holder, or the sites under shared-key custody). Returns (package id, its federation section)."""
     spec = rnd.spec
-    fed = {**want, "format": layout.SUM_FORMAT, "quorum": quorum, "summed": contributions(accepted),
-           "he": {**{k: accepted[0].federation["he"][k] for k in ("layout", "context", "params", "values", "ciphertexts")},
-                  "total_weight": sum(s.federation["he"]["weight"] for s in accepted), "norm_bound": bound}}
-    rnd.record("tgflow.federation.he-sum", {k: v for k, v in fed.items() if k != "summed"} |
-               {"summed": [{k: c[k] for k in ("update", "site", "site_key", "weight")} for c in fed["summed"]]})
-    rnd.record("tgflow.round.end", {"outcome": "summed", "started": clock.fmt(rnd.started),
-                                    "finished": clock.fmt(rnd.now())})
     with tempfile.TemporaryDirectory(prefix="tgflow-he-sum-") as tmp:
         folder = Path(tmp) / "sum"
         (folder / "he").mkdir(parents=True)
         (folder / updates.INDEX).write_text(json.dumps({"format": updates.INDEX_FORMAT, "modules": names}))
-        for k, ct in enumerate(summed(accepted, identities, pub, names)):
+        for k, ct in enumerate(summed(accepted, identities, pub, names)):  # first: an update may yet be refused
             (folder / layout.ct_file(k)).write_bytes(ct)
+        fed = {**want, "format": layout.SUM_FORMAT, "quorum": quorum, "summed": contributions(accepted),
+               "he": {**{k: accepted[0].federation["he"][k] for k in ("layout", "context", "params", "values",
+                                                                      "ciphertexts")},
+                      "total_weight": sum(s.federation["he"]["weight"] for s in accepted), "norm_bound": bound}}
+        rnd.record("tgflow.federation.he-sum", {k: v for k, v in fed.items() if k != "summed"} |
+                   {"summed": [{k: c[k] for k in ("update", "site", "site_key", "weight")} for c in fed["summed"]]})
+        rnd.record("tgflow.round.end", {"outcome": "summed", "started": clock.fmt(rnd.started),
+                                        "finished": clock.fmt(rnd.now())})
         built = tgsp.build(folder, rnd.opened.out_path, route=spec.route_key, kind=layout.SUM_KIND,
                            recipients=[rnd.keyring.resolve_public(r).key for r in spec.output.recipients],
                            signers=[rnd.signer], events=rnd.events, now=rnd.now,

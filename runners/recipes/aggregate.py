@@ -39,13 +39,14 @@ def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passph
     screened = updates.screen(req.updates, policy, want, aggregation.used_updates(rnd.store.view()), req.weights,
                               ids, he or updates.PLAIN)
     aggregation.check_quorum(screened, req.quorum, rnd.spec.federation.round)
-    bound = he_sum.check_range(screened.accepted, he.pub.params) if he else None
+    if he:
+        he_sum.check_range(screened.accepted, he.pub.params)  # before the lock: a sum CKKS could not decode
     prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
     with rnd.store.session("fed aggregate", wait=wait_busy):
         screened.drop_used(aggregation.used_updates(rnd.store))  # a concurrent aggregation may have used one meanwhile
         aggregation.check_quorum(screened, req.quorum, rnd.spec.federation.round)
         if he:
-            return _sum(rnd, want, screened, idents, he, names, req.quorum, bound)
+            return _sum(rnd, want, screened, idents, he, names, req.quorum)
         return _merge_and_release(rnd, i, screened, start_state, names, method, req, idents)
 
 
@@ -57,11 +58,14 @@ def _he(rnd, start_state: dict, names: list[str]):
     return he_sum.HECheck(pub, he_layout.values_count(start_state, names))
 
 
-def _sum(rnd, want, screened: updates.Screening, idents, he, names, quorum: int, bound: float) -> RoundResult:
+def _sum(rnd, want, screened: updates.Screening, idents, he, names, quorum: int) -> RoundResult:
     """n2he: write the homomorphic sum for the key holder; the route's release happens there."""
     t0 = time.perf_counter()
-    with rnd.stage("summing the encrypted updates"):
-        pid, fed = he_sum.write_sum(rnd, want, screened.accepted, idents, he.pub, names, quorum, bound)
+    with rnd.stage("summing the encrypted updates"):  # an undecodable ciphertext refuses its update only
+        pid, fed = updates.without_bad(
+            screened, lambda: he_sum.write_sum(rnd, want, screened.accepted, idents, he.pub, names, quorum,
+                                               he_sum.check_range(screened.accepted, he.pub.params)),
+            lambda: aggregation.check_quorum(screened, quorum, rnd.spec.federation.round))
     report = {"outcome": SUMMED, "package": str(rnd.opened.out_path), "package_id": pid,
               "aggregation": {"round": fed["round"], "method": "ffa", "quorum": quorum, "context": he.pub.id,
                               "seconds": round(time.perf_counter() - t0, 3), "total_weight": fed["he"]["total_weight"],
@@ -76,8 +80,10 @@ def _merge_and_release(rnd, i, screened, start_state, names, method, req: Reques
     spec = rnd.spec
     rank = req.rank or spec.lora.r
     t0 = time.perf_counter()
-    with rnd.stage("merging the updates"):
-        state, numbers = aggregation.merge(screened.accepted, idents, start_state, names, method, rank)
+    with rnd.stage("merging the updates"):  # an update whose payload is unusable is refused, the rest go on
+        state, numbers = updates.without_bad(
+            screened, lambda: aggregation.merge(screened.accepted, idents, start_state, names, method, rank),
+            lambda: aggregation.check_quorum(screened, req.quorum, spec.federation.round))
     summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
                "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3)}
     return aggregation.evaluate_and_release(rnd, i, screened, state, summary, aggregation.merge_weights(screened.accepted),

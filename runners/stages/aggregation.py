@@ -133,19 +133,19 @@ def _factors(reader: PayloadReader, k: int, codec: compress.Codec, a0, b0, metho
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    pid = reader.report.package_id[:23]
+    pid = reader.report.package_id
     try:
-        parts = load(reader.read(updates.delta_file(k), max_bytes=4 << 30))
+        parts = load(updates.read_or_refuse(reader, updates.delta_file(k), 4 << 30))
         a, b, other = updates.split_factors(parts)
         if other or (method == "ffa") != (not a):
             raise compress.CodecError("unexpected tensors")
         d_b = torch.from_numpy(compress.decode(b, codec))
         d_a = torch.from_numpy(compress.decode(a, codec)) if a else torch.zeros_like(a0)
-    except (SafetensorError, compress.CodecError, ValueError) as exc:
-        raise InputError(f"update {pid}, module {k}: {exc}", hint="re-run the aggregation without it") from None
+    except (SafetensorError, compress.CodecError, ValueError, OverflowError) as exc:
+        raise updates.BadUpdate(pid, f"module {k}: {exc}") from None
     if d_b.shape != b0.shape or d_a.shape != a0.shape:
-        raise InputError(f"update {pid}, module {k}: factor shapes {tuple(d_b.shape)}, {tuple(d_a.shape)} do not "
-                         f"match the start's {tuple(b0.shape)}, {tuple(a0.shape)}", hint="re-run the aggregation without it")
+        raise updates.BadUpdate(pid, f"module {k}: factor shapes {tuple(d_b.shape)}, {tuple(d_a.shape)} do not "
+                                     f"match the start's {tuple(b0.shape)}, {tuple(a0.shape)}")
     return b0 + d_b, a0 + d_a
 
 

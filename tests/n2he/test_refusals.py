@@ -216,6 +216,21 @@ def test_tampered_and_untrusted_ciphertexts_are_refused_and_never_deserialized(r
     assert len(seen) == 2 * 2  # two ciphertexts from each of the two accepted updates, nothing else
 
 
+def test_a_trusted_sites_undecodable_ciphertext_refuses_that_update_only(roles, capsys):
+    """Signed by a trusted site, screened, but its ciphertext does not deserialize: the sum goes on
+    with the rest while the quorum holds (issue 26; it aborted the whole aggregation)."""
+    def corrupt(folder: Path) -> None:
+        (folder / "he" / "00001.ct").write_bytes(b"\x00garbage" * 4096)
+
+    bad = rebuild(roles, roles.updates["site-c"], roles.root / "forged/bad-ct.tgsp", home=roles.sites,
+                  signer="site-c", files=corrupt)
+    rc, _ = roles.aggregate("agg-bad-ct", [roles.updates["site-a"], roles.updates["site-b"], bad], "--json")
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and sorted(a["site"] for a in out["aggregation"]["accepted"]) == ["site-a", "site-b"]
+    (refused,) = out["aggregation"]["refused"]
+    assert refused["site"] == "site-c" and "ciphertext 1 does not deserialize" in refused["reason"]
+
+
 def test_a_site_that_did_not_clip_is_caught_after_decryption(roles, capsys):
     """A trusted site encrypts a huge update it did not clip (poisoning): the decrypted sum's
     norm exceeds what clipped updates can reach, and nothing is released."""
