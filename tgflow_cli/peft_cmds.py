@@ -59,7 +59,8 @@ def _launch(spec, wait_busy, flags: dict, nproc: int, nnodes: int | None, node_r
     if cluster == "spark":
         from runners.distributed import spark as spark_launch
 
-        return spark_launch.launch(argv, nproc * (nnodes or 1), output_root=flags["--output-root"])
+        rank = Path(__file__).resolve().with_name("spark_rank.py")  # beside this file; the same image on every node
+        return spark_launch.launch(argv, nproc * (nnodes or 1), output_root=flags["--output-root"], rank_script=rank)
     if cluster is not None:
         from runners.distributed.clusters import placement
 

@@ -23,7 +23,8 @@ AUDIT_HEAD_TYPE = "tgflow-audit-head/1"
 
 
 class AuditLog:
-    """The keyring's audit log (mixed into Keyring: it uses the keyring's home, lock, own keys and audit log)."""
+    """The keyring's audit log. Mixed into Keyring, whose ``home``, ``now`` and ``_records`` (the
+    chain ``_locked`` checked) it uses."""
 
     def _audit(self, op: str, name: str, keyid: str, detail: dict[str, Any]) -> None:
         """Append one record (under the lock; ``_locked`` checked the chain),

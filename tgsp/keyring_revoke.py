@@ -23,7 +23,9 @@ Passphrase = Callable[[], str]
 
 
 class Revocations:
-    """Revoking own keys, and the revocations the keyring holds (mixed into Keyring: it uses the keyring's home, lock, own keys and audit log)."""
+    """Revoking own keys, and the revocations the keyring holds. Mixed into Keyring, whose
+    ``_dir``, ``_locked``, ``_load_key``, ``_key_path``, ``_own_keys``, ``_unseal``, ``_audit`` and
+    ``now`` it uses."""
 
     def revoke(self, ref: str, reason: str, passphrase: Passphrase, *, when: datetime | None = None,
                branch: Lineage | None = None) -> Revocation:

@@ -34,7 +34,8 @@ def is_path_ref(ref: str) -> bool:
 
 
 class TrustStore:
-    """Trusted public keys and the trust policy (mixed into Keyring: it uses the keyring's home, lock, own keys and audit log)."""
+    """Trusted public keys and the trust policy. Mixed into Keyring, whose ``_dir``, ``_locked``,
+    ``_audit`` and ``revocations`` (Revocations) it uses."""
 
     def _write_trust(self, pub: PublicKeyFile) -> None:
         write_bytes(self._dir("trust") / f"{pub.name}.json", (json.dumps(pub.to_dict(), indent=2) + "\n").encode())

@@ -12,7 +12,6 @@ still fails the stage, and the driver then reports 75: re-run, the last checkpoi
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 
@@ -23,21 +22,11 @@ from .. import outcomes
 RESULTS = ".tgflow-launch"  # under the output root: one small file per launch, removed after reading
 
 
-RANK_MODULE = "tgflow_cli.spark_rank"  # the CLI's entry point for one rank; the library never imports it
-
-
-def rank_script() -> Path:
-    """The rank entry point's file (TorchDistributor runs a file, not a module): found, not imported."""
-    spec = importlib.util.find_spec(RANK_MODULE)
-    if spec is None or spec.origin is None:
-        raise InputError(f"{RANK_MODULE} is not installed", hint="install tgflow on every node of the cluster")
-    return Path(spec.origin).resolve()  # the same image on every node: the same path
-
-
-def launch(argv: list[str], processes: int, *, output_root: Path | None) -> int:
-    """``processes`` ranks in all. GPUs are used when the cluster gives tasks GPUs
-    (spark.task.resource.gpu.amount, one task per node holding that many); on CPUs each
-    Spark task is one rank."""
+def launch(argv: list[str], processes: int, *, output_root: Path | None, rank_script: Path) -> int:
+    """``processes`` ranks in all, each running ``rank_script`` (the CLI's tgflow_cli/spark_rank.py:
+    TorchDistributor runs a file, and the library never imports the CLI to find it). GPUs are
+    used when the cluster gives tasks GPUs (spark.task.resource.gpu.amount, one task per node
+    holding that many); on CPUs each Spark task is one rank."""
     if output_root is None:
         raise InputError("--cluster spark needs --output-root on a volume every node mounts",
                          hint="e.g. --output-root /Volumes/<catalog>/<schema>/<volume>/out")
@@ -54,7 +43,7 @@ def launch(argv: list[str], processes: int, *, output_root: Path | None) -> int:
     failure = None
     try:
         TorchDistributor(num_processes=processes, local_mode=False, use_gpu=use_gpu).run(
-            str(rank_script()), str(result), *argv)
+            str(rank_script), str(result), *argv)
     except Exception as exc:  # noqa: BLE001 - a failed stage: Spark's error is long Java text
         failure = exc
     return read_result(result, failed=failure is not None)

@@ -251,7 +251,10 @@ def check_site(spec, keyring, now: clock.Clock = clock.utcnow) -> None:
 
 
 def for_spec(spec, store) -> PrivacyMode:
-    """The spec's mode (``check`` has passed), opened on the route's store; n2he trains as dp
-    when it has a dp section, else as off, and encrypts at the end."""
-    training: PrivacyMode = DP(spec, store) if spec.privacy.trains_with_dp else Off()
-    return N2HE(training) if spec.privacy.mode == "n2he" else training
+    """The spec's mode (``check`` has passed), opened on the route's store: its training mode
+    (dp or off), wrapped by each mode that ``kinds`` lists after it (n2he encrypts at the end)."""
+    train, *wrappers = kinds(spec)
+    mode: PrivacyMode = DP(spec, store) if train is DP else Off()
+    for wrap in wrappers:
+        mode = wrap(mode)
+    return mode

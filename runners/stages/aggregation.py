@@ -83,9 +83,10 @@ def open_spec(spec_path, req: Request, input_root, output_root, now, releases: b
     if (releases if releases is not None else spec.privacy.mode != "n2he") and spec.eval is None:
         raise InputError("fed aggregate gates on the aggregator's eval feed: the run spec has no eval",
                          hint="set eval to a held-out feed that covers every site's task")
-    for flag, have, want in (("--route", req.route, spec.route_key), ("--round", req.round, fed.round)):
-        if have is not None and have != want:
-            raise InputError(f"{flag} {have} differs from the run spec's {want}", hint="aggregate with the route's own spec")
+    for flag, have, expected in (("--route", req.route, spec.route_key), ("--round", req.round, fed.round)):
+        if have is not None and have != expected:
+            raise InputError(f"{flag} {have} differs from the run spec's {expected}",
+                             hint="aggregate with the route's own spec")
     out = spec.output.model_copy(update={k: v for k, v in (("signing_key", req.sign), ("recipients", req.recipients or None),
                                                            ("path", req.out)) if v})
     return dataclasses.replace(opened, spec=spec.model_copy(update={"output": out}))

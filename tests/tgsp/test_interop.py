@@ -9,7 +9,7 @@ from pqcrypto.sign import ml_dsa_65 as pq
 
 from tgsp import _sig, dsse, manifest as mf
 from tgsp.keys import PrivateKey, PublicKey, component_keyid
-from tgsp.verify import open_package
+from tgsp.package import open_package
 
 
 def test_ed25519_part_of_envelope_verifies_with_securesystemslib(world):

@@ -12,7 +12,7 @@ import tgsp
 from tgsp import canonical, evidence, manifest as mf
 from tgsp.errors import InputError, OutputError, SignatureError, UnsafeEntryError, UnsafeSourceError
 from tgsp.keyring import Keyring
-from tgsp.verify import open_package
+from tgsp.package import open_package
 
 from tests.helpers import files_of, fixed, make_adapter, pp
 
@@ -182,12 +182,12 @@ def test_case_collision_is_refused(tmp_path):
 def test_failed_build_leaves_no_partial_output_and_keeps_old_file(world, tmp_path, monkeypatch):
     out = tmp_path / "keep.tgsp"
     out.write_bytes(b"previous package")
-    from tgsp import builder as package
+    from tgsp import builder
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(package, "_finish", boom)
+    monkeypatch.setattr(builder, "_finish", boom)
     with pytest.raises(OutputError, match="No space left"):
         tgsp.build(world.src, out)
     assert out.read_bytes() == b"previous package"

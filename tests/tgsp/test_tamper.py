@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tgsp
 from tgsp import archive, canonical, dsse, manifest as mf
-from tgsp.verify import open_package
+from tgsp.package import open_package
 
 from tests.helpers import assemble, fixed, make_adapter, pp
 
