@@ -65,6 +65,8 @@ def loss_curve(training: dict) -> str:
     ys = [y for y in (_num(v) for v in _list(curve.get("losses"))) if y is not None]
     if "withheld_under_dp" in training:
         return '<p class="dim">Training loss curve: withheld under differential privacy.</p>'
+    if "withheld_from_update" in training:
+        return '<p class="dim">Training loss curve: withheld from a federated update (the site keeps it).</p>'
     if len(ys) < 2:
         return '<p class="dim">Training loss curve: not recorded in this package.</p>'
     stride = curve.get("stride", 1)

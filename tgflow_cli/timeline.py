@@ -30,6 +30,8 @@ def training(d: dict) -> str:
         head += f", resumed from step {d['resumed_from_step']}"
     if "withheld_under_dp" in d:
         return head + "; loss, token counts and timings withheld under DP"
+    if "withheld_from_update" in d:
+        return head + "; loss, token counts and timings withheld from the update (the site's own report has them)"
     return head + f", loss {_num(d.get('loss_first'))} -> {_num(d.get('loss_last'))}, {d.get('tokens')} tokens"
 
 

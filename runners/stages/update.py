@@ -91,5 +91,11 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
               "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base",
               "processes": rnd.world.size if rnd.world is not None else 1}
-    rnd.record("tgflow.training", rnd.mode.training_record(result, record))
+    record = rnd.mode.training_record(result, record)
+    if rnd.spec.federation is not None and "withheld_under_dp" not in record:
+        # An update's evidence travels in cleartext: the per-step losses and token counts of the
+        # site's private data stay in the site's own report (docs/federated.md).
+        record = {**{k: v for k, v in record.items() if k not in result.PRIVATE},
+                  "withheld_from_update": list(result.PRIVATE)}
+    rnd.record("tgflow.training", record)
     return Update(model, result, warm, rnd.mode.finish(rnd, result), start_state)

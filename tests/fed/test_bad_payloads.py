@@ -89,3 +89,12 @@ def test_when_the_bad_update_breaks_the_quorum_nothing_is_released(fed, capsys, 
     assert code == 14 and "module 1" in json.dumps(report["refused"])
     assert not (fed.root / "out" / "bad-quorum" / "support.tgsp").exists()
     assert set(SITES) >= {r["site"] for r in report["refused"]}
+
+
+def test_an_updates_cleartext_evidence_carries_no_training_loss(fed):
+    """The evidence travels in cleartext with the update: per-step losses, token counts and
+    timings stay in the site's own report (issue 26)."""
+    with tgsp.open_package(fed.updates["site-a"]) as p:
+        training = next(e["data"] for e in p.evidence if e["type"] == "tgflow.training")
+    assert training["withheld_from_update"] and not {"loss_curve", "loss_first", "loss_last", "tokens"} & set(training)
+    assert training["steps"] > 0
