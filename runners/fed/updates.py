@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tgsp
-from tgsp.canonical import encode, sha256_hex
-from tgsp.errors import InputError, NotFoundError, TgflowError
+from tgsp.canonical import encode, parse, sha256_hex
+from tgsp.errors import FormatError, InputError, NotFoundError, TgflowError
 from tgsp.lineage import Lineage
 
 from . import compress
@@ -74,9 +74,9 @@ def index_ok(reader, names: list[str], files: set[str], what: str) -> None:
     pid = reader.report.package_id
     if set(reader.files) != {INDEX} | files:
         raise BadUpdate(pid, f"it holds other payload files than its {what}")
-    try:
-        index = json.loads(read_or_refuse(reader, INDEX, 64 << 20))
-    except (ValueError, RecursionError):
+    try:  # strict JSON (no duplicate keys, no NaN), as every document we read
+        index = parse(read_or_refuse(reader, INDEX, 64 << 20), what="modules.json")
+    except FormatError:
         index = None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or index.get("modules") != names:
         raise BadUpdate(pid, "its module list does not match its manifest")

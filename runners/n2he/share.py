@@ -11,7 +11,8 @@ from typing import Callable
 
 import tgsp
 from tgsp.builder import SourceFile
-from tgsp.errors import InputError
+from tgsp.canonical import parse
+from tgsp.errors import FormatError, InputError
 from tgsp.he_store import HEKeys, HEPublic
 from tgsp.unpack import read_payload
 
@@ -50,8 +51,8 @@ def import_secret(keyring, path: Path, signer: str, passphrase: Callable[[], str
     if set(files) != {SECRET, PUBLIC}:
         raise InputError(f"{path} is not an HE secret package")
     try:
-        pub = HEPublic.from_dict(json.loads(files[PUBLIC]))
-    except ValueError:
+        pub = HEPublic.from_dict(parse(files[PUBLIC], what="he/public.json"))  # strict JSON
+    except FormatError:
         raise InputError(f"{path}: its public context is malformed") from None
     signed = report.manifest.get("he_key")
     if not isinstance(signed, dict) or (signed.get("name"), signed.get("version"), signed.get("context_id"),

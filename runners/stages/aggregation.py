@@ -54,10 +54,14 @@ class Aggregated:
         return {"steps": 0, "aggregation": self.summary}
 
 
+def _record_of(privacy: Any) -> dict[str, Any]:
+    """A site's own privacy record, as it wrote it; never one that can name another site."""
+    return privacy if isinstance(privacy, dict) and privacy else {"mode": "unknown"}
+
+
 def privacy_record(accepted: list[updates.Screened], he: dict[str, Any] | None = None) -> dict[str, Any]:
     """The aggregate's privacy record; ``he``: it was decrypted from an n2he sum (custody, context)."""
-    sites = [{"site": s.site_name, "site_key": s.site, **(s.manifest.get("privacy") or {"mode": "unknown"})}
-             for s in accepted]
+    sites = [{**_record_of(s.manifest.get("privacy")), "site": s.site_name, "site_key": s.site} for s in accepted]
     dp = [s for s in sites if s.get("mode") == "dp" or (s.get("training") or {}).get("mode") == "dp"]
     seen = ("n2he: the aggregator saw only CKKS ciphertexts; the key holder decrypted only this sum of "
             f"{len(accepted)} updates" if he else "plaintext aggregation: the aggregator sees every site's update")

@@ -98,3 +98,30 @@ def test_an_updates_cleartext_evidence_carries_no_training_loss(fed):
         training = next(e["data"] for e in p.evidence if e["type"] == "tgflow.training")
     assert training["withheld_from_update"] and not {"loss_curve", "loss_first", "loss_last", "tokens"} & set(training)
     assert training["steps"] > 0
+
+
+@pytest.mark.parametrize("privacy", [{"mode": "dp", "site": "someone-else", "site_key": "ab" * 32}, "a string",
+                                     ["a", "list"], None])
+def test_a_sites_privacy_record_cannot_rename_it_or_stop_the_release(privacy):
+    """The site's own record is copied into the release's, under the aggregator's names for it."""
+    from runners.fed.updates import Screened
+    from runners.stages.aggregation import privacy_record
+
+    s = Screened(Path("u.tgsp"), "sha256:" + "0" * 64, "cd" * 32, "site-a", 1.0, {"privacy": privacy}, None)
+    (site,) = privacy_record([s])["sites"]
+    assert site["site"] == "site-a" and site["site_key"] == "cd" * 32
+    assert site["mode"] == ("dp" if isinstance(privacy, dict) else "unknown")
+
+
+def test_a_module_list_with_a_duplicate_key_is_refused():
+    from runners.fed import updates
+
+    class Reader:
+        files = {updates.INDEX, "delta/00000.safetensors"}
+        report = type("R", (), {"package_id": "sha256:" + "1" * 64})()
+
+        def read(self, name, max_bytes):
+            return b'{"format": "%s", "modules": ["m"], "modules": ["m"]}' % updates.INDEX_FORMAT.encode()
+
+    with pytest.raises(updates.BadUpdate, match="module list"):
+        updates.index_ok(Reader(), ["m"], {"delta/00000.safetensors"}, "1 modules")
