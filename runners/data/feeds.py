@@ -159,7 +159,7 @@ def load_feed(feed: FeedSpec, base: Path, *, chat_template=None, keyring=None, i
             path = resolve(base, feed.uri)
             if not path.exists():
                 raise NotFoundError(f"feed {feed.type} {path} does not exist", hint="check feed.uri in the run spec")
-            source = str(path)
+            source = f"{feed.type}:{feed.uri}"  # as the spec says it: signed evidence never names this machine's folders
             if feed.type == "jsonl":
                 rows = _jsonl_rows(path)
             elif feed.type == "parquet":

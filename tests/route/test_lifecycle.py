@@ -114,6 +114,9 @@ def test_round_two_continues_keeps_and_learns(route, capsys):
     assert events["tgflow.inputs"]["parent"]["package_id"] == first.package_id  # lineage back to the base
     assert events["tgflow.training"]["init"] == "last-release"
     assert any(d["uri"] == "tgflow:parent/support@1" for d in deps)
+    with open_package(report["package"]) as p:  # signed, and readable by anyone: no path of this machine (issue 26)
+        signed = json.dumps([p.manifest, p.evidence, p.provenance])
+    assert str(route.resolve()) not in signed and "tgflow:reference/jsonl:" in signed
     # the lineage that inspect and report show is the recorded one (issue 30: it said "base model")
     from runners.state.registry import Registry, find
     from tgsp.keyring import Keyring
