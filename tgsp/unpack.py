@@ -8,6 +8,7 @@ extraction is caught too.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from dataclasses import dataclass
@@ -62,8 +63,10 @@ def unpack(
         if pkg.package_id != report.package_id:
             raise DigestError("package changed after it was verified")
         try:
-            for entry_meta in m["files"]:
-                _extract_one(pkg, entry_meta, tmp, file_key, m, progress)
+            with _Unnamed(tmp, len(m["files"])) as files:
+                for entry_meta in m["files"]:
+                    _extract_one(pkg, entry_meta, tmp, file_key, m, progress, files)
+                files.name_all()  # only now does any plaintext have a name (and so survive a kill -9)
             fsync_tree(tmp)
         except OSError as exc:
             raise OutputError(f"cannot write into {parent}: {exc.strerror or exc}",
@@ -172,18 +175,99 @@ class PayloadReader:
         self.close()
 
 
+class _Unnamed:
+    """Decrypted files are written without a name (Linux O_TMPFILE) and named all at once at
+    the end, so a SIGKILL mid-unpack leaves no plaintext on disk: the kernel frees an unnamed
+    file when its last descriptor closes. Where the filesystem cannot (or for more files
+    than MAX_UNNAMED descriptors), files are named as they are written, in the private
+    folder, which the next unpack into that parent removes."""
+
+    MAX_UNNAMED = 256
+
+    def __init__(self, root: Path, count: int) -> None:
+        self.root, self.pending = root, []
+        self.enabled = count <= self.MAX_UNNAMED and self._works(root)
+
+    @staticmethod
+    def _works(root: Path) -> bool:
+        """Whether this filesystem makes unnamed files and can name them later (overlay and
+        network filesystems often cannot): tried once, on an empty file."""
+        if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+            return False
+        probe = root / ".tgflow-probe"
+        try:
+            fd = os.open(root, os.O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError:
+            return False
+        try:
+            _link(fd, probe)
+            probe.unlink()
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> _Unnamed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd, _ in self.pending:
+            os.close(fd)
+        self.pending = []
+
+    def open(self, target: Path) -> tuple[int, bool]:
+        """A descriptor to write ``target``'s bytes to, and whether it is still unnamed."""
+        if self.enabled:
+            try:
+                return os.open(target.parent, os.O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o644), True
+            except OSError:  # this filesystem has no O_TMPFILE: name files as they are written
+                self.enabled = False
+        return os.open(target, _OPEN_FLAGS, 0o644), False
+
+    def keep(self, fd: int, target: Path) -> None:
+        self.pending.append((fd, target))
+
+    def name_all(self) -> None:
+        for fd, target in self.pending:
+            _link(fd, target)
+
+
+def _link(fd: int, target: Path) -> None:
+    """Give an unnamed file a name: linkat(AT_EMPTY_PATH) where the kernel allows it (it needs
+    CAP_DAC_READ_SEARCH on older kernels), else linkat through /proc/self/fd (open(2))."""
+    libc = _libc()
+    if libc is not None and libc.linkat(fd, b"", -100, os.fsencode(target), 0x1000) == 0:  # AT_FDCWD, AT_EMPTY_PATH
+        return
+    os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes  # here, not at import: tgsp verify starts without it
+
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no C library to call
+        return None
+
+
 def _extract_one(pkg: Package, meta: dict, root: Path, file_key: bytes | None, m: dict,
-                 progress: Callable[[int], None] | None) -> None:
+                 progress: Callable[[int], None] | None, files: _Unnamed) -> None:
     rel = meta["path"]
     target = root.joinpath(*rel.split("/"))
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise OutputError(f"refusing to write {rel} outside the output folder")
-    fd = os.open(target, _OPEN_FLAGS, 0o644)
-    with os.fdopen(fd, "wb", buffering=0) as out:
+    fd, unnamed = files.open(target)
+    if unnamed:
+        files.keep(fd, target)  # closed by ``files``, after it is named
+    out = os.fdopen(fd, "wb", buffering=0, closefd=not unnamed)
+    with out:
         _pump_entry(pkg, meta, file_key, m, lambda v: write_all(out, v), progress)
         os.fsync(out.fileno())
-    if target.stat().st_size != meta["size"]:
+        size = os.fstat(out.fileno()).st_size
+    if size != meta["size"]:
         raise DecryptionError()
 
 

@@ -94,11 +94,19 @@ def test_verify_and_deploy_gate_never_passes_when_interrupted(big):
         assert b"OK" not in out and proc.returncode != 0
 
 
+def _writing_under(pid: int, folder: Path) -> bool:
+    """The process holds a file open for writing under ``folder`` (named, or unnamed: O_TMPFILE)."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(folder) + "/") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 def test_sigterm_mid_unpack_leaves_no_plaintext(big, tmp_path):
     out_dir = tmp_path / "adapter"
     proc = _start(["tgsp", "unpack", big.sealed, "-o", out_dir, "--identity", "ops"], big.env)
     staging = lambda: [p for p in tmp_path.iterdir() if p.name.endswith(".unpack")]  # noqa: E731
-    assert _wait_for(lambda: staging() and any(f.stat().st_size > 0 for f in staging()[0].rglob("*") if f.is_file()))
+    assert _wait_for(lambda: staging() and _writing_under(proc.pid, staging()[0]))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and b"error: terminated" in err
@@ -121,6 +129,25 @@ def test_after_kill_9_the_next_run_removes_only_its_own_stale_temporaries(big, t
     subprocess.run(tgflow_exe() + ["tgsp", "unpack", str(big.signed), "-o", str(tmp_path / "b")], env=big.env,
                    check=True, capture_output=True)
     assert not any(p.exists() for p in left) and foreign.exists()
+
+
+def test_kill_9_mid_unpack_leaves_no_decrypted_byte_on_disk(big, tmp_path):
+    """Decrypted files have no name until every one is written and checked (O_TMPFILE), so a
+    SIGKILL, which runs no cleanup, leaves nothing to read (issue 26)."""
+    for attempt in range(5):  # killed mid-unpack at least once (an unpack that wins the race finished cleanly)
+        work = tmp_path / str(attempt)
+        work.mkdir()
+        proc = _start(["tgsp", "unpack", big.sealed, "-o", work / "a", "--identity", "ops"], big.env)
+        staging = lambda: [p for p in work.iterdir() if p.name.endswith(".unpack")]  # noqa: E731
+        assert _wait_for(lambda: staging() and _writing_under(proc.pid, staging()[0]))
+        proc.kill()
+        proc.wait()
+        if not (work / "a").exists():
+            break
+    else:
+        pytest.skip("every unpack finished before it could be killed")
+    left = [f for f in work.rglob("*") if f.is_file()]
+    assert staging() and left == [], left  # the staging folder remains (no cleanup ran), with no file in it
 
 
 def test_sigterm_mid_build_leaves_no_temporary(big, tmp_path):
