@@ -199,9 +199,13 @@ def find(doc: dict[str, Any], version: int) -> dict[str, Any]:
 
 
 def _previous(doc: dict[str, Any], alias: str, current: str) -> dict[str, Any]:
-    for h in reversed(doc["history"]):
-        if h["alias"] == alias and h["action"] in ("promote", "rollback", "register") and h["package_id"] != current:
-            return next(e for e in doc["packages"] if e["package_id"] == h["package_id"])
+    listed = {e["package_id"]: e for e in doc["packages"]}
+    for h in reversed(doc["history"]):  # informative in the format: read defensively, signed or not
+        if not isinstance(h, dict) or h.get("alias") != alias or h.get("action") not in ("promote", "rollback",
+                                                                                          "register"):
+            continue
+        if h.get("package_id") != current and h.get("package_id") in listed:
+            return listed[h["package_id"]]
     raise InputError(f"{alias} has named no other package before; nothing to roll back to",
                      hint="give --to VERSION")
 

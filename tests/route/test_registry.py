@@ -210,3 +210,17 @@ def test_an_unreadable_consumer_state_is_bad_input(tmp_path, content):
     state.write_bytes(content)
     with pytest.raises(InputError, match="consumer state .* is unreadable"):
         load_state(state)
+
+
+def test_rollback_reads_an_odd_history_defensively(reg, capsys):
+    """history[] is informative (format.md §11): a signed index whose entries are odd makes rollback
+    say there is nothing to roll back to, not crash (found while closing format.md, issue 26)."""
+    signer = reg.kr.signer("release", pp)
+    Registry(reg.dir, reg.kr.trust_policy()).register(reg.package(1), signer, alias="production")
+    path = reg.dir / "routes/support/index.json"
+    doc = json.loads(route_index.dsse.b64d(json.loads(path.read_bytes())["payload"]))
+    doc["history"] = ["not an object", {"alias": "production", "action": "promote", "package_id": "sha256:" + "9" * 64},
+                      {"alias": "production"}]
+    path.write_bytes(route_index.sign({**doc, "version": doc["version"] + 1}, [signer], datetime.now(timezone.utc)))
+    code, _, err = cli(capsys, "route", "rollback", "support", *reg.args, *reg.sign)
+    assert code == 2 and "nothing to roll back to" in err
