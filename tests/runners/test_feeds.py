@@ -122,7 +122,8 @@ def test_rows_are_read_with_a_bounded_reader(tmp_path):
     with open(big, "wb") as f:
         f.write(b'{"text": "')
         f.truncate(200 << 20)  # a sparse 200 MiB file: one line, no newline
-    code = ("import resource, sys\n"
+    # VmHWM is this process's own peak: ru_maxrss would carry the pytest worker's peak across execve
+    code = ("import re, sys\n"
             "from runners.data.feeds import load_feed\nfrom runners.spec import FeedSpec\n"
             "from tgsp.errors import InputError\n"
             "for uri in sys.argv[1:]:\n"
@@ -130,7 +131,7 @@ def test_rows_are_read_with_a_bounded_reader(tmp_path):
             "        load_feed(FeedSpec(type='jsonl', uri=uri), base=None)\n"
             "    except InputError as exc:\n"
             "        print(exc)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1))")
     out = subprocess.run([sys.executable, "-c", code, str(big), "/dev/zero"], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert all("row is longer than 1048576 bytes" in line for line in out[:2]), out
