@@ -6,7 +6,7 @@
    package) and merge (module by module, one site's tensors decrypted at a time), for ``ffa``
    and ``exact``, against the baseline: the same packages verified and decrypted into memory,
    then the same tensors summed with plain numpy. Each measurement runs in its own process, so
-   its peak memory (ru_maxrss over the RSS before the work) is its own; 4, 8 and 16 sites show
+   its peak memory (VmHWM over the RSS before the work) is its own; 4, 8 and 16 sites show
    whether memory grows with the number of sites. Target: ffa <= 1.5x the baseline, peak flat.
 2. Compression of a real site update (the shipped tiny base model, 40 steps on site-a's feed):
    for each setting, the ratio to float32 and the part of the update lost, and the change of the
