@@ -12,6 +12,8 @@ import errno
 from runners import outcomes
 from tgsp import errors as E
 
+from . import extras
+
 _C = outcomes.code
 OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT = _C("ok"), _C("failed"), _C("usage"), _C("key"), _C("decrypt"), _C("output")
 INTERRUPTED, TERMINATED, BUSY, UNCHANGED = _C("interrupted"), _C("terminated"), _C("route-busy"), _C("unchanged")
@@ -54,6 +56,9 @@ def classify(exc: BaseException) -> tuple[str, str | None, int]:
             return message, getattr(exc, "hint", None) or hint, code
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", None, INTERRUPTED
+    if isinstance(exc, ModuleNotFoundError) and (extra := extras.for_module(exc.name)):
+        return (f"{extra.feature} needs the optional module {exc.name!r}, which is not installed",
+                f"pip install 'tgflow[{extra.name}]' (see: tgflow doctor)", USAGE)
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # a write the code did not wrap itself
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot write{where}: {exc.strerror}", "check free space and permissions of the output folder", OUTPUT

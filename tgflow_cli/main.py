@@ -41,6 +41,7 @@ app.add_typer(model_cmds.app, name="model")
 app.add_typer(fed_cmds.app, name="fed")
 app.command("export")(export_cmds.export)
 app.command("version")(meta_cmds.version)
+app.command("doctor")(meta_cmds.doctor)
 app.command("completion")(meta_cmds.completion)
 
 
