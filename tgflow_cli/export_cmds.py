@@ -13,6 +13,7 @@ from tgsp.errors import InputError
 
 from .common import config, emit_json
 from .term import say, warn
+from .stdio import no_dash
 
 
 class Backend(str, Enum):
@@ -53,6 +54,7 @@ def export(
     decrypt_from: Optional[str] = typer.Option(None, "--decrypt-from", metavar="KEY", help="With --aggregate, for an n2he key holder's spec: export its job (tgflow fed decrypt) on the sum signed by this aggregator key."),
     sum_path: str = typer.Option("sum.tgsp", "--sum", metavar="FILE", help="With --decrypt-from: where the aggregator's sum arrives, under the job's input root."),
     check: bool = typer.Option(False, "--check", help="Validate with the platform's offline validator and our own checks."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder: replace an earlier export's files and remove its stale ones."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written (and checked) as JSON."),
 ) -> None:
     """Turn a run spec into native, validated job definitions (no network, no credentials).
@@ -65,6 +67,7 @@ def export(
 
     n2he key holder: tgflow export --backend k8s --spec examples/n2he_keyholder.json --aggregate --quorum 2 --decrypt-from aggregator-sign -o k8s-kh/ --check
     """
+    no_dash(output, "a folder of job files")
     from runners import export as ex
     from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions
     from runners.spec import load_spec
@@ -85,7 +88,7 @@ def export(
     if "pytorchjob.yaml" in files:
         warn("PyTorchJob (kubeflow.org/v1) is deprecated upstream: prefer the default TrainJob (Kubeflow Trainer v2)")
     checked = ex.check(backend.value, files) if check else []
-    paths = ex.write(files, output)
+    paths = ex.write(files, output, force=force)
     if json_out:
         return emit_json({"backend": backend.value, "files": [str(p) for p in paths], "checked": checked})
     for p in paths:

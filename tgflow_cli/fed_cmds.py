@@ -9,6 +9,7 @@ import typer
 
 from .common import STATE, keyring, passphrase
 from .term import say
+from .stdio import no_dash
 
 # The options fed aggregate and fed decrypt share (the release they write, the route, the keys).
 Sign = typer.Option(None, "--sign", metavar="KEY", help="Signing key of the release (default: output.signing_key).")
@@ -53,6 +54,7 @@ def aggregate(
 
     Example: tgflow fed aggregate site-a.tgsp site-b.tgsp site-c.tgsp --spec aggregator.json --quorum 2 --site site-a --site site-b --site site-c
     """
+    no_dash(out, "a release package written to a path")
     from runners.recipes.aggregate import aggregate as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
@@ -126,6 +128,7 @@ def decrypt(
 
     Example: tgflow fed decrypt sum.tgsp --updates-dir updates --spec keyholder.json --aggregator aggregator-sign --quorum 2
     """
+    no_dash(out, "a release package written to a path")
     from runners.recipes.decrypt import DecryptRequest, decrypt as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome

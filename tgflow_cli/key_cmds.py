@@ -17,6 +17,7 @@ from tgsp.errors import InputError, PackageError
 
 from .common import emit_json, keyring, passphrase, short
 from .term import cells, line, say, show as show_table, styled, warn
+from .stdio import no_dash
 
 app = typer.Typer(no_args_is_help=True, help="Generate, list, share, rotate, revoke and audit keys.")
 
@@ -166,6 +167,7 @@ def export_secret(
 
     Example: tgflow key export-secret route-he --to site-a --to site-b --sign release -o route-he.secret.tgsp
     """
+    no_dash(output, "a package written to a path")
     from runners.n2he import share
 
     pid = share.export_secret(keyring(), name, list(to), sign, output, passphrase(passphrase_file, key=name))

@@ -10,6 +10,7 @@ import typer
 from .common import emit_json
 from .help import HELP_OPTIONS
 from .term import say
+from .stdio import no_dash
 
 app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
                   help="Base models: fetch one on a connected machine for use offline.")
@@ -30,6 +31,7 @@ def fetch(
 
     Example: tgflow model fetch TinyLlama/TinyLlama-1.1B-Chat-v1.0 -o models/tinyllama
     """
+    no_dash(output, "a folder")
     from runners.learn.fetch import fetch as do_fetch
 
     record = do_fetch(model_id, output, revision)

@@ -15,9 +15,25 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from tgsp.errors import InputError
+
 
 def is_dash(path: Path | str | None) -> bool:
     return path is not None and str(path) == "-"
+
+
+def no_dash(path: Path | str | None, what: str) -> None:
+    """Refuse ``-o -`` where it cannot mean stdout (a folder, a package replaced in place)."""
+    if is_dash(path):
+        raise InputError(f"-o - cannot be used here: the output is {what}, not a stream",
+                         hint="give a path, e.g. -o ./out")
+
+
+def not_a_terminal(path: Path | str | None) -> None:
+    """Refuse binary output to a terminal, as age does: it would only garble the screen."""
+    if is_dash(path) and sys.stdout.isatty():
+        raise InputError("refusing to write a binary package to a terminal",
+                         hint="redirect stdout (-o - > pkg.tgsp, or pipe it), or give -o PATH")
 
 
 @contextlib.contextmanager

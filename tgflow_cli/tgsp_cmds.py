@@ -20,7 +20,7 @@ from tgsp.verify import load_rollback_state, record_rollback_state
 
 from .common import STATE, config, emit_json, keyring, passphrase, progress, short
 from . import timeline
-from .stdio import is_dash, output_target, package_source
+from .stdio import is_dash, no_dash, not_a_terminal, output_target, package_source
 from .term import cells, detail, line, say, show, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Build, sign, verify, inspect and unpack TGSP packages (.tgsp / .tssp).")
@@ -107,6 +107,7 @@ def build(
 
     Example: tgflow tgsp build ./adapter -o adapter.tgsp --route support --version 3 --recipient ops --sign release
     """
+    not_a_terminal(output)
     kr, now = keyring(), _now()
     recipient, sign = recipient or config().get("tgsp", "recipients"), sign or config().get("tgsp", "sign")
     recipients = [kr.resolve_public(r).key for r in recipient or []]
@@ -146,6 +147,7 @@ def sign(
     if (package is None) == (package_opt is None):
         raise InputError("give the package to sign once: tgflow tgsp sign PKG --key KEY")
     package = package or package_opt
+    no_dash(output, "a signed copy of the package, written beside it")
     signer = keyring().signer(key, passphrase(passphrase_file, key=key))
     res = tgsp.sign(package, signer, out=output, now=_now())
     if json_out:
@@ -325,6 +327,7 @@ def unpack(
 
     Example: tgflow tgsp unpack adapter.tgsp -o ./adapter --identity ops
     """
+    no_dash(output, "a folder of decrypted files")
     kr = keyring()
     state = state or _config_path("state")
     policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)

@@ -84,13 +84,37 @@ def check(backend: str, files: dict[str, Any]) -> list[str]:
                          hint="pip install 'tgflow[export-check]'") from None
 
 
-def write(files: dict[str, Any], out_dir: str | Path) -> list[Path]:
+# The files an export wrote, one name a line, so a re-export removes its own stale ones. Not
+# .json or .yaml: `kubectl apply -f DIR` would try to apply it.
+RECORD = ".tgflow-export.list"
+
+
+def _written_before(out: Path) -> set[str]:
+    try:
+        names = (out / RECORD).read_text(encoding="utf-8").splitlines()[:1000]
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if n and "/" not in n and "\\" not in n and n not in (".", "..", RECORD)}
+
+
+def write(files: dict[str, Any], out_dir: str | Path, *, force: bool = False) -> list[Path]:
+    """Write the job files into ``out_dir``: a new or empty folder, or with ``force`` one an export
+    wrote before, whose files are replaced one by one (each atomically) and whose stale ones
+    (a cronjob.yaml from a run with --schedule, say) are removed; other files are left alone."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"export output {out} is a file, not a folder", hint="give a folder for -o")
-    prepare_parent(out / "job_spec.json")
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present and not force:
+        raise InputError(f"export output {out} is not empty ({len(present)} entries); stale job files there "
+                         "would be applied too", hint="give a new folder, or --force to replace an earlier export's files")
+    prepare_parent(out / RECORD)
+    stale = _written_before(out) - set(files)
     paths = []
     for name, doc in files.items():
         write_bytes(out / name, render(name, doc))
         paths.append(out / name)
+    for name in sorted(stale):
+        (out / name).unlink(missing_ok=True)
+    write_bytes(out / RECORD, "".join(f"{name}\n" for name in sorted(files)).encode())
     return paths

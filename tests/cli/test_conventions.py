@@ -261,3 +261,14 @@ def test_dash_for_unpack_and_report(kit, tmp_path):
     assert proc.returncode == 0 and (out / "adapter_config.json").read_bytes() == (src / "adapter_config.json").read_bytes()
     page = subprocess.run(cli_ + ["tgsp", "report", "-", "-o", "-"], input=data, env=env, capture_output=True)
     assert page.returncode == 0 and page.stdout.startswith(b"<!doctype html>") and b"VERIFIED" in page.stdout
+
+
+def test_build_to_stdout_refuses_a_terminal(tmp_path):
+    """`build -o -` wrote binary to a terminal; age refuses that, and so does tgflow (issue 30)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_")}
+    env["TGFLOW_HOME"] = str(tmp_path / "h")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("hello\n")
+    code, screen = _pty_run(tgflow_exe() + ["tgsp", "build", str(tmp_path / "src"), "-o", "-"], env, [])
+    assert code == 2, screen
+    assert "refusing to write a binary package to a terminal" in screen and "ustar" not in screen

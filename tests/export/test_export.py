@@ -117,6 +117,43 @@ def test_cli_refuses_missing_settings(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_re_export_refuses_a_non_empty_folder_and_force_removes_its_own_stale_files(tmp_path, capsys):
+    """A re-export without --schedule kept the old cronjob.yaml, and kubectl apply -f applied it (issue 30)."""
+    out = tmp_path / "k8s"
+    base = ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "run_spec.json"), "-o", str(out),
+            "--set", "namespace=ml-rounds"]
+    assert main(base + ["--schedule", "0 3 * * *"]) == 0
+    assert (out / "cronjob.yaml").exists()
+    (out / "kustomization.yaml").write_text("# the user's own file\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(base) == 2  # no --force: nothing changes
+    assert "not empty" in capsys.readouterr().err and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(base + ["--force"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert "cronjob.yaml" not in names and "job.yaml" in names  # the stale schedule is gone
+    assert (out / "kustomization.yaml").read_text() == "# the user's own file\n"  # not ours: kept
+    record = (out / ex.RECORD).read_text().splitlines()
+    assert set(record) == names - {"kustomization.yaml", ex.RECORD}
+    assert not ex.RECORD.endswith((".yaml", ".yml", ".json"))  # kubectl apply -f DIR reads those
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "run_spec.json"), "-o", "-"],
+    ["tgsp", "unpack", "nothing.tgsp", "-o", "-", "--identity", "x"],
+    ["tgsp", "sign", "nothing.tgsp", "--key", "x", "-o", "-"],
+    ["model", "fetch", "org/model", "-o", "-"],
+    ["key", "export-secret", "he", "--to", "a", "--sign", "b", "-o", "-"],
+])
+def test_dash_output_where_it_cannot_mean_stdout_is_refused(argv, tmp_path, monkeypatch, capsys):
+    """`unpack -o -` made a folder named '-' holding the decrypted adapter (issue 30)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TGFLOW_HOME", str(tmp_path / "home"))
+    assert main(argv) == 2
+    assert "-o - cannot be used here" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
 def test_export_never_touches_the_network(tmp_path):
     """Run the real CLI in a namespace with no network at all, when this system allows one."""
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode:
