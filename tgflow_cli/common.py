@@ -51,6 +51,27 @@ def config():
     return _config_at(Path(STATE.home) if STATE.home else default_home())
 
 
+@contextlib.contextmanager
+def env_restored(name: str) -> Iterator[None]:
+    """Undo a command's own setting of ``name`` (main() may run many commands in one process)."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def index_days_setting() -> None:
+    """config.toml's [route] index_days, for the registry code that reads $TGFLOW_INDEX_DAYS
+    (the environment wins over the file, as everywhere)."""
+    days = config().get("route", "index_days")
+    if days is not None:
+        os.environ.setdefault("TGFLOW_INDEX_DAYS", str(days))
+
+
 def keyring() -> Keyring:
     return Keyring(STATE.home, pin=token_pin())
 

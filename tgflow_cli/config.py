@@ -42,6 +42,7 @@ _LISTS = {("tgsp", "trusted"), ("tgsp", "revocations"), ("tgsp", "recipients"), 
 _STRINGS = {("route", "registry"), ("route", "signing_key"), ("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image")}
 _PATHS = {("route", "registry"), ("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file")}
 _CHOICES = {("tgsp", "require_hardware"): ("ed25519", "all")}
+_INTS = {("route", "index_days"): (1, 3660)}
 
 
 @dataclass
@@ -90,7 +91,7 @@ def load(home: Path) -> Config:
     if not _present(path):
         return Config()
     doc = _toml(read_input(path, "config file", max_bytes=1 << 20), path)
-    known = _LISTS | _STRINGS
+    known = _LISTS | _STRINGS | set(_INTS)
     values: dict[tuple[str, str], Any] = {}
     for section, table in doc.items():
         if not isinstance(table, dict):
@@ -115,6 +116,9 @@ def _check(path: Path, known: set, section: str, key: str, value: Any) -> None:
         raise InputError(f"{path}: {section}.{key} must be a list of strings")
     if (section, key) in _STRINGS and not (isinstance(value, str) and value):
         raise InputError(f"{path}: {section}.{key} must be a non-empty string")
+    bounds = _INTS.get((section, key))
+    if bounds and not (type(value) is int and bounds[0] <= value <= bounds[1]):
+        raise InputError(f"{path}: {section}.{key} must be a whole number from {bounds[0]} to {bounds[1]}")
     choices = _CHOICES.get((section, key))
     if choices and value not in choices:
         raise InputError(f"{path}: {section}.{key} is {value!r}; it must be one of {', '.join(choices)}")

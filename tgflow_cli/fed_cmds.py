@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import STATE, keyring, passphrase
+from .common import STATE, index_days_setting, keyring, passphrase
 from .term import say
 from .stdio import no_dash
 
@@ -55,6 +55,7 @@ def aggregate(
     Example: tgflow fed aggregate site-a.tgsp site-b.tgsp site-c.tgsp --spec aggregator.json --quorum 2 --site site-a --site site-b --site site-c
     """
     no_dash(out, "a release package written to a path")
+    index_days_setting()
     from runners.recipes.aggregate import aggregate as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
@@ -129,6 +130,7 @@ def decrypt(
     Example: tgflow fed decrypt sum.tgsp --updates-dir updates --spec keyholder.json --aggregator aggregator-sign --quorum 2
     """
     no_dash(out, "a release package written to a path")
+    index_days_setting()
     from runners.recipes.decrypt import DecryptRequest, decrypt as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None, *, pending: list[int] | None = None) -> 
     STATE.compact = False
     Level.quiet, Level.verbose = False, 0
     common.reset()  # config.toml is read afresh for each command
-    with terminate_raises():
+    with terminate_raises(), common.env_restored("TGFLOW_INDEX_DAYS"):
         try:
             if pending:
                 raise Terminated(pending[0])

@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from .common import STATE, emit_json, keyring, passphrase
+from .common import STATE, emit_json, index_days_setting, keyring, passphrase
 from .term import err, say, styled, warn
 
 
@@ -118,6 +118,7 @@ def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, outp
     from runners.recipes.round import run_round
 
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
+    index_days_setting()
     bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome
 

@@ -8,11 +8,11 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from tgsp.errors import InputError
+from tgsp.errors import InputError, NotFoundError
 
-from .common import STATE, config, emit_json, keyring, passphrase
+from .common import STATE, config, emit_json, index_days_setting, keyring, passphrase
 from .errors import UNCHANGED
-from .term import cells, say, show
+from .term import cells, say, show, warn
 
 app = typer.Typer(no_args_is_help=True, help="A route's registry: register, evaluate, promote, roll back and resolve adapters.")
 
@@ -36,10 +36,25 @@ def _registry_dir(registry: Path | None, spec: Path | None) -> Path:
     raise InputError("no registry given", hint="pass --registry DIR (or --spec FILE, or set [route] registry in config.toml)")
 
 
-def _open(registry: Path | None, spec: Path | None, policy=None):
+def _trust(trusted: list[str] | None = None):
+    """The trust policy; a keyring folder that does not exist is a typo, not an empty trust store."""
+    kr = keyring()
+    if not trusted and not kr.home.is_dir():
+        raise NotFoundError(f"keyring folder {kr.home} does not exist",
+                            hint="check --home / TGFLOW_HOME, or pass --trusted KEYFILE")
+    return kr.trust_policy(trusted=trusted or None)
+
+
+def _open(registry: Path | None, spec: Path | None, policy=None, *, create: bool = False):
+    """The registry; a folder that does not exist is refused (exit 2), not read as "no routes"."""
     from runners.state.registry import Registry as Reg
 
-    return Reg(_registry_dir(registry, spec), policy or keyring().trust_policy())
+    index_days_setting()
+    root = _registry_dir(registry, spec)
+    if not create and not root.is_dir():
+        raise NotFoundError(f"registry folder {root} does not exist",
+                            hint="check --registry; a route's first peft run (or route register) creates it")
+    return Reg(root, policy or _trust())
 
 
 def _signer(name: str | None, passphrase_file: Path | None):
@@ -140,7 +155,7 @@ def register(
 
     Example: tgflow route register demo-out/support.tgsp --registry demo-out/registry --signing-key release
     """
-    reg = _open(registry, spec)
+    reg = _open(registry, spec, create=True)
     entry = reg.register(package, _signer(signing_key, passphrase_file), alias=alias)
     if json_out:
         return emit_json(entry)
@@ -186,7 +201,9 @@ def eval_(
 
 @app.command()
 def promote(
-    route: str = typer.Argument(..., help="The route key."), version: int = typer.Argument(..., help="The registered version."),
+    route: str = typer.Argument(..., help="The route key."),
+    version: Optional[str] = typer.Argument(None, metavar="[VERSION]", help="A registered version number, 'latest', or an alias's name (e.g. candidate)."),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="ALIAS", help="Promote what this alias names now (same as giving its name as VERSION)."),
     alias: str = Alias, force: bool = typer.Option(False, "--force", help="Promote even if its last evaluation regressed."),
     registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
@@ -194,9 +211,12 @@ def promote(
     """Point an alias (production by default) at a registered version, in a new signed index version.
 
     Example: tgflow route promote support 1 --registry demo-out/registry --signing-key release
+    (or: ... promote support latest, ... promote support --from candidate)
     """
+    if (version is None) == (from_ is None):
+        raise InputError("give the version to promote once: VERSION (a number, latest, an alias) or --from ALIAS")
     reg = _open(registry, spec)
-    entry = reg.promote(route, version, _signer(signing_key, passphrase_file), alias=alias, force=force)
+    entry = reg.promote(route, version or from_, _signer(signing_key, passphrase_file), alias=alias, force=force)
     _moved(reg, route, alias, entry, json_out)
 
 
@@ -215,6 +235,28 @@ def rollback(
     reg = _open(registry, spec)
     entry = reg.rollback(route, _signer(signing_key, passphrase_file), to=to, alias=alias)
     _moved(reg, route, alias, entry, json_out)
+
+
+@app.command()
+def refresh(
+    route: str = typer.Argument(..., help="The route key."),
+    days: Optional[int] = typer.Option(None, "--days", min=1, max=3660, help="The new index's lifetime (default: $TGFLOW_INDEX_DAYS, [route] index_days in config.toml, or 30)."),
+    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
+    passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
+) -> None:
+    """Re-sign the route index with a new expiry, changing nothing else: a route with no new
+    round keeps its deploy jobs resolving. Run it on a schedule shorter than the lifetime.
+
+    Example: tgflow route refresh support --registry demo-out/registry --signing-key release
+    """
+    reg = _open(registry, spec)
+    if days is not None:
+        reg.days = days
+    doc = reg.refresh(route, _signer(signing_key, passphrase_file))
+    if json_out:
+        return emit_json({"route": route, "index_version": doc["version"], "issued": doc["issued"],
+                          "expires": doc["expires"]})
+    say(f"route {route}: index v{doc['version']} re-signed; it expires at {doc['expires']}")
 
 
 def _moved(reg, route: str, alias: str, entry: dict[str, Any], json_out: bool) -> None:
@@ -239,9 +281,11 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
-    kr = keyring()
-    reg = _open(registry, spec, kr.trust_policy(trusted=trusted or None))
+    reg = _open(registry, spec, _trust(trusted))
     result = reg.resolve(route, alias, reg.policy, state)
+    if result["index_expiring"]:
+        warn(f"warning: route {route}'s index expires at {result['index_expires']}; after that every resolve "
+             f"refuses it. Re-sign it: tgflow route refresh {route} --registry DIR --signing-key KEY")
     if json_out:
         emit_json(result)
     else:

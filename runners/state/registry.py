@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +33,19 @@ from tgsp.signing import Signer, TrustPolicy
 from .locks import locked
 
 INDEX_DAYS = 30
+MAX_INDEX_DAYS = 3660  # a frozen index must still end some day: at most about ten years
+DAYS_ENV = "TGFLOW_INDEX_DAYS"
+
+
+def index_days(env=os.environ) -> int:
+    """How long each new route index version is valid: $TGFLOW_INDEX_DAYS, else 30 days. A quiet
+    route's index must be re-signed (`tgflow route refresh`) before then, or its deploys freeze."""
+    raw = env.get(DAYS_ENV, "").strip()
+    if not raw:
+        return INDEX_DAYS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_INDEX_DAYS:
+        raise InputError(f"{DAYS_ENV}={raw[:20]!r} is not a number of days from 1 to {MAX_INDEX_DAYS}")
+    return int(raw)
 STATE_FORMAT = "tgflow.route-consumer-state/1"
 LOCK_WAIT = 30.0
 
@@ -41,6 +55,11 @@ class Registry:
     root: Path
     policy: TrustPolicy  # what the registry's own index and packages must be signed by
     now: clock.Clock = clock.utcnow
+    days: int = field(default_factory=lambda: index_days())  # each index version's lifetime
+
+    def __post_init__(self) -> None:
+        if not (is_int(self.days) and 1 <= self.days <= MAX_INDEX_DAYS):
+            raise InputError(f"the route index lifetime must be 1 to {MAX_INDEX_DAYS} days, not {self.days!r}")
 
     def route_dir(self, route: str) -> Path:
         if not route_index.ROUTE.match(route):
@@ -70,7 +89,7 @@ class Registry:
 
     # --- editing ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def edit(self, route: str, signer: Signer, command: str, *, days: int = INDEX_DAYS) -> Iterator[dict[str, Any]]:
+    def edit(self, route: str, signer: Signer, command: str) -> Iterator[dict[str, Any]]:
         """A working copy of the index; on a clean exit, the next version, signed and written."""
         folder = self.route_dir(route)
         with locked(folder / "lock", f"registry route {route}", command, wait=LOCK_WAIT):
@@ -80,7 +99,7 @@ class Registry:
             yield work
             now = self.now()
             work.update(version=(doc["version"] if doc else 0) + 1, issued=clock.fmt(now),
-                        expires=clock.fmt(now + timedelta(days=days)))
+                        expires=clock.fmt(now + timedelta(days=self.days)))
             write_bytes(folder / "index.json", route_index.sign(work, [signer], now))
 
     def register(self, package: Path, signer: Signer, *, alias: str | None = "candidate",
@@ -129,7 +148,7 @@ class Registry:
                                "package_id": entry["package_id"], "version": entry["version"],
                                "at": clock.fmt(self.now()), "by": signer.name})
 
-    def promote(self, route: str, version: int, signer: Signer, *, alias: str = "production",
+    def promote(self, route: str, version: int | str, signer: Signer, *, alias: str = "production",
                 force: bool = False) -> dict[str, Any]:
         with self.edit(route, signer, "route promote") as doc:
             if doc["version"] == 0:
@@ -137,7 +156,7 @@ class Registry:
             entry = find(doc, version)
             ev = (entry.get("evaluation") or {}).get("against") or {}
             if ev.get("regressed") and not force:
-                raise InputError(f"version {version} regressed against {ev.get('alias')} in its last evaluation "
+                raise InputError(f"version {entry['version']} regressed against {ev.get('alias')} in its last evaluation "
                                  f"({ev.get('regression')})", hint="pass --force to promote it anyway")
             self._point(doc, alias, entry, "promote", signer)
         return entry
@@ -152,6 +171,14 @@ class Registry:
                 raise InputError(f"{alias} already names version {entry['version']}")
             self._point(doc, alias, entry, "rollback", signer)
         return entry
+
+    def refresh(self, route: str, signer: Signer) -> dict[str, Any]:
+        """The same aliases and packages in a new index version with a new expiry: a quiet route's
+        deploy jobs keep resolving. (No history entry: nothing moved.)"""
+        with self.edit(route, signer, "route refresh") as doc:
+            if doc["version"] == 0:
+                raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
+        return self.require(route)
 
     def record_evaluation(self, route: str, version: int, evaluation: dict[str, Any], signer: Signer) -> None:
         with self.edit(route, signer, "route eval") as doc:
@@ -183,19 +210,46 @@ class Registry:
             raise RollbackError(f"{path} is not the package the index names for {alias}")
         changed = not seen or seen.get("aliases", {}).get(alias) != entry["package_id"]
         result = {"route": route, "alias": alias, "index_version": doc["version"], "index_expires": doc["expires"],
+                  "index_expiring": expiring(doc, self.now()),
                   "package_id": entry["package_id"], "version": entry["version"], "path": str(path), "changed": changed}
         if state:
             record_state(state, route, alias, doc, raw, seen)
         return result
 
 
-def find(doc: dict[str, Any], version: int) -> dict[str, Any]:
-    """The latest-registered package of ``version``."""
+def expiring(doc: dict[str, Any], now) -> bool:
+    """Less than a quarter of the index's lifetime is left: time to `route refresh` it."""
+    issued, expires = clock.parse(doc["issued"]), clock.parse(doc["expires"])
+    return expires - now < (expires - issued) / 4
+
+
+def find(doc: dict[str, Any], version: int | str) -> dict[str, Any]:
+    """The latest-registered package of ``version``: a number, ``latest`` (the highest registered
+    version) or an alias's name (what it names now), as MLflow users type them."""
+    if isinstance(version, str) and not version.isdigit():
+        return _by_name(doc, version)
+    version = int(version)
     hits = [e for e in doc["packages"] if e["version"] == version]
     if not hits:
         have = ", ".join(str(e["version"]) for e in doc["packages"]) or "none"
         raise NotFoundError(f"route {doc['route']!r} has no registered version {version} (has: {have})")
     return hits[-1]
+
+
+def _by_name(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    if name == "latest":
+        if not doc["packages"]:
+            raise NotFoundError(f"route {doc['route']!r} has no registered version")
+        return find(doc, max(e["version"] for e in doc["packages"]))
+    target = doc["aliases"].get(name)
+    if target is None:
+        have = ", ".join(sorted(doc["aliases"])) or "none"
+        raise NotFoundError(f"route {doc['route']!r} has no alias {name!r} (has: {have})",
+                            hint="give a version number, 'latest', or an alias's name")
+    listed = [e for e in doc["packages"] if e["package_id"] == target["package_id"]]
+    if not listed:
+        raise NotFoundError(f"alias {name!r} names a package that is not listed in route {doc['route']!r}")
+    return listed[-1]
 
 
 def _previous(doc: dict[str, Any], alias: str, current: str) -> dict[str, Any]:
