@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import os
 import sys
 import threading
 from enum import Enum
@@ -12,8 +13,9 @@ from typing import Iterator, List, Optional
 
 import typer
 
+from . import roundlog
 from .common import STATE, emit_json, index_days_setting, keyring, passphrase
-from .term import err, say, styled, warn
+from .term import say, styled, warn
 
 
 class Cluster(str, Enum):
@@ -119,7 +121,7 @@ def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, outp
 
     STATE.compact = json_out and not pretty  # every JSON this command prints, errors included, is one line
     index_days_setting()
-    bar, progress = _progress(enabled=sys.stderr.isatty() and not json_out)
+    bar, progress = roundlog.for_round(terminal=sys.stderr.isatty() and not os.environ.get("CI"), json_out=json_out)
     from tgsp.errors import NoveltySkipped, RoundOutcome
 
     report = (lambda obj: emit_report(obj, pretty)) if json_out else None
@@ -144,25 +146,6 @@ def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, outp
     if report:
         return report({"ok": True, **result.report})
     _render(result.report)
-
-
-def _progress(*, enabled: bool):
-    """A rich progress bar on stderr for every long stage of the round (a terminal only), and its callback."""
-    if not enabled:
-        return None, lambda stage, done, total, loss: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False)
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int, loss: float) -> None:
-        info = f"loss {loss:.4f}" if loss == loss else ""  # NaN: a stage without a loss
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total, info=info)
-        bar.update(tasks[stage], completed=done, info=info)
-
-    return bar, progress
 
 
 def _signing_key(spec: Path) -> str | None:

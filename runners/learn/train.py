@@ -148,6 +148,8 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         result.losses = list(ckpt.meta.get("losses", []))
         result.tokens = int(ckpt.meta.get("tokens", 0))
         result.resumed_from = start
+        if progress:  # before any step: the caller can say "resumed from step N"
+            progress(start, end, math.nan, result.tokens)
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world) if dp else None
     if dp and world is not None:
         share_sampling(dp, world)

@@ -27,7 +27,9 @@ UPDATE = "update"  # a federated site wrote its update for the aggregator
 SUMMED = "summed"  # n2he: the aggregator wrote an encrypted sum for the key holder
 FOLLOWER = "follower"  # a rank other than 0 under torchrun: it trained; rank 0 wrote everything
 
-Progress = Callable[[str, int, int, float], None]
+# progress(stage, done, total, loss, tokens): loss NaN and tokens -1 where there is none to show
+# (a stage without one, or a DP round, whose losses and token counts are private).
+Progress = Callable[[str, int, int, float, int], None]
 
 
 @dataclass
@@ -72,10 +74,10 @@ class Round:
     def stage(self, name: str):
         """progress(stage, 0, 1) on entry, (1, 1) on exit."""
         if self.progress:
-            self.progress(name, 0, 1, math.nan)
+            self.progress(name, 0, 1, math.nan, -1)
         yield
         if self.progress:
-            self.progress(name, 1, 1, math.nan)
+            self.progress(name, 1, 1, math.nan, -1)
 
     def commit(self, outcome: str, report: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """The round's report and evidence, then its line in the route log (the commit)."""

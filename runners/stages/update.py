@@ -4,6 +4,8 @@ by the recipe in runners/learn/train.py under the round's privacy mode."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +76,15 @@ def _federated(rnd, model, warm: bool) -> dict[str, Any] | None:
     return start.lora_state(model)
 
 
+def _shown(progress, *, private: bool):
+    """The training steps for the progress display; under DP without the losses and token counts."""
+    if not progress:
+        return None
+    if private:
+        return lambda d, t, _loss, _tokens: progress("training", d, t, math.nan, -1)
+    return lambda d, t, loss, tokens: progress("training", d, t, loss, tokens)
+
+
 def update(rnd, i: Inputs, sel: Selection) -> Update:
     spec = rnd.spec
     model, warm = _with_adapter(rnd, i)
@@ -85,7 +96,7 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
         rnd.led.append(True)
     result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints, fp,
                    stop=rnd.stop, dp=dp_run, limit=limit, world=rnd.world,
-                   progress=(lambda d, t, loss, _tokens: progress("training", d, t, loss)) if progress else None)
+                   progress=_shown(progress, private=dp_run is not None))
     record = {**result.metrics(), "train_examples": len(sel.train_data), "train_sha256": rnd.mode.private(sel.digest),
               "lora": spec.lora.model_dump(mode="json"), "planned_steps": total_steps(spec.training, len(sel.train_data)),
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,

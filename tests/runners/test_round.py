@@ -231,9 +231,12 @@ def test_killed_round_resumes_to_the_same_adapter(workspace, capsys, sig):
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (workspace.root / "out" / "kill.tgsp").exists()
+    assert "training: step 1/40, loss " in proc.stderr.read()  # a log, not a terminal: plain lines as it goes
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 0, err
-    assert json.loads(out)["training"]["resumed_from_step"] > 0
+    resumed = json.loads(out)["training"]["resumed_from_step"]
+    assert resumed > 0 and f"training: resumed from step {resumed} of 40" in err
+    assert "training: step 40/40" in err and "tokens/s, eta " in err and "evaluating the adapters: done in" in err
     got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
     assert got == want
 

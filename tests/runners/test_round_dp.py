@@ -312,7 +312,10 @@ def test_sigterm_mid_dp_round_resumes_to_the_same_adapter(workspace, capsys):
     assert ledger(workspace)["entries"][0]["status"] == "pending"
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 0, err
-    assert json.loads(out)["training"]["resumed_from_step"] > 0
+    resumed = json.loads(out)["training"]["resumed_from_step"]
+    assert resumed > 0 and f"training: resumed from step {resumed} of 40" in err
+    steps = [line for line in err.splitlines() if line.startswith("training: step")]
+    assert steps and all("loss" not in line and "tokens" not in line for line in steps)  # private under DP
     got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
     assert got == want
     [entry] = ledger(workspace)["entries"]
