@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import os
+import signal
 import sys
 import threading
 from enum import Enum

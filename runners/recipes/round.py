@@ -40,12 +40,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
     opened = open_round(spec_path, input_root, output_root, now)
     state = opened.state  # refuses a state_dir that climbs out of the output root
-    modes.check(opened.spec)
-    _check_round(opened.spec, keyring)
+    inputs_stage.check_round(opened.spec, keyring)
     prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
-    # Fail fast, and leave no trace, on everything the lock does not protect: keys, recipients, model, feeds.
-    for r in opened.spec.output.recipients:
-        keyring.resolve_public(r)
+    # Fail fast, and leave no trace, on everything the lock does not protect: keys, model, feeds.
     signer = keyring.signer(opened.spec.output.signing_key, passphrase)
     prepared = inputs_stage.prepare(opened, keyring)
     world = _world(opened.spec)
@@ -95,16 +92,6 @@ def _finish_world(world, exc, led: list) -> None:
         ranks.finish(world, ranks.code_of(exc), trained=bool(led))
     finally:
         world.close()
-
-
-def _check_round(spec, keyring: tgsp.Keyring) -> None:
-    if spec.feed is None:
-        raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
-    if spec.federation is not None:
-        site_stage.check(spec, keyring)
-        if spec.federation.start and spec.training.init == "base":
-            raise InputError("federation.start names a starting adapter, but training.init is \"base\"",
-                             hint="drop one of them")
 
 
 def _stages(rnd: Round, prepared: inputs_stage.Prepared) -> RoundResult:

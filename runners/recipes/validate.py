@@ -19,7 +19,8 @@ from ..data import feeds as feeds_mod
 from ..learn import model as model_mod
 from ..n2he import context
 from ..privacy.rules import check_n2he
-from ..stages.inputs import open_round
+from ..stages.inputs import check_round, open_round
+from .round import privacy_budget
 from ..state.store import RouteStore
 
 
@@ -78,12 +79,30 @@ def _n2he(spec, keyring) -> str:
             f"log Q={p.log_q} (128-bit), {n2he.custody} custody{holder}, clip {n2he.max_update_norm:g}")
 
 
+def _round(spec, keyring) -> str:
+    check_round(spec, keyring)  # the very function peft run calls before its lock
+    role = "federated site" if spec.federation is not None else "local"
+    return f"{role} round, privacy {spec.privacy.mode}, training from {spec.training.init}"
+
+
+def _budget(spec_path, keyring, input_root, output_root) -> str:
+    budget = privacy_budget(spec_path, keyring, input_root=input_root, output_root=output_root)
+    nxt, spent = budget["next_round"], budget["route_epsilon"]
+    if nxt["steps_within_budget"] == 0:
+        raise InputError(f"privacy budget exhausted: the route has spent epsilon {spent:g} of "
+                         f"{budget['route_budget_epsilon']:g}, and not one more step fits; peft run would exit 13",
+                         hint="see tgflow peft budget; a new budget is a policy decision, not a fix")
+    return (f"epsilon {spent:g} spent; the next round on {nxt['examples']} examples: {nxt['outcome']} "
+            f"(sigma {nxt['noise_multiplier']:.4g}, epsilon {nxt['epsilon']:.4g})")
+
+
 def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
              output_root: Path | None = None) -> dict[str, Any]:
     """{"ok", "checks": [{name, ok, detail}]}; a bad spec file itself raises InputError."""
     opened = open_round(spec_path, input_root, output_root)  # the inputs stage's own opening
     spec, base = opened.spec, opened.base
     checks: list[tuple[str, Callable[[], str]]] = [
+        ("round", lambda: _round(spec, keyring)),
         ("output", lambda: _output_writable(opened.out_path)),
         ("state", lambda: _state(opened)),
         ("keys", lambda: _keys(spec, keyring)),
@@ -95,6 +114,8 @@ def validate(spec_path: str | Path, keyring, *, input_root: Path | None = None,
             checks.append((name, lambda f=feed: f"{len(feeds_mod.load_feed(f, base, keyring=keyring).examples)} examples"))
     if spec.federation is not None:
         checks.append(("federation", lambda: _federation(spec, keyring)))
+    if spec.privacy.trains_with_dp and spec.feed is not None:
+        checks.append(("privacy budget", lambda: _budget(spec_path, keyring, input_root, output_root)))
     if spec.privacy.mode == "n2he":
         checks.append(("n2he", lambda: _n2he(spec, keyring)))
     results = []

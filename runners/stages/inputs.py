@@ -15,6 +15,7 @@ from tgsp.errors import InputError, PackageError
 from ..data import feeds as feeds_mod
 from ..data.feeds import Feed
 from ..learn import adapters, model as model_mod
+from ..privacy import modes
 from ..spec import RunSpec, load_spec, resolve
 from ..state.registry import Registry
 
@@ -209,3 +210,19 @@ def _record(rnd, i: Inputs) -> None:
                                                   "examples": len(i.eval_feed.examples)}})
 
 
+def check_round(spec: RunSpec, keyring) -> None:
+    """What a site's or local round refuses before the route's lock, leaving no trace; `peft
+    validate` runs the same function, so a spec it passes is not refused here."""
+    modes.check(spec)
+    if spec.feed is None:
+        raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
+    for r in spec.output.recipients:  # a signing key here used to fail only at packaging, after training
+        if keyring.resolve_public(r).kind != "recipient":
+            raise InputError(f"output.recipients {r!r} is not a recipient key",
+                             hint="name recipient keys (tgflow key list shows each key's type)")
+    if spec.federation is not None:
+        keyring.resolve_public(spec.federation.aggregator)
+        modes.check_site(spec, keyring, clock.utcnow)
+        if spec.federation.start and spec.training.init == "base":
+            raise InputError("federation.start names a starting adapter, but training.init is \"base\"",
+                             hint="drop one of them")

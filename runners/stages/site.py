@@ -22,15 +22,8 @@ from ..data.neardup import near_key
 from ..fed import compress, start as start_mod, updates
 from ..learn.batches import tokenize
 from ..learn.evaluate import mean_loss, relative_change
-from ..privacy import modes
 from .context import UPDATE
 from .release import dependencies
-
-
-def check(spec, keyring) -> None:
-    """Before the route's lock: the aggregator's key resolves, and the settings fit together."""
-    keyring.resolve_public(spec.federation.aggregator)
-    modes.check_site(spec, keyring, clock.utcnow)
 
 
 def _deltas(start: dict, final: dict, name: str, method: str) -> dict[str, np.ndarray]:
