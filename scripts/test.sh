@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh test
-exec .venv/bin/python -m pytest -n auto -q "$@"
+exec .venv/bin/python -m pytest -n auto --dist loadgroup -q "$@"

@@ -95,6 +95,10 @@ class Off:
         return plain()
 
 
+_SPENT = ("tgflow peft budget shows what is left; fewer training.steps or a higher noise_multiplier fit in it. A "
+          "larger route budget is a policy decision, not a fix")
+
+
 class DP:
     """DP-SGD with the route's write-ahead privacy ledger (docs/privacy.md)."""
 
@@ -140,7 +144,7 @@ class DP:
                    f"{plan.budget:g}, and not one more step at noise_multiplier {plan.config.noise_multiplier:.4g} fits")
         self.ledger.refuse(self.round_id, {"outcome": BudgetExhausted.outcome, "started": clock.fmt(rnd.now()),
                                            "reason": message, "spec_sha256": rnd.opened.digest})
-        rnd.reject(BudgetExhausted, message, {"privacy": record})
+        rnd.reject(BudgetExhausted, message, {"privacy": record}, _SPENT)
 
     def trainer(self, device: str) -> tuple[DPRun | None, int | None]:
         self.run = DPRun(self.plan_.config, DPRandom(device))
@@ -161,7 +165,7 @@ class DP:
             rnd.checkpoints.clear()
             rnd.reject(BudgetExhausted, f"privacy budget reached: stopped after {result.steps} of {plan.planned_steps} "
                        f"steps (route epsilon {record['route_epsilon']:.4g} of {plan.budget:g}); nothing packaged",
-                       {"training": result.metrics(private=True), "privacy": record})
+                       {"training": result.metrics(private=True), "privacy": record}, _SPENT)
         return record
 
     def settle(self, rnd, outcome: str) -> None:

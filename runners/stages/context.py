@@ -86,14 +86,16 @@ class Round:
                                   **(extra or {})})
         return path
 
-    def reject(self, kind: type[RoundOutcome], message: str, report: dict[str, Any]) -> NoReturn:
-        """Settle, record the outcome, write evidence and report, log it, and raise ``kind``."""
+    def reject(self, kind: type[RoundOutcome], message: str, report: dict[str, Any],
+               remedy: str | None = None) -> NoReturn:
+        """Settle, record the outcome, write evidence and report, log it, and raise ``kind``
+        (its hint: ``remedy``, the most likely fix, then the report's path)."""
         self.mode.settle(self, kind.outcome)
         self.record("tgflow.round.end", {"outcome": kind.outcome, "reason": message})
         report = {**report, "outcome": kind.outcome, "reason": message}
         path = self.commit(kind.outcome, report, {"reason": message})
         report["report_path"] = str(path)  # for the caller; the file itself is at that path
-        raise kind(message, report, hint=f"report: {path}")
+        raise kind(message, report, hint=f"{remedy}; report: {path}" if remedy else f"report: {path}")
 
 
 def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:

@@ -66,11 +66,29 @@ def evaluate(rnd, i: Inputs, sel: Selection, u: Update) -> Evaluation:
     if not forget["passed"]:
         rnd.checkpoints.clear()
         rnd.reject(ForgettingExceeded, f"forgetting {forget['forgetting']:.4f} against the "
-                   f"{'previous release' if parent else 'base model'} exceeds the budget {forget['budget']}", report)
+                   f"{'previous release' if parent else 'base model'} exceeds the budget {forget['budget']}", report,
+                   _FORGETTING if rnd.mode.uses_history else _FORGETTING_DP)
     if ev["reasons"]:
         rnd.checkpoints.clear()
-        rnd.reject(GateFailed, "evaluation gate failed: " + "; ".join(ev["reasons"]), report)
+        rnd.reject(GateFailed, "evaluation gate failed: " + "; ".join(ev["reasons"]), report,
+                   _gate_remedy(ev, rnd.spec.privacy.trains_with_dp))
     return result
+
+
+_FORGETTING = ("try policy.replay_fraction 0.5-1 (earlier rounds' data trained again), or fewer steps or a lower "
+               "learning rate; raise policy.forgetting_budget only if that drift is acceptable")
+_FORGETTING_DP = ("try fewer steps or a lower learning rate (replay is not available under dp); raise "
+                  "policy.forgetting_budget only if that drift is acceptable")
+
+
+def _gate_remedy(ev: dict[str, Any], dp: bool) -> str:
+    if any("against the production adapter" in r for r in ev["reasons"]):
+        return ("it is worse than production on the eval set: try policy.replay_fraction (keeps what earlier rounds "
+                "taught) or more training.steps; route eval shows both adapters side by side")
+    if dp:
+        return ("under dp the noise is the usual cause: tgflow peft budget shows sigma; more examples, a smaller "
+                "privacy.dp.max_grad_norm (e.g. 0.1) or a higher learning rate help (docs/privacy.md)")
+    return "it did not learn enough: try more training.steps or a higher training.learning_rate, or more examples"
 
 
 def _gate(rnd, base: dict, parent: dict | None, after: dict) -> dict[str, Any]:

@@ -19,6 +19,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_tiny_base as corpus  # noqa: E402  (the generators that made the shipped feeds)
 
 
+# These tests continue one route (the module fixture) in order: keep them on one worker.
+pytestmark = pytest.mark.xdist_group("route-lifecycle")
+
+
 @pytest.fixture(scope="module")
 def route(tmp_path_factory):
     """Round 1 of the shipped example, packaged and promoted to production."""
@@ -149,6 +153,7 @@ def test_champion_challenger_refuses_a_worse_adapter(route, capsys):
     (route / "examples/no_replay.json").write_text(json.dumps(spec))
     code, out, err = cli(capsys, "peft", "run", "--spec", "examples/no_replay.json", "--json")
     assert code == 12 and "against the production adapter" in err, err
+    assert "hint: it is worse than production on the eval set: try policy.replay_fraction" in err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["evaluation"]["eval_loss_after"] < report["evaluation"]["eval_loss_before"]  # the loss improved
     assert not (route / "demo-out/no-replay.tgsp").exists()

@@ -134,7 +134,7 @@ def test_forgetting_budget_rejects_without_a_package(workspace, capsys):
                                   "eval_fraction": 0.25},
                           training={"steps": 8, "batch_size": 8, "learning_rate": 0.02, "seed": 1, "max_seq_len": 64})
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
-    assert code == 11 and "exceeds the budget" in err
+    assert code == 11 and "exceeds the budget" in err and "hint: try policy.replay_fraction" in err
     doc = json.loads(out.strip().splitlines()[-1])  # the round's numbers, not only an error object
     assert doc["outcome"] == "rejected-forgetting" and doc["forgetting"]["forgetting"] > 0
     assert doc["evaluation"]["eval_loss_after"] is not None and doc["error"]["exit_code"] == 11
@@ -152,7 +152,7 @@ def test_evaluation_gate_rejects_without_a_package(workspace, capsys):
     spec = workspace.spec(policy={"novelty_threshold": 0.0, "min_novel_examples": 8, "forgetting_budget": 10.0,
                                   "eval_fraction": 0.25, "gate": {"max_eval_loss": 0.001}})
     code, _, err = run(capsys, "peft", "run", "--spec", spec)
-    assert code == 12 and "max_eval_loss" in err
+    assert code == 12 and "max_eval_loss" in err and "hint: it did not learn enough" in err
     assert not (workspace.root / "out" / "adapter.tgsp").exists()
 
 
