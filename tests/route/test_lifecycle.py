@@ -19,10 +19,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_tiny_base as corpus  # noqa: E402  (the generators that made the shipped feeds)
 
 
-# These tests continue one route (the module fixture) in order: keep them on one worker.
-pytestmark = pytest.mark.xdist_group("route-lifecycle")
-
-
 @pytest.fixture(scope="module")
 def route(tmp_path_factory):
     """Round 1 of the shipped example, packaged and promoted to production."""
