@@ -169,9 +169,11 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
     if not sys.stderr.isatty() or STATE.json or os.environ.get("CI"):
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+    # markup=False: the consoles interpret no markup, so "[progress.description]" printed as text
+    with Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
+                  DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

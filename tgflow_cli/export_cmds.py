@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,16 +12,26 @@ import typer
 from tgsp.errors import InputError
 
 from .common import config, emit_json
-from .term import say, warn
 from .stdio import no_dash
+from .term import say, warn
 
 
-class Backend(str, Enum):
-    k8s = "k8s"
-    sagemaker = "sagemaker"
-    vertex = "vertex"
-    azureml = "azureml"
-    databricks = "databricks"
+BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
+# What users type for a platform tgflow reaches through one of its backends.
+_ALIASES = {"kubernetes": "k8s", "kube": "k8s", "kubeflow": "k8s", "trainjob": "k8s", "jobset": "k8s",
+            "pytorchjob": "k8s", "aws": "sagemaker", "gcp": "vertex", "vertex-ai": "vertex", "vertexai": "vertex",
+            "azure": "azureml", "azure-ml": "azureml", "spark": "databricks"}
+
+
+def _backend(value: str) -> str:
+    if value in BACKENDS:
+        return value
+    alias = _ALIASES.get(value.lower())
+    near = alias or next(iter(difflib.get_close_matches(value.lower(), BACKENDS, n=1)), None)
+    raise InputError(f"--backend {value!r} is not one of {', '.join(BACKENDS)}"
+                     + (f"; did you mean {near}?" if near else ""),
+                     hint="Kubeflow Trainer, JobSet and PyTorchJob are --backend k8s (--nodes N, --set engine=...)"
+                     if alias == "k8s" else "see: tgflow export --help")
 
 
 def _settings(items: list[str]) -> dict[str, str]:
@@ -35,7 +45,8 @@ def _settings(items: list[str]) -> dict[str, str]:
 
 
 def export(
-    backend: Backend = typer.Option(..., "--backend", help="Target platform."),
+    backend: str = typer.Option(..., "--backend", metavar="|".join(BACKENDS), help="Target platform.",
+                                autocompletion=lambda: list(BACKENDS)),
     spec: Path = typer.Option(..., "--spec", help="The run spec (the same one `peft run` takes)."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder to write the job files into.", file_okay=False),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="5-field unix cron, e.g. '0 3 * * *'; translated to the platform's dialect."),
@@ -68,6 +79,7 @@ def export(
     n2he key holder: tgflow export --backend k8s --spec examples/n2he_keyholder.json --aggregate --quorum 2 --decrypt-from aggregator-sign -o k8s-kh/ --check
     """
     no_dash(output, "a folder of job files")
+    backend = _backend(backend)
     from runners import export as ex
     from runners.export.jobspec import DEFAULT_IMAGE, Aggregation, ExportOptions
     from runners.spec import load_spec
@@ -84,13 +96,13 @@ def export(
                             settings=settings, nodes=nodes, procs_per_node=procs_per_node,
                             aggregate=Aggregation(quorum, updates, decrypt_from, sum_path) if aggregate else None)
     held = config().get("keys", "passphrase_file")  # never written out, wherever this machine keeps it
-    files = ex.export(run_spec, backend.value, options, passphrase_files=[held] if held else [])
+    files = ex.export(run_spec, backend, options, passphrase_files=[held] if held else [])
     if "pytorchjob.yaml" in files:
         warn("PyTorchJob (kubeflow.org/v1) is deprecated upstream: prefer the default TrainJob (Kubeflow Trainer v2)")
-    checked = ex.check(backend.value, files) if check else []
+    checked = ex.check(backend, files) if check else []
     paths = ex.write(files, output, force=force)
     if json_out:
-        return emit_json({"backend": backend.value, "files": [str(p) for p in paths], "checked": checked})
+        return emit_json({"backend": backend, "files": [str(p) for p in paths], "checked": checked})
     for p in paths:
         say(f"wrote {p}")
     for c in checked:

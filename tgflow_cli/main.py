@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -80,7 +81,10 @@ def _report(message: str, hint: str | None, code: int, *, check=None, type_: str
 def _usage(exc) -> int:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "tgflow"
-    return _report(exc.format_message(), f"see: {command} --help", USAGE, type_="UsageError")
+    # Click lays out its own text with newlines and tabs ("Choose from:\n\t..."): one line of it; any
+    # other control character (from a typed value) the printer still escapes.
+    message = re.sub(r"\s*[\n\t]\s*", " ", exc.format_message()).strip()
+    return _report(message, f"see: {command} --help", USAGE, type_="UsageError")
 
 
 _CLI = None

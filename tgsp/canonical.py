@@ -74,7 +74,11 @@ def parse(data: bytes, *, what: str = "JSON", canonical: bool = False) -> Any:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except FormatError as exc:
         raise FormatError(f"{what}: {exc}") from exc
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except UnicodeDecodeError as exc:  # in the reader's words, not the codec's
+        raise FormatError(f"{what} is unreadable at byte {exc.start}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{what} is unreadable at byte {exc.pos}: not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
         raise FormatError(f"{what} is not valid JSON: {exc}") from None
     if canonical and encode(obj) != data:
         raise FormatError(f"{what} is not in canonical (RFC 8785) form")

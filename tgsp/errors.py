@@ -131,6 +131,21 @@ class DecryptionError(TgflowError):
         super().__init__("decryption failed")
 
 
+class NotARecipientError(DecryptionError):
+    """None of the identities is listed: recipient key ids are public, so say so (as age does).
+    A listed identity whose unwrap fails still gets the opaque DecryptionError."""
+
+    def __init__(self, have: list[str], listed: list[str]) -> None:
+        TgflowError.__init__(self, f"none of your identities ({_ids(have)}) is a recipient of this package "
+                                   f"({_ids(listed)})",
+                             hint="ask the sender to encrypt to your recipient key (tgflow key export-public NAME)")
+
+
+def _ids(keyids: list[str], most: int = 6) -> str:
+    shown = ", ".join(str(k)[:16] for k in keyids[:most]) or "none"
+    return shown + (f" and {len(keyids) - most} more" if len(keyids) > most else "")
+
+
 # --- peft run outcomes (exit 10-13, 75) -----------------------------------------
 class RoundOutcome(TgflowError):
     """A round ended without a promotable package; ``report`` says why."""

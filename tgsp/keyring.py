@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 from . import _seal, clock
 from .atomic import write_bytes
 from .canonical import b64e, encode, is_int, parse
-from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
+from .errors import (FormatError, InputError, KeyExistsError, KeyringError, NotFoundError,
                      PassphraseRequiredError)
 from .inputfile import read_input
 from .keyring_audit import AuditLog
@@ -140,7 +140,7 @@ class Keyring(TrustStore, Revocations, AuditLog):
     def _load_key(self, name: str) -> dict[str, Any]:
         path = self._key_path(name)
         if not path.exists():
-            raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
+            raise self.not_found(name)
         obj = parse(read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError), what=f"key file {path}")
         if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
             raise KeyringError(f"{path} is not a tgflow private key file")

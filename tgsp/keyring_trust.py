@@ -6,6 +6,7 @@ names one, and the trust policy built from them and the revocations.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -49,8 +50,16 @@ class TrustStore:
     def public_file(self, name: str) -> PublicKeyFile:
         path = self._dir("trust") / f"{check_name(name)}.json"
         if not path.exists():
-            raise KeyNotFoundError(f"no key named {name!r} in {self.home}", hint="see: tgflow key list")
+            raise self.not_found(name)
         return load_public_file(path)
+
+    def not_found(self, name: str) -> KeyNotFoundError:
+        """"no key named ...", with the closest names this keyring has ("did you mean release?")."""
+        have = sorted({p.stem for sub in ("trust", "keys") if (self.home / sub).is_dir()
+                       for p in (self.home / sub).glob("*.json")})
+        near = difflib.get_close_matches(name, have, n=1, cutoff=0.6)
+        return KeyNotFoundError(f"no key named {name!r} in {self.home}" + (f"; did you mean {near[0]!r}?" if near else ""),
+                                hint="see: tgflow key list")
 
     def import_public(self, path: str | os.PathLike, name: str | None = None) -> PublicKeyFile:
         pub = load_public_file(path)

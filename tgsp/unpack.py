@@ -19,7 +19,7 @@ from . import _stream, archive, manifest as mf
 from ._pump import pump
 from .atomic import fsync_tree, prepare_parent, private_dir, write_all
 from .canonical import b64d
-from .errors import DecryptionError, DigestError, FormatError, InputError, OutputError
+from .errors import DecryptionError, DigestError, FormatError, InputError, NotARecipientError, OutputError
 from .keys import RECIPIENT
 from .package import DEFAULT_LIMITS, IO_BLOCK, Limits, Package
 from .signing import Identity, TrustPolicy
@@ -101,7 +101,7 @@ def _file_key(m: dict, identities: list[Identity]) -> bytes | None:
         wrapped = by_id.get(ident.keyid)
         if wrapped is not None:
             return ident.unwrap(b64d(wrapped, what="wrapped key"))
-    raise DecryptionError()  # not a recipient: same opaque error as a bad key
+    raise NotARecipientError([i.keyid for i in identities if i.kind == RECIPIENT], list(by_id))
 
 
 def read_payload(

@@ -89,7 +89,12 @@ class VerifyReport:
     def raise_for_failure(self) -> None:
         bad = self.first_failure
         if bad is not None:
-            raise VerificationFailed(f"{bad.name} check failed: {bad.detail}", self, hint=bad.hint)
+            lead = _IN_WORDS.get(bad.name, "")
+            raise VerificationFailed(f"{lead}{bad.name} check failed: {bad.detail}", self, hint=bad.hint)
+
+
+# What a failed check means to a user, before the check's own detail.
+_IN_WORDS = {"format": "package is corrupted or not a TGSP package: ", "digests": "package is corrupted: "}
 
 
 def _run(report: VerifyReport, name: str, fn: Callable[[], str | None]) -> None:

@@ -157,7 +157,7 @@ def test_subprocess_wrong_recipient_exit_4(setup, tmp_path, capsys):
     run(capsys, "tgsp", "build", setup, "-o", pkg, "--recipient", "ops", "--sign", "rel")
     proc = subprocess.run(tgflow_exe() + ["tgsp", "unpack", str(pkg), "-o", str(tmp_path / "o"), "--identity", "eve"],
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
-    assert proc.returncode == 4 and "decryption failed" in proc.stderr
+    assert proc.returncode == 4 and "is a recipient of this package" in proc.stderr
     assert not (tmp_path / "o").exists()
 
 

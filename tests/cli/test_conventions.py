@@ -272,3 +272,27 @@ def test_build_to_stdout_refuses_a_terminal(tmp_path):
     code, screen = _pty_run(tgflow_exe() + ["tgsp", "build", str(tmp_path / "src"), "-o", "-"], env, [])
     assert code == 2, screen
     assert "refusing to write a binary package to a terminal" in screen and "ustar" not in screen
+
+
+def test_the_program_s_own_text_is_not_escaped(tmp_path, capsys):
+    """'[progress.description]packing' and click's 'Choose from:\\x0a\\x09' (issue 30): escape data only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGFLOW_")}
+    env.update(TGFLOW_HOME=str(tmp_path / "h"), TGFLOW_PASSPHRASE="a long enough passphrase")
+    assert subprocess.run(tgflow_exe() + ["key", "generate", "rel"], env=env, capture_output=True).returncode == 0
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(os.urandom(8 << 20))
+    code, screen = _pty_run(tgflow_exe() + ["tgsp", "build", str(tmp_path / "src"), "-o", str(tmp_path / "p.tgsp"),
+                                            "--sign", "rel"], env, [])
+    assert code == 0, screen
+    assert "[progress" not in screen and "\\x" not in screen
+    code, _, err = run(capsys, "completion")
+    assert code == 2 and "Choose from: bash, zsh, fish" in err and "\\x0a" not in err and "\\x09" not in err
+
+
+def test_did_you_mean_for_key_names_and_backends(home, capsys):
+    assert run(capsys, "key", "generate", "release")[0] == 0
+    code, _, err = run(capsys, "tgsp", "build", str(home), "-o", str(home / "x.tgsp"), "--sign", "relase")
+    assert code == 3 and "did you mean 'release'?" in err
+    spec = Path(__file__).resolve().parents[2] / "examples" / "run_spec.json"
+    code, _, err = run(capsys, "export", "--backend", "kubeflow", "--spec", spec, "-o", home / "o")
+    assert code == 2 and "did you mean k8s?" in err and "Kubeflow Trainer" in err

@@ -166,7 +166,7 @@ TABLE = [  # (case, exit code, words the one-line error must hold)
     ("binary-passphrase-file", 3, "not UTF-8"),
     ("home-is-a-file", 3, "not a folder"),
     ("gcp-without-credentials", 3, "credentials"),
-    ("not-a-recipient", 4, "decryption failed"),
+    ("not-a-recipient", 4, "is a recipient of this package"),
     ("read-only-output", 5, "cannot"),
     ("read-only-export", 5, "cannot"),
     ("disk-full-during-unpack", 5, "No space left"),

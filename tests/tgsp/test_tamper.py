@@ -174,3 +174,22 @@ def test_evidence_tampering_is_caught_even_with_fixed_digests(world):
     entries = [(n, ev if n == mf.EVIDENCE_ENTRY else d) for n, d in entries]
     report = verify_bytes(world, assemble(entries))
     assert not report.ok and report.first_failure.name in ("digests", "evidence")
+
+
+@pytest.mark.parametrize("data,words", [
+    (b'{"a": "\xff\xfe"}', "unreadable at byte 7: not UTF-8 text"),
+    (b'{"a": 1,,}', "unreadable at byte 8: not valid JSON (Expecting property name enclosed in double quotes)"),
+])
+def test_corruption_is_reported_in_the_reader_s_words(data, words):
+    """'envelope is not valid JSON: 'utf-8' codec can't decode byte 0x94' was a Python message (issue 30)."""
+    with pytest.raises(tgsp.errors.FormatError) as exc:
+        canonical.parse(data, what="envelope")
+    assert str(exc.value) == f"envelope is {words}" and "codec" not in str(exc.value)
+
+
+def test_a_corrupted_package_says_so(world):
+    data = bytearray(world.pkg.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside the payload (the adapter weights): its digest no longer matches
+    with pytest.raises(tgsp.errors.VerificationFailed) as exc:
+        tgsp.verify(io.BytesIO(bytes(data)), world.policy()).raise_for_failure()
+    assert str(exc.value).startswith("package is corrupted")

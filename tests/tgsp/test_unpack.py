@@ -8,7 +8,7 @@ import pytest
 
 import tgsp
 from tgsp import _stream
-from tgsp.errors import DecryptionError, InputError, OutputError, VerificationFailed, WrongPassphraseError
+from tgsp.errors import DecryptionError, InputError, NotARecipientError, OutputError, VerificationFailed, WrongPassphraseError
 from tgsp.keyring import Keyring
 
 from tests.helpers import files_of, make_adapter, pp
@@ -39,13 +39,16 @@ def test_large_multi_chunk_file_round_trips(world, tmp_path):
     assert files_of(out) == files_of(src)
 
 
-def test_wrong_recipient_is_opaque_and_writes_nothing(world, tmp_path):
+def test_wrong_recipient_names_the_public_key_ids_and_writes_nothing(world, tmp_path):
+    """Recipient key ids are public (age names them too); only a failed decryption stays opaque."""
     stranger = Keyring(tmp_path / "s")
     stranger.generate("eve", "recipient", pp)
     out = tmp_path / "out"
-    with pytest.raises(DecryptionError) as exc:
+    with pytest.raises(NotARecipientError) as exc:
         tgsp.unpack(world.pkg, out, world.policy(), identities=stranger.identities("eve", pp))
-    assert str(exc.value) == "decryption failed"
+    eve, ops = stranger.public_file("eve").keyid[:16], world.kr.public_file("ops").keyid[:16]
+    assert str(exc.value) == f"none of your identities ({eve}) is a recipient of this package ({ops})"
+    assert isinstance(exc.value, DecryptionError)  # still exit 4
     assert not out.exists() and list(tmp_path.glob(".out.*")) == []
 
 
