@@ -324,7 +324,7 @@ def render_release(report: dict) -> None:
 @app.command()
 def generate(
     package: Path = typer.Option(..., "--package", help="The adapter package (verified first).", dir_okay=False),
-    identity: List[str] = typer.Option(..., "--identity", help="Recipient key to decrypt it with. Repeatable."),
+    identity: List[str] = typer.Option(..., "--identity", help="Recipient key to decrypt it with: a name in the keyring, or a key file (mode 600) carried to this machine. Repeatable."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt, e.g. a ticket ending in 'Resolution:'."),
     against: Optional[str] = typer.Option(None, "--against", help="'base': also show the base model's answer."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="Base model folder (default: the one the package's evidence names; its digest is checked).", file_okay=False),

@@ -168,7 +168,7 @@ def eval_(
     candidate: int = typer.Option(..., "--candidate", metavar="VERSION", help="The registered version to evaluate."),
     against: str = typer.Option("production", "--against", help="An alias or a VERSION to compare with."),
     eval_feed: Path = typer.Option(..., "--eval", metavar="FEED", help="JSONL eval feed (prompt/completion rows).", dir_okay=False),
-    identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key to decrypt the adapters with. Repeatable."),
+    identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key to decrypt the adapters with: a name in the keyring, or a key file (mode 600). Repeatable."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="Base model folder (default: the one the evidence names).", file_okay=False),
     registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,

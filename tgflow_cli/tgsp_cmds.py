@@ -311,7 +311,7 @@ def _alg_of(m, keyid: str) -> str:
 def unpack(
     package: Path = typer.Argument(..., help="Package to extract ('-' reads it from stdin)."),
     output: Path = typer.Option(..., "-o", "--output", help="New (or empty) folder to extract into."),
-    identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key name to decrypt with. Repeatable."),
+    identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key to decrypt with: a name in the keyring, or a key file (mode 600) carried to this machine. Repeatable."),
     trusted: Optional[List[str]] = Trusted,
     revocations: Optional[List[Path]] = Revocations,
     min_version: Optional[int] = MinVersion,

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -22,12 +23,12 @@ from typing import Any, Iterator, Mapping
 from . import _seal, clock
 from .atomic import write_bytes
 from .canonical import b64e, encode, is_int, parse
-from .errors import (FormatError, InputError, KeyExistsError, KeyringError, NotFoundError,
+from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, KeyringError, NotFoundError,
                      PassphraseRequiredError)
 from .inputfile import read_input
 from .keyring_audit import AuditLog
 from .keyring_revoke import Passphrase, Revocations
-from .keyring_trust import MAX_KEY_FILE, TrustStore, check_name
+from .keyring_trust import MAX_KEY_FILE, TrustStore, check_name, is_path_ref
 from .keys import (ALGS, KINDS, RECIPIENT, SIGNING, HybridSigningKey, PrivateKey, PublicKey, SoftwareComponent,
                    software_seeds)
 from .lineage import Lineage, PublicKeyFile, rotation_statement
@@ -141,11 +142,17 @@ class Keyring(TrustStore, Revocations, AuditLog):
         path = self._key_path(name)
         if not path.exists():
             raise self.not_found(name)
-        obj = parse(read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError), what=f"key file {path}")
+        return self._checked_key(path, name)
+
+    def _checked_key(self, path: Path, name: str | None, data: bytes | None = None) -> dict[str, Any]:
+        if data is None:
+            data = read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError)
+        obj = parse(data, what=f"key file {path}")
         if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
             raise KeyringError(f"{path} is not a tgflow private key file")
         versions = obj.get("versions")
-        if not isinstance(versions, list) or not versions or obj.get("name") != name:
+        if not isinstance(versions, list) or not versions or not isinstance(obj.get("name"), str) or \
+                (name is not None and obj.get("name") != name):
             raise KeyringError(f"{path} is not a tgflow private key file")
         for n, v in enumerate(versions, 1):
             # Never trust a stored id: it is what revocations and trust are checked by.
@@ -287,11 +294,34 @@ class Keyring(TrustStore, Revocations, AuditLog):
         return Signer(name, cur["version"], self._unseal(obj, cur, passphrase), Lineage.from_dict(obj["lineage"]))
 
     def identities(self, name: str, passphrase: Passphrase) -> list[PrivateKey]:
-        """Every version of a recipient key, newest first (old packages still open)."""
-        obj = self._load_key(name)
+        """Every version of a recipient key, newest first (old packages still open). ``name`` may
+        be a key file's path (it has a '/' or ends in .json): an identity carried to this machine."""
+        obj = self._identity_file(Path(name)) if is_path_ref(name) else self._load_key(name)
         if obj["kind"] != RECIPIENT:
             raise KeyringError(f"{name} is a signing key; decryption needs a recipient key")
         return [self._unseal(obj, v, passphrase) for v in reversed(obj["versions"])]
+
+    def _identity_file(self, path: Path) -> dict[str, Any]:
+        """A private key file outside the keyring, held to what the keyring's own files are: a
+        regular file of this user's that no one else can read or write (checked on the open file)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"identity file {path} does not exist", hint="check the --identity path") from None
+        except OSError as exc:
+            raise KeyringError(f"cannot open identity file {path}: {exc.strerror} (a link is refused)") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyringError(f"identity file {path} is not a regular file")
+            if st.st_uid != os.getuid() or st.st_mode & 0o077:
+                raise KeyringError(f"identity file {path} is not yours or other users can read or change it (mode "
+                                   f"{stat.S_IMODE(st.st_mode):04o})",
+                                   hint=f"chmod 600 {path} (the keyring keeps its own key files so)")
+            data = f.read(MAX_KEY_FILE + 1)
+        if len(data) > MAX_KEY_FILE:
+            raise KeyringError(f"identity file {path} is larger than {MAX_KEY_FILE} bytes")
+        return self._checked_key(path, None, data)
 
     # --- listing ----------------------------------------------------------------
     def _own_keys(self) -> list[dict[str, Any]]:

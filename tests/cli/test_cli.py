@@ -177,3 +177,33 @@ def test_help_lists_examples(capsys):
         assert code == 0
     code, out, _ = run(capsys, "tgsp", "verify", "--help")
     assert "Example" in out
+
+
+def test_identity_file_for_an_air_gapped_machine(setup, home, tmp_path, capsys, monkeypatch):
+    """--identity FILE: the recipient key file carried by hand, held to the keyring's permissions (issue 30)."""
+    import shutil
+    import stat
+
+    pkg = tmp_path / "a.tgsp"
+    assert run(capsys, "tgsp", "build", setup, "-o", pkg, "--recipient", "ops", "--sign", "rel")[0] == 0
+    assert run(capsys, "key", "export-public", "rel", "-o", tmp_path / "rel.pub.json")[0] == 0
+    carried = tmp_path / "usb" / "ops.key.json"
+    carried.parent.mkdir()
+    shutil.copyfile(home / "keys" / "ops.json", carried)
+    monkeypatch.setenv("TGFLOW_HOME", str(tmp_path / "airgap"))  # a machine whose keyring has no key at all
+    unpack = ["tgsp", "unpack", pkg, "--identity", carried, "--trusted", tmp_path / "rel.pub.json"]
+    carried.chmod(0o644)
+    code, _, err = run(capsys, *unpack, "-o", tmp_path / "o1")
+    assert code == 3 and "chmod 600" in err and not (tmp_path / "o1").exists()
+    link = tmp_path / "usb" / "link.json"
+    link.symlink_to(carried)
+    code, _, err = run(capsys, "tgsp", "unpack", pkg, "--identity", link, "--trusted", tmp_path / "rel.pub.json",
+                       "-o", tmp_path / "o2")
+    assert code == 3 and "link" in err
+    carried.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    code, _, err = run(capsys, *unpack, "-o", tmp_path / "o3")
+    assert code == 0, err
+    assert (tmp_path / "o3" / "adapter_config.json").read_bytes() == (setup / "adapter_config.json").read_bytes()
+    code, _, err = run(capsys, *unpack[:3], "--identity", tmp_path / "usb" / "nope.json", *unpack[5:], "-o",
+                       tmp_path / "o4")
+    assert code == 3 and "does not exist" in err
