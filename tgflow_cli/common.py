@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import typer
+
 
 from tgsp import Keyring
-from tgsp.errors import PassphraseRequiredError
+from tgsp.errors import InputError, PassphraseRequiredError
 from tgsp.keyring import passphrase_from_env
 
-from .term import err, error
+from .term import Level, err, error, wide
 
 
 @dataclass
@@ -180,4 +182,32 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
 
 
 def short(keyid: str) -> str:
-    return keyid[:16]
+    """A key or package id for people: 16 characters on a terminal, whole otherwise (-o wide, pipes)."""
+    return keyid if wide() else keyid[:16]
+
+
+FORMATS = ("json", "yaml", "wide")
+OutputFormat = typer.Option(None, "-o", "--output-format", metavar="json|yaml|wide",
+                            help="json or yaml (as --json), or wide: the table with whole ids.")
+
+
+def output_format(fmt: str | None, json_out: bool) -> str | None:
+    """-o json|yaml|wide, as kubectl users type it, beside --json: "json", "yaml", or None (a table;
+    with wide, full values)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"-o {fmt!r} is not one of {', '.join(FORMATS)}", hint="-o json, -o yaml or -o wide")
+    if fmt == "wide":
+        Level.wide = True
+    if json_out or fmt == "json":
+        STATE.json = True
+        return "json"
+    return "yaml" if fmt == "yaml" else None
+
+
+def emit(obj: Any, fmt: str) -> None:
+    """``obj`` on stdout as one JSON document or one YAML document."""
+    if fmt == "json":
+        return emit_json(obj)
+    import yaml
+
+    sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(obj, default=str)), sort_keys=True, allow_unicode=False))

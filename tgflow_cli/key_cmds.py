@@ -15,7 +15,7 @@ from tgsp import clock
 from tgsp.atomic import write_bytes
 from tgsp.errors import InputError, PackageError
 
-from .common import emit_json, keyring, passphrase, short
+from .common import OutputFormat, emit, emit_json, keyring, output_format, passphrase, short
 from .term import cells, line, say, show as show_table, styled, warn
 from .stdio import no_dash
 
@@ -86,14 +86,14 @@ def _generate_he(name: str, pp, pkcs11: Optional[str], json_out: bool, rotate: b
 
 
 @app.command("list")
-def list_(json_out: bool = Json) -> None:
+def list_(json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """List own and trusted keys.
 
-    Example: tgflow key list --json
+    Example: tgflow key list --json   (or -o yaml; -o wide for whole key ids)
     """
     keys = keyring().list() + [_he_info(pub, own) for pub, own in _he().listed()]
-    if json_out:
-        return emit_json([k.__dict__ for k in keys])
+    if fmt := output_format(fmt, json_out):
+        return emit([k.__dict__ for k in keys], fmt)
     table = Table("name", "type", "key id", "version", "created", "private", "revoked")
     for k in keys:
         table.add_row(*cells(k.name, k.kind, short(k.keyid), k.version, k.created, "yes" if k.private else ""),

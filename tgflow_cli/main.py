@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None, *, pending: list[int] | None = None) -> 
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
     STATE.reported = False
     STATE.compact = False
-    Level.quiet, Level.verbose = False, 0
+    Level.quiet, Level.verbose, Level.wide = False, 0, False
     common.reset()  # config.toml is read afresh for each command
     with terminate_raises(), common.env_restored("TGFLOW_INDEX_DAYS"):
         try:

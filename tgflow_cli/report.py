@@ -23,7 +23,9 @@ h1{font-size:20px;margin-bottom:.2em}h2{font-size:16px;margin-top:1.6em;border-b
 .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.dim{color:#57606a}
 table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
 code{font:12px ui-monospace,monospace}.grid{display:flex;flex-wrap:wrap;gap:24px}
-figure{margin:0}figcaption{color:#57606a;font-size:12px}
+figure{margin:0;max-width:100%}figcaption{color:#57606a;font-size:12px}
+svg{max-width:100%;height:auto}td.when code{white-space:nowrap}
+.head td,.head th{padding:4px 18px 4px 0}.big{font-size:18px;font-weight:600}
 """
 W, H, PAD = 440, 200, 36
 MAX_TEXT = 300  # characters of one value
@@ -83,7 +85,7 @@ def loss_curve(training: dict) -> str:
 
 
 def _bars(svg_id: str, title: str, bars: list[tuple[str, float | None, str]], limit: tuple[str, float] | None,
-          caption: str) -> str:
+          caption: str, unit: str = "") -> str:
     values = [v for _, v, _ in bars if v is not None] + ([limit[1]] if limit else [])
     top = max(values or [1.0]) * 1.15 or 1.0
     slot = (W - PAD - 8) / max(1, len(bars))
@@ -93,7 +95,7 @@ def _bars(svg_id: str, title: str, bars: list[tuple[str, float | None, str]], li
         if v is not None:
             h = v / top * (H - PAD - 8)
             body += (f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{slot * 0.6:.1f}" height="{h:.1f}" fill="{colour}"/>'
-                     f'<text x="{x + slot * 0.3:.1f}" y="{H - PAD - h - 4:.1f}" font-size="10" text-anchor="middle">{v:.4g}</text>')
+                     f'<text x="{x + slot * 0.3:.1f}" y="{H - PAD - h - 4:.1f}" font-size="10" text-anchor="middle">{v:.4g}{unit}</text>')
         body += f'<text x="{x + slot * 0.3:.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="middle">{e(label)}</text>'
     if limit:
         y = H - PAD - limit[1] / top * (H - PAD - 8)
@@ -115,10 +117,13 @@ def evaluation(ev: dict) -> str:
 
 
 def forgetting(fg: dict) -> str:
+    """In percent, as the timeline says it: one unit on the page."""
     value, budget = _num(fg.get("forgetting")), _num(fg.get("budget"))
-    return _bars("forgetting", "forgetting against its budget",
-                 [("forgetting", max(0.0, value) if value is not None else None, "#bf8700")],
-                 ("budget", budget) if budget is not None else None, timeline.forgetting(fg))
+    pct = (lambda v: None if v is None else v * 100)  # noqa: E731
+    return _bars("forgetting", "forgetting against its budget, percent",
+                 [("forgetting", max(0.0, pct(value)) if value is not None else None, "#bf8700")],
+                 (f"budget {pct(budget):g}%", pct(budget)) if budget is not None else None, timeline.forgetting(fg),
+                 unit="%")
 
 
 def novelty(nv: dict) -> str:
@@ -135,8 +140,47 @@ def novelty(nv: dict) -> str:
         body += (f'<line x1="{x:.1f}" y1="8" x2="{x:.1f}" y2="{H - PAD}" stroke="#cf222e" stroke-dasharray="4 3"/>'
                  f'<text x="{x + 3:.1f}" y="18" font-size="10" fill="#cf222e">threshold {t:g}</text>')
     body += (f'<text x="{PAD}" y="{H - PAD + 14}" font-size="10">0</text>'
-             f'<text x="{W - 8}" y="{H - PAD + 14}" font-size="10" text-anchor="end">1</text>')
-    return _frame("novelty-histogram", "novelty scores", body, timeline.novelty(nv))
+             f'<text x="{W - 8}" y="{H - PAD + 14}" font-size="10" text-anchor="end">1</text>'
+             f'<text x="{PAD - 4}" y="14" font-size="10" text-anchor="end">{top}</text>'
+             f'<text x="{PAD - 4}" y="{H - PAD}" font-size="10" text-anchor="end">0</text>'
+             f'<text x="10" y="{(H - PAD) / 2:.0f}" font-size="10" transform="rotate(-90 10 {(H - PAD) / 2:.0f})" '
+             f'text-anchor="middle">examples</text>'
+             f'<text x="{(W + PAD) / 2:.0f}" y="{H - 6}" font-size="10" text-anchor="middle">novelty score</text>')
+    return _frame("novelty-histogram", "novelty scores: examples per score", body, timeline.novelty(nv))
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion ``p`` measured on ``n`` examples."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _share(m: dict, key: str) -> str:
+    p, n = _num(m.get(key)), m.get("examples")
+    if p is None or not 0 <= p <= 1:
+        return '<span class=dim>-</span>'
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return f"<span class=big>{p:.0%}</span>"
+    lo, hi = wilson(p, n)
+    return f'<span class=big>{p:.0%}</span> <span class=dim>({lo:.0%}–{hi:.0%})</span>'
+
+
+def headline(ev: dict) -> str:
+    """What a user came for: exact match and choice accuracy, base -> adapter, and against production
+    (from round 2 on), each with its 95% interval on the eval set."""
+    base, after, prod = _dict(ev.get("base")), _dict(ev.get("candidate")), _dict(ev.get("previous_release"))
+    if not after:
+        return ""
+    cols = [("base model", base)] + ([("production", prod)] if prod else []) + [("this adapter", after)]
+    head = "".join(f"<th>{e(name)}</th>" for name, _ in cols)
+    rows = "".join(f"<tr><th>{label}</th>" + "".join(f"<td>{_share(m, key)}</td>" for _, m in cols) + "</tr>"
+                   for key, label in (("exact_match", "exact match"), ("choice_accuracy", "choice accuracy")))
+    n = after.get("examples")
+    return (f'<table class=head><tr><th></th>{head}</tr>{rows}</table>'
+            f'<p class=dim>On {e(n)} eval examples; in brackets, the 95% Wilson interval.</p>')
 
 
 SECTIONS = (("tgflow.training", "Training loss curve", loss_curve), ("tgflow.evaluation", "Evaluation", evaluation),
@@ -178,13 +222,17 @@ def render(info: dict[str, Any], verdict: tuple[bool, str]) -> str:
         f"<li>{e(s['name'])} v{e(s['version'])} <code>{e(s['keyid'][:16])}</code> signed {e(s['signed_at'])} "
         f"<span class=dim>({e(', '.join(f'{a} in {c}' for a, c in sorted((custody.get(s['keyid']) or {}).items())) or 'custody not recorded')})</span></li>"
         for s in m["signers"]) or "<li class=bad>unsigned</li>"
-    events = "".join(f"<tr><td><code>{e(r.get('seq'))}</code></td><td><code>{e(r.get('time'))}</code></td>"
+    events = "".join(f"<tr><td><code>{e(r.get('seq'))}</code></td><td class=when><code>{e(r.get('time'))}</code></td>"
                      f"<td>{e(timeline.event_line(r))}</td></tr>" for r in ev[:MAX_EVENTS])
     if len(ev) > MAX_EVENTS:
         events += f'<tr><td></td><td></td><td class="dim">… and {len(ev) - MAX_EVENTS} more events</td></tr>'
 
     privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else _latest(ev, "tgflow.privacy")
     plots = _plots(ev)
+    try:
+        top = headline(_latest(ev, "tgflow.evaluation"))
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        top = '<p class="dim">Task metrics: unreadable in this package.</p>'
     facts = _rows([("package id", f"<code>{e(info['package_id'])}</code>"), ("route", e(m["route"])),
                    ("version", e(m["version"])), ("kind", e(m["kind"])), ("created", e(m["created"])),
                    ("expires", e(m.get("expires", "never"))), ("recipients", e(len(info["recipients"]))),
@@ -194,7 +242,7 @@ def render(info: dict[str, Any], verdict: tuple[bool, str]) -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f"<title>tgflow report: {e(m['route'])} v{e(m['version'])}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{e(m['route'])} version {e(m['version'])}</h1><p>{status}</p>{facts}"
+            f"<h1>{e(m['route'])} version {e(m['version'])}</h1><p>{status}</p>{top}{facts}"
             f"<h2>Signers</h2><ul>{signers}</ul><h2>Round</h2><div class=grid>{plots}</div>"
             f"<h2>Evidence timeline</h2><table>{events}</table>"
             f'<p class=dim>Made by {e(_tool(ev))}. Check it yourself: <code>tgflow tgsp verify PKG</code>.</p>'

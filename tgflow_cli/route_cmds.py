@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tgsp.errors import InputError, NotFoundError
 
-from .common import STATE, config, emit_json, index_days_setting, keyring, passphrase
+from .common import STATE, OutputFormat, config, emit, emit_json, index_days_setting, keyring, output_format, passphrase, short
 from .errors import UNCHANGED
 from .term import cells, say, show, warn
 
@@ -72,7 +72,8 @@ def _versions(doc: dict[str, Any]) -> dict[str, list[str]]:
 
 
 @app.command("list")
-def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, json_out: bool = Json) -> None:
+def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, json_out: bool = Json,
+          fmt: Optional[str] = OutputFormat) -> None:
     """Every route in the registry, with what its aliases name.
 
     Example: tgflow route list --registry demo-out/registry
@@ -84,8 +85,8 @@ def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, j
         rows.append({"route": route, "index_version": doc["version"], "expires": doc["expires"],
                      "packages": len(doc["packages"]),
                      "aliases": {a: t["version"] for a, t in sorted(doc["aliases"].items())}})
-    if json_out:
-        return emit_json({"registry": str(reg.root), "routes": rows})
+    if fmt := output_format(fmt, json_out):
+        return emit({"registry": str(reg.root), "routes": rows}, fmt)
     if not rows:
         return say(f"no routes in {reg.root}")
     table = Table("route", "index", "expires", "packages", "aliases")
@@ -97,27 +98,27 @@ def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, j
 
 @app.command("show")
 def show_(route: str = typer.Argument(..., help="The route key."), registry: Optional[Path] = Registry,
-          spec: Optional[Path] = SpecOpt, json_out: bool = Json) -> None:
+          spec: Optional[Path] = SpecOpt, json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """The route's verified index: its aliases and every registered version with its evaluation.
 
     Example: tgflow route show support --registry demo-out/registry
     """
     doc = _open(registry, spec).require(route)
-    if json_out:
-        return emit_json(doc)
+    if fmt := output_format(fmt, json_out):
+        return emit(doc, fmt)
     say(f"route {route}: index v{doc['version']}, issued {doc['issued']}, expires {doc['expires']}")
     names = _versions(doc)
     table = Table("version", "package", "aliases", "registered", "exact match", "choice acc.")
     for e in doc["packages"]:
         ev = (e.get("evaluation") or {}).get("round") or {}
-        table.add_row(*cells(e["version"], e["package_id"][7:23], ", ".join(names.get(e["package_id"], [])),
+        table.add_row(*cells(e["version"], short(e["package_id"][7:]), ", ".join(names.get(e["package_id"], [])),
                              e["registered"], ev.get("exact_match", "-"), ev.get("choice_accuracy", "-")))
     show(table)
 
 
 @app.command()
 def history(route: str = typer.Argument(..., help="The route key."), registry: Optional[Path] = Registry,
-            spec: Optional[Path] = SpecOpt, json_out: bool = Json) -> None:
+            spec: Optional[Path] = SpecOpt, json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """Every change to the route's index (register, eval, promote, rollback); with --spec,
     also the route log's rounds and their outcomes.
 
@@ -125,8 +126,8 @@ def history(route: str = typer.Argument(..., help="The route key."), registry: O
     """
     doc = _open(registry, spec).require(route)
     rounds = _rounds(spec) if spec else []
-    if json_out:
-        return emit_json({"route": route, "index": doc["history"], "rounds": rounds})
+    if fmt := output_format(fmt, json_out):
+        return emit({"route": route, "index": doc["history"], "rounds": rounds}, fmt)
     table = Table("index", "when", "action", "alias", "version", "by")
     for h in doc["history"]:
         table.add_row(*cells(f"v{h['index_version']}", h["at"], h["action"], h["alias"] or "-", h["version"], h["by"]))

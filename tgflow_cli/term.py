@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 out = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)
@@ -54,10 +55,17 @@ def line(*parts: Any) -> Text:
 
 
 class Level:
-    """-q and -v: how much people-facing output there is (errors always print)."""
+    """-q and -v: how much people-facing output there is (errors always print); -o wide."""
 
     quiet = False
     verbose = 0
+    wide = False
+
+
+def wide() -> bool:
+    """Full values (key ids, package ids) instead of short ones: with -o wide, or when stdout is
+    not a terminal (a script reads it: two keys must never look alike)."""
+    return Level.wide or not out.is_terminal
 
 
 def say(*parts: Any) -> None:
@@ -66,9 +74,24 @@ def say(*parts: Any) -> None:
 
 
 def show(renderable: Any) -> None:
-    """A table (its cells built with ``cells``), unless -q."""
-    if not Level.quiet:
+    """A table (its cells built with ``cells``), unless -q. Not on a terminal: plain columns,
+    full values, no box art and no truncation at 80 columns."""
+    if Level.quiet:
+        return
+    if out.is_terminal or not isinstance(renderable, Table):
         out.print(renderable)
+        return
+    for row in plain_rows(renderable):
+        out.file.write(row + "\n")
+    out.file.flush()
+
+
+def plain_rows(table: Table) -> list[str]:
+    """The table as space-aligned rows (as kubectl prints), each cell one cleaned line."""
+    cols = [[clean(c.header if isinstance(c.header, str) else getattr(c.header, "plain", c.header)).upper()]
+            + [clean(getattr(cell, "plain", cell)) or "-" for cell in c._cells] for c in table.columns]
+    widths = [max(len(v) for v in col) for col in cols]
+    return ["   ".join(col[i].ljust(w) for col, w in zip(cols, widths)).rstrip() for i in range(len(cols[0]))]
 
 
 def warn(*parts: Any) -> None:

@@ -20,7 +20,7 @@ def _num(x: Any) -> str:
 
 def novelty(d: dict) -> str:
     return (f"novelty: {d.get('examples')} examples scored, {d.get('novel')} novel at threshold "
-            f"{_num(d.get('threshold'))}, {d.get('duplicates', 0)} duplicates"
+            f"{_num(d.get('threshold'))}, {d.get('duplicates', 0)} duplicates, {d.get('near_duplicates', 0)} near-duplicates"
             + (" (round skipped)" if d.get("skipped") else ""))
 
 

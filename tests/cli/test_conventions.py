@@ -296,3 +296,25 @@ def test_did_you_mean_for_key_names_and_backends(home, capsys):
     spec = Path(__file__).resolve().parents[2] / "examples" / "run_spec.json"
     code, _, err = run(capsys, "export", "--backend", "kubeflow", "--spec", spec, "-o", home / "o")
     assert code == 2 and "did you mean k8s?" in err and "Kubeflow Trainer" in err
+
+
+def test_piped_tables_are_plain_and_whole_and_o_takes_json_yaml_wide(home, capsys):
+    """Piped tables kept box art and cut ids at 80 columns, so two keys could read alike (issue 30)."""
+    import yaml
+
+    for name in ("aggregator-eu-west-1-primary", "aggregator-eu-west-1-standby"):
+        assert run(capsys, "key", "generate", name)[0] == 0
+    code, out, _ = run(capsys, "key", "list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["NAME", "TYPE", "KEY", "ID", "VERSION", "CREATED", "PRIVATE", "REVOKED"]
+    assert not any(ch in out for ch in "┃│━─┏") and "…" not in out
+    listed = json.loads(run(capsys, "key", "list", "--json")[1])
+    for k in listed:  # whole names and whole key ids, one row each
+        assert any(k["name"] in row and k["keyid"] in row for row in lines[1:])
+    code, out, _ = run(capsys, "key", "list", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out) == listed
+    code, out, _ = run(capsys, "key", "list", "-o", "json")
+    assert code == 0 and json.loads(out) == listed
+    assert run(capsys, "key", "list", "-o", "wide")[0] == 0
+    code, _, err = run(capsys, "key", "list", "-o", "xml")
+    assert code == 2 and "-o 'xml' is not one of json, yaml, wide" in err

@@ -64,9 +64,32 @@ def test_report_renders_in_chromium_with_its_plots(round_package, tmp_path, monk
     for fig in FIGURES:
         assert f'id="{fig}"' in dom.stdout  # the browser parsed the SVG plots into the DOM
     assert "VERIFIED" in dom.stdout and "polyline" in dom.stdout
+    # the headline a user came for: base -> adapter on the eval set, with intervals
+    assert "exact match" in dom.stdout and "choice accuracy" in dom.stdout and "95% Wilson interval" in dom.stdout
+    assert "near-duplicates" in dom.stdout and ">examples</text>" in dom.stdout  # the histogram's count axis
+    assert "budget 10%" in dom.stdout  # forgetting in one unit: percent
     shot = tmp_path / "report.png"
     headless(exe, tmp_path, "--window-size=1100,1500", f"--screenshot={shot}", out.as_uri())
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_the_wilson_interval():
+    from tgflow_cli.report import wilson
+
+    lo, hi = wilson(1.0, 48)  # 48 of 48: the upper end is 1, the lower end is 1 - about 3.84/48
+    assert abs(hi - 1.0) < 1e-9 and abs(lo - 0.926) < 0.002
+    lo, hi = wilson(0.5, 100)
+    assert abs(lo - 0.404) < 0.002 and abs(hi - 0.596) < 0.002
+
+
+def test_the_report_s_plots_scale_down_and_times_do_not_wrap(round_package, tmp_path, monkeypatch):
+    """Its stylesheet lets each SVG shrink to a narrow window and keeps a timestamp on one line."""
+    root, pkg = round_package
+    monkeypatch.setenv("TGFLOW_HOME", str(root / "home"))
+    out = tmp_path / "r.html"
+    assert main(["tgsp", "report", str(pkg), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "svg{max-width:100%;height:auto}" in text and "td.when code{white-space:nowrap}" in text
 
 
 def test_hostile_strings_are_text_in_the_report(tmp_path):
