@@ -37,6 +37,21 @@ def route(tmp_path_factory):
     env.undo()
 
 
+@pytest.fixture(scope="module")
+def round2(route):
+    """Round 2 (examples/run_spec_2.json) on top of `route`: its --json report. A fixture, not a test,
+    so every test that needs version 2 has it whichever worker and order it runs in."""
+    import io
+    from contextlib import redirect_stdout
+
+    from tgflow_cli.main import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["peft", "run", "--spec", "examples/run_spec_2.json", "--json"]) == 0
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
 def _nothing():
     import contextlib
 
@@ -100,10 +115,8 @@ def test_novelty_tells_new_topics_from_reworded_seen_tickets(route):
     assert fast == 16 / 24  # the adapter answers every round-1 ticket and none of the new ones
 
 
-def test_round_two_continues_keeps_and_learns(route, capsys):
-    code, out, err = cli(capsys, "peft", "run", "--spec", "examples/run_spec_2.json", "--json")
-    assert code == 0, err
-    report = json.loads(out)
+def test_round_two_continues_keeps_and_learns(route, round2, capsys):
+    report = round2
     first = _release(route)
     assert report["version"] == 2 and report["parent"]["package_id"] == first.package_id
     from tgsp.package import open_package
@@ -155,7 +168,7 @@ def test_champion_challenger_refuses_a_worse_adapter(route, capsys):
     assert not (route / "demo-out/no-replay.tgsp").exists()
 
 
-def test_promote_roll_back_resolve_and_generate(route, capsys):
+def test_promote_roll_back_resolve_and_generate(route, round2, capsys):
     reg = ["--registry", "demo-out/registry"]
     sign = ["--signing-key", "release"]
     state = route / "consumer.json"
@@ -188,7 +201,7 @@ def test_promote_roll_back_resolve_and_generate(route, capsys):
     assert code == 0 and "base model:" in out and "adapter v1:" in out
 
 
-def test_a_regressed_evaluation_blocks_promotion(route, capsys):
+def test_a_regressed_evaluation_blocks_promotion(route, round2, capsys):
     """route eval records both adapters' task metrics; promote refuses a version that regressed."""
     reg = ["--registry", "demo-out/registry"]
     sign = ["--signing-key", "release"]
