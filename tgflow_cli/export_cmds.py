@@ -34,6 +34,14 @@ def _backend(value: str) -> str:
                      if alias == "k8s" else "see: tgflow export --help")
 
 
+def _check_aggregate(aggregate: bool, quorum: int | None, decrypt_from: str | None) -> None:
+    if decrypt_from and not aggregate:
+        raise InputError("--decrypt-from goes with --aggregate --quorum K", hint="the key holder's job needs its quorum")
+    if aggregate != (quorum is not None):
+        raise InputError("--aggregate and --quorum go together",
+                         hint="an aggregation job needs its quorum: --aggregate --quorum K")
+
+
 def _settings(items: list[str]) -> dict[str, str]:
     settings = {}
     for item in items:
@@ -85,10 +93,7 @@ def export(
     from runners.spec import load_spec
 
     settings = _settings(set_ or [])
-    if decrypt_from and not aggregate:
-        raise InputError("--decrypt-from goes with --aggregate --quorum K", hint="the key holder's job needs its quorum")
-    if aggregate != (quorum is not None):
-        raise InputError("--aggregate and --quorum go together", hint="an aggregation job needs its quorum: --aggregate --quorum K")
+    _check_aggregate(aggregate, quorum, decrypt_from)
     run_spec, _, _ = load_spec(spec)
     image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
     options = ExportOptions(image=image, schedule=schedule,

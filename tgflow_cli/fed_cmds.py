@@ -54,8 +54,7 @@ def aggregate(
 
     Example: tgflow fed aggregate site-a.tgsp site-b.tgsp site-c.tgsp --spec aggregator.json --quorum 2 --site site-a --site site-b --site site-c
     """
-    no_dash(out, "a release package written to a path")
-    index_days_setting()
+    _before(out)
     from runners.recipes.aggregate import aggregate as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
@@ -129,8 +128,7 @@ def decrypt(
 
     Example: tgflow fed decrypt sum.tgsp --updates-dir updates --spec keyholder.json --aggregator aggregator-sign --quorum 2
     """
-    no_dash(out, "a release package written to a path")
-    index_days_setting()
+    _before(out)
     from runners.recipes.decrypt import DecryptRequest, decrypt as run
     from runners.stages.aggregation import Request
     from tgsp.errors import InputError, RoundOutcome
@@ -155,6 +153,12 @@ def decrypt(
         f"norm {agg['norm']:.4g} of at most {agg['norm_bound']:.4g}) in {agg['seconds']} s")
     _refusals(agg)
     render_release(result.report)
+
+
+def _before(out: str | None) -> None:
+    """What both steps check and set before any work: the release path, the index lifetime."""
+    no_dash(out, "a release package written to a path")
+    index_days_setting()
 
 
 def _in_folder(folder: Path | None) -> list[Path]:

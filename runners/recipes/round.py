@@ -41,6 +41,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     opened = open_round(spec_path, input_root, output_root, now)
     state = opened.state  # refuses a state_dir that climbs out of the output root
     inputs_stage.check_round(opened.spec, keyring)
+    inputs_stage.check_recipients(opened.spec, keyring)
     prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
     # Fail fast, and leave no trace, on everything the lock does not protect: keys, model, feeds.
     signer = keyring.signer(opened.spec.output.signing_key, passphrase)

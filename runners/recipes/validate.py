@@ -19,7 +19,7 @@ from ..data import feeds as feeds_mod
 from ..learn import model as model_mod
 from ..n2he import context
 from ..privacy.rules import check_n2he
-from ..stages.inputs import check_round, open_round
+from ..stages.inputs import check_recipients, check_round, open_round
 from .round import privacy_budget
 from ..state.store import RouteStore
 
@@ -51,9 +51,7 @@ def _keys(spec, keyring) -> str:
     pub = keyring.public_file(spec.output.signing_key)
     if pub.kind != "signing" or not (keyring.home / "keys" / f"{pub.name}.json").exists():
         raise InputError(f"output.signing_key {spec.output.signing_key!r} is not an own signing key in {keyring.home}")
-    for r in spec.output.recipients:
-        if keyring.resolve_public(r).kind != "recipient":
-            raise InputError(f"output.recipients {r!r} is not a recipient key")
+    check_recipients(spec, keyring)  # as peft run checks them
     return f"signing key {pub.name} and {len(spec.output.recipients)} recipient(s)"
 
 

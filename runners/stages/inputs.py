@@ -216,13 +216,17 @@ def check_round(spec: RunSpec, keyring) -> None:
     modes.check(spec)
     if spec.feed is None:
         raise InputError("run spec field feed: peft run needs a training feed (only fed aggregate runs without one)")
-    for r in spec.output.recipients:  # a signing key here used to fail only at packaging, after training
-        if keyring.resolve_public(r).kind != "recipient":
-            raise InputError(f"output.recipients {r!r} is not a recipient key",
-                             hint="name recipient keys (tgflow key list shows each key's type)")
     if spec.federation is not None:
         keyring.resolve_public(spec.federation.aggregator)
         modes.check_site(spec, keyring, clock.utcnow)
         if spec.federation.start and spec.training.init == "base":
             raise InputError("federation.start names a starting adapter, but training.init is \"base\"",
                              hint="drop one of them")
+
+
+def check_recipients(spec: RunSpec, keyring) -> None:
+    """Each output recipient is a recipient key (a signing key here failed only at packaging)."""
+    for r in spec.output.recipients:
+        if keyring.resolve_public(r).kind != "recipient":
+            raise InputError(f"output.recipients {r!r} is not a recipient key",
+                             hint="name recipient keys (tgflow key list shows each key's type)")

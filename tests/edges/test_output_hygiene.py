@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -33,7 +34,15 @@ def test_peft_run_json_keeps_stderr_free_of_library_noise(home):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outcome"] == "packaged"
-    assert proc.stderr == ""  # no tqdm bar, no FutureWarning, nothing
+    # a CronJob's log: tgflow's own progress lines (issue 30), and no tqdm bar, no FutureWarning, nothing else
+    ours = re.compile(r"(loading the base model|scoring novelty|evaluating the adapters)( \.\.\.|: done in [0-9.]+ s)"
+                      r"|training: step \d+/100(, [0-9.]+k? tokens/s, eta \d+:\d\d)?, loss [0-9.]+")
+    lines = proc.stderr.splitlines()
+    assert lines and all(ours.fullmatch(line) for line in lines), proc.stderr
+    quiet = subprocess.run(tgflow_exe() + ["-q", "peft", "run", "--spec", str(ROOT / "examples" / "run_spec.json"),
+                                           "--output-root", str(root / "out-q"), "--json"],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
 
 
 def test_two_sigterms_during_start_up_never_exit_0(home):
