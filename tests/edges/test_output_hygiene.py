@@ -46,11 +46,14 @@ def test_peft_run_json_keeps_stderr_free_of_library_noise(home):
 
 
 def test_two_sigterms_during_start_up_never_exit_0(home):
+    """Signalled while it loads the model (it says so on stderr: no fixed sleep, which a loaded
+    2-core machine outran), tgflow stops with a signal's exit code, never 0 and never -15."""
     root, env = home
     proc = subprocess.Popen(tgflow_exe() + ["peft", "run", "--spec", str(ROOT / "examples" / "run_spec.json"),
                                             "--output-root", str(root / "out2"), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # importing torch and loading the model
+    first = proc.stderr.readline()  # blocks until the round starts loading: handlers are in place by then
+    assert first.startswith(b"loading the base model"), first
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
