@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from . import timeline
+from .term import clean
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -35,7 +36,9 @@ ROUND_EVENTS = ("tgflow.training", "tgflow.evaluation", "tgflow.forgetting", "tg
 
 
 def e(value: Any) -> str:
-    text = str(value)
+    """``value`` as inert HTML text: control and bidi characters as visible escapes (a page written
+    to a terminal with -o - must not paint it), markup escaped, long values clipped."""
+    text = clean(value)
     if len(text) > MAX_TEXT:
         text = f"{text[:MAX_TEXT]}… ({len(text) - MAX_TEXT} more characters)"
     return html.escape(text, quote=True)

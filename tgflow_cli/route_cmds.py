@@ -45,7 +45,7 @@ def _trust(trusted: list[str] | None = None):
     return kr.trust_policy(trusted=trusted or None)
 
 
-def _open(registry: Path | None, spec: Path | None, policy=None, *, create: bool = False):
+def open_registry(registry: Path | None, spec: Path | None, policy=None, *, create: bool = False):
     """The registry; a folder that does not exist is refused (exit 2), not read as "no routes"."""
     from runners.state.registry import Registry as Reg
 
@@ -78,7 +78,7 @@ def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, j
 
     Example: tgflow route list --registry demo-out/registry
     """
-    reg = _open(registry, spec)
+    reg = open_registry(registry, spec)
     rows = []
     for route in reg.routes():
         doc = reg.require(route)
@@ -103,7 +103,7 @@ def show_(route: str = typer.Argument(..., help="The route key."), registry: Opt
 
     Example: tgflow route show support --registry demo-out/registry
     """
-    doc = _open(registry, spec).require(route)
+    doc = open_registry(registry, spec).require(route)
     if fmt := output_format(fmt, json_out):
         return emit(doc, fmt)
     say(f"route {route}: index v{doc['version']}, issued {doc['issued']}, expires {doc['expires']}")
@@ -124,7 +124,7 @@ def history(route: str = typer.Argument(..., help="The route key."), registry: O
 
     Example: tgflow route history support --spec examples/run_spec.json
     """
-    doc = _open(registry, spec).require(route)
+    doc = open_registry(registry, spec).require(route)
     rounds = _rounds(spec) if spec else []
     if fmt := output_format(fmt, json_out):
         return emit({"route": route, "index": doc["history"], "rounds": rounds}, fmt)
@@ -156,7 +156,7 @@ def register(
 
     Example: tgflow route register demo-out/support.tgsp --registry demo-out/registry --signing-key release
     """
-    reg = _open(registry, spec, create=True)
+    reg = open_registry(registry, spec, create=True)
     entry = reg.register(package, _signer(signing_key, passphrase_file), alias=alias)
     if json_out:
         return emit_json(entry)
@@ -183,7 +183,7 @@ def eval_(
     from runners.spec import FeedSpec
     from runners.recipes.trial import evaluate
 
-    reg = _open(registry, spec)
+    reg = open_registry(registry, spec)
     signer = _signer(signing_key, passphrase_file)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
     idents = [k for name in identity or [] for k in keyring().identities(name, pp)]
@@ -216,7 +216,7 @@ def promote(
     """
     if (version is None) == (from_ is None):
         raise InputError("give the version to promote once: VERSION (a number, latest, an alias) or --from ALIAS")
-    reg = _open(registry, spec)
+    reg = open_registry(registry, spec)
     entry = reg.promote(route, version or from_, _signer(signing_key, passphrase_file), alias=alias, force=force)
     _moved(reg, route, alias, entry, json_out)
 
@@ -233,7 +233,7 @@ def rollback(
 
     Example: tgflow route rollback support --registry demo-out/registry --signing-key release
     """
-    reg = _open(registry, spec)
+    reg = open_registry(registry, spec)
     entry = reg.rollback(route, _signer(signing_key, passphrase_file), to=to, alias=alias)
     _moved(reg, route, alias, entry, json_out)
 
@@ -250,7 +250,7 @@ def refresh(
 
     Example: tgflow route refresh support --registry demo-out/registry --signing-key release
     """
-    reg = _open(registry, spec)
+    reg = open_registry(registry, spec)
     if days is not None:
         reg.days = days
     doc = reg.refresh(route, _signer(signing_key, passphrase_file))
@@ -282,7 +282,7 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
-    reg = _open(registry, spec, _trust(trusted))
+    reg = open_registry(registry, spec, _trust(trusted))
     result = reg.resolve(route, alias, reg.policy, state)
     if result["index_expiring"]:
         warn(f"warning: route {route}'s index expires at {result['index_expires']}; after that every resolve "

@@ -240,21 +240,37 @@ def _package_info(source) -> dict:
 
 @app.command()
 def report(
-    package: Path = typer.Argument(..., help="Package to describe ('-' reads it from stdin)."),
+    package: Optional[Path] = typer.Argument(None, help="Package to describe ('-' reads it from stdin); or give --route."),
     output: Path = typer.Option(..., "-o", "--output", help="HTML file to write (atomically; '-' for stdout); an existing file needs --force."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="ROUTE", help="Instead of a package: one page for this route's history (with --registry)."),
+    registry: Optional[Path] = typer.Option(None, "--registry", metavar="DIR", help="With --route: the registry (default: [route] registry in config.toml).", file_okay=False),
     trusted: Optional[List[str]] = Trusted,
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
 ) -> None:
     """Write one self-contained HTML page about a package for an operator or a
-    reviewer: verification against your trust store, signers, the evidence
-    timeline, the training loss curve, losses before and after against the gate,
-    forgetting against its budget, the novelty histogram and the privacy record.
-    No script and no network: plots are inline SVG.
+    reviewer: verification against your trust store, the headline task metrics,
+    signers, the evidence timeline, the training loss curve, losses before and after
+    against the gate, forgetting against its budget, the novelty histogram and the
+    privacy record. With --route, one page for a route's history instead: each
+    version's metrics over time, promotions and rollbacks, and ε spent against the
+    budget. No script and no network: plots are inline SVG.
 
     Example: tgflow tgsp report adapter.tgsp -o report.html
+    (a route: tgflow tgsp report --route support --registry demo-out/registry -o route.html)
     """
+    if (package is None) == (route is None):
+        raise InputError("give a package or --route ROUTE (one of them)", hint="see: tgflow tgsp report --help")
+    page, verdict = _route_page(route, registry, trusted) if route else _package_page(package, trusted)
+    if is_dash(output):
+        sys.stdout.buffer.write(page)
+        return None
     from tgsp.atomic import write_bytes
 
+    write_bytes(output, page, overwrite=force)
+    say(f"wrote {output} ({verdict})")
+
+
+def _package_page(package: Path, trusted) -> tuple[bytes, str]:
     from .report import render
 
     with package_source(package, named=True) as source:  # read twice: describe, then verify
@@ -262,12 +278,30 @@ def report(
         result = tgsp.verify(source, _policy(trusted, None, None, None))
     bad = result.first_failure
     verdict = (result.ok, "against this keyring's trust store" if result.ok else f"{bad.name}: {bad.detail}")
-    page = render(info, verdict).encode("utf-8")
-    if is_dash(output):
-        sys.stdout.buffer.write(page)
-        return None
-    write_bytes(output, page, overwrite=force)
-    say(f"wrote {output} ({'verified' if result.ok else 'NOT verified: ' + bad.name})")
+    return render(info, verdict).encode("utf-8"), "verified" if result.ok else "NOT verified: " + bad.name
+
+
+def _route_page(route: str, registry: Optional[Path], trusted) -> tuple[bytes, str]:
+    """The verified route index (a bad one refuses, exit 1), and each registered version verified
+    against the same trust, pinned to the route and to adapters."""
+    from . import route_report
+    from .route_cmds import open_registry, _trust
+
+    reg = open_registry(registry, None, _trust(trusted))
+    doc = reg.require(route)
+    pinned = keyring().trust_policy(trusted=trusted or None, route=route, kind="adapter")
+    rows = []
+    for entry in doc["packages"][:route_report.MAX_VERSIONS]:
+        path = reg.route_dir(route) / entry["file"]
+        result = tgsp.verify(path, pinned) if path.is_file() else None
+        bad = result.first_failure if result else None
+        rows.append({**entry, "round": (entry.get("evaluation") or {}).get("round"), "verified": bool(result and result.ok),
+                     "privacy": (result.manifest or {}).get("privacy") if result and result.ok else None,
+                     "why": "missing from the registry" if result is None else None if result.ok else
+                     f"{bad.name}: {bad.detail}"})
+    failed = sum(not r["verified"] for r in rows)
+    return route_report.render(doc, rows).encode("utf-8"), f"{len(rows)} versions" + (
+        f", {failed} NOT verified" if failed else ", all verified")
 
 
 def _render_inspect(package, info: dict) -> None:

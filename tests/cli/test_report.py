@@ -186,3 +186,21 @@ def test_a_long_evidence_log_is_cut_with_a_count(built_info):
     ev = [{"seq": n, "time": "t", "type": "x.note", "data": {"n": n}} for n in range(MAX_EVENTS + 5)]
     page = render({**built_info, "evidence": ev}, (True, "ok"))
     assert "and 5 more events" in page and page.count("<tr><td><code>") == MAX_EVENTS
+
+
+def test_route_report_epsilon_chart_and_hostile_values():
+    """The route page's ε line against the budget, and data that is never markup."""
+    from tgflow_cli import route_report
+
+    evil = '<script>alert(1)</script>"\x1b[31m'
+    doc = {"route": evil, "version": 3, "issued": evil, "expires": "2027-01-01T00:00:00Z",
+           "aliases": {"production": {"package_id": "sha256:" + "a" * 64, "version": 2}},
+           "history": [{"index_version": 1, "at": evil, "action": evil, "alias": None, "version": 1, "by": evil}]}
+    rows = [{"version": v, "package_id": "sha256:" + c * 64, "registered": evil, "verified": v != 3, "why": evil,
+             "round": {"exact_match": 0.5 + v / 10, "choice_accuracy": "x"},
+             "privacy": {"epsilon": 3.0, "route_epsilon": 3.0 * v, "route_budget_epsilon": 10.0}}
+            for v, c in ((1, "b"), (2, "a"), (3, "c"))]
+    page = route_report.render(doc, rows)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "\x1b" not in page.replace("\\x1b", "")
+    assert 'id="epsilon-over-time"' in page and "budget 10" in page and page.count("<circle") == 3  # choice: not a number
+    assert page.count("<span class=ok>verified</span>") == 2 and "production" in page

@@ -227,3 +227,16 @@ def test_every_state_file_carries_a_format_tag(route):
         assert json.loads(p.read_text()).get("format", "").startswith("tgflow"), p
     names = {p.name for p in state.iterdir()}
     assert {"store.json", "log.jsonl", "log.head.json", "lock", "novelty", "retained", "rounds"} <= names
+
+
+def test_route_report_page(route, round2, capsys, tmp_path):
+    """tgsp report --route: the route's history on one page, every version verified (issue 30)."""
+    out = tmp_path / "route.html"
+    code, said, err = cli(capsys, "tgsp", "report", "--route", "support", "--registry", "demo-out/registry", "-o", out)
+    assert code == 0 and "(2 versions, all verified)" in said, err
+    page = out.read_text()
+    assert "<script" not in page and 'id="metrics-over-time"' in page and page.count("<circle") == 4  # 2 versions x 2
+    assert ">v1</td>" in page and ">v2</td>" in page and page.count("<span class=ok>verified</span>") == 2
+    assert "register" in page and "no version of this route was trained with differential privacy" in page
+    code, _, err = cli(capsys, "tgsp", "report", "pkg.tgsp", "--route", "support", "-o", tmp_path / "x.html")
+    assert code == 2 and "one of them" in err
