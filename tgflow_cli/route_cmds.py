@@ -36,7 +36,7 @@ def _registry_dir(registry: Path | None, spec: Path | None) -> Path:
     raise InputError("no registry given", hint="pass --registry DIR (or --spec FILE, or set [route] registry in config.toml)")
 
 
-def _trust(trusted: list[str] | None = None):
+def trusted_policy(trusted: list[str] | None = None):
     """The trust policy; a keyring folder that does not exist is a typo, not an empty trust store."""
     kr = keyring()
     if not trusted and not kr.home.is_dir():
@@ -54,7 +54,7 @@ def open_registry(registry: Path | None, spec: Path | None, policy=None, *, crea
     if not create and not root.is_dir():
         raise NotFoundError(f"registry folder {root} does not exist",
                             hint="check --registry; a route's first peft run (or route register) creates it")
-    return Reg(root, policy or _trust())
+    return Reg(root, policy or trusted_policy())
 
 
 def _signer(name: str | None, passphrase_file: Path | None):
@@ -282,7 +282,7 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
-    reg = open_registry(registry, spec, _trust(trusted))
+    reg = open_registry(registry, spec, trusted_policy(trusted))
     result = reg.resolve(route, alias, reg.policy, state)
     if result["index_expiring"]:
         warn(f"warning: route {route}'s index expires at {result['index_expires']}; after that every resolve "
