@@ -36,9 +36,9 @@ def _tenseal() -> str:
 
 
 def _pkcs11() -> str:
-    import pkcs11  # noqa: F401 - importing is the test; a token also needs its module
-
     from tgsp.pkcs11 import MODULE_ENV
+
+    importlib.import_module("pkcs11")  # importing is the test; a token also needs its module
 
     module = os.environ.get(MODULE_ENV)
     return f"python-pkcs11 importable; {MODULE_ENV}={'set' if module else 'not set'}"
