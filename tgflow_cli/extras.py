@@ -69,7 +69,7 @@ class Extra:
 
 
 EXTRAS = (
-    Extra("train", "training: peft run, peft trial, federated and n2he site rounds",
+    Extra("train", "training: peft run, peft generate, route eval, federated and n2he site rounds",
           ("torch", "transformers", "peft", "safetensors", "tokenizers", "datasets", "opacus", "msgpack"), _train),
     Extra("n2he", "privacy mode n2he, key generate --type he", ("tenseal",), _tenseal),
     Extra("pkcs11", "signing keys in an HSM (key generate --pkcs11, key import-pkcs11)", ("pkcs11",), _pkcs11),
