@@ -18,7 +18,7 @@ from tgsp.errors import InputError, VerificationFailed
 from tgsp.evidence import load_user_events
 from tgsp.verify import load_rollback_state, record_rollback_state
 
-from .common import STATE, config, emit_json, keyring, passphrase, progress, short
+from .common import STATE, OutputFormat, config, emit, emit_json, keyring, output_format, passphrase, progress, short
 from . import timeline
 from .stdio import is_dash, no_dash, not_a_terminal, output_target, package_source
 from .term import cells, detail, line, say, show, styled, warn
@@ -166,20 +166,22 @@ def verify(
     kind: Optional[str] = KindPin,
     require_hardware: Optional[Hardware] = RequireHardware,
     json_out: bool = Json,
+    fmt: Optional[str] = OutputFormat,
 ) -> None:
     """Check format, entries, both signatures, evidence, digests, expiry and rollback.
     Exit 0 only if all hold for every package, 1 if any fails.
 
-    Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json
+    Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json   (or -o yaml)
     """
     if sum(is_dash(p) for p in packages) > 1:
         raise InputError("standard input ('-') can be read only once")
+    fmt = output_format(fmt, json_out)
     state = state or _config_path("state")
-    reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, json_out,
+    reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, bool(fmt),
                            len(packages) > 1) for p in packages]
-    if json_out:  # one document: the report itself, or all of them
-        emit_json(reports[0].to_dict() if len(reports) == 1 else
-                  {"ok": all(r.ok for r in reports), "packages": [r.to_dict() for r in reports]})
+    if fmt:  # one document: the report itself, or all of them
+        emit(reports[0].to_dict() if len(reports) == 1 else
+             {"ok": all(r.ok for r in reports), "packages": [r.to_dict() for r in reports]}, fmt)
     bad = [r for r in reports if not r.ok]
     if bad:
         STATE.reported = True
@@ -211,18 +213,19 @@ def _verify_one(package, trusted, revocations, min_version, state, route, kind, 
 
 @app.command()
 def inspect(package: Path = typer.Argument(..., help="Package to list ('-' reads it from stdin)."),
-            json_out: bool = Json) -> None:
+            json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """Show what a package says about itself without any key (nothing is trusted):
     manifest, signers with custody, recipients, and the evidence as a timeline.
 
-    Example: tgflow tgsp inspect adapter.tgsp --json
+    Example: tgflow tgsp inspect adapter.tgsp --json   (or -o yaml; -o wide for whole digests)
     """
+    fmt = output_format(fmt, json_out)
     with package_source(package) as source:
         info = _package_info(source)
-    if json_out:
+    if fmt:
         for s in info["manifest"]["signers"]:
             s.pop("lineage", None)
-        return emit_json(info)
+        return emit(info, fmt)
     _render_inspect(package, info)
 
 

@@ -318,3 +318,14 @@ def test_piped_tables_are_plain_and_whole_and_o_takes_json_yaml_wide(home, capsy
     assert run(capsys, "key", "list", "-o", "wide")[0] == 0
     code, _, err = run(capsys, "key", "list", "-o", "xml")
     assert code == 2 and "-o 'xml' is not one of json, yaml, wide" in err
+
+
+def test_verify_and_inspect_take_o_yaml(kit, capsys):
+    import yaml
+
+    _, _, pkg = kit
+    for cmd in ("verify", "inspect"):
+        code, out, _ = run(capsys, "tgsp", cmd, pkg, "--json")
+        as_json = json.loads(out)
+        code2, out2, _ = run(capsys, "tgsp", cmd, pkg, "-o", "yaml")
+        assert code == code2 == 0 and yaml.safe_load(out2) == as_json
