@@ -59,26 +59,21 @@ def test_a_missing_extra_exits_2_naming_it(tmp_path, hidden, args, extra):
     assert f"optional module '{hidden}" in r.stderr.splitlines()[0]  # names the missing module
 
 
-def test_doctor_reports_a_missing_extra_and_its_fix(tmp_path):
-    r = _tgflow(tmp_path / "home", "tenseal", "doctor", "--json")
+def test_doctor_reports_a_missing_extra_and_its_fix_and_agrees_with_version(tmp_path):
+    home = tmp_path / "home"
+    r = _tgflow(home, "tenseal", "doctor", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     by_extra = {f["extra"]: f for f in doc["features"]}
     assert by_extra["n2he"]["installed"] is False and by_extra["n2he"]["fix"] == "pip install 'tgflow[n2he]'"
     assert by_extra["train"]["working"] is True  # the self-test ran: a tensor sum on this machine
-    assert doc["keyring"] == {"path": str(tmp_path / "home"), "exists": False, "keys": 0}
+    assert doc["keyring"] == {"path": str(home), "exists": False, "keys": 0}
     assert doc["gpu"]["available"] in (True, False) and doc["config"]["path"] is None
-
-
-def test_doctor_and_version_agree_and_count_keys(tmp_path):
-    home = tmp_path / "home"
     assert _tgflow(home, "", "key", "generate", "alice").returncode == 0
-    doctor = json.loads(_tgflow(home, "", "doctor", "--json").stdout)
-    version = json.loads(_tgflow(home, "", "version", "--json").stdout)
-    assert doctor["keyring"]["keys"] == 1 and doctor["keyring"]["exists"] is True
-    assert version["doctor"]["keyring"] == doctor["keyring"]
-    assert [f["extra"] for f in version["doctor"]["features"]] == [f["extra"] for f in doctor["features"]]
-    assert all(f["working"] for f in doctor["features"]), doctor["features"]  # the test extra installs them all
+    version = json.loads(_tgflow(home, "", "version", "--json").stdout)["doctor"]
+    assert version["keyring"] == {"path": str(home), "exists": True, "keys": 1}
+    assert [f["extra"] for f in version["features"]] == [f["extra"] for f in doc["features"]]
+    assert all(f["working"] for f in version["features"]), version["features"]  # the test extra installs them all
 
 
 def test_doctor_exits_2_on_a_broken_config(tmp_path):
