@@ -83,9 +83,20 @@ def _covers(module: str, name: str) -> bool:
     return name == module or name.startswith(module + ".") or module.startswith(name + ".")
 
 
+def named(name: str) -> Extra:
+    return next(e for e in EXTRAS if e.name == name)
+
+
+_SHARED = {"regex"}  # needed by more than one extra (transformers too): its absence names no one extra
+
+
 def for_module(name: str | None) -> Extra | None:
-    """The extra that provides the missing module ``name``, or None."""
-    return next((e for e in EXTRAS if name and any(_covers(m, name) for m in e.modules)), None)
+    """The extra that provides the missing module ``name``, or None. Only when the module's top-level
+    package cannot be found at all: a missing submodule of an installed package (torch._C,
+    transformers.models.x) is a broken or mismatched install, not a missing extra."""
+    if not name or name.split(".")[0] in _SHARED or not _absent(name.split(".")[0]):
+        return None
+    return next((e for e in EXTRAS if any(_covers(m, name) for m in e.modules)), None)
 
 
 def _absent(module: str) -> bool:
@@ -93,6 +104,14 @@ def _absent(module: str) -> bool:
         return importlib.util.find_spec(module) is None
     except ImportError:  # a dotted name whose parent is missing
         return True
+
+
+def present(extra: Extra) -> dict:
+    """Whether ``extra``'s modules can be found, without importing them (fast)."""
+    missing = [m for m in extra.modules if _absent(m)]
+    return {"installed": not missing, "working": None,
+            "detail": f"missing: {', '.join(missing)}" if missing else "installed (not tried: run tgflow doctor)",
+            "fix": f"pip install 'tgflow[{extra.name}]'" if missing else None}
 
 
 def check(extra: Extra) -> dict:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from tgsp.errors import TgflowError
+
 from . import common, extras
 from .common import emit_json
 from .term import say
@@ -41,14 +43,16 @@ def version(json_out: bool = typer.Option(False, "--json", help="Print machine-r
             "cli_libraries": {d: _version_of(d) for d in CLI_LIBRARIES},
             "optional": {d: v for d in OPTIONAL if (v := _version_of(d))}}
     if json_out:
-        return emit_json({**info, "doctor": _doctor()})
+        return emit_json({**info, "doctor": _doctor(self_test=False)})
     say(f"tgflow {info['tgflow']} (formats: {', '.join(info['formats'])}; Python {info['python']})")
     for group in ("format_libraries", "cli_libraries", "optional"):
         say("  " + ", ".join(f"{k} {v or 'missing'}" for k, v in info[group].items()))
 
 
-def _gpu() -> dict:
-    if extras.check(extras.for_module("torch"))["working"]:
+def _gpu(self_test: bool = True) -> dict:
+    if not self_test:
+        return {"available": None, "detail": "not checked: run tgflow doctor"}
+    if extras.check(extras.named("train"))["working"]:
         import torch
 
         if torch.cuda.is_available():
@@ -63,17 +67,28 @@ def _keyring() -> dict:
     home = Path(common.STATE.home) if common.STATE.home else default_home()
     if not home.is_dir():
         return {"path": str(home), "exists": False, "keys": 0}
-    return {"path": str(home), "exists": True, "keys": len(common.keyring().list())}
+    try:
+        return {"path": str(home), "exists": True, "keys": len(common.keyring().list())}
+    except TgflowError as exc:  # a damaged key file: report it, as doctor reports a broken extra
+        return {"path": str(home), "exists": True, "keys": None, "error": str(exc)[:300]}
 
 
-def _config() -> dict:
-    cfg = common.config()  # a broken config.toml raises here: doctor then exits 2 naming it
+def _config(strict: bool) -> dict:
+    try:
+        cfg = common.config()
+    except TgflowError as exc:
+        if strict:  # doctor: a broken config.toml exits 2, naming it
+            raise
+        return {"path": None, "settings": None, "error": str(exc)[:300]}
     return {"path": str(cfg.path) if cfg.path else None, "settings": len(cfg.values)}
 
 
-def _doctor() -> dict:
-    return {"features": [{"extra": e.name, "feature": e.feature, **extras.check(e)} for e in extras.EXTRAS],
-            "gpu": _gpu(), "keyring": _keyring(), "config": _config()}
+def _doctor(self_test: bool = True) -> dict:
+    """With ``self_test`` (doctor), each extra is imported and tried; without (version --json, which
+    must stay fast), only whether its modules are there."""
+    features = [{"extra": e.name, "feature": e.feature, **(extras.check(e) if self_test else extras.present(e))}
+                for e in extras.EXTRAS]
+    return {"features": features, "gpu": _gpu(self_test), "keyring": _keyring(), "config": _config(self_test)}
 
 
 def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
@@ -94,8 +109,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-re
     gpu, ring, cfg = report["gpu"], report["keyring"], report["config"]
     say("gpu      " + (f"{gpu['name']} (x{gpu['count']})" if gpu["available"]
                        else "none (training runs on the CPU)"))
-    say(f"keyring  {ring['path']}: "
-        + (f"{ring['keys']} keys" if ring["exists"] else "does not exist yet (tgflow key generate creates it)"))
+    state = (f"BROKEN: {ring['error']}" if ring.get("error") else f"{ring['keys']} keys" if ring["exists"]
+             else "does not exist yet (tgflow key generate creates it)")
+    say(f"keyring  {ring['path']}: {state}")
     say("config   " + (f"{cfg['path']} ({cfg['settings']} settings)" if cfg["path"] else "none (defaults)"))
 
 

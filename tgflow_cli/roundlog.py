@@ -4,7 +4,8 @@ A CronJob's or CI's stderr is not a terminal, and a bar there prints nothing unt
 end. There, each stage gets a line when it starts and when it ends, and training a
 line at its first step, at every tenth of its steps and at least every ``every``
 seconds, with the step, the speed, the time left and the loss. Under DP the runner
-passes no loss and no token count (they are private), so none is printed.
+passes no loss and no token count (they are private), and the speed and time left,
+timings of the private records, are left out too.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ class LineLog:
 
     def __call__(self, stage: str, done: int, total: int, loss: float, tokens: int = -1) -> None:
         t = self.now()
+        if stage == "resumed":  # before any step: a checkpoint was restored
+            return warn(f"training: resumed from step {done} of {total}")
         if stage != "training":
             return self._stage(stage, done, total, t)
         if stage not in self.first:
             self.first[stage] = (done, max(tokens, 0), t)
             self.last_line = t
-            if done > 0 and math.isnan(loss):  # called before any step: a checkpoint was restored
-                return warn(f"training: resumed from step {done} of {total}")
             return warn(f"training: step {done}/{total}" + self._loss(loss))
         tenth = max(total // 10, 1)
         if done == total or done % tenth == 0 or t - self.last_line >= self.every:
@@ -60,7 +61,7 @@ class LineLog:
 
     def _speed(self, stage: str, done: int, total: int, tokens: int, t: float) -> str:
         d0, k0, t0 = self.first[stage]
-        if t <= t0 or done <= d0:
+        if tokens < 0 or t <= t0 or done <= d0:  # a private (DP) round: its timings are private too
             return ""
         steps_per_s = (done - d0) / (t - t0)
         speed = f", {_rate((tokens - k0) / (t - t0))} tokens/s" if tokens >= 0 else ""
@@ -79,6 +80,8 @@ def _bar():
     tasks: dict[str, int] = {}
 
     def progress(stage: str, done: int, total: int, loss: float, tokens: int = -1) -> None:
+        if stage == "resumed":
+            return bar.console.print(f"training: resumed from step {done} of {total}")
         info = "" if math.isnan(loss) else f"loss {loss:.4f}"
         if stage not in tasks:
             tasks[stage] = bar.add_task(stage, total=total, info=info)

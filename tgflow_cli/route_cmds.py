@@ -12,6 +12,7 @@ from tgsp.errors import InputError, NotFoundError
 
 from .common import STATE, OutputFormat, config, emit, emit_json, index_days_setting, keyring, output_format, passphrase, short
 from .errors import UNCHANGED
+from .stdio import no_dash
 from .term import cells, say, show, warn
 
 app = typer.Typer(no_args_is_help=True, help="A route's registry: register, evaluate, promote, roll back and resolve adapters.")
@@ -242,6 +243,7 @@ def rollback(
 def refresh(
     route: str = typer.Argument(..., help="The route key."),
     days: Optional[int] = typer.Option(None, "--days", min=1, max=3660, help="The new index's lifetime (default: $TGFLOW_INDEX_DAYS, [route] index_days in config.toml, or 30)."),
+    revive: bool = typer.Option(False, "--revive", help="Re-sign an index that has already expired (check route history first: it may be an old one restored)."),
     registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
@@ -253,7 +255,7 @@ def refresh(
     reg = open_registry(registry, spec)
     if days is not None:
         reg.days = days
-    doc = reg.refresh(route, _signer(signing_key, passphrase_file))
+    doc = reg.refresh(route, _signer(signing_key, passphrase_file), revive=revive)
     if json_out:
         return emit_json({"route": route, "index_version": doc["version"], "issued": doc["issued"],
                           "expires": doc["expires"]})
@@ -282,6 +284,7 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
+    no_dash(state, "a state file, read and then rewritten", "--state")
     reg = open_registry(registry, spec, trusted_policy(trusted))
     result = reg.resolve(route, alias, reg.policy, state)
     if result["index_expiring"]:
@@ -309,6 +312,7 @@ def repair_log(
 
     Example: tgflow route repair-log support --state demo-out/.tgflow-state/support
     """
+    no_dash(state, "the route's state folder", "--state")
     from runners.state.store import RouteStore
 
     store = RouteStore(state, route)

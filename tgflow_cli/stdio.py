@@ -22,11 +22,12 @@ def is_dash(path: Path | str | None) -> bool:
     return path is not None and str(path) == "-"
 
 
-def no_dash(path: Path | str | None, what: str) -> None:
-    """Refuse ``-o -`` where it cannot mean stdout (a folder, a package replaced in place)."""
+def no_dash(path: Path | str | None, what: str, flag: str = "-o") -> None:
+    """Refuse ``-o -`` (or ``--state -``) where '-' cannot mean a stream: a folder, a package
+    replaced in place, a state file that is read and then rewritten."""
     if is_dash(path):
-        raise InputError(f"-o - cannot be used here: the output is {what}, not a stream",
-                         hint="give a path, e.g. -o ./out")
+        raise InputError(f"{flag} - cannot be used here: it names {what}, not a stream",
+                         hint=f"give a path, e.g. {flag} ./{'out' if flag == '-o' else 'state.json'}")
 
 
 def not_a_terminal(path: Path | str | None) -> None:

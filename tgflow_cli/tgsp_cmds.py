@@ -176,6 +176,7 @@ def verify(
     if sum(is_dash(p) for p in packages) > 1:
         raise InputError("standard input ('-') can be read only once")
     fmt = output_format(fmt, json_out)
+    no_dash(state, "a state file, read and then rewritten", "--state")
     state = state or _config_path("state")
     reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, bool(fmt),
                            len(packages) > 1) for p in packages]
@@ -366,6 +367,7 @@ def unpack(
     """
     no_dash(output, "a folder of decrypted files")
     kr = keyring()
+    no_dash(state, "a state file, read and then rewritten", "--state")
     state = state or _config_path("state")
     policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)

@@ -28,7 +28,7 @@ from .errors import (FormatError, InputError, KeyExistsError, KeyNotFoundError, 
 from .inputfile import read_input
 from .keyring_audit import AuditLog
 from .keyring_revoke import Passphrase, Revocations
-from .keyring_trust import MAX_KEY_FILE, TrustStore, check_name, is_path_ref
+from .keyring_trust import MAX_KEY_FILE, NAME, TrustStore, check_name, is_path_ref
 from .keys import (ALGS, KINDS, RECIPIENT, SIGNING, HybridSigningKey, PrivateKey, PublicKey, SoftwareComponent,
                    software_seeds)
 from .lineage import Lineage, PublicKeyFile, rotation_statement
@@ -90,6 +90,33 @@ class KeyInfo:
     revoked: bool
 
 
+def read_key_file(path: Path, *, identity: bool = False) -> bytes:
+    """A key file's bytes, read from the open file after checking it is a regular file (a FIFO or a
+    device here would hang or never end). An ``identity`` file (--identity FILE, from outside the
+    keyring) is also refused as a link, or when it is not the user's or others may read or change it."""
+    what = "identity file" if identity else "key file"
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (os.O_NOFOLLOW if identity else 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise KeyNotFoundError(f"{what} {path} does not exist", hint="check the path") from None
+    except OSError as exc:
+        raise KeyringError(f"cannot open {what} {path}: {exc.strerror}"
+                           + (" (a link is refused)" if identity else "")) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyringError(f"{what} {path} is not a regular file")
+        if identity and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+            raise KeyringError(f"identity file {path} is not yours or other users can read or change it (mode "
+                               f"{stat.S_IMODE(st.st_mode):04o})",
+                               hint=f"chmod 600 {path} (the keyring keeps its own key files so)")
+        data = f.read(MAX_KEY_FILE + 1)
+    if len(data) > MAX_KEY_FILE:
+        raise KeyringError(f"{what} {path} is larger than {MAX_KEY_FILE} bytes")
+    return data
+
+
 class Keyring(TrustStore, Revocations, AuditLog):
     """Own keys (here), trusted keys and the trust policy (TrustStore), revocations
     (Revocations) and the audit log (AuditLog), over one folder and one lock."""
@@ -145,19 +172,23 @@ class Keyring(TrustStore, Revocations, AuditLog):
         return self._checked_key(path, name)
 
     def _checked_key(self, path: Path, name: str | None, data: bytes | None = None) -> dict[str, Any]:
-        if data is None:
-            data = read_input(path, "key file", max_bytes=MAX_KEY_FILE, error=KeyringError)
-        obj = parse(data, what=f"key file {path}")
+        """A private key file's document, every field the keyring reads checked (a damaged or
+        hostile file is a key problem, exit 3: never a KeyError)."""
+        try:
+            obj = parse(read_key_file(path) if data is None else data, what=f"key file {path}")
+        except FormatError as exc:
+            raise KeyringError(str(exc), hint="restore the key file from backup") from None
         if not isinstance(obj, dict) or obj.get("type") != PRIVATE_FILE or obj.get("kind") not in KINDS:
             raise KeyringError(f"{path} is not a tgflow private key file")
         versions = obj.get("versions")
         if not isinstance(versions, list) or not versions or not isinstance(obj.get("name"), str) or \
-                (name is not None and obj.get("name") != name):
+                not NAME.match(obj["name"]) or (name is not None and obj.get("name") != name):
             raise KeyringError(f"{path} is not a tgflow private key file")
         for n, v in enumerate(versions, 1):
             # Never trust a stored id: it is what revocations and trust are checked by.
             try:
                 ok = isinstance(v, dict) and v.get("version") == n and is_int(v.get("version")) and \
+                    isinstance(v.get("sealed"), dict) and isinstance(v.get("created"), str) and \
                     PublicKey.from_dict({"kind": obj["kind"], "public": v.get("public")}).keyid == v.get("keyid")
             except FormatError:
                 ok = False
@@ -304,24 +335,7 @@ class Keyring(TrustStore, Revocations, AuditLog):
     def _identity_file(self, path: Path) -> dict[str, Any]:
         """A private key file outside the keyring, held to what the keyring's own files are: a
         regular file of this user's that no one else can read or write (checked on the open file)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise KeyNotFoundError(f"identity file {path} does not exist", hint="check the --identity path") from None
-        except OSError as exc:
-            raise KeyringError(f"cannot open identity file {path}: {exc.strerror} (a link is refused)") from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyringError(f"identity file {path} is not a regular file")
-            if st.st_uid != os.getuid() or st.st_mode & 0o077:
-                raise KeyringError(f"identity file {path} is not yours or other users can read or change it (mode "
-                                   f"{stat.S_IMODE(st.st_mode):04o})",
-                                   hint=f"chmod 600 {path} (the keyring keeps its own key files so)")
-            data = f.read(MAX_KEY_FILE + 1)
-        if len(data) > MAX_KEY_FILE:
-            raise KeyringError(f"identity file {path} is larger than {MAX_KEY_FILE} bytes")
-        return self._checked_key(path, None, data)
+        return self._checked_key(path, None, read_key_file(path, identity=True))
 
     # --- listing ----------------------------------------------------------------
     def _own_keys(self) -> list[dict[str, Any]]:

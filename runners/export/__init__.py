@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,12 +92,31 @@ def check(backend: str, files: dict[str, Any]) -> list[str]:
 RECORD = ".tgflow-export.list"
 
 
+# What an export can have written: a plain job file name. A record naming anything else (a
+# hand-edited or hostile one) removes nothing.
+_JOB_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(?:yaml|yml|json)\Z")
+
+
 def _written_before(out: Path) -> set[str]:
-    try:
-        names = (out / RECORD).read_text(encoding="utf-8").splitlines()[:1000]
-    except (OSError, ValueError):
+    try:  # non-blocking and regular-only: a FIFO named like the record must not hang the export
+        fd = os.open(out / RECORD, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
         return set()
-    return {n for n in names if n and "/" not in n and "\\" not in n and n not in (".", "..", RECORD)}
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return set()
+        text = f.read(64 << 10).decode("utf-8", errors="replace")
+    return {n for n in text.splitlines()[:1000] if _JOB_FILE.match(n)}
+
+
+def _remove_stale(out: Path, names: set[str]) -> None:
+    for name in sorted(names):
+        path = out / name
+        try:
+            if stat.S_ISREG(path.lstat().st_mode) or path.is_symlink():  # a file or a link, never a folder
+                path.unlink()
+        except OSError:  # gone already, or not ours to remove: the new export stands without it
+            continue
 
 
 def write(files: dict[str, Any], out_dir: str | Path, *, force: bool = False) -> list[Path]:
@@ -114,7 +136,6 @@ def write(files: dict[str, Any], out_dir: str | Path, *, force: bool = False) ->
     for name, doc in files.items():
         write_bytes(out / name, render(name, doc))
         paths.append(out / name)
-    for name in sorted(stale):
-        (out / name).unlink(missing_ok=True)
+    _remove_stale(out, stale)
     write_bytes(out / RECORD, "".join(f"{name}\n" for name in sorted(files)).encode())
     return paths

@@ -125,7 +125,8 @@ class DPRun:
 def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, store: CheckpointStore,
           fingerprint: dict, *, stop: threading.Event | None = None,
           progress: Callable[[int, int, float, int], None] | None = None,
-          dp: DPRun | None = None, limit: int | None = None, world=None) -> TrainResult:
+          dp: DPRun | None = None, limit: int | None = None, world=None,
+          on_resume: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train the LoRA parameters of ``model`` (already wrapped by ``add_lora``).
 
     With ``dp``, every step is a DP-SGD step on a Poisson sample. ``limit``
@@ -148,8 +149,8 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         result.losses = list(ckpt.meta.get("losses", []))
         result.tokens = int(ckpt.meta.get("tokens", 0))
         result.resumed_from = start
-        if progress:  # before any step: the caller can say "resumed from step N"
-            progress(start, end, math.nan, result.tokens)
+        if on_resume:  # before any step: the caller can say "resumed from step N of M"
+            on_resume(start, end)
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world) if dp else None
     if dp and world is not None:
         share_sampling(dp, world)

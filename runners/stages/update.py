@@ -96,7 +96,8 @@ def update(rnd, i: Inputs, sel: Selection) -> Update:
         rnd.led.append(True)
     result = train(model, i.tok, sel.train_data, spec.training, i.device.name, rnd.checkpoints, fp,
                    stop=rnd.stop, dp=dp_run, limit=limit, world=rnd.world,
-                   progress=_shown(progress, private=dp_run is not None))
+                   progress=_shown(progress, private=dp_run is not None),
+                   on_resume=(lambda done, total: progress("resumed", done, total, math.nan, -1)) if progress else None)
     record = {**result.metrics(), "train_examples": len(sel.train_data), "train_sha256": rnd.mode.private(sel.digest),
               "lora": spec.lora.model_dump(mode="json"), "planned_steps": total_steps(spec.training, len(sel.train_data)),
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,

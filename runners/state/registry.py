@@ -17,7 +17,7 @@ import contextlib
 import copy
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,7 +26,7 @@ import tgsp
 from tgsp import clock, route_index
 from tgsp.atomic import atomic_file, write_bytes
 from tgsp.canonical import encode, is_int, parse
-from tgsp.errors import FormatError, InputError, NotFoundError, RollbackError
+from tgsp.errors import ExpiredError, FormatError, InputError, NotFoundError, RollbackError
 from tgsp.inputfile import read_input
 from tgsp.signing import Signer, TrustPolicy
 
@@ -43,7 +43,7 @@ def index_days(env=os.environ) -> int:
     raw = env.get(DAYS_ENV, "").strip()
     if not raw:
         return INDEX_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_INDEX_DAYS:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_INDEX_DAYS:
         raise InputError(f"{DAYS_ENV}={raw[:20]!r} is not a number of days from 1 to {MAX_INDEX_DAYS}")
     return int(raw)
 STATE_FORMAT = "tgflow.route-consumer-state/1"
@@ -55,10 +55,10 @@ class Registry:
     root: Path
     policy: TrustPolicy  # what the registry's own index and packages must be signed by
     now: clock.Clock = clock.utcnow
-    days: int = field(default_factory=lambda: index_days())  # each index version's lifetime
+    days: int | None = None  # each new index version's lifetime; None: index_days(), read only when editing
 
     def __post_init__(self) -> None:
-        if not (is_int(self.days) and 1 <= self.days <= MAX_INDEX_DAYS):
+        if self.days is not None and not (is_int(self.days) and 1 <= self.days <= MAX_INDEX_DAYS):
             raise InputError(f"the route index lifetime must be 1 to {MAX_INDEX_DAYS} days, not {self.days!r}")
 
     def route_dir(self, route: str) -> Path:
@@ -99,7 +99,7 @@ class Registry:
             yield work
             now = self.now()
             work.update(version=(doc["version"] if doc else 0) + 1, issued=clock.fmt(now),
-                        expires=clock.fmt(now + timedelta(days=self.days)))
+                        expires=clock.fmt(now + timedelta(days=self.days or index_days())))
             write_bytes(folder / "index.json", route_index.sign(work, [signer], now))
 
     def register(self, package: Path, signer: Signer, *, alias: str | None = "candidate",
@@ -172,13 +172,23 @@ class Registry:
             self._point(doc, alias, entry, "rollback", signer)
         return entry
 
-    def refresh(self, route: str, signer: Signer) -> dict[str, Any]:
+    def refresh(self, route: str, signer: Signer, *, revive: bool = False) -> dict[str, Any]:
         """The same aliases and packages in a new index version with a new expiry: a quiet route's
-        deploy jobs keep resolving. (No history entry: nothing moved.)"""
+        deploy jobs keep resolving. (No history entry: nothing moved.) An index that has already
+        expired is refused unless ``revive``: an old index restored over the live one (a replay)
+        would otherwise come back to life, unattended, on the next scheduled refresh."""
+        self.require_present(route)  # before the lock, which would create the route's folder
         with self.edit(route, signer, "route refresh") as doc:
-            if doc["version"] == 0:
-                raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
+            if not revive and self.now() >= clock.parse(doc["expires"]):
+                raise ExpiredError(f"route {route}'s index version {doc['version']} expired at {doc['expires']}; "
+                                   "refresh re-signs only a live index",
+                                   hint=f"check tgflow route history {route}; if that index is the one you expect, "
+                                        "re-sign it with --revive")
         return self.require(route)
+
+    def require_present(self, route: str) -> None:
+        if not (self.route_dir(route) / "index.json").is_file():
+            raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
 
     def record_evaluation(self, route: str, version: int, evaluation: dict[str, Any], signer: Signer) -> None:
         with self.edit(route, signer, "route eval") as doc:

@@ -207,3 +207,43 @@ def test_identity_file_for_an_air_gapped_machine(setup, home, tmp_path, capsys, 
     code, _, err = run(capsys, *unpack[:3], "--identity", tmp_path / "usb" / "nope.json", *unpack[5:], "-o",
                        tmp_path / "o4")
     assert code == 3 and "does not exist" in err
+
+
+def test_a_hostile_identity_file_is_a_key_problem(setup, home, tmp_path, capsys):
+    import json as json_
+
+    pkg = tmp_path / "a.tgsp"
+    assert run(capsys, "tgsp", "build", setup, "-o", pkg, "--recipient", "ops", "--sign", "rel")[0] == 0
+    doc = json_.loads((home / "keys" / "ops.json").read_text())
+    cases = {"no-sealed": {**doc, "versions": [{k: v for k, v in doc["versions"][0].items() if k != "sealed"}]},
+             "long-name": {**doc, "name": "x" * 5000}}
+    for name, bad in cases.items():
+        f = tmp_path / f"{name}.json"
+        f.write_text(json_.dumps(bad))
+        f.chmod(0o600)
+        code, _, err = run(capsys, "tgsp", "unpack", pkg, "--identity", f, "-o", tmp_path / name)
+        assert code == 3 and "internal error" not in err and "x" * 100 not in err, (name, err)
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100_000)
+    deep.chmod(0o600)
+    code, _, err = run(capsys, "tgsp", "unpack", pkg, "--identity", deep, "-o", tmp_path / "deep")
+    assert code == 3 and "internal error" not in err
+
+
+def test_state_dash_is_refused(setup, tmp_path, capsys):
+    """'--state -' wrote a file named '-' and read stdin the next time (issue 30 review)."""
+    pkg = tmp_path / "a.tgsp"
+    assert run(capsys, "tgsp", "build", setup, "-o", pkg, "--sign", "rel")[0] == 0
+    for argv in (["tgsp", "verify", pkg], ["tgsp", "unpack", pkg, "-o", tmp_path / "o"],
+                 ["route", "resolve", "support", "--registry", tmp_path]):
+        code, _, err = run(capsys, *argv, "--state", "-")
+        assert code == 2 and "--state - cannot be used here" in err, argv
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_submodule_is_not_a_missing_extra():
+    from tgflow_cli.errors import classify
+
+    for name in ("torch._C", "transformers.models.llama.modeling_llama", "regex", "peft.tuners.lora.layer"):
+        message, _, code = classify(ModuleNotFoundError(f"No module named {name!r}", name=name))
+        assert code == 1 and "pip install" not in message, name  # a broken install: the traceback matters

@@ -34,12 +34,22 @@ def test_lines_per_stage_per_tenth_and_per_interval(capsys):
 
 
 def test_a_resumed_round_and_a_private_one(capsys):
-    log = roundlog.LineLog(now=Clock())
-    log("training", 25, 40, math.nan, 9000)
-    log("training", 30, 40, math.nan, -1)
+    clock = Clock()
+    log = roundlog.LineLog(now=clock)
+    log("resumed", 25, 40, math.nan, -1)
+    for step in range(26, 41):  # a DP round: no loss, no token count, so no speed and no time left either
+        clock.t += 1.0
+        log("training", step, 40, math.nan, -1)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "training: resumed from step 25 of 40"
-    assert "loss" not in err[-1] and "tokens" not in err[-1]
+    assert err[1:] == ["training: step 26/40", "training: step 28/40", "training: step 32/40", "training: step 36/40",
+                       "training: step 40/40"]
+
+
+def test_a_fresh_private_round_is_not_called_resumed(capsys):
+    log = roundlog.LineLog(now=Clock())
+    log("training", 1, 20, math.nan, -1)  # the first DP step: NaN loss is no sign of a checkpoint
+    assert capsys.readouterr().err.splitlines() == ["training: step 1/20"]
 
 
 def test_quiet_prints_nothing(capsys):

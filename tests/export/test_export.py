@@ -185,3 +185,21 @@ def test_validators_reject_an_unknown_field(backend):
     (doc["spec"] if backend == "k8s" else doc)["unknownFieldXyz"] = 1
     with pytest.raises(Exception):
         ex.check(backend, files)
+
+
+def test_a_hostile_export_record_removes_only_stale_job_files(tmp_path, capsys):
+    out = tmp_path / "k8s"
+    base = ["export", "--backend", "k8s", "--spec", str(ROOT / "examples" / "run_spec.json"), "-o", str(out),
+            "--set", "namespace=ml-rounds"]
+    assert main(base) == 0
+    (out / "notes.txt").write_text("mine\n")
+    (out / "dir.yaml").mkdir()
+    (out / ex.RECORD).write_text("notes.txt\n../outside.yaml\n/etc/passwd\ndir.yaml\nstale.yaml\n")
+    (out / "stale.yaml").write_text("old\n")
+    (tmp_path / "outside.yaml").write_text("keep\n")
+    assert main(base + ["--force"]) == 0
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "dir.yaml").is_dir()
+    assert (tmp_path / "outside.yaml").exists() and not (out / "stale.yaml").exists()
+    (out / ex.RECORD).unlink()
+    os.mkfifo(out / ex.RECORD)  # a FIFO where the record was: read without blocking, ignored
+    assert main(base + ["--force"]) == 0

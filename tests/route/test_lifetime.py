@@ -82,3 +82,27 @@ def test_a_mistyped_registry_or_keyring_is_not_an_empty_one(reg, capsys, monkeyp
     monkeypatch.setenv("TGFLOW_HOME", str(tmp_path / "hmoe"))
     code, _, err = cli(capsys, "route", "list", *reg.args)
     assert code == 2 and "keyring folder" in err and "hmoe" in err
+
+
+def test_refresh_never_revives_an_expired_index_unattended(reg, capsys):  # noqa: F811
+    """A restored old index (a replay) must not come back to life on the next scheduled refresh."""
+    signer = reg.kr.signer("release", pp)
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    Registry(reg.dir, reg.kr.trust_policy(), now=lambda: old).register(reg.package(1), signer, alias="production")
+    before = (reg.dir / "routes/support/index.json").read_bytes()
+    code, _, err = cli(capsys, "route", "refresh", "support", *reg.args, *reg.sign)
+    assert code == 1 and "expired at" in err and "--revive" in err
+    assert (reg.dir / "routes/support/index.json").read_bytes() == before  # nothing re-signed
+    assert cli(capsys, "route", "refresh", "support", "--revive", *reg.args, *reg.sign)[0] == 0
+    assert cli(capsys, "route", "resolve", "support", *reg.args)[0] == 0
+
+
+def test_refresh_of_an_unknown_route_leaves_nothing_and_bad_lifetimes_are_bad_input(reg, capsys, monkeypatch):  # noqa: F811
+    assert cli(capsys, "route", "register", reg.package(1), *reg.args, *reg.sign)[0] == 0
+    code, _, err = cli(capsys, "route", "refresh", "nosuch", *reg.args, *reg.sign)
+    assert code == 2 and "no index" in err and not (reg.dir / "routes" / "nosuch").exists()
+    for bad in ("²", "9" * 5000, "-3", "30.5"):
+        monkeypatch.setenv("TGFLOW_INDEX_DAYS", bad)
+        code, _, err = cli(capsys, "route", "refresh", "support", *reg.args, *reg.sign)
+        assert code == 2 and "TGFLOW_INDEX_DAYS" in err, (bad, err)
+        assert cli(capsys, "route", "resolve", "support", "--alias", "candidate", *reg.args)[0] == 0  # no lifetime read
