@@ -56,8 +56,10 @@ def test_merging_is_composition():
     assert epsilon([], 1e-5) == 0.0
 
 
-@pytest.mark.parametrize("target,q,steps", [(1.0, 0.05, 200), (3.0, 0.01, 1000), (8.0, 0.1, 100), (0.5, 0.02, 300)])
+@pytest.mark.parametrize("target,q,steps", [(1.0, 0.05, 200), (3.0, 0.01, 1000), (8.0, 0.1, 100), (0.5, 0.02, 300),
+                                            (3.0, 128 / 9130, 40), (3.0, 256 / 9130, 150)])
 def test_calibration_hits_the_target_within_1_percent(target, q, steps):
+    """Never above the target, and not far below it (a larger σ than needed is noise for nothing)."""
     sigma = calibrate(target, q, steps, 1e-5)
     eps = epsilon([DpEvent(sigma, q, steps)], 1e-5)
     assert target * 0.99 <= eps <= target
@@ -80,3 +82,4 @@ def test_max_steps_is_the_largest_count_within_budget():
     assert max_steps(spent, 1.0, 0.05, 1e-5, 100.0, 500) == 500
     assert max_steps(spent, 1.0, 0.05, 1e-5, 0.1, 500) == 0
     assert max_steps(spent, 1.0, 0.05, 1e-5, None, 500) == 500
+
