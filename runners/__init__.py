@@ -3,7 +3,7 @@
 Floors, from the top (docs/architecture.md; the contracts in pyproject.toml hold them):
 
     recipes/               the round kinds the CLI runs, each one story (site round, aggregation,
-                           decryption, validate, trial)
+                           decryption, validate, trial, DP plan, federation simulation)
     stages/, export/       the round's machinery (the Round context and its stages, inputs to
                            release); the same spec as native jobs on the platforms users run
     privacy/, distributed/ accounting, the ledger, the DP plan and the privacy modes; several

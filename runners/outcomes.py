@@ -30,6 +30,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(12, "rejected-eval-gate", "peft run: adapter rejected by the evaluation gate", False),
     Outcome(13, "privacy-budget-exhausted", "peft run: the route's privacy budget is exhausted", False),
     Outcome(14, "quorum-not-met", "fed aggregate: fewer valid updates than the quorum; nothing written", False),
+    Outcome(15, "refused-plan", "peft run --require-plan: the DP plan's verdict is below the one required; no "
+                                "epsilon charged", False),
     Outcome(20, "unchanged", "route resolve: the alias still names the package recorded in --state", False),
     Outcome(73, "route-busy", "route busy: another command holds the route's lock; nothing changed, retry later", True),
     Outcome(75, "interrupted-resumable", "peft run: interrupted, checkpoint saved; re-run to resume", True),

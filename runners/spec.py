@@ -62,7 +62,7 @@ class PolicySpec(_Strict):
 class DPSpec(_Strict):
     """DP-SGD settings; see docs/privacy.md."""
 
-    max_grad_norm: float = Field(gt=0, description="C: each example's gradient (all LoRA factors together) is clipped to this L2 norm")
+    max_grad_norm: float = Field(0.1, gt=0, description="C: each example's gradient (all LoRA factors together) is clipped to this L2 norm. Set it below most per-example gradient norms (tgflow privacy plan measures them), so every example is clipped and the noise, proportional to C, stays small against the signal; 0.1 suits LoRA on the shipped model (measured: docs/privacy.md)")
     noise_multiplier: Optional[float] = Field(None, gt=0, description="σ: Gaussian noise std is σ·C per logical batch (give this or target_epsilon)")
     target_epsilon: Optional[float] = Field(None, gt=0, le=100, description="Calibrate σ so this round's ε lands on this (give this or noise_multiplier)")
     target_delta: float = Field(gt=0, lt=1, description="δ; must be below 1/N (N = training examples); 1e-5 or less is usual")

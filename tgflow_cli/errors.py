@@ -19,7 +19,7 @@ OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT = _C("ok"), _C("failed"), _C("usage"), _
 INTERRUPTED, TERMINATED, BUSY, UNCHANGED = _C("interrupted"), _C("terminated"), _C("route-busy"), _C("unchanged")
 SKIPPED, FORGETTING, GATE, BUDGET = (_C("skipped-low-novelty"), _C("rejected-forgetting"), _C("rejected-eval-gate"),
                                      _C("privacy-budget-exhausted"))
-RESUMABLE, QUORUM = _C("interrupted-resumable"), _C("quorum-not-met")
+RESUMABLE, QUORUM, PLAN = _C("interrupted-resumable"), _C("quorum-not-met"), _C("refused-plan")
 
 MEANINGS: dict[int, str] = outcomes.meanings()
 
@@ -29,6 +29,7 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.ForgettingExceeded, FORGETTING, "no package written; see the report in the route's state folder"),
     (E.GateFailed, GATE, "no package written; see the report in the route's state folder"),
     (E.BudgetExhausted, BUDGET, "no package written; the ledger is in the route's state folder (docs/privacy.md)"),
+    (E.PlanRefused, PLAN, "no epsilon charged; tgflow privacy plan --spec SPEC shows the numbers"),
     (E.QuorumNotMet, QUORUM, "nothing written; the report lists each refused update and why"),
     (E.RouteBusy, BUSY, "another run or command holds this route; nothing changed; retry later"),
     (E.Interrupted, RESUMABLE, "re-run the same command to resume from the checkpoint"),

@@ -16,7 +16,8 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import common, export_cmds, fed_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, route_cmds, tgsp_cmds
+from . import (common, export_cmds, fed_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, privacy_cmds, route_cmds,
+               tgsp_cmds)
 from .common import STATE, emit_json
 from .errors import INTERRUPTED, TERMINATED, USAGE, classify
 from .help import HELP_OPTIONS, polish
@@ -40,6 +41,7 @@ app.add_typer(peft_cmds.app, name="peft")
 app.add_typer(route_cmds.app, name="route")
 app.add_typer(model_cmds.app, name="model")
 app.add_typer(fed_cmds.app, name="fed")
+app.add_typer(privacy_cmds.app, name="privacy")
 app.command("export")(export_cmds.export)
 app.command("version")(meta_cmds.version)
 app.command("doctor")(meta_cmds.doctor)

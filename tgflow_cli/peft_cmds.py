@@ -24,6 +24,11 @@ class Cluster(str, Enum):
     spark = "spark"
 
 
+class PlanVerdict(str, Enum):
+    likely = "likely"
+    marginal = "marginal"
+
+
 app = typer.Typer(no_args_is_help=True, help="Continuous learning of LoRA adapters (in-process, GPU when present).")
 
 
@@ -92,6 +97,7 @@ def run(
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="With --nnodes: this node's rank."),
     master_addr: Optional[str] = typer.Option(None, "--master-addr", help="With --nnodes: rank 0's node address."),
     master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="With --nnodes: the rendezvous port."),
+    require_plan: Optional[PlanVerdict] = typer.Option(None, "--require-plan", help="Under DP: refuse the round (exit 15), before any epsilon is charged, unless the plan's verdict is at least this (likely, or marginal). See tgflow privacy plan."),
     cluster: Optional[Cluster] = typer.Option(None, "--cluster", help="Read the nodes and this node's rank from the platform: sagemaker (resourceconfig.json), vertex (CLUSTER_SPEC); spark: start the ranks on the Spark cluster with TorchDistributor (Databricks)."),
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
@@ -99,7 +105,8 @@ def run(
     signed, encrypted TGSP package with its evidence.
 
     Exit codes: 0 packaged (and registered as candidate), 10 skipped (low novelty), 11 forgetting
-    budget exceeded, 12 evaluation gate failed, 13 privacy budget exhausted, 73 route busy (nothing
+    budget exceeded, 12 evaluation gate failed, 13 privacy budget exhausted, 15 DP plan below
+    --require-plan (nothing charged), 73 route busy (nothing
     changed), 75 interrupted (checkpoint saved; re-run to resume), 2 bad input, 3 key problem.
 
     Example: tgflow peft run --spec examples/run_spec.json
@@ -109,13 +116,16 @@ def run(
     # WORLD_SIZE makes this process one rank (torchrun, Azure ML).
     if cluster is not None or nproc_per_node > 1 or (nnodes or 1) > 1:
         flags = {"--passphrase-file": passphrase_file, "--input-root": input_root, "--output-root": output_root,
-                 "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok}
+                 "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok,
+                 "--require-plan": require_plan.value if require_plan else None}
         raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port,
                                  cluster.value if cluster else None))
-    _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy)
+    _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy,
+              require_plan.value if require_plan else None)
 
 
-def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy) -> None:
+def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy,
+              require_plan: str | None = None) -> None:
     """The round in this process (one rank when started by a launcher)."""
     from runners.recipes.round import run_round
 
@@ -128,7 +138,7 @@ def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, outp
     try:
         with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
             result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)), stop=stop,
-                               progress=progress,
+                               progress=progress, notes=roundlog.notes(bar), require_plan=require_plan,
                                input_root=input_root, output_root=output_root, wait_busy=wait_busy)
         if result.outcome == "follower":  # torchrun, rank > 0: rank 0 reports; every rank ends with its code
             code = result.report["code"]
@@ -253,11 +263,18 @@ def _warn_test_seed(report: dict) -> None:
              "(its sampling and noise can be replayed); never ship its package")
 
 
+def _ci(m: dict, key: str) -> str:
+    """ " [lo-hi%]": the 95% interval, when the report has one."""
+    ci = m.get(f"{key}_ci95")
+    return f" [{ci[0]:.0%}-{ci[1]:.0%}]" if isinstance(ci, list) and len(ci) == 2 else ""
+
+
 def _metric_line(name: str, m: dict | None) -> str:
     if not m:
         return ""
-    parts = [f"exact match {m['exact_match']:.0%}" if m.get("exact_match") is not None else "",
-             f"choice accuracy {m['choice_accuracy']:.0%} of {m['choices']}" if m.get("choice_accuracy") is not None else "",
+    parts = [f"exact match {m['exact_match']:.0%}{_ci(m, 'exact_match')}" if m.get("exact_match") is not None else "",
+             f"choice accuracy {m['choice_accuracy']:.0%}{_ci(m, 'choice_accuracy')} of {m['choices']}"
+             if m.get("choice_accuracy") is not None else "",
              f"loss {m['loss']:.4g}"]
     return f"  {name}: " + ", ".join(p for p in parts if p)
 

@@ -14,7 +14,7 @@ import math
 import time
 from typing import Callable
 
-from .term import Level, err, warn
+from .term import Level, err, line, warn
 
 Callback = Callable[[str, int, int, float, int], None]
 
@@ -97,3 +97,15 @@ def for_round(*, terminal: bool, json_out: bool):
     if terminal and not json_out:
         return _bar()
     return None, LineLog()
+
+
+def notes(bar):
+    """The round's lines for the operator (the DP plan's verdict): above the bar on a terminal."""
+    def note(text: str, warning: bool) -> None:
+        text = f"warning: {text}" if warning else text
+        if bar is not None:
+            bar.console.print(line(text), highlight=False)
+        else:
+            warn(text)
+
+    return note

@@ -175,6 +175,12 @@ class BudgetExhausted(RoundOutcome):
     outcome = "privacy-budget-exhausted"
 
 
+class PlanRefused(RoundOutcome):
+    """peft run --require-plan: the DP plan's verdict is below the one required; no ε charged."""
+
+    outcome = "refused-plan"
+
+
 class QuorumNotMet(RoundOutcome):
     """fed aggregate: fewer valid updates than the quorum; nothing written."""
 

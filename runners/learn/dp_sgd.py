@@ -114,6 +114,11 @@ class PerExampleClipper:
         for m in self.modules:
             m.forward = self._forward_for(m)
 
+    @property
+    def parameters(self) -> int:
+        """d: the trainable LoRA parameters each example's gradient spans."""
+        return sum(self._sizes)
+
     def remove(self) -> None:
         for m in self.modules:
             m.__dict__.pop("forward", None)
@@ -128,17 +133,22 @@ class PerExampleClipper:
 
         return forward
 
+    def per_example(self, rows: int):
+        """After ``backward``: the (rows, P) per-example gradients of every factor, flat, and reset."""
+        import torch
+
+        # A factor the forward pass never reached has a zero gradient for every example.
+        return torch.cat([self._grads.pop(id(m)).flatten(1) if id(m) in self._grads else
+                          torch.zeros(rows, m.weight.numel(), dtype=self._dtype, device=self._device)
+                          for m in self.modules], dim=1)
+
     def accumulate(self, weights):
         """After ``backward``: clip each example's gradient (global norm over all
         factors), add the weighted sum to the running total. Returns the
         per-example norms before clipping."""
         import torch
 
-        rows = len(weights)
-        # A factor the forward pass never reached has a zero gradient for every example.
-        flat = torch.cat([self._grads.pop(id(m)).flatten(1) if id(m) in self._grads else
-                          torch.zeros(rows, m.weight.numel(), dtype=self._dtype, device=self._device)
-                          for m in self.modules], dim=1)  # (B, P)
+        flat = self.per_example(len(weights))
         norms = torch.linalg.vector_norm(flat, dim=1)
         factor = (self.C / (norms + 1e-6)).clamp(max=1.0) * weights.to(norms.dtype)
         contrib = factor @ flat

@@ -10,21 +10,23 @@ is settled, and what a federated site's update carries). A mode is one class:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from tgsp import clock
 from tgsp.canonical import encode, sha256_hex
-from tgsp.errors import BudgetExhausted, InputError
+from tgsp.errors import BudgetExhausted, InputError, PlanRefused
 
 from ..fed.updates import Body
 from ..learn.dp_sgd import DPRandom
+from ..learn.probe import GradientScale
 from ..learn.train import DPRun, TrainResult
 from ..n2he import site as he_site
-from . import plan as privacy
+from . import outlook, plan as privacy
 from .ledger import Ledger
 from .rules import check_n2he
 
 PlainBody = Callable[[], Body]  # the site's plaintext update body (runners/stages/site.py)
+Probe = Optional[Callable[[float], GradientScale]]  # clip -> gradient scale on public data (runners/learn/probe.py)
 
 
 class PrivacyMode(Protocol):
@@ -40,7 +42,7 @@ class PrivacyMode(Protocol):
 
     def private(self, sha256_hex: str) -> str: ...
 
-    def plan(self, rnd, n_train: int, fingerprint: dict) -> None: ...
+    def plan(self, rnd, n_train: int, fingerprint: dict, probe: Probe = None) -> None: ...
 
     def trainer(self, device: str) -> tuple[DPRun | None, int | None]: ...
 
@@ -70,7 +72,7 @@ class Off:
     def private(self, sha256_hex: str) -> str:
         return sha256_hex
 
-    def plan(self, rnd, n_train: int, fingerprint: dict) -> None:
+    def plan(self, rnd, n_train: int, fingerprint: dict, probe: Probe = None) -> None:
         return None
 
     def trainer(self, device: str) -> tuple[DPRun | None, int | None]:
@@ -123,19 +125,39 @@ class DP:
     def private(self, sha256_hex: str) -> str:
         return self.audit.digest(sha256_hex)
 
-    def plan(self, rnd, n_train: int, fingerprint: dict) -> None:
+    def plan(self, rnd, n_train: int, fingerprint: dict, probe: Probe = None) -> None:
         self.round_id = sha256_hex(encode(fingerprint))
         own = self.ledger.pending(self.round_id)  # a resumed round's own charge is not "spent before"
         spent = [ev for e in self.ledger.entries if e is not own for ev in self.ledger.events_of(e)]
         plan = self.plan_ = privacy.plan(self.spec, n_train, spent)
         if plan.allowed_steps == 0:
             self._refuse(rnd, plan)
+        if probe is not None:
+            with rnd.stage("planning"):
+                # The free changes only: the accountant's alternatives take seconds each (privacy plan weighs them).
+                plan = self.plan_ = plan.judged(self.spec, probe(plan.config.max_grad_norm), thorough=False)
+            self._verdict(rnd, plan)
         self.ledger.begin(self.round_id, plan.event(plan.allowed_steps), {
             "started": clock.fmt(rnd.started), "planned_steps": plan.planned_steps, "delta": plan.delta,
             "accountant": plan.accountant, "max_grad_norm": plan.config.max_grad_norm,
             "expected_batch_size": plan.config.expected_batch, "sample_rate": plan.config.sample_rate,
             "processes": rnd.world.size if rnd.world is not None else 1, "spec_sha256": rnd.opened.digest})
         self.charged = True
+
+    def _verdict(self, rnd, plan: privacy.DPPlan) -> None:
+        """Say the plan's verdict before any ε is charged; refuse it under ``--require-plan``."""
+        view = plan.outlook
+        line = (f"plan: {view['verdict']} to learn (noise {view['noise_per_coordinate']:.3g} per coordinate against "
+                f"a signal of {view['signal_per_coordinate']:.3g}; travel {view['travel']:.3g}, coherence "
+                f"{view['coherence']:.3g}; likely from {outlook.LIKELY_TRAVEL:g} and {outlook.LIKELY_COHERENCE:g})")
+        advice = (view.get("advice") or {}).get("change")
+        wanted = rnd.require_plan
+        if wanted and not outlook.at_least(view["verdict"], wanted):
+            message = f"{line}; --require-plan {wanted} refuses it before any epsilon is charged"
+            rnd.reject(PlanRefused, message, {"privacy": {**plan.summary(0, "none"), "refused": True}},
+                       advice or "see tgflow privacy plan --spec SPEC")
+        rnd.note(line + (f"; would help most: {advice}" if advice else ""),
+                 warning=view["verdict"] == outlook.UNLIKELY)
 
     def _refuse(self, rnd, plan: privacy.DPPlan) -> None:
         record = {**plan.summary(0, "none"), "refused": True}
@@ -199,8 +221,8 @@ class N2HE:
     def private(self, sha256_hex: str) -> str:
         return self.training.private(sha256_hex)
 
-    def plan(self, rnd, n_train: int, fingerprint: dict) -> None:
-        self.training.plan(rnd, n_train, fingerprint)
+    def plan(self, rnd, n_train: int, fingerprint: dict, probe: Probe = None) -> None:
+        self.training.plan(rnd, n_train, fingerprint, probe)
 
     def trainer(self, device: str) -> tuple[DPRun | None, int | None]:
         return self.training.trainer(device)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tgsp.errors import InputError
 
 from ..learn.dp_sgd import DPConfig
+from ..learn.probe import GradientScale
 from ..learn.train import total_steps
 from ..spec import RunSpec
+from . import outlook as outlook_mod
 from .accounting import EPSILON_MAX, DpEvent, calibrate, epsilon, max_steps
 
 MECHANISM = ("DP-SGD: Poisson-subsampled Gaussian mechanism; per-example gradients of all LoRA factors "
@@ -56,6 +58,14 @@ class DPPlan:
     spent_before: list[DpEvent]
     budget: float | None
     sigma_source: str
+    examples: int = 0  # N
+    outlook: dict[str, Any] | None = None  # runners/privacy/outlook.py: the verdict, once the probe ran
+
+    @property
+    def noise_per_coordinate(self) -> float:
+        """The noise std on each coordinate of the mean update: σ·C/B."""
+        c = self.config
+        return c.noise_multiplier * c.max_grad_norm / c.expected_batch
 
     def event(self, steps: int) -> DpEvent:
         return DpEvent(self.config.noise_multiplier, self.config.sample_rate, steps)
@@ -72,14 +82,28 @@ class DPPlan:
             "max_grad_norm": self.config.max_grad_norm, "steps": steps, "planned_steps": self.planned_steps,
             "route_epsilon_before": round(epsilon(self.spent_before, self.delta, self.accountant), 6),
             "route_epsilon": round(epsilon([*self.spent_before, *this], self.delta, self.accountant), 6),
-            "route_budget_epsilon": self.budget, "randomness": randomness}
+            "route_budget_epsilon": self.budget, "randomness": randomness,
+            "noise_per_coordinate": float(f"{self.noise_per_coordinate:.4g}"), "plan": self.outlook}
 
     def manifest(self, summary: dict[str, Any]) -> dict[str, Any]:
         keys = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "route_epsilon",
                 "route_budget_epsilon", "max_grad_norm", "expected_batch_size")
         # A test seed makes the noise replayable: the signed record must say so.
         private = not str(summary["randomness"]).startswith("test-seed")
-        return {"mode": "dp", **{k: summary[k] for k in keys}, "private": private, "randomness": summary["randomness"]}
+        verdict = (summary.get("plan") or {}).get("verdict")
+        return {"mode": "dp", **{k: summary[k] for k in keys}, "noise_per_coordinate": summary["noise_per_coordinate"],
+                "plan_verdict": verdict, "private": private, "randomness": summary["randomness"]}
+
+    def judged(self, spec: RunSpec, scale: GradientScale, *, thorough: bool = True) -> DPPlan:
+        """This plan with its verdict against ``scale`` (the same accountant and δ for every alternative;
+        ``thorough``: also weigh changes that need the accountant, a few seconds each)."""
+        c, t = self.config, spec.training
+        round_eps = epsilon([self.event(self.planned_steps)], self.delta, self.accountant)
+        setting = outlook_mod.Setting(c.max_grad_norm, c.noise_multiplier, c.expected_batch, self.planned_steps,
+                                      t.learning_rate, self.examples, round_eps)
+        left = None if self.budget is None else self.budget - epsilon(self.spent_before, self.delta, self.accountant)
+        sigma_for = lambda eps, q, steps: calibrate(eps, q, steps, self.delta, self.accountant)  # noqa: E731
+        return replace(self, outlook=outlook_mod.outlook(scale, setting, sigma_for if thorough else None, left))
 
 
 def plan(spec: RunSpec, n_train: int, spent: list[DpEvent]) -> DPPlan:
@@ -108,7 +132,7 @@ def plan(spec: RunSpec, n_train: int, spent: list[DpEvent]) -> DPPlan:
         source = f"calibrated to target_epsilon {dp.target_epsilon:g}"
     allowed = max_steps(spent, sigma, q, dp.target_delta, dp.route_budget_epsilon, steps, dp.accountant)
     return DPPlan(DPConfig(dp.max_grad_norm, sigma, q, expected), dp.target_delta, dp.accountant, steps, allowed,
-                  list(spent), dp.route_budget_epsilon, source)
+                  list(spent), dp.route_budget_epsilon, source, n_train)
 
 
 class AuditKey:

@@ -34,8 +34,10 @@ from ..state.store import ROUND, RouteStore
 def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               stop: threading.Event | None = None, progress: Progress | None = None,
               now: clock.Clock = clock.utcnow, input_root: Path | None = None,
-              output_root: Path | None = None, wait_busy: float = 0.0) -> RoundResult:
-    """Run one round (``wait_busy``: seconds to wait for a busy route's lock before RouteBusy). Relative input paths resolve against ``input_root``
+              output_root: Path | None = None, wait_busy: float = 0.0, require_plan: str | None = None,
+              notes: Callable[[str, bool], None] | None = None) -> RoundResult:
+    """Run one round (``wait_busy``: seconds to wait for a busy route's lock before RouteBusy;
+    ``require_plan``: the least DP plan verdict to train on; ``notes``: lines for the operator). Relative input paths resolve against ``input_root``
     (default: the spec's folder); with ``output_root`` the package goes to
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
     opened = open_round(spec_path, input_root, output_root, now)
@@ -59,7 +61,7 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
         with store.session("peft run", wait=wait_busy):
             mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
             rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,
-                        progress, started=now(), world=world, led=led)
+                        progress, started=now(), world=world, led=led, require_plan=require_plan, notes=notes)
             try:
                 return _stages(rnd, prepared)
             except Interrupted:
@@ -98,8 +100,10 @@ def _finish_world(world, exc, led: list) -> None:
 def _stages(rnd: Round, prepared: inputs_stage.Prepared) -> RoundResult:
     i = inputs_stage.gather(rnd, prepared)
     sel = select_stage.select(rnd, i)
-    rnd.mode.plan(rnd, len(sel.train_data), update_stage.fingerprint(rnd, i, sel))
-    u = update_stage.update(rnd, i, sel)
+    begun = update_stage.begin(rnd.spec, i)
+    rnd.mode.plan(rnd, len(sel.train_data), update_stage.fingerprint(rnd, i, sel),
+                  update_stage.probe(rnd.spec, i, sel.eval, begun) if sel.eval else None)
+    u = update_stage.update(rnd, i, sel, begun)
     ending = _site_update if rnd.spec.federation is not None else _release
     return ending(rnd, i, sel, u)
 

@@ -58,6 +58,8 @@ class Round:
     started: Any = None
     world: Any = None  # runners/distributed/world.py under torchrun (this is rank 0); None in one process
     led: list = field(default_factory=list)  # set once the training job went to the other ranks
+    require_plan: str | None = None  # peft run --require-plan: the least DP plan verdict to train on
+    notes: Callable[[str, bool], None] | None = None  # (line, is a warning): what the operator should read now
 
     @property
     def spec(self):
@@ -69,6 +71,10 @@ class Round:
 
     def record(self, type_: str, data: Any) -> None:
         self.events.append(evidence.event(type_, data, self.now()))
+
+    def note(self, line: str, *, warning: bool = False) -> None:
+        if self.notes:
+            self.notes(line, warning)
 
     @contextlib.contextmanager
     def stage(self, name: str):

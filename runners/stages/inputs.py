@@ -125,27 +125,31 @@ def by_id(registry: Registry, route: str, package_id: str) -> tuple[dict[str, An
 def find_parent(rnd, model_id: str) -> adapters.Release | None:
     """The route's production adapter (or the federated round's named start), decrypted in
     memory with one of the spec's recipients."""
-    fed = rnd.spec.federation
+    return parent_of(rnd.spec, rnd.registry, rnd.keyring, rnd.passphrase, model_id)
+
+
+def parent_of(spec: RunSpec, registry: Registry, keyring, passphrase, model_id: str) -> adapters.Release | None:
+    fed = spec.federation
     named = fed.start if fed is not None else None
-    found = by_id(rnd.registry, rnd.spec.route_key, named) if named else production(rnd.registry, rnd.spec.route_key)
+    found = by_id(registry, spec.route_key, named) if named else production(registry, spec.route_key)
     if found is None:
         return None
     entry, path = found
-    idents = adapters.identities_for(rnd.keyring, rnd.spec.output.recipients, rnd.passphrase)
+    idents = adapters.identities_for(keyring, spec.output.recipients, passphrase)
     if not idents:
-        raise InputError(f"route {rnd.spec.route_key}'s production adapter (version {entry['version']}) is encrypted, "
+        raise InputError(f"route {spec.route_key}'s production adapter (version {entry['version']}) is encrypted, "
                          "and this keyring holds none of output.recipients' private keys to open it",
                          hint="add a recipient whose key is in this keyring (warm start, novelty and the "
                               "champion/challenger gate read the production adapter)")
-    policy = rnd.keyring.trust_policy(route=rnd.spec.route_key, kind="adapter")
+    policy = keyring.trust_policy(route=spec.route_key, kind="adapter")
     try:
         release = adapters.read_release(path, policy, idents)
     except PackageError as exc:
-        raise PackageError(f"route {rnd.spec.route_key}'s production adapter (version {entry['version']}) fails "
+        raise PackageError(f"route {spec.route_key}'s production adapter (version {entry['version']}) fails "
                         f"verification: {exc}", hint="promote a version that verifies (tgflow route promote), "
                         "or roll back (tgflow route rollback)") from None
     if release.base_model.get("sha256") != model_id:
-        raise InputError(f"route {rnd.spec.route_key}'s production adapter (version {release.version}) was trained on "
+        raise InputError(f"route {spec.route_key}'s production adapter (version {release.version}) was trained on "
                          "another base model", hint="use its base model, or start a new route")
     return release
 
@@ -183,15 +187,19 @@ def read_feeds(opened: Opened, keyring, tok, names: tuple[str, ...]) -> tuple[Fe
 
 def gather(rnd, p: Prepared) -> Inputs:
     """Under the lock: the route's production adapter, then the base model with it attached."""
-    device = model_mod.pick_device(rnd.spec.training.precision)
-    parent = find_parent(rnd, p.model_id)
-    with rnd.stage("loading the base model"):
+    inputs = load_inputs(rnd.spec, p, find_parent(rnd, p.model_id), rnd.stage)
+    _record(rnd, inputs)
+    return inputs
+
+
+def load_inputs(spec: RunSpec, p: Prepared, parent: adapters.Release | None, stage) -> Inputs:
+    """The base model on the spec's device, with ``parent`` attached when there is one."""
+    device = model_mod.pick_device(spec.training.precision)
+    with stage("loading the base model"):
         tok, model = model_mod.load(p.model_path, device, tok=p.tok)
     if parent is not None:
         model = adapters.attach(model, parent, "parent")
-    inputs = Inputs(tok, model, device, p.model_files, p.model_id, p.feed, p.reference, p.eval_feed, parent)
-    _record(rnd, inputs)
-    return inputs
+    return Inputs(tok, model, device, p.model_files, p.model_id, p.feed, p.reference, p.eval_feed, parent)
 
 
 def _record(rnd, i: Inputs) -> None:

@@ -13,7 +13,8 @@ from tgsp.errors import InputError
 
 from ..distributed import ranks
 from ..fed import start
-from ..learn import adapters
+from ..learn import adapters, probe as gradients
+from ..learn.batches import tokenize
 from ..learn.train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train
 from .inputs import Inputs
 from .select import Selection
@@ -34,12 +35,11 @@ def fingerprint(rnd, i: Inputs, sel: Selection) -> dict[str, Any]:
             "parent": i.parent.package_id if i.parent else None}
 
 
-def _with_adapter(rnd, i: Inputs):
+def _with_adapter(spec, i: Inputs):
     """``i.model`` with a trainable adapter "default": the parent's weights, or a fresh LoRA."""
     import torch
     from peft import PeftModel
 
-    spec = rnd.spec
     warm = i.parent is not None and spec.training.init == "last-release"
     if warm:
         want = {"r": spec.lora.r, "lora_alpha": spec.lora.alpha}
@@ -63,14 +63,14 @@ def _modules(value) -> Any:
     return sorted(value) if isinstance(value, (list, tuple, set)) else value
 
 
-def _federated(rnd, model, warm: bool) -> dict[str, Any] | None:
+def _federated(spec, model, warm: bool) -> dict[str, Any] | None:
     """A federated site's start: a fresh LoRA drawn device-independently (every site and the
     aggregator draw the same one); A frozen under ffa. Returns the start's tensors."""
-    fed = rnd.spec.federation
+    fed = spec.federation
     if fed is None:
         return None
     if not warm:
-        start.fresh_init(model, rnd.spec.training.seed)
+        start.fresh_init(model, spec.training.seed)
     if fed.method == "ffa":
         start.freeze_a(model)
     return start.lora_state(model)
@@ -85,10 +85,33 @@ def _shown(progress, *, private: bool):
     return lambda d, t, loss, tokens: progress("training", d, t, loss, tokens)
 
 
-def update(rnd, i: Inputs, sel: Selection) -> Update:
+@dataclass
+class Start:
+    """The model with its trainable adapter in the round's start state, before any step."""
+
+    model: Any
+    warm: bool
+    state: dict[str, Any] | None  # federated rounds: the adapter's tensors before training
+
+
+def begin(spec, i: Inputs) -> Start:
+    """``i.model`` with the spec's trainable adapter "default" in its start state."""
+    model, warm = _with_adapter(spec, i)
+    return Start(model, warm, _federated(spec, model, warm))
+
+
+def probe(spec, i: Inputs, examples: list, start: Start):
+    """The DP plan's probe: the gradient scale of the start on ``examples``, the round's eval
+    examples, which a DP round requires to be public (runners/learn/probe.py)."""
+    data = tokenize(i.tok, examples, spec.training.max_seq_len)
+    return lambda clip: gradients.measure(start.model, i.tok, data, clip=clip, rows=spec.training.batch_size,
+                                          learning_rate=spec.training.learning_rate, device=i.device.name,
+                                          seed=spec.training.seed)
+
+
+def update(rnd, i: Inputs, sel: Selection, begun: Start) -> Update:
     spec = rnd.spec
-    model, warm = _with_adapter(rnd, i)
-    start_state = _federated(rnd, model, warm)
+    model, warm, start_state = begun.model, begun.warm, begun.state
     dp_run, limit = rnd.mode.trainer(i.device.name)
     progress, fp = rnd.progress, fingerprint(rnd, i, sel)
     if rnd.world is not None:  # torchrun: the other ranks train their share of the same job
