@@ -14,6 +14,8 @@ import html
 import math
 from typing import Any
 
+from runners.learn.intervals import wilson
+
 from . import timeline
 from .term import clean
 
@@ -150,15 +152,6 @@ def novelty(nv: dict) -> str:
              f'text-anchor="middle">examples</text>'
              f'<text x="{(W + PAD) / 2:.0f}" y="{H - 6}" font-size="10" text-anchor="middle">novelty score</text>')
     return _frame("novelty-histogram", "novelty scores: examples per score", body, timeline.novelty(nv))
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion ``p`` measured on ``n`` examples."""
-    if n <= 0:
-        return 0.0, 1.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _share(m: dict, key: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from ..data.feeds import Example
 from .batches import IGNORE, Tokenized, _token_losses, collate, tokenize
 from .evaluate import mean_loss
+from .intervals import interval
 
 MAX_CHOICES = 32
 
@@ -29,9 +30,11 @@ def measure(model, tok, examples: list[Example], device: str, max_len: int) -> d
     qa = [e for e in examples if e.prompt]
     if qa:
         out["exact_match"] = round(exact_match(model, tok, qa, device, max_len), 6)
+        out["exact_match_ci95"] = interval(out["exact_match"], len(qa))
         choices = sorted({e.target for e in qa})
         if 2 <= len(choices) <= MAX_CHOICES:
             out["choice_accuracy"] = round(choice_accuracy(model, tok, qa, choices, device, max_len), 6)
+            out["choice_accuracy_ci95"] = interval(out["choice_accuracy"], len(qa))
             out["choices"] = len(choices)
     return out
 

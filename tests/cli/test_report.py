@@ -74,7 +74,7 @@ def test_report_renders_in_chromium_with_its_plots(round_package, tmp_path, monk
 
 
 def test_the_wilson_interval():
-    from tgflow_cli.report import wilson
+    from runners.learn.intervals import wilson
 
     lo, hi = wilson(1.0, 48)  # 48 of 48: the upper end is 1, the lower end is 1 - about 3.84/48
     assert abs(hi - 1.0) < 1e-9 and abs(lo - 0.926) < 0.002
