@@ -176,3 +176,64 @@ def _refusals(report: dict) -> None:
         say(f"  accepted {s['update'][:23]} from site {s['site']}, weight {s['weight']:.4g}")
     for r in report.get("refused", []):
         say(f"  refused {r['path']}: {r['reason']}")
+
+
+@app.command()
+def simulate(
+    sites: List[Path] = typer.Argument(..., metavar="SITE_SPEC...", help="Each site's run spec (with its federation section and feed).", dir_okay=False),
+    spec: Path = typer.Option(..., "--spec", help="The aggregator's run spec: federation, eval and reference feeds, gate.", dir_okay=False),
+    input_root: Optional[Path] = InputRoot,
+    score_on: Optional[Path] = typer.Option(None, "--score-on", metavar="FEED.jsonl", help="Also score both released adapters on this JSONL eval feed, which drives nothing (no selection, no gate): a larger set than the specs' own.", dir_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run a federation locally, in this process, with throw-away keys: every
+    site's round, the aggregation, and the same recipe trained centrally on the
+    sites' pooled data (their steps added up, no privacy), side by side on the
+    aggregator's eval feed. For tuning a federation before deploying it; writes
+    nothing outside a temporary folder. n2he federations: simulate their ffa
+    equivalent (docs/n2he.md).
+
+    Exit codes: 0 simulated (whatever the gates said), 2 bad specs.
+
+    Example: tgflow fed simulate examples/fed_site-a.json examples/fed_site-b.json examples/fed_site-c.json --spec examples/fed_aggregator.json
+    """
+    from runners.recipes.simulate import simulate as run
+
+    from .common import emit_json
+    from .term import cells, show
+
+    from .term import warn
+
+    from runners.spec import FeedSpec
+
+    extra = FeedSpec(type="jsonl", uri=str(score_on)) if score_on is not None else None
+    result = run(spec, list(sites), input_root=input_root, note=warn, score_on=extra)
+    if json_out:
+        return emit_json(result)
+    from rich.table import Table
+
+    table = Table("", "exact match", "choice accuracy", "forgetting", "outcome", "seconds")
+    steps = "+".join(map(str, result["site_steps"]))
+    rows = [("base model", result["base"], None),
+            (f"federated ({result['method']}, {result['sites']} sites, {steps} steps)", result["federated"], True),
+            (f"centralized on the pooled data ({result['centralized_steps']} steps)", result["centralized"], True)]
+    for name, m, trained in rows:
+        table.add_row(*cells(name, _share(m, "exact_match"), _share(m, "choice_accuracy"),
+                             "" if not trained or m.get("forgetting") is None else f"{m['forgetting']:+.1%}",
+                             m.get("outcome", "") if trained else "", m.get("seconds", "") if trained else ""))
+    show(table)
+    for name, row in (("federated", result["federated"]), ("centralized", result["centralized"])):
+        if row.get("scored"):
+            say(f"{name} on {score_on} ({row['scored']['examples']} examples): exact match "
+                f"{_share(row['scored'], 'exact_match')}, choice accuracy {_share(row['scored'], 'choice_accuracy')}")
+    gap = result["gap_exact_match"]
+    if gap is not None:
+        say(f"federating costs {gap * 100:+.1f} points of exact match against centralized training on the same "
+            f"data (eval examples: {result['federated'].get('examples')})")
+
+
+def _share(m: dict, key: str) -> str:
+    v, ci = m.get(key), m.get(f"{key}_ci95")
+    if v is None:
+        return "-"
+    return f"{v:.1%}" + (f" [{ci[0]:.0%}-{ci[1]:.0%}]" if ci else "")

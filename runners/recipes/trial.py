@@ -89,3 +89,11 @@ def evaluate(registry: Registry, route: str, candidate: int, against: str, feed:
             "candidate": {"version": cand.version, "package_id": cand.package_id, **results["candidate"]},
             "against": {"alias": against, "version": other.version, "package_id": other.package_id,
                         **results["against"], "regression": drop, "regressed": any(v > 1e-9 for v in drop.values())}}
+
+
+def score(package: Path, policy, identities: list, examples: list, *, max_len: int = 256) -> dict[str, Any]:
+    """One released adapter's task metrics on ``examples`` (verified, decrypted in memory)."""
+    release = adapters.read_release(package, policy, identities)
+    tok, model, device = _load(base_for(release, None))
+    model = adapters.attach(model, release, "default")
+    return metrics.measure(model, tok, examples, device.name, max_len)
