@@ -105,6 +105,8 @@ def reworded_ticket(rng: random.Random) -> dict:
 # Federated demo: three sites with disjoint tickets and skewed tasks (label skew, as when each warehouse
 # mostly sees its own faults): 40% of a site's tickets are drawn from its own symptoms, the rest from all
 # eight, so about 62% of a site's tickets are its own symptoms.
+DP_TICKETS = 10000
+
 SITES = {"site-a": (0, 1, 2), "site-b": (3, 4, 5), "site-c": (6, 7)}
 OWN_SHARE = 0.4
 
@@ -133,6 +135,9 @@ def make_feeds(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "support-tickets.jsonl", [ticket(random.Random(f"ticket-{i}")) for i in range(240)])
     write_jsonl(out / "support-eval.jsonl", [ticket(random.Random(f"eval-{i}")) for i in range(48)])
+    # The DP round's private feed: DP-SGD needs thousands of examples to learn at a small epsilon
+    # (docs/privacy.md), so the same task gets its own, larger feed.
+    write_jsonl(out / "support-tickets-private.jsonl", [ticket(random.Random(f"private-{i}")) for i in range(DP_TICKETS)])
     write_jsonl(out / "reference.jsonl", [{"text": old_sentence(random.Random(f"ref-{i}"))} for i in range(64)])
     # Round 2: 160 tickets with new resolutions and 80 reworded round-1 tickets; its eval set mixes
     # new (24) and round-1 (24) symptoms, so it measures learning and keeping at once.
