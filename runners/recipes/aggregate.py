@@ -23,24 +23,28 @@ from ..n2he import context as he_context, layout as he_layout, sum as he_sum
 from ..stages import aggregation, inputs as inputs_stage
 from ..stages.aggregation import Request
 from ..stages.context import SUMMED, RoundResult
+from ..telemetry.observe import stage
 
 
 def aggregate(spec_path: str | Path, req: Request, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
               now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
               output_root: Path | None = None) -> RoundResult:
-    rnd, prepared, method, policy, idents = aggregation.prepare(spec_path, req, keyring, passphrase, now, input_root,
-                                                                output_root)
-    i = inputs_stage.gather(rnd, prepared)
-    ident, start_state = aggregation.start_of(rnd, i)
+    with stage("prepare"):
+        rnd, prepared, method, policy, idents = aggregation.prepare(spec_path, req, keyring, passphrase, now,
+                                                                    input_root, output_root)
+    with stage("inputs"):
+        i = inputs_stage.gather(rnd, prepared)
+        ident, start_state = aggregation.start_of(rnd, i)
     names = start_mod.modules(start_state)
-    want = aggregation.want(rnd, i, method, ident, names)
-    ids = {k.keyid for k in idents}
-    he = _he(rnd, start_state, names)
-    screened = updates.screen(req.updates, policy, want, aggregation.used_updates(rnd.store.view()), req.weights,
-                              ids, he or updates.PLAIN)
-    aggregation.check_quorum(screened, req.quorum, rnd.spec.federation.round)
-    if he:
-        he_sum.check_range(screened.accepted, he.pub.params)  # before the lock: a sum CKKS could not decode
+    with stage("screen"):
+        want = aggregation.want(rnd, i, method, ident, names)
+        ids = {k.keyid for k in idents}
+        he = _he(rnd, start_state, names)
+        screened = updates.screen(req.updates, policy, want, aggregation.used_updates(rnd.store.view()), req.weights,
+                                  ids, he or updates.PLAIN)
+        aggregation.check_quorum(screened, req.quorum, rnd.spec.federation.round)
+        if he:
+            he_sum.check_range(screened.accepted, he.pub.params)  # before the lock: a sum CKKS could not decode
     prepare_parent(rnd.opened.out_path)  # only now: a missed quorum writes nothing, not even a folder
     with rnd.store.session("fed aggregate", wait=wait_busy):
         screened.drop_used(aggregation.used_updates(rnd.store))  # a concurrent aggregation may have used one meanwhile
@@ -61,7 +65,7 @@ def _he(rnd, start_state: dict, names: list[str]):
 def _sum(rnd, want, screened: updates.Screening, idents, he, names, quorum: int) -> RoundResult:
     """n2he: write the homomorphic sum for the key holder; the route's release happens there."""
     t0 = time.perf_counter()
-    with rnd.stage("summing the encrypted updates"):  # an undecodable ciphertext refuses its update only
+    with stage("sum"), rnd.stage("summing the encrypted updates"):  # an undecodable ciphertext refuses its update only
         pid, fed = updates.without_bad(
             screened, lambda: he_sum.write_sum(rnd, want, screened.accepted, idents, he.pub, names, quorum,
                                                he_sum.check_range(screened.accepted, he.pub.params)),
@@ -80,13 +84,15 @@ def _merge_and_release(rnd, i, screened, start_state, names, method, req: Reques
     spec = rnd.spec
     rank = req.rank or spec.lora.r
     t0 = time.perf_counter()
-    with rnd.stage("merging the updates"):  # an update whose payload is unusable is refused, the rest go on
+    with stage("merge"), rnd.stage("merging the updates"):  # an unusable payload is refused, the rest go on
         state, numbers = updates.without_bad(
             screened, lambda: aggregation.merge(screened.accepted, idents, start_state, names, method, rank),
             lambda: aggregation.check_quorum(screened, req.quorum, spec.federation.round))
     summary = {"round": spec.federation.round, "method": method, "weights": req.weights, "quorum": req.quorum,
                "rank": rank, **numbers, "seconds": round(time.perf_counter() - t0, 3)}
-    return aggregation.evaluate_and_release(rnd, i, screened, state, summary, aggregation.merge_weights(screened.accepted),
-                                            aggregation.privacy_record(screened.accepted))
+    with stage("release"):
+        return aggregation.evaluate_and_release(rnd, i, screened, state, summary,
+                                                aggregation.merge_weights(screened.accepted),
+                                                aggregation.privacy_record(screened.accepted))
 
 

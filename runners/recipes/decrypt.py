@@ -28,6 +28,7 @@ from ..fed import start as start_mod, updates
 from ..n2he import ckks, context, layout, sum as he_sum
 from ..stages import aggregation, inputs as inputs_stage
 from ..stages.context import RoundResult
+from ..telemetry.observe import stage
 
 
 @dataclass(frozen=True)
@@ -186,23 +187,26 @@ def _reader_key(spec, dreq: DecryptRequest) -> str:
 def decrypt(spec_path: str | Path, dreq: DecryptRequest, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
             now: clock.Clock = clock.utcnow, wait_busy: float = 0.0, input_root: Path | None = None,
             output_root: Path | None = None) -> RoundResult:
-    rnd, prepared, method, _, idents = aggregation.prepare(spec_path, dreq.base, keyring, passphrase, now, input_root,
-                                                   output_root, reader=lambda spec: _reader_key(spec, dreq),
-                                                   releases=True)
+    with stage("prepare"):
+        rnd, prepared, method, _, idents = aggregation.prepare(spec_path, dreq.base, keyring, passphrase, now,
+                                                               input_root, output_root,
+                                                               reader=lambda spec: _reader_key(spec, dreq), releases=True)
     n2he = rnd.spec.privacy.n2he
-    i = inputs_stage.gather(rnd, prepared)
-    ident, start_state = aggregation.start_of(rnd, i)
+    with stage("inputs"):
+        i = inputs_stage.gather(rnd, prepared)
+        ident, start_state = aggregation.start_of(rnd, i)
     names = start_mod.modules(start_state)
     job = Job(rnd, i, dreq, context.public(keyring, dreq.identity or n2he.context), names, start_state, idents)
     job.n = layout.values_count(start_state, names)
-    want = aggregation.want(rnd, i, method, ident, names)
-    report, fed = _verified_sum(job, want)
-    pick = (lambda used: _shared_key_set(job, fed, used)) if n2he.custody == "shared-key" else \
-        (lambda used: _key_holder_set(job, fed, want, used))
-    screened = pick(aggregation.used_updates(rnd.store.view()))
-    _enough(rnd, screened.accepted, dreq.base.quorum)
+    with stage("screen"):
+        want = aggregation.want(rnd, i, method, ident, names)
+        report, fed = _verified_sum(job, want)
+        pick = (lambda used: _shared_key_set(job, fed, used)) if n2he.custody == "shared-key" else \
+            (lambda used: _key_holder_set(job, fed, want, used))
+        screened = pick(aggregation.used_updates(rnd.store.view()))
+        _enough(rnd, screened.accepted, dreq.base.quorum)
     t0 = time.perf_counter()
-    with rnd.stage("decrypting the sum"):  # before the lock and the output folder: a refusal writes nothing
+    with stage("decrypt"), rnd.stage("decrypting the sum"):  # before the lock and the output folder: a refusal writes nothing
         he_sum.check_range(screened.accepted, job.pub.params)
         state, numbers = _adapter(job, _decrypted(job, report, screened.accepted, passphrase), screened.accepted)
     numbers["seconds"] = round(time.perf_counter() - t0, 3)
@@ -223,4 +227,5 @@ def _release(job: Job, report, screened: updates.Screening, state: dict, numbers
     weights = [s.federation["he"]["weight"] / numbers["total_weight"] for s in screened.accepted]
     privacy = aggregation.privacy_record(screened.accepted, he={"custody": n2he.custody, "context": job.pub.id,
                                                         "sum": report.package_id})
-    return aggregation.evaluate_and_release(rnd, job.i, screened, state, summary, weights, privacy)
+    with stage("release"):
+        return aggregation.evaluate_and_release(rnd, job.i, screened, state, summary, weights, privacy)

@@ -29,6 +29,7 @@ from ..stages import (evaluate as evaluate_stage, inputs as inputs_stage, releas
 from ..stages.context import FOLLOWER, PACKAGED, UPDATE, Progress, Round, RoundResult, registry_for
 from ..stages.inputs import open_round
 from ..state.store import ROUND, RouteStore
+from ..telemetry.observe import stage
 
 
 def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable[[], str], *,
@@ -40,14 +41,15 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     ``require_plan``: the least DP plan verdict to train on; ``notes``: lines for the operator). Relative input paths resolve against ``input_root``
     (default: the spec's folder); with ``output_root`` the package goes to
     ``output_root/<basename of output.path>`` and relative state_dirs there."""
-    opened = open_round(spec_path, input_root, output_root, now)
-    state = opened.state  # refuses a state_dir that climbs out of the output root
-    inputs_stage.check_round(opened.spec, keyring)
-    inputs_stage.check_recipients(opened.spec, keyring)
-    prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
-    # Fail fast, and leave no trace, on everything the lock does not protect: keys, model, feeds.
-    signer = keyring.signer(opened.spec.output.signing_key, passphrase)
-    prepared = inputs_stage.prepare(opened, keyring)
+    with stage("prepare"):
+        opened = open_round(spec_path, input_root, output_root, now)
+        state = opened.state  # refuses a state_dir that climbs out of the output root
+        inputs_stage.check_round(opened.spec, keyring)
+        inputs_stage.check_recipients(opened.spec, keyring)
+        prepare_parent(opened.out_path)  # one rule for every command: create it, or exit 5
+        # Fail fast, and leave no trace, on everything the lock does not protect: keys, model, feeds.
+        signer = keyring.signer(opened.spec.output.signing_key, passphrase)
+        prepared = inputs_stage.prepare(opened, keyring)
     world = _world(opened.spec)
     if world is not None and not world.main:  # under torchrun: rank 0 leads, this rank trains its share
         try:
@@ -98,25 +100,33 @@ def _finish_world(world, exc, led: list) -> None:
 
 
 def _stages(rnd: Round, prepared: inputs_stage.Prepared) -> RoundResult:
-    i = inputs_stage.gather(rnd, prepared)
-    sel = select_stage.select(rnd, i)
-    begun = update_stage.begin(rnd.spec, i)
-    rnd.mode.plan(rnd, len(sel.train_data), update_stage.fingerprint(rnd, i, sel),
-                  update_stage.probe(rnd.spec, i, sel.eval, begun) if sel.eval else None)
-    u = update_stage.update(rnd, i, sel, begun)
+    """The stages, each timed for telemetry (runners/telemetry/observe.py) under its metric name."""
+    with stage("inputs"):
+        i = inputs_stage.gather(rnd, prepared)
+    with stage("select"):
+        sel = select_stage.select(rnd, i)
+    with stage("plan"):
+        begun = update_stage.begin(rnd.spec, i)
+        rnd.mode.plan(rnd, len(sel.train_data), update_stage.fingerprint(rnd, i, sel),
+                      update_stage.probe(rnd.spec, i, sel.eval, begun) if sel.eval else None)
+    with stage("train"):
+        u = update_stage.update(rnd, i, sel, begun)
     ending = _site_update if rnd.spec.federation is not None else _release
     return ending(rnd, i, sel, u)
 
 
 def _release(rnd: Round, i, sel, u) -> RoundResult:
-    ev = evaluate_stage.evaluate(rnd, i, sel, u)
-    released, report = release_stage.release(rnd, i, sel, u, ev)
+    with stage("evaluate"):
+        ev = evaluate_stage.evaluate(rnd, i, sel, u)
+    with stage("release"):
+        released, report = release_stage.release(rnd, i, sel, u, ev)
     return RoundResult(PACKAGED, report, released.path, released.package_id)
 
 
 def _site_update(rnd: Round, i, sel, u) -> RoundResult:
     """A federated site: the round ends at an update for the aggregator (runners/stages/site.py)."""
-    pid, report = site_stage.emit(rnd, i, sel, u)
+    with stage("site-update"):
+        pid, report = site_stage.emit(rnd, i, sel, u)
     return RoundResult(UPDATE, report, rnd.opened.out_path, pid)
 
 

@@ -19,6 +19,7 @@ from ..privacy.modes import PrivacyMode
 from ..state.checkpoint import CheckpointStore
 from ..state.registry import Registry
 from ..state.store import ROUND, RouteStore
+from ..telemetry import observe
 from .inputs import Opened
 
 # How a round ends when it does not raise (the refusals are RoundOutcome errors, tgsp/errors.py).
@@ -78,16 +79,18 @@ class Round:
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        """progress(stage, 0, 1) on entry, (1, 1) on exit."""
+        """progress(stage, 0, 1) on entry, (1, 1) on exit; a step inside a stage, for traces."""
         if self.progress:
             self.progress(name, 0, 1, math.nan, -1)
-        yield
+        with observe.stage(name):
+            yield
         if self.progress:
             self.progress(name, 1, 1, math.nan, -1)
 
     def commit(self, outcome: str, report: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """The round's report and evidence, then its line in the route log (the commit)."""
         path = self.store.write_report(report, self.events)
+        observe.committed(path)
         self.store.append(ROUND, {"outcome": outcome, "report": path.name, "spec_sha256": self.opened.digest,
                                   **(extra or {})})
         return path
