@@ -23,6 +23,16 @@ keyring folder.
     [route]
     registry = "/srv/tgflow/registry"          # route ... --registry
     signing_key = "release"                    # route ... --signing-key
+
+    [metrics]                                  # peft run, fed aggregate, fed decrypt
+    file = "/var/lib/node_exporter/tgflow.prom"          # --metrics-file
+    pushgateway = "http://pushgateway:9091"              # --pushgateway
+    pushgateway_username = "tgflow"                      # after TGFLOW_PUSHGATEWAY_USERNAME
+    pushgateway_password_file = "/run/secrets/pushgw"    # after TGFLOW_PUSHGATEWAY_PASSWORD(_FILE)
+
+    [tracking]
+    mlflow = "http://mlflow:5000"              # --mlflow
+    otlp_endpoint = "http://collector:4318"    # --otlp-endpoint, after OTEL_EXPORTER_OTLP_ENDPOINT
 """
 
 from __future__ import annotations
@@ -39,8 +49,11 @@ from tgsp.inputfile import read_input
 
 FILE = "config.toml"
 _LISTS = {("tgsp", "trusted"), ("tgsp", "revocations"), ("tgsp", "recipients"), ("tgsp", "sign")}
-_STRINGS = {("route", "registry"), ("route", "signing_key"), ("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image")}
-_PATHS = {("route", "registry"), ("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file")}
+_STRINGS = {("route", "registry"), ("route", "signing_key"), ("tgsp", "state"), ("tgsp", "require_hardware"), ("keys", "passphrase_file"), ("export", "image"),
+            ("metrics", "file"), ("metrics", "pushgateway"), ("metrics", "pushgateway_username"),
+            ("metrics", "pushgateway_password_file"), ("tracking", "mlflow"), ("tracking", "otlp_endpoint")}
+_PATHS = {("route", "registry"), ("tgsp", "revocations"), ("tgsp", "state"), ("keys", "passphrase_file"),
+          ("metrics", "file"), ("metrics", "pushgateway_password_file")}
 _CHOICES = {("tgsp", "require_hardware"): ("ed25519", "all")}
 _INTS = {("route", "index_days"): (1, 3660)}
 

@@ -60,6 +60,19 @@ _VALIDATORS = ("kubernetes_validate", "botocore", "regex", "google.cloud.aiplatf
                "azure.ai.ml", "databricks.bundles", "kubeflow_trainer_api", "kubeflow.training")
 
 
+def _tracking() -> str:
+    from mlflow.entities import Metric
+
+    Metric("probe", 1.0, 0, 0)
+    return f"mlflow {importlib.metadata.version('mlflow-skinny')}"
+
+
+def _otel() -> str:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: F401
+
+    return f"opentelemetry-sdk {importlib.metadata.version('opentelemetry-sdk')}"
+
+
 @dataclass(frozen=True)
 class Extra:
     name: str  # pip install 'tgflow[name]'
@@ -75,6 +88,9 @@ EXTRAS = (
     Extra("pkcs11", "signing keys in an HSM (key generate --pkcs11, key import-pkcs11)", ("pkcs11",), _pkcs11),
     Extra("spark", "peft run --cluster spark", ("pyspark",), _spark),
     Extra("export-check", "export --check (the platforms' own validators)", _VALIDATORS, _export_check),
+    Extra("tracking", "MLflow run tracking (--mlflow)", ("mlflow", "sqlalchemy", "alembic"), _tracking),
+    Extra("otel", "OpenTelemetry traces (--otlp-endpoint)", ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+          _otel),
 )
 
 

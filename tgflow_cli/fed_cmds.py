@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from . import observed as obs
 from .common import STATE, index_days_setting, keyring, passphrase
 from .term import say
 from .stdio import no_dash
@@ -44,6 +45,10 @@ def aggregate(
     output_root: Optional[Path] = OutputRoot,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = JsonOut,
+    metrics_file: Optional[Path] = obs.MetricsFile,
+    pushgateway: Optional[str] = obs.Pushgateway,
+    mlflow: Optional[str] = obs.Mlflow,
+    otlp_endpoint: Optional[str] = obs.Otlp,
 ) -> None:
     """Verify every update (trusted site, route, round, base model, start adapter, LoRA settings,
     one per site, never used before), merge a quorum of them exactly for LoRA, evaluate the
@@ -57,9 +62,9 @@ def aggregate(
     _before(out)
     from runners.recipes.aggregate import aggregate as run
     from runners.stages.aggregation import Request
-    from tgsp.errors import InputError, RoundOutcome
+    from tgsp.errors import InputError
 
-    from .peft_cmds import emit_report, render_release, report_outcome
+    from .peft_cmds import render_release
 
     if method not in (None, "exact", "ffa") or weights not in ("examples", "equal"):
         raise InputError("--method takes exact or ffa; --weights takes examples or equal")
@@ -68,16 +73,11 @@ def aggregate(
     if not paths:
         raise InputError("no updates given", hint="name the update packages, or pass --updates-dir DIR")
     req = Request(paths, quorum, route, round_id, method, weights, rank, list(site), sign, list(recipient), out)
-    report = (lambda obj: emit_report(obj, False)) if json_out else None
-    try:
-        result = run(spec, req, keyring(), passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root,
-                     output_root=output_root)
-    except RoundOutcome as exc:
-        if not json_out:
-            _refusals(exc.report)
-        return report_outcome(exc, report)
-    if report:
-        return report({"ok": True, **result.report})
+    result = _observed("fed-aggregate", spec, json_out, obs.settings(metrics_file, pushgateway, mlflow, otlp_endpoint),
+                       lambda: run(spec, req, keyring(), passphrase(passphrase_file), wait_busy=wait_busy,
+                                   input_root=input_root, output_root=output_root), refusals=True)
+    if result is None:
+        return None
     if result.outcome == "summed":
         return _summed(result.report)
     agg = result.report["training"]["aggregation"]
@@ -116,6 +116,10 @@ def decrypt(
     output_root: Optional[Path] = OutputRoot,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = JsonOut,
+    metrics_file: Optional[Path] = obs.MetricsFile,
+    pushgateway: Optional[str] = obs.Pushgateway,
+    mlflow: Optional[str] = obs.Mlflow,
+    otlp_endpoint: Optional[str] = obs.Otlp,
 ) -> None:
     """The key holder's step of an n2he round: verify the aggregator's signed sum, re-screen and
     re-sum the signed updates it lists (custody key-holder), decrypt only a sum of at least
@@ -131,28 +135,47 @@ def decrypt(
     _before(out)
     from runners.recipes.decrypt import DecryptRequest, decrypt as run
     from runners.stages.aggregation import Request
-    from tgsp.errors import InputError, RoundOutcome
+    from tgsp.errors import InputError
 
-    from .peft_cmds import emit_report, render_release, report_outcome
+    from .peft_cmds import render_release
 
     if weights not in ("examples", "equal"):
         raise InputError("--weights takes examples or equal")
     STATE.compact = json_out
     base = Request(list(updates or []) + _in_folder(updates_dir), quorum, None, None, "ffa", weights, None, list(site),
                    sign, list(recipient), out)
-    report = (lambda obj: emit_report(obj, False)) if json_out else None
-    try:
-        result = run(spec, DecryptRequest(sum_path, aggregator, base, identity, key), keyring(),
-                     passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root, output_root=output_root)
-    except RoundOutcome as exc:
-        return report_outcome(exc, report)
-    if report:
-        return report({"ok": True, **result.report})
+    result = _observed("fed-decrypt", spec, json_out, obs.settings(metrics_file, pushgateway, mlflow, otlp_endpoint),
+                       lambda: run(spec, DecryptRequest(sum_path, aggregator, base, identity, key), keyring(),
+                                   passphrase(passphrase_file), wait_busy=wait_busy, input_root=input_root,
+                                   output_root=output_root))
+    if result is None:
+        return None
     agg = result.report["training"]["aggregation"]
     say(f"round {agg['round']}: decrypted the sum of {len(agg['accepted'])} updates ({agg['custody']} custody; "
         f"norm {agg['norm']:.4g} of at most {agg['norm_bound']:.4g}) in {agg['seconds']} s")
     _refusals(agg)
     render_release(result.report)
+
+
+def _observed(command: str, spec: Path, json_out: bool, telemetry, step, *, refusals: bool = False):
+    """Run the step under telemetry (tgflow_cli/observed.py). Returns its result, or None once the
+    report went out as JSON; a refusal is reported and raised."""
+    from tgsp.errors import RoundOutcome
+
+    from .peft_cmds import emit_report, report_outcome
+
+    report = (lambda obj: emit_report(obj, False)) if json_out else None
+    try:
+        with obs.observed(command, spec, telemetry) as ending:
+            result = ending.result = step()
+    except RoundOutcome as exc:
+        if refusals and not json_out:
+            _refusals(exc.report)
+        return report_outcome(exc, report)
+    if report:
+        report({"ok": True, **result.report})
+        return None
+    return result
 
 
 def _before(out: str | None) -> None:

@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from . import roundlog
+from . import observed as obs, roundlog
 from .common import STATE, emit_json, index_days_setting, keyring, passphrase
 from .term import say, styled, warn
 
@@ -99,6 +99,10 @@ def run(
     master_port: int = typer.Option(29500, "--master-port", min=1, max=65535, help="With --nnodes: the rendezvous port."),
     require_plan: Optional[PlanVerdict] = typer.Option(None, "--require-plan", help="Under DP: refuse the round (exit 15), before any epsilon is charged, unless the plan's verdict is at least this (likely, or marginal). See tgflow privacy plan."),
     cluster: Optional[Cluster] = typer.Option(None, "--cluster", help="Read the nodes and this node's rank from the platform: sagemaker (resourceconfig.json), vertex (CLUSTER_SPEC); spark: start the ranks on the Spark cluster with TorchDistributor (Databricks)."),
+    metrics_file: Optional[Path] = obs.MetricsFile,
+    pushgateway: Optional[str] = obs.Pushgateway,
+    mlflow: Optional[str] = obs.Mlflow,
+    otlp_endpoint: Optional[str] = obs.Otlp,
 ) -> None:
     """Run one round: read the feed, apply the novelty policy, train the LoRA,
     evaluate, enforce the forgetting budget and the evaluation gate, and write a
@@ -117,15 +121,17 @@ def run(
     if cluster is not None or nproc_per_node > 1 or (nnodes or 1) > 1:
         flags = {"--passphrase-file": passphrase_file, "--input-root": input_root, "--output-root": output_root,
                  "--json": json_out, "--pretty": pretty, "--skip-ok": skip_ok,
-                 "--require-plan": require_plan.value if require_plan else None}
+                 "--require-plan": require_plan.value if require_plan else None, "--metrics-file": metrics_file,
+                 "--pushgateway": pushgateway, "--mlflow": mlflow, "--otlp-endpoint": otlp_endpoint}
         raise typer.Exit(_launch(spec, wait_busy, flags, nproc_per_node, nnodes, node_rank, master_addr, master_port,
                                  cluster.value if cluster else None))
     _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy,
-              require_plan.value if require_plan else None)
+              require_plan.value if require_plan else None,
+              obs.settings(metrics_file, pushgateway, mlflow, otlp_endpoint))
 
 
 def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, output_root, wait_busy,
-              require_plan: str | None = None) -> None:
+              require_plan: str | None, telemetry) -> None:
     """The round in this process (one rank when started by a launcher)."""
     from runners.recipes.round import run_round
 
@@ -136,10 +142,12 @@ def _run_here(spec, passphrase_file, json_out, pretty, skip_ok, input_root, outp
 
     report = (lambda obj: emit_report(obj, pretty)) if json_out else None
     try:
-        with _graceful_stop() as stop, (bar or contextlib.nullcontext()):
-            result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)), stop=stop,
-                               progress=progress, notes=roundlog.notes(bar), require_plan=require_plan,
-                               input_root=input_root, output_root=output_root, wait_busy=wait_busy)
+        with obs.observed("peft-run", spec, telemetry, skip_ok=skip_ok) as ending, _graceful_stop() as stop, \
+                (bar or contextlib.nullcontext()):
+            result = ending.result = run_round(spec, keyring(), passphrase(passphrase_file, key=_signing_key(spec)),
+                                               stop=stop, progress=progress, notes=roundlog.notes(bar),
+                                               require_plan=require_plan, input_root=input_root,
+                                               output_root=output_root, wait_busy=wait_busy)
         if result.outcome == "follower":  # torchrun, rank > 0: rank 0 reports; every rank ends with its code
             code = result.report["code"]
             raise typer.Exit(0 if skip_ok and code == 10 else code)
