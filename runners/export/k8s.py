@@ -17,7 +17,7 @@ from typing import Any
 from tgsp.errors import InputError
 
 from ..spec import RunSpec
-from . import cron, k8s_dist
+from . import cron, k8s_dist, k8s_telemetry
 from .jobspec import RETRY_CODES, ExportOptions, base_env, check_paths, command, dns1123, job_name, portable
 
 KUBERNETES_VERSION = "1.32"  # schemas used by --check
@@ -25,7 +25,7 @@ KUBERNETES_VERSION = "1.32"  # schemas used by --check
 
 # Every --set KEY this backend reads; anything else is refused (a typo would be ignored).
 SETTINGS = frozenset({'engine', 'keyring_secret', 'kubectl_image', 'namespace', 'passphrase_secret', 'runtime',
-                      'state_claim', 'time_zone', 'work_claim'})
+                      'state_claim', 'time_zone', 'work_claim'}) | k8s_telemetry.SETTINGS
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")  # resource.Quantity's own pattern
 
@@ -148,9 +148,10 @@ def export(spec: RunSpec, options: ExportOptions) -> dict[str, Any]:
     which = k8s_dist.engine(options) if options.distributed else None
     launch = k8s_dist.launch(which, n, options) if which else []
     cmd, args = command("/config", "/work", "/out", options.aggregate, launch)
-    env = base_env("/secrets/passphrase", "/keyring")
+    env = {**base_env("/secrets/passphrase", "/keyring"), **k8s_telemetry.env(options.settings, spec.route_key)}
     container = _container(options, cmd, args, env)
     pod = _pod(n, options, [container])
+    k8s_telemetry.mount(options.settings, container, pod)
     job_spec = _job_spec(options, pod)
     files: dict[str, Any] = {
         "configmap.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(f"{n.job}-spec"),

@@ -43,7 +43,7 @@ KINDS: dict[str, Callable[[str, str], None]] = {
     "kubectl_image": image,
     "namespace": _matches(DNS_LABEL, "a Kubernetes namespace (a DNS-1123 label)"),
     "runtime": k8s_name, "keyring_secret": k8s_name, "passphrase_secret": token, "state_claim": k8s_name,
-    "work_claim": k8s_name,
+    "work_claim": k8s_name, "pushgateway_secret": k8s_name,
     "secret_scope": _matches(SECRET_NAME, "a Databricks secret scope name"),
     "secret_key": _matches(SECRET_NAME, "a Databricks secret key name"),
     "role_arn": _matches(ARN, "an ARN"), "scheduler_role_arn": _matches(ARN, "an ARN"),
