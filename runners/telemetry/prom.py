@@ -9,15 +9,12 @@ success PUTs the whole group). Other routes' series in a shared file are kept.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from tgsp.atomic import write_bytes
 
+from ..state.locks import locked
 from .record import Public
 
 LAST_SUCCESS = "tgflow_round_last_success_timestamp_seconds"
@@ -137,28 +134,10 @@ def read(path: Path) -> tuple[list, str | None]:
         return [], f"the previous {path.name} is not in the Prometheus text format; rewriting it"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Rounds of several routes (or an accidental second round) may share one textfile."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path}.lock is held by another process") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
-
-
 def write_textfile(path: Path, p: Public) -> str | None:
     """Merge this round into the textfile, atomically (temp, fsync, rename). Returns a note, or None."""
-    with _locked(path):
+    # Rounds of several routes (or an accidental second round) may share one textfile.
+    with locked(Path(f"{path}.lock"), f"the metrics file {path.name}", "telemetry", wait=LOCK_WAIT):
         old, note = read(path)
         merged = merge(old, families(p), p.labels, replace_all=p.succeeded)
         write_bytes(path, render(merged), mode=0o644)

@@ -54,7 +54,7 @@ class Sink(Protocol):
 @dataclass(frozen=True)
 class Textfile:
     path: Path
-    name: str = "metrics file"
+    name: str = "the metrics file"
 
     def send(self, p: Public, sent: Sent) -> str | None:
         return prom.write_textfile(self.path, p)
@@ -65,7 +65,7 @@ class Pushgateway:
     url: str
     username: str | None
     password: str | None = field(repr=False)
-    name: str = "Pushgateway"
+    name: str = "the Pushgateway"
 
     def send(self, p: Public, sent: Sent) -> str | None:
         prom.push(self.url, p, username=self.username, password=self.password)
@@ -88,7 +88,7 @@ class Mlflow:
 class Otlp:
     endpoint: str
     traceparent: str | None
-    name: str = "OTLP collector"
+    name: str = "the OTLP collector"
 
     def send(self, p: Public, sent: Sent) -> str | None:
         from . import traces
@@ -112,7 +112,7 @@ def emit(rec: RoundRecord, settings: Settings, sent: Sent, warn: Callable[[str],
         try:
             note = sink.send(p, sent)
         except Exception as exc:  # telemetry never breaks a round
-            warn(f"telemetry: the {sink.name} was not updated ({_why(exc)}); the round's exit code is unchanged")
+            warn(f"telemetry: {sink.name} was not updated ({_why(exc)}); the round's exit code is unchanged")
             continue
         if note:
             warn(f"telemetry: {note}")

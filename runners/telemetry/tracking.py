@@ -9,6 +9,7 @@ encrypted in the package.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator
 
@@ -22,12 +23,16 @@ BATCH = 1000  # MLflow's log_batch limit on metrics
 
 @contextlib.contextmanager
 def _bounded_http() -> Iterator[None]:
+    """Bounded retries, and MLflow's own INFO lines (store migrations) kept out of the round's log."""
     saved = {k: os.environ.get(k) for k in _HTTP}
     for k, v in _HTTP.items():
         os.environ.setdefault(k, v)
+    log = logging.getLogger("mlflow")
+    level, log.level = log.level, logging.WARNING
     try:
         yield
     finally:
+        log.setLevel(level)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -118,3 +118,24 @@ def test_an_unwritable_metrics_file_warns_and_keeps_the_exit_code(workspace, tmp
     err = capsys.readouterr().err
     assert "telemetry: the metrics file was not updated" in err and "exit code is unchanged" in err
     assert not prom.exists()
+
+
+def test_a_sigterm_round_reports_interrupted_and_no_success(workspace, tmp_path, capsys):
+    import os
+    import signal
+
+    from tests.runners.test_round import _cli, _wait_for_checkpoint
+
+    prom = tmp_path / "term.prom"
+    spec = workspace.spec(training={"steps": 40, "batch_size": 8, "learning_rate": 0.01, "seed": 3, "max_seq_len": 64,
+                                    "checkpoint_every": 5})
+    proc = _cli(spec, {**os.environ, "TGFLOW_METRICS_FILE": str(prom)})
+    _wait_for_checkpoint(workspace.state, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 75, proc.stderr.read()
+    fams = samples(prom)
+    assert fams["tgflow_round_exit_code"][0].value == 75
+    assert [s.labels["outcome"] for s in fams["tgflow_round_outcome"]] == ["interrupted-resumable"]
+    assert "tgflow_round_last_success_timestamp_seconds" not in fams
+    [train] = [s for s in fams["tgflow_round_stage_duration_seconds"] if s.labels["stage"] == "train"]
+    assert train.value > 0

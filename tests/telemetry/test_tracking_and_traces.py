@@ -93,7 +93,8 @@ def test_under_dp_nothing_private_leaves(workspace, receiver, gateway, tmp_path,
     client, run = _mlflow_run(uri, "support")
     arts = "".join(Path(client.download_artifacts(run.info.run_id, a.path, str(tmp_path / "a"))).read_text()
                    for a in client.list_artifacts(run.info.run_id))
-    emitted = "\n".join([prom.read_text(), gateway.metrics(), json.dumps(run.data.to_dictionary()), arts,
+    pushed = [ln for ln in gateway.metrics().splitlines() if "tgflow" in ln]  # not the gateway's own go_* metrics
+    emitted = "\n".join([prom.read_text(), *pushed, json.dumps(run.data.to_dictionary()), arts,
                          *(str(r) for _, r in receiver.requests)])
     assert not any(k.startswith(("train/", "examples/", "duration/")) for k in run.data.metrics)
     assert "tgflow_round_examples" not in emitted and "tgflow_round_stage_duration" not in emitted
@@ -102,7 +103,7 @@ def test_under_dp_nothing_private_leaves(workspace, receiver, gateway, tmp_path,
     assert len(stages) == 3 and all(s.start_time_unix_nano == s.end_time_unix_nano for s in stages)
     assert run.data.metrics["privacy/epsilon"] == report["privacy"]["epsilon"]
     for loss in private_losses:
-        for text in (repr(loss), f"{loss:.6f}", f"{loss:.4f}"):
+        for text in (repr(loss), f"{loss:.6f}", f"{loss:.5f}"):  # as reports round it (shorter would match by chance)
             assert text not in emitted, text
     feed = [json.loads(line) for line in (workspace.root / "feeds" / "support-tickets.jsonl").read_text().splitlines()]
     texts = [f for row in feed[:64] for f in row.values() if isinstance(f, str) and len(f) > 12]
