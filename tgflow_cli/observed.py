@@ -50,9 +50,10 @@ def settings(metrics_file: Optional[Path], pushgateway: Optional[str], mlflow: O
     for name, url in (("--pushgateway", gateway), ("--otlp-endpoint", traces)):
         if url:
             _check_url(name, url)
-    if tracking and re.match(r"https?://[^/]*@", tracking):
+    if tracking and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", tracking):
         raise InputError("--mlflow: credentials in the tracking URI are refused (they would show in logs)",
-                         hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+                         hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or the store's own "
+                              "environment) instead")
     for key, value in (("mlflow", tracking), ("otlp", traces)):
         if value:
             _need(key)
@@ -82,6 +83,17 @@ def _check_url(name: str, url: str) -> None:
 
 
 def _check_textfile(path: Path) -> None:
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise InputError(f"--metrics-file {path}: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise InputError(f"--metrics-file {path} is not a regular file (a link, a FIFO, a folder?)",
+                         hint="point at a plain *.prom file, or at a path where none exists yet")
     if not path.parent.is_dir():
         raise InputError(f"--metrics-file: the folder {path.parent} does not exist",
                          hint="create it, or point at node_exporter's --collector.textfile.directory")
@@ -127,23 +139,24 @@ class Ending:
 @contextlib.contextmanager
 def observed(command: str, spec_path: Path, chosen: sinks.Settings, *, skip_ok: bool = False) -> Iterator[Ending]:
     """Time the round run inside, then send its record to every configured sink, however it ends.
-    Only rank 0 reports (the other ranks of a torchrun round return as followers)."""
+    Only rank 0 reports (the other ranks of a torchrun round return as followers). The spec is read
+    as the round starts, so what the round was (DP or not) is what it opened."""
     ending = Ending()
     if not chosen.sinks() or os.environ.get("RANK", "0") not in ("", "0"):
         yield ending
         return
-    started = time.time()
+    started, (spec, route) = time.time(), _spec_of(spec_path)
     with observe.observing() as obs:
         try:
             yield ending
         except BaseException as exc:
             code = _code_of(exc, skip_ok)
             outcome = getattr(exc, "outcome", None) or outcomes.BY_CODE.get(code, outcomes.BY_CODE[1]).name
-            _send(command, spec_path, chosen, obs, started, outcome, code, getattr(exc, "report", None) or {})
+            _send(command, spec, route, chosen, obs, started, outcome, code, getattr(exc, "report", None) or {})
             raise
     result = ending.result
     if result is not None and result.outcome != "follower":
-        _send(command, spec_path, chosen, obs, started, result.outcome, 0, result.report)
+        _send(command, spec, route, chosen, obs, started, result.outcome, 0, result.report)
 
 
 def _code_of(exc: BaseException, skip_ok: bool) -> int:
@@ -161,33 +174,46 @@ def _code_of(exc: BaseException, skip_ok: bool) -> int:
     return classify(exc)[2]
 
 
-def _send(command, spec_path, chosen, obs: observe.Observation, started: float, outcome: str, code: int,
+def _send(command, spec, route, chosen, obs: observe.Observation, started: float, outcome: str, code: int,
           report: dict) -> None:
+    """Never changes how the round ends: not by an error here, and not by a signal that arrives while
+    the sinks are sent (the round is over; its code stands, and a retry would repeat it)."""
     from tgsp.builder import TOOL
 
-    spec, route = _spec_of(spec_path)
-    site = spec.output.signing_key if spec is not None and spec.federation is not None and command == "peft-run" \
-        else None
-    events = _evidence(obs.evidence)
-    rec = RoundRecord(command, route, outcome, code, started, time.time(), list(obs.stages), report, spec, site, events)
-    sinks.emit(rec, chosen, sinks.Sent(_artifacts(rec), TOOL.removeprefix("tgflow ")), warn)
+    from .signals import Terminated
+
+    try:
+        site = spec.output.signing_key if spec is not None and spec.federation is not None and \
+            command == "peft-run" else None
+        rec = RoundRecord(command, route, outcome, code, started, time.time(), list(obs.stages), report, spec, site,
+                          _evidence(obs.evidence))
+        sinks.emit(rec, chosen, sinks.Sent(_artifacts(rec), TOOL.removeprefix("tgflow ")), warn)
+    except (Terminated, KeyboardInterrupt):
+        warn("telemetry: interrupted while sending; the round's exit code is unchanged")
+    except Exception as exc:  # a defect here must not become the round's outcome
+        warn(f"telemetry: not sent ({type(exc).__name__}); the round's exit code is unchanged")
 
 
 def _spec_of(path: Path):
-    """The spec, for params and labels; when it cannot be read, the route key from its raw JSON."""
-    from runners.spec import load_spec
+    """The spec, for params, labels and its privacy mode; the route key from its raw JSON when it does
+    not validate. Only a regular file of at most 1 MiB is read (never a FIFO the round must read)."""
+    import stat
+
+    from runners.spec import parse_spec
     from tgsp.errors import TgflowError
 
     try:
-        spec = load_spec(path)[0]
-        return spec, spec.route_key
-    except TgflowError:
-        pass
-    try:
-        raw = json.loads(Path(path).read_bytes()[: 1 << 20])
-        key = raw.get("route_key") if isinstance(raw, dict) else None
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None, "unknown"
+        with open(path, "rb") as f:
+            raw = json.loads(f.read(1 << 20))
     except (OSError, ValueError, RecursionError):
-        key = None
+        return None, "unknown"
+    try:
+        spec = parse_spec(raw)
+        return spec, spec.route_key
+    except (TgflowError, RecursionError):
+        key = raw.get("route_key") if isinstance(raw, dict) else None
     return None, key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", key) else "unknown"
 
 
@@ -210,11 +236,13 @@ def _artifacts(rec: RoundRecord) -> dict[str, str]:
 
     if not rec.evidence:
         return {}
+    private = rec.private  # under DP: no event times (they time the stages), no card (it counts the feed)
     summary = {"route": rec.route, "outcome": rec.outcome, "package_id": rec.report.get("package_id"),
-               "events": [{"type": e.get("type"), "time": e.get("time")} for e in rec.evidence],
+               "events": [{"type": e.get("type"), **({} if private else {"time": e.get("time")})}
+                          for e in rec.evidence],
                "chain_head": evidence.head_of(rec.evidence)}
     out = {"evidence_summary.json": json.dumps(summary, indent=2, sort_keys=True) + "\n"}
-    if rec.outcome == "packaged" and isinstance(rec.report.get("version"), int):
+    if not private and rec.outcome == "packaged" and isinstance(rec.report.get("version"), int):
         from runners.learn.card import model_card
 
         out["model_card.md"] = model_card(rec.route, rec.report["version"],

@@ -9,10 +9,13 @@ success PUTs the whole group). Other routes' series in a shared file are kept.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Callable
 
 from tgsp.atomic import write_bytes
+from tgsp.errors import TgflowError
 
 from ..state.locks import locked
 from .record import Public
@@ -97,7 +100,8 @@ def _ours(labels: dict[str, str], key: dict[str, str]) -> bool:
 
 def merge(old: list, new: list, key: dict[str, str], *, replace_all: bool) -> list:
     """``new``, plus the samples of ``old`` that are not this (route, command, site)'s, and, unless
-    ``replace_all``, this one's samples of the families ``new`` does not report."""
+    ``replace_all``, this one's samples of the families ``new`` does not report. Families of
+    other writers keep their type (counters, histograms, untyped)."""
     from prometheus_client.metrics_core import Metric
 
     fresh = {m.name: m for m in new}
@@ -109,28 +113,34 @@ def merge(old: list, new: list, key: dict[str, str], *, replace_all: bool) -> li
             continue
         target = out.get(fam.name)
         if target is None:
-            target = out[fam.name] = Metric(fam.name, fam.documentation, "gauge")
+            target = out[fam.name] = Metric(fam.name, fam.documentation, fam.type, getattr(fam, "unit", ""))
         for s in keep:
-            target.add_sample(s.name, s.labels, s.value)
+            target.add_sample(s.name, s.labels, s.value, s.timestamp)
     return list(out.values())
 
 
 def read(path: Path) -> tuple[list, str | None]:
-    """The families in an existing textfile, or ([], why it was not read)."""
+    """The families in an existing textfile, or ([], why it was rewritten). A file that cannot be
+    read, is too large, or is not a regular file is left as it is (raises): rewriting it would drop
+    every other route's series. One that is not in the text format is replaced, with a note
+    (node_exporter cannot read it either)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
     except FileNotFoundError:
         return [], None
     except OSError as exc:
-        return [], f"could not read the previous {path.name} ({exc.strerror}); rewriting it"
+        raise TgflowError(f"cannot read {path} ({exc.strerror}); left it as it is") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise TgflowError(f"{path} is not a regular file; left it as it is")
+        data = f.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
-        return [], f"the previous {path.name} is over {MAX_FILE >> 20} MiB; rewriting it"
+        raise TgflowError(f"{path} is over {MAX_FILE >> 20} MiB; left it as it is")
     try:
-        return [f for f in text_string_to_metric_families(data.decode("utf-8")) if f.type in ("gauge", "untyped")], None
-    except (ValueError, UnicodeDecodeError, TypeError, IndexError):
+        return list(text_string_to_metric_families(data.decode("utf-8"))), None
+    except (ValueError, UnicodeDecodeError, TypeError, IndexError, KeyError):
         return [], f"the previous {path.name} is not in the Prometheus text format; rewriting it"
 
 

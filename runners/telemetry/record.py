@@ -40,10 +40,10 @@ class RoundRecord:
 
     @property
     def private(self) -> bool:
-        """DP: the round trained on private examples under a privacy budget."""
+        """DP: the round trained on private examples under a privacy budget. Unknown counts as private."""
         if (self.report.get("privacy") or {}).get("mode") == "dp":
             return True
-        return bool(self.spec is not None and self.spec.privacy.trains_with_dp)
+        return self.spec is None or bool(self.spec.privacy.trains_with_dp)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ sink that was not configured (air-gapped machines see no traffic by default)."""
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -46,6 +47,7 @@ class Sent:
 
 class Sink(Protocol):
     name: str
+    deadline: float  # seconds the round waits for it, whatever its library's own timeouts do
 
     def send(self, p: Public, sent: Sent) -> str | None:  # a note for the operator, or None
         ...
@@ -55,6 +57,7 @@ class Sink(Protocol):
 class Textfile:
     path: Path
     name: str = "the metrics file"
+    deadline: float = 20.0  # seconds, all in: the lock's wait, the read, the write
 
     def send(self, p: Public, sent: Sent) -> str | None:
         return prom.write_textfile(self.path, p)
@@ -66,6 +69,7 @@ class Pushgateway:
     username: str | None
     password: str | None = field(repr=False)
     name: str = "the Pushgateway"
+    deadline: float = 15.0
 
     def send(self, p: Public, sent: Sent) -> str | None:
         prom.push(self.url, p, username=self.username, password=self.password)
@@ -76,6 +80,7 @@ class Pushgateway:
 class Mlflow:
     uri: str
     name: str = "MLflow"
+    deadline: float = 60.0
 
     def send(self, p: Public, sent: Sent) -> str | None:
         from . import tracking
@@ -89,6 +94,7 @@ class Otlp:
     endpoint: str
     traceparent: str | None
     name: str = "the OTLP collector"
+    deadline: float = 15.0
 
     def send(self, p: Public, sent: Sent) -> str | None:
         from . import traces
@@ -97,7 +103,7 @@ class Otlp:
         return None
 
 
-_USERINFO = re.compile(r"(//)[^/@\s]*@")
+_USERINFO = re.compile(r"(//)[^/\s]*@")  # up to the last @ before the host: a password may hold one
 
 
 def _why(exc: BaseException) -> str:
@@ -106,11 +112,32 @@ def _why(exc: BaseException) -> str:
     return _USERINFO.sub(r"\1***@", text)[:240]
 
 
+def _bounded(sink: Sink, p: Public, sent: Sent) -> str | None:
+    """The sink's send in a daemon thread, waited for at most its deadline: a server that trickles
+    bytes or asks for a retry hours later cannot hold the round (the process may exit under it)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["note"] = sink.send(p, sent)
+        except BaseException as exc:  # handed to the caller, which warns
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"tgflow-telemetry-{sink.name}", daemon=True)
+    worker.start()
+    worker.join(sink.deadline)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {sink.deadline:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("note")
+
+
 def emit(rec: RoundRecord, settings: Settings, sent: Sent, warn: Callable[[str], None]) -> None:
     p = public(rec)
     for sink in settings.sinks():
         try:
-            note = sink.send(p, sent)
+            note = _bounded(sink, p, sent)
         except Exception as exc:  # telemetry never breaks a round
             warn(f"telemetry: {sink.name} was not updated ({_why(exc)}); the round's exit code is unchanged")
             continue

@@ -17,7 +17,7 @@ from .record import Public
 
 # An unreachable server must not hold a round for MLflow's default 7 retries of 120 s.
 _HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false"}
 BATCH = 1000  # MLflow's log_batch limit on metrics
 
 
@@ -27,12 +27,14 @@ def _bounded_http() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in _HTTP}
     for k, v in _HTTP.items():
         os.environ.setdefault(k, v)
-    log = logging.getLogger("mlflow")
-    level, log.level = log.level, logging.WARNING
+    logs = [(logging.getLogger(n), logging.getLogger(n).level) for n in ("mlflow", "urllib3", "alembic")]
+    for log, _ in logs:  # one warning line from tgflow, not the libraries' retries and migrations
+        log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in logs:
+            log.setLevel(level)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

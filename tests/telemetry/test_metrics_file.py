@@ -139,3 +139,46 @@ def test_a_sigterm_round_reports_interrupted_and_no_success(workspace, tmp_path,
     assert "tgflow_round_last_success_timestamp_seconds" not in fams
     [train] = [s for s in fams["tgflow_round_stage_duration_seconds"] if s.labels["stage"] == "train"]
     assert train.value > 0
+
+
+def test_a_file_it_cannot_read_is_left_as_it_is(tmp_path):
+    """Rewriting an unreadable or oversized shared file would drop every other route's series."""
+    import pytest
+
+    from runners.telemetry import prom
+    from runners.telemetry.record import RoundRecord, public
+    from tgsp.errors import TgflowError
+
+    pub = public(RoundRecord("peft-run", "support", "packaged", 0, time.time() - 5, time.time()))
+    big = tmp_path / "big.prom"
+    big.write_bytes(b"# other writers\n" + b"x 1\n" * (prom.MAX_FILE // 4 + 1))
+    before = big.read_bytes()
+    with pytest.raises(TgflowError, match="left it as it is"):
+        prom.write_textfile(big, pub)
+    assert big.read_bytes() == before
+    link = tmp_path / "link.prom"
+    link.symlink_to(tmp_path / "elsewhere.prom")
+    with pytest.raises(TgflowError, match="left it as it is"):
+        prom.write_textfile(link, pub)
+    assert link.is_symlink() and not (tmp_path / "elsewhere.prom").exists()
+    # Other writers' families keep their types and values.
+    shared = tmp_path / "shared.prom"
+    shared.write_text('# TYPE jobs_total counter\njobs_total 3\n# TYPE h histogram\nh_bucket{le="+Inf"} 2\n'
+                      'h_count 2\nh_sum 1.5\n')
+    prom.write_textfile(shared, pub)
+    fams = {f.name: f for f in text_string_to_metric_families(shared.read_text())}
+    assert fams["h"].type == "histogram" and [s.value for s in fams["h"].samples] == [2, 2, 1.5]
+    assert "tgflow_round_exit_code" in fams
+    assert "jobs_total 3.0" in shared.read_text()
+
+
+def test_a_signal_while_sending_keeps_the_rounds_code(workspace, tmp_path, monkeypatch, capsys):
+    from runners.telemetry import sinks
+    from tgflow_cli.signals import Terminated
+
+    def terminated(*_a, **_k):
+        raise Terminated(15)
+
+    monkeypatch.setattr(sinks, "emit", terminated)
+    assert main(["peft", "run", "--spec", str(workspace.spec()), "--metrics-file", str(tmp_path / "m.prom")]) == 0
+    assert "telemetry: interrupted while sending; the round's exit code is unchanged" in capsys.readouterr().err

@@ -56,3 +56,32 @@ def test_an_unreachable_gateway_warns_once(workspace, capsys):
     assert main(["peft", "run", "--spec", str(workspace.spec()), "--pushgateway", url]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "telemetry" in ln]
     assert len(lines) == 1 and "Pushgateway was not updated" in lines[0] and "unchanged" in lines[0]
+
+
+def test_a_gateway_that_never_answers_costs_at_most_its_deadline(capsys):
+    """A server that accepts and then says nothing: the sink's deadline, not the socket's, ends the wait."""
+    import socket
+    import time
+    from dataclasses import replace
+
+    from runners.telemetry import sinks
+    from runners.telemetry.record import RoundRecord
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        sink = replace(sinks.Pushgateway(f"http://127.0.0.1:{server.getsockname()[1]}", None, None), deadline=1.0)
+        warnings: list[str] = []
+        class One(sinks.Settings):
+            def sinks(self):
+                return [sink]
+
+        settings = One()
+        t = time.monotonic()
+        sinks.emit(RoundRecord("peft-run", "support", "packaged", 0, time.time() - 1, time.time()), settings,
+                   sinks.Sent({}, "test"), warnings.append)
+        assert time.monotonic() - t < 3
+        assert len(warnings) == 1 and "no answer within 1 s" in warnings[0]
+    finally:
+        server.close()
