@@ -54,9 +54,10 @@ def settings(metrics_file: Optional[Path], pushgateway: Optional[str], mlflow: O
         raise InputError("--mlflow: credentials in the tracking URI are refused (they would show in logs)",
                          hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or the store's own "
                               "environment) instead")
-    for key, value in (("mlflow", tracking), ("otlp", traces)):
-        if value:
-            _need(key)
+    if tracking:
+        _need("mlflow")
+    if traces:
+        traces = _traces_if_installed(traces, chosen_here=bool(otlp or not _env_traces()))
     user, password = _push_auth(cfg) if gateway else (None, None)
     return sinks.Settings(path, gateway, user, password, tracking, traces, os.environ.get("TRACEPARENT") or None)
 
@@ -100,6 +101,20 @@ def _check_textfile(path: Path) -> None:
     if path.suffix != ".prom":
         raise InputError(f"--metrics-file {path.name}: node_exporter's textfile collector reads only *.prom files",
                          hint=f"name it {path.stem}.prom")
+
+
+def _traces_if_installed(url: str, *, chosen_here: bool) -> Optional[str]:
+    """A flag or config.toml that asks for traces without the extra stops the round (exit 2); an
+    OTEL_EXPORTER_OTLP_* variable set for the whole cluster only warns, and the round runs."""
+    try:
+        _need("otlp")
+    except InputError as exc:
+        if chosen_here:
+            raise
+        warn(f"telemetry: OTEL_EXPORTER_OTLP_ENDPOINT is set but no traces are sent: {exc} "
+             f"(pip install 'tgflow[otel]')")
+        return None
+    return url
 
 
 def _need(key: str) -> None:

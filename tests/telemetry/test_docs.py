@@ -24,7 +24,7 @@ def test_the_alert_rules_parse_and_name_real_metrics():
     doc = yaml.safe_load((DOCS / "observability" / "alerts.yml").read_text())
     rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} == {"TgflowNoSuccessfulRound", "TgflowEpsilonBudgetAlmostSpent",
-                                              "TgflowMetricsAbsent"}
+                                              "TgflowMetricsAbsent", "TgflowRouteNeverSucceeded"}
     for r in rules:
         assert named(r["expr"]) and named(r["expr"]) <= WRITTEN, r["expr"]
     [stale] = [r for r in rules if r["alert"] == "TgflowNoSuccessfulRound"]

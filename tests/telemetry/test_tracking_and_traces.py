@@ -151,3 +151,15 @@ def test_a_missing_extra_is_named_before_the_round(workspace, monkeypatch, capsy
     assert main(["peft", "run", "--spec", str(workspace.spec()), flag, "http://127.0.0.1:9"]) == 2
     assert f"pip install 'tgflow[{extra}]'" in capsys.readouterr().err
     assert not (workspace.state / "rounds").exists()
+
+
+def test_a_cluster_wide_otel_endpoint_without_the_extra_only_warns(workspace, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] == "opentelemetry" else real(name, *a))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["peft", "run", "--spec", str(workspace.spec())]) == 0
+    err = capsys.readouterr().err
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT is set but no traces are sent" in err and "tgflow[otel]" in err
