@@ -5,7 +5,6 @@ the round and hands its record to the sinks (runners/telemetry/) however it ends
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -33,8 +32,6 @@ Mlflow = typer.Option(None, "--mlflow", metavar="TRACKING_URI", envvar="TGFLOW_M
 Otlp = typer.Option(None, "--otlp-endpoint", metavar="URL",
                     help="Send one OpenTelemetry trace per round over OTLP/HTTP to URL/v1/traces (pip install 'tgflow[otel]'); also OTEL_EXPORTER_OTLP_ENDPOINT and [tracking] otlp_endpoint.")
 
-_NEEDS = {"mlflow": ("mlflow", "tracking", "MLflow tracking (--mlflow)"),
-          "otlp": ("opentelemetry.exporter.otlp.proto.http", "otel", "OpenTelemetry traces (--otlp-endpoint)")}
 
 
 def settings(metrics_file: Optional[Path], pushgateway: Optional[str], mlflow: Optional[str],
@@ -55,7 +52,7 @@ def settings(metrics_file: Optional[Path], pushgateway: Optional[str], mlflow: O
                          hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or the store's own "
                               "environment) instead")
     if tracking:
-        _need("mlflow")
+        _need("tracking")
     if traces:
         traces = _traces_if_installed(traces, chosen_here=bool(otlp or not _env_traces()))
     user, password = _push_auth(cfg) if gateway else (None, None)
@@ -107,7 +104,7 @@ def _traces_if_installed(url: str, *, chosen_here: bool) -> Optional[str]:
     """A flag or config.toml that asks for traces without the extra stops the round (exit 2); an
     OTEL_EXPORTER_OTLP_* variable set for the whole cluster only warns, and the round runs."""
     try:
-        _need("otlp")
+        _need("otel")
     except InputError as exc:
         if chosen_here:
             raise
@@ -117,15 +114,14 @@ def _traces_if_installed(url: str, *, chosen_here: bool) -> Optional[str]:
     return url
 
 
-def _need(key: str) -> None:
-    module, extra, feature = _NEEDS[key]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ImportError:
-        found = False
-    if not found:
-        raise InputError(f"{feature} needs the optional module {module!r}, which is not installed",
-                         hint=f"pip install 'tgflow[{extra}]'")
+def _need(name: str) -> None:
+    """Stop before the round when the extra a setting needs is missing (tgflow_cli/extras.py)."""
+    from . import extras
+
+    extra = extras.named(name)
+    if not extras.present(extra)["installed"]:
+        raise InputError(f"{extra.feature} needs the optional extra {name!r}, which is not installed",
+                         hint=f"pip install 'tgflow[{name}]'")
 
 
 def _push_auth(cfg) -> tuple[Optional[str], Optional[str]]:

@@ -292,12 +292,17 @@ class RouteStore:
 
     def write_report(self, report: dict[str, Any], events: list[dict[str, Any]]) -> Path:
         stamp = clock.fmt(self.now()).replace(":", "")
-        name = f"{stamp}-{report['outcome']}"
+        path = self.rounds_dir / f"{stamp}-{report['outcome']}.report.json"
         self.rounds_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_bytes(self.rounds_dir / f"{name}.evidence.jsonl", evidence.encode_jsonl(evidence.append([], events)))
+        write_bytes(evidence_of(path), evidence.encode_jsonl(evidence.append([], events)))
         doc = {"format": REPORT_FORMAT, **report}
-        write_bytes(self.rounds_dir / f"{name}.report.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-        return self.rounds_dir / f"{name}.report.json"
+        write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+        return path
+
+
+def evidence_of(report: Path) -> Path:
+    """The evidence file written beside a round's report."""
+    return report.with_name(report.name.removesuffix(".report.json") + ".evidence.jsonl")
 
 
 def _legacy_release(folder: Path) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..state.store import evidence_of
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -31,7 +33,6 @@ class Stage:
 
 @dataclass
 class Observation:
-    started_ns: int = field(default_factory=time.time_ns)
     stages: list[Stage] = field(default_factory=list)
     evidence: Path | None = None  # the round's evidence file in the route's state folder, once committed
     _depth: int = 0
@@ -72,4 +73,4 @@ def committed(report_path: Path) -> None:
     """The round wrote its report and evidence (route store); telemetry reads the evidence's public events."""
     obs = _current.get()
     if obs is not None:
-        obs.evidence = report_path.with_name(report_path.name.replace(".report.json", ".evidence.jsonl"))
+        obs.evidence = evidence_of(report_path)
