@@ -7,17 +7,41 @@ Public API::
 See docs/format.md for the format and docs/adr/ for the design decisions.
 """
 
-from .builder import BuildResult, build, sign
-from .errors import TgflowError
-from .keyring import Keyring, passphrase_from_env
-from .keys import RECIPIENT, SIGNING, PrivateKey, PublicKey
-from .lineage import PublicKeyFile, Revocation
-from .package import Limits, open_package
-from .signing import Signer, TrustPolicy
+import importlib
+
+# ``verify`` and ``unpack`` name both a module and its function: bound here, after the
+# module's import (which sets the attribute to the module), so the function wins.
 from .unpack import UnpackResult, unpack
 from .verify import CHECKS, VerifyReport, verify
 
 FORMAT = "tgsp/1"
+
+# Loaded on first use (PEP 562), so ``import tgsp.verify`` or ``tgflow --version``
+# pays only for what it touches: a CLI that starts fast is a feature (issue #31).
+_WHERE = {
+    "BuildResult": "builder", "build": "builder", "sign": "builder", "TgflowError": "errors",
+    "Keyring": "keyring", "passphrase_from_env": "keyring", "RECIPIENT": "keys", "SIGNING": "keys",
+    "PrivateKey": "keys", "PublicKey": "keys", "PublicKeyFile": "lineage", "Revocation": "lineage",
+    "Limits": "package", "open_package": "package", "Signer": "signing", "TrustPolicy": "signing",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule, as ``tgsp.builder`` was before it was loaded lazily
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module 'tgsp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "CHECKS", "FORMAT", "BuildResult", "Keyring", "Limits", "PrivateKey", "PublicKey", "PublicKeyFile",

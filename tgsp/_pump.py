@@ -7,30 +7,49 @@ hash runs on its own single-thread executor, so its updates stay in order;
 a buffer is reused only after both hashes of its last chunk are done.
 No per-chunk allocations: memory is flat and page faults stay out of the
 hot path, which is what keeps build near the SHA-256 speed limit.
+
+Either side's digest may be sharded (``_shards``): a large stored entry is
+described by its shards' digests, so verify can hash them on every core.
 """
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
+from . import _shards
 from .errors import FormatError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 Transform = Callable[[int, bool, memoryview, memoryview], None]
 
 
+Digest = str | _shards.Sharded  # hex SHA-256, or a sharded digest
+
+
+def _new(shard: int | None):
+    return _shards.Hasher(shard) if shard else hashlib.sha256()
+
+
+def _result(h) -> Digest:
+    return h.result() if isinstance(h, _shards.Hasher) else h.hexdigest()
+
+
 class _Hasher:
-    def __init__(self) -> None:
-        self.h = hashlib.sha256()
+    def __init__(self, shard: int | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # here: verify of a small package never needs it
+
+        self.h = _new(shard)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tgsp-sha256")
 
     def submit(self, view: memoryview) -> Future:
         return self.pool.submit(self.h.update, view)
 
-    def hexdigest(self) -> str:
+    def result(self) -> Digest:
         self.pool.shutdown(wait=True)
-        return self.h.hexdigest()
+        return _result(self.h)
 
 
 def _read_exact(src: BinaryIO, view: memoryview) -> int:
@@ -45,18 +64,21 @@ def _read_exact(src: BinaryIO, view: memoryview) -> int:
 
 def pump(src: BinaryIO, total: int, chunk: int, write: Callable[[memoryview], None], *,
          transform: Transform | None = None, overhead: int = 0,
-         progress: Callable[[int], None] | None = None) -> tuple[str, str]:
+         progress: Callable[[int], None] | None = None, shards: tuple[int | None, int | None] = (None, None),
+         ) -> tuple[Digest, Digest]:
     """Stream ``total`` bytes from ``src`` in ``chunk``-sized pieces.
 
     ``overhead`` is how much longer (positive) or shorter (negative) a
-    transformed chunk is than its input. Returns (input sha256, output sha256);
-    without a transform both are the same digest.
+    transformed chunk is than its input. ``shards``: the shard size of the
+    input's and of the output's digest, None for one SHA-256. Returns (input
+    digest, output digest); without a transform both hash the same bytes.
     """
     if total <= chunk:
-        return _one(src, total, write, transform, overhead, progress)
+        return _one(src, total, write, transform, overhead, progress, shards)
     bufs_in = [bytearray(chunk), bytearray(chunk)]
     bufs_out = [bytearray(max(chunk + overhead, 0)), bytearray(max(chunk + overhead, 0))] if transform else None
-    h_in, h_out = _Hasher(), (_Hasher() if transform else None)
+    two = transform is not None or shards[0] != shards[1]
+    h_in, h_out = _Hasher(shards[0]), (_Hasher(shards[1]) if two else None)
     pending: list[list[Future]] = [[], []]
     offset, index = 0, 0
     try:
@@ -76,7 +98,7 @@ def pump(src: BinaryIO, total: int, chunk: int, write: Callable[[memoryview], No
                 pending[k] = [h_in.submit(vin), h_out.submit(vout)]
             else:
                 vout = vin
-                pending[k] = [h_in.submit(vin)]
+                pending[k] = [h_in.submit(vin)] + ([h_out.submit(vin)] if h_out else [])
             write(vout)
             if progress:
                 progress(n)
@@ -92,12 +114,12 @@ def pump(src: BinaryIO, total: int, chunk: int, write: Callable[[memoryview], No
             if hasher is not None:
                 hasher.pool.shutdown(wait=True, cancel_futures=True)
         raise
-    digest_in = h_in.hexdigest()
-    return digest_in, (h_out.hexdigest() if h_out else digest_in)
+    digest_in = h_in.result()
+    return digest_in, (h_out.result() if h_out else digest_in)
 
 
 def _one(src: BinaryIO, total: int, write: Callable[[memoryview], None], transform: Transform | None, overhead: int,
-         progress: Callable[[int], None] | None) -> tuple[str, str]:
+         progress: Callable[[int], None] | None, shards: tuple[int | None, int | None]) -> tuple[Digest, Digest]:
     """A file of one chunk, inline: for many small files (ciphertexts), starting two hashing
     threads per file cost more than the work itself (0.8 ms a file, measured)."""
     vin = memoryview(bytearray(total))
@@ -110,5 +132,10 @@ def _one(src: BinaryIO, total: int, write: Callable[[memoryview], None], transfo
     write(vout)
     if progress:
         progress(total)
-    digest_in = hashlib.sha256(vin).hexdigest()
-    return digest_in, (hashlib.sha256(vout).hexdigest() if transform else digest_in)
+    h_in = _new(shards[0])
+    h_in.update(vin)
+    if transform is None and shards[0] == shards[1]:
+        return _result(h_in), _result(h_in)
+    h_out = _new(shards[1])
+    h_out.update(vout)
+    return _result(h_in), _result(h_out)

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import _kem, _stream, archive, clock, dsse, evidence, manifest as mf
+from . import _kem, _shards, _stream, archive, clock, dsse, evidence, manifest as mf
 from ._pump import pump
 from .atomic import DropBehind, atomic_file
 from .canonical import b64e, encode, sha256_hex
@@ -29,13 +29,8 @@ from .keys import RECIPIENT, PublicKey
 from .package import IO_BLOCK, open_package, package_id
 from .paths import casefold_key, check_relpath
 from .signing import Signer, sign_manifest
+from .version import TOOL
 
-try:
-    from importlib.metadata import version as _pkg_version
-
-    TOOL = f"tgflow {_pkg_version('tgflow')}"
-except Exception:  # pragma: no cover - running from a source tree
-    TOOL = "tgflow (source)"
 BUILDER_ID = "https://tgflow.dev/builder/tgflow-cli"
 Progress = Callable[[int], None]
 
@@ -101,24 +96,39 @@ def _source_name(rel: str) -> str:
                                                "characters, at most 240 bytes") from None
 
 
-def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, progress: Progress | None) -> dict[str, Any]:
-    """Copy one file into the archive, encrypting when there is a cipher."""
+def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, shard_size: int,
+                 progress: Progress | None) -> dict[str, Any]:
+    """Copy one file into the archive, encrypting when there is a cipher; a stored
+    entry over one shard gets a sharded digest (verify hashes its shards in parallel)."""
     transform = None
     if cipher is not None:
         def transform(index: int, last: bool, vin: memoryview, vout: memoryview) -> None:
             cipher.encrypt_into(_stream.nonce(index, last), vin, None, vout)
     stored_size = _stream.stored_size(src.size, chunk) if cipher else src.size
+    shard = shard_size if stored_size > shard_size else None
     w.begin(mf.PAYLOAD_PREFIX + src.path, stored_size)
     with (io.BytesIO(src.data) if src.data is not None else open(src.source, "rb", buffering=0)) as f:
         try:
             plain, stored = pump(f, src.size, chunk if cipher else IO_BLOCK, w.write, transform=transform,
-                                 overhead=_stream.TAG if cipher else 0, progress=progress)
+                                 overhead=_stream.TAG if cipher else 0, progress=progress, shards=(None, shard))
         except FormatError:
             raise InputError(f"{src.path} changed while it was being packed") from None
         if f.read(1):
             raise InputError(f"{src.path} changed while it was being packed")
     w.end()
-    return {"path": src.path, "size": src.size, "sha256": plain, "stored": {"size": stored_size, "sha256": stored}}
+    kept = stored.as_stored(stored_size) if shard else {"size": stored_size, "sha256": stored}
+    return {"path": src.path, "size": src.size, "sha256": plain, "stored": kept}
+
+
+def _stream_files(m: dict[str, Any], files: list[SourceFile], w: archive.Writer, file_key: bytes | None,
+                  chunk_size: int, shard_size: int, progress: Progress | None) -> None:
+    m["files"] = [
+        _stream_file(s, w, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, shard_size,
+                     progress)
+        for s in files
+    ]
+    if any(mf.SHARDS in f["stored"] for f in m["files"]):  # older readers then say what they lack
+        m["critical"] = sorted(set(m.get("critical", [])) | {mf.SHARDS})
 
 
 def _finish(w: archive.Writer, m: dict[str, Any], records: list[dict], prov: bytes, signers: Sequence[Signer]) -> str:
@@ -135,7 +145,9 @@ def _finish(w: archive.Writer, m: dict[str, Any], records: list[dict], prov: byt
 
 
 def _check_args(started: datetime, expires: datetime | None, recipients: Sequence[PublicKey], chunk_size: int,
-                signers: Sequence[Signer]) -> None:
+                signers: Sequence[Signer], shard_size: int) -> None:
+    if not _shards.MIN_SHARD <= shard_size <= _shards.MAX_SHARD:
+        raise InputError(f"shard size must be between {_shards.MIN_SHARD} and {_shards.MAX_SHARD} bytes")
     if len({s.keyid for s in signers}) != len(signers):
         raise InputError("the same signing key is named twice", hint="name each --sign key once")
     if expires is not None and expires <= started:
@@ -175,14 +187,16 @@ def build(
     progress: Progress | None = None,
     files: list[SourceFile] | None = None,
     overwrite: bool = True,
+    shard_size: int = _shards.SHARD_SIZE,
 ) -> BuildResult:
     """Pack ``src`` into a package at ``out`` (atomically). ``files`` is
     ``collect(src)`` when the caller already has it (to size a progress bar);
-    ``overwrite=False`` refuses an existing ``out``."""
+    ``overwrite=False`` refuses an existing ``out``; a stored file over
+    ``shard_size`` bytes gets a sharded digest."""
     files = collect(src) if files is None else files
     started = now()
     mf.check_fields(route, kind, version)
-    _check_args(started, expires, recipients, chunk_size, signers)
+    _check_args(started, expires, recipients, chunk_size, signers, shard_size)
     m: dict[str, Any] = dict(extra or {})
     m.update({"format": mf.FORMAT, "kind": kind, "route": route, "version": version,
               "created": clock.fmt(started), "signature_policy": mf.SIGNATURE_POLICY})
@@ -193,10 +207,7 @@ def build(
         m["encryption"] = _encryption(file_key, recipients, chunk_size)
     with atomic_file(out, overwrite=overwrite) as f:
         w = archive.Writer(DropBehind(f))
-        m["files"] = [
-            _stream_file(s, w, _stream.file_cipher(file_key, s.path) if file_key else None, chunk_size, progress)
-            for s in files
-        ]
+        _stream_files(m, files, w, file_key, chunk_size, shard_size, progress)
         finished = now()
         _events_before(events, finished)
         # Chain order is time order: what happened before the build (a round's

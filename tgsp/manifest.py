@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import _kem, _stream, clock
+from . import _kem, _shards, _stream, clock
 from .canonical import is_int
 from .errors import FormatError, InputError, LimitError
 from .paths import casefold_key, check_relpath
@@ -21,8 +21,9 @@ EVIDENCE_ENTRY = "evidence.jsonl"
 PROVENANCE_ENTRY = "provenance.json"
 ENVELOPE_ENTRY = "envelope.json"
 SIGNATURE_POLICY = {"algorithms": ["ed25519", "ml-dsa-65"], "rule": "every-signer-every-algorithm"}
+SHARDS = "shards"  # an extension, not a field: named in ``critical`` when a stored digest is sharded
 KNOWN = {
-    "format", "kind", "route", "version", "created", "expires", "files", "encryption",
+    SHARDS, "format", "kind", "route", "version", "created", "expires", "files", "encryption",
     "evidence", "provenance", "signers", "signature_policy", "critical", "custody",
 }
 CUSTODIES = ("software", "pkcs11")
@@ -75,7 +76,7 @@ def validate(m: Any) -> dict:
     enc = m.get("encryption")
     if enc is not None:
         _check_encryption(enc)
-    _check_files(m.get("files"), enc)
+    _check_files(m.get("files"), enc, m.get("critical", []))
     ev = _exact(m.get("evidence"), {"size", "sha256", "head", "count"}, "evidence ")
     _size(ev["size"], "evidence size"), _hex(ev["sha256"], "evidence sha256"), _hex(ev["head"], "evidence head")
     _size(ev["count"], "evidence count")
@@ -124,7 +125,7 @@ def _check_encryption(enc: Any) -> None:
         raise FormatError("manifest lists a recipient twice")
 
 
-def _check_files(files: Any, enc: dict | None) -> None:
+def _check_files(files: Any, enc: dict | None, critical: list) -> None:
     if not isinstance(files, list) or len(files) > MAX_FILES:
         raise LimitError(f"manifest files must be a list of at most {MAX_FILES}")
     paths, folded = [], set()
@@ -133,10 +134,14 @@ def _check_files(files: Any, enc: dict | None) -> None:
         path = check_relpath(f["path"], what="manifest path")
         size = _size(f["size"], f"size of {path}")
         _hex(f["sha256"], f"sha256 of {path}")
-        stored = _exact(f["stored"], {"size", "sha256"}, f"stored of {path} ")
+        stored = f["stored"]
+        sharded = isinstance(stored, dict) and SHARDS in stored
+        _exact(stored, {"size", "sha256", SHARDS} if sharded else {"size", "sha256"}, f"stored of {path} ")
         ssize = _size(stored["size"], f"stored size of {path}")
         _hex(stored["sha256"], f"stored sha256 of {path}")
-        if enc is None and stored != {"size": size, "sha256": f["sha256"]}:
+        if sharded:
+            _check_shards(stored, path, critical)
+        if enc is None and (ssize != size or (not sharded and stored["sha256"] != f["sha256"])):
             raise FormatError(f"unencrypted file {path} must be stored as-is")
         if enc is not None and ssize != _stream.stored_size(size, enc["chunk_size"]):
             raise FormatError(f"stored size of {path} does not match its plaintext size")
@@ -147,6 +152,26 @@ def _check_files(files: Any, enc: dict | None) -> None:
     if paths != sorted(paths, key=lambda p: p.encode("utf-8")):
         raise FormatError("manifest files are not in canonical (sorted) order")
     _no_file_folder_clash(folded)
+
+
+def _check_shards(stored: dict, path: str, critical: list) -> None:
+    """``stored.shards``: a shard size, one digest per shard (at least two), and the root in ``sha256``."""
+    if SHARDS not in critical:
+        raise FormatError(f"stored of {path} is sharded, but the manifest does not list {SHARDS!r} in critical")
+    sh = _exact(stored[SHARDS], {"size", "sha256"}, f"stored shards of {path} ")
+    shard = _size(sh["size"], f"shard size of {path}")
+    if not _shards.MIN_SHARD <= shard <= _shards.MAX_SHARD:
+        raise FormatError(f"shard size of {path} is out of range ({_shards.MIN_SHARD} to {_shards.MAX_SHARD} bytes)")
+    want = _shards.count(stored["size"], shard)
+    if not 2 <= want <= _shards.MAX_SHARDS:
+        raise FormatError(f"stored of {path} is sharded but spans {want} shard(s); 2 to {_shards.MAX_SHARDS} allowed")
+    digests = sh["sha256"]
+    if not isinstance(digests, list) or len(digests) != want:
+        raise FormatError(f"stored shards of {path} must list {want} digests, one per shard")
+    for d in digests:
+        _hex(d, f"shard sha256 of {path}")
+    if _shards.root(stored["size"], shard, digests) != stored["sha256"]:
+        raise FormatError(f"stored sha256 of {path} is not the root of its shard digests")
 
 
 def check_signers(signers: Any) -> set[str]:
@@ -192,7 +217,14 @@ def entry_names(m: dict) -> list[str]:
 
 
 def expected_digests(m: dict) -> dict[str, tuple[int, str]]:
+    """Each entry's stored size and SHA-256 (for a sharded entry, the root: see ``shards_of``)."""
     out = {PAYLOAD_PREFIX + f["path"]: (f["stored"]["size"], f["stored"]["sha256"]) for f in m["files"]}
     out[EVIDENCE_ENTRY] = (m["evidence"]["size"], m["evidence"]["sha256"])
     out[PROVENANCE_ENTRY] = (m["provenance"]["size"], m["provenance"]["sha256"])
     return out
+
+
+def shards_of(stored: dict) -> tuple[int, tuple[str, ...]] | None:
+    """A validated ``stored`` object's shard size and digests, or None for a single digest."""
+    sh = stored.get(SHARDS)
+    return (sh["size"], tuple(sh["sha256"])) if sh else None

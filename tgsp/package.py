@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from . import archive, dsse, evidence, manifest as mf
+from . import _shards, archive, dsse, evidence, manifest as mf
 from .atomic import write_all
 from .canonical import parse, sha256_hex
 from .errors import (DigestError, EntryListError, EvidenceError, FormatError, InputError, LimitError, NotFoundError,
@@ -108,27 +108,37 @@ class Package:
     def check_digests(self, progress: Callable[[int], None] | None = None, *, payload: bool = True) -> str:
         """Hash every entry against the manifest. With ``payload=False`` only
         sizes are checked for payload files (the caller hashes them as it reads)."""
-        buf = bytearray(IO_BLOCK)
-        total = 0
-        for name, (size, digest) in mf.expected_digests(self.manifest).items():
-            e = self.entry(name)
-            if e.size != size:
-                raise DigestError(f"{name} is {e.size} bytes; the manifest says {size}")
-            if not name.startswith(mf.PAYLOAD_PREFIX):
-                continue  # metadata: hashed by the evidence check, before it is parsed
-            if not payload:
-                continue
+        for name, (size, _) in mf.expected_digests(self.manifest).items():
+            if self.entry(name).size != size:
+                raise DigestError(f"{name} is {self.entry(name).size} bytes; the manifest says {size}")
+        # metadata entries are hashed by the evidence check, before they are parsed
+        if not payload:
+            return f"payload sizes match; payload digests are checked while extracting; id {self.package_id}"
+        buf, total = bytearray(IO_BLOCK), 0
+        for f in self.manifest["files"]:
+            name = mf.PAYLOAD_PREFIX + f["path"]
+            self._check_stored(self.entry(name), name, f["stored"], buf, progress)
+            total += f["stored"]["size"]
+        return f"{len(self.manifest['files'])} files, {total} bytes, SHA-256 match; id {self.package_id}"
+
+    def _check_stored(self, e: archive.Entry, name: str, stored: dict, buf: bytearray,
+                      progress: Callable[[int], None] | None) -> None:
+        sharded = mf.shards_of(stored)
+        if sharded is None:
             h = hashlib.sha256()
             for chunk in archive.iter_entry(self.f, e, buf):
                 h.update(chunk)
                 if progress:
                     progress(len(chunk))
-            if h.hexdigest() != digest:
+            if h.hexdigest() != stored["sha256"]:
                 raise DigestError(f"{name} does not match its SHA-256 in the manifest")
-            total += size
-        if not payload:
-            return f"payload sizes match; payload digests are checked while extracting; id {self.package_id}"
-        return f"{len(self.manifest['files'])} files, {total} bytes, SHA-256 match; id {self.package_id}"
+            return
+        shard, want = sharded
+        got = _shards.hash_region(self.f, e.data_offset, e.size, shard, progress=progress).shards
+        bad = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+        if bad is not None:
+            lo, hi = bad * shard, min((bad + 1) * shard, e.size) - 1
+            raise DigestError(f"{name} shard {bad} (bytes {lo}-{hi}) does not match its SHA-256 in the manifest")
 
     def _metadata(self, name: str, field: str) -> bytes:
         """An entry's bytes, only once their size and SHA-256 match the signed manifest."""

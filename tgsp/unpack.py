@@ -291,13 +291,14 @@ def _pump_entry(pkg: Package, meta: dict, file_key: bytes | None, m: dict, write
             except Exception:
                 raise DecryptionError() from None
 
+    sharded = mf.shards_of(meta["stored"])
     pkg.f.seek(entry.data_offset)
     try:
         stored, plain = pump(pkg.f, entry.size, chunk, write, transform=transform, overhead=overhead,
-                             progress=progress)
+                             progress=progress, shards=(sharded[0] if sharded else None, None))
     except FormatError:
         raise DigestError(f"{rel} is truncated") from None
-    if stored != meta["stored"]["sha256"]:
+    if (stored.root if sharded else stored) != meta["stored"]["sha256"]:
         raise DigestError(f"{rel} does not match its SHA-256 in the manifest")
     if plain != meta["sha256"]:
         raise DecryptionError()
