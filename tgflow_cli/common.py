@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import typer
-
-
 from tgsp import Keyring
 from tgsp.errors import InputError, PassphraseRequiredError
 from tgsp.keyring import passphrase_from_env
@@ -176,7 +173,7 @@ def progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | 
     # markup=False: the consoles interpret no markup, so "[progress.description]" printed as text
     with Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
                   DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err._rich(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -187,8 +184,6 @@ def short(keyid: str) -> str:
 
 
 FORMATS = ("json", "yaml", "wide")
-OutputFormat = typer.Option(None, "-o", "--output-format", metavar="json|yaml|wide",
-                            help="json or yaml (as --json), or wide: the table with whole ids.")
 
 
 def output_format(fmt: str | None, json_out: bool) -> str | None:

@@ -15,7 +15,8 @@ from tgsp import clock
 from tgsp.atomic import write_bytes
 from tgsp.errors import InputError, PackageError
 
-from .common import OutputFormat, emit, emit_json, keyring, output_format, passphrase, short
+from .flags import OutputFormat
+from .common import emit, emit_json, keyring, output_format, passphrase, short
 from .term import cells, line, say, show as show_table, styled, warn
 from .stdio import no_dash
 

@@ -2,30 +2,66 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 try:  # typer >= 0.2x vendors click; older typer re-exports the real one
     from typer.exceptions import TyperException as _UsageError
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from . import (common, export_cmds, fed_cmds, key_cmds, meta_cmds, model_cmds, peft_cmds, privacy_cmds, route_cmds,
-               tgsp_cmds)
-from .common import STATE, emit_json
-from .errors import INTERRUPTED, TERMINATED, USAGE, classify
+from .common import STATE
+from .errors import INTERRUPTED, USAGE
+from .guard import report, run
 from .help import HELP_OPTIONS, polish
-from .signals import Terminated, terminate_raises
-from .term import Level, error, styled
+from .term import Level
+
+# Every command, in help order: (module, attribute). A module is imported only when its
+# command runs (or --help lists them all), so `tgflow tgsp verify` loads no training,
+# export or telemetry code. The attribute is a Typer group or a command function.
+COMMANDS = {
+    "key": ("key_cmds", "app"), "tgsp": ("tgsp_cmds", "app"), "peft": ("peft_cmds", "app"),
+    "route": ("route_cmds", "app"), "model": ("model_cmds", "app"), "fed": ("fed_cmds", "app"),
+    "privacy": ("privacy_cmds", "app"), "export": ("export_cmds", "export"), "version": ("meta_cmds", "version"),
+    "doctor": ("meta_cmds", "doctor"), "completion": ("meta_cmds", "completion"),
+}
+
+
+def _load(name: str):
+    module, attr = COMMANDS[name]
+    obj = getattr(importlib.import_module(f".{module}", __package__), attr)
+    from typer.main import get_command, get_group
+
+    if isinstance(obj, typer.Typer):  # a group, even of one command (get_command would flatten it)
+        obj.rich_markup_mode = None  # as the root's: plain help, and markup in data is never interpreted
+        return polish(get_group(obj))
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
+    one.command(name)(obj)
+    return polish(get_command(one))
+
+
+class LazyGroup(TyperGroup):
+    """The root group: a subcommand's module is imported when the subcommand is asked for."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in self.commands and name in COMMANDS:
+            self.add_command(_load(name), name)
+        return super().get_command(ctx, name)
+
 
 app = typer.Typer(
     name="tgflow",
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -35,22 +71,11 @@ app = typer.Typer(
          "Exit codes: 0 ok, 1 verification/policy failure, 2 bad input, 3 key/passphrase, 4 decryption failed, "
          "5 output not writable, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). See docs/cli.md.",
 )
-app.add_typer(key_cmds.app, name="key")
-app.add_typer(tgsp_cmds.app, name="tgsp")
-app.add_typer(peft_cmds.app, name="peft")
-app.add_typer(route_cmds.app, name="route")
-app.add_typer(model_cmds.app, name="model")
-app.add_typer(fed_cmds.app, name="fed")
-app.add_typer(privacy_cmds.app, name="privacy")
-app.command("export")(export_cmds.export)
-app.command("version")(meta_cmds.version)
-app.command("doctor")(meta_cmds.doctor)
-app.command("completion")(meta_cmds.completion)
 
 
 def _version(value: bool) -> None:
     if value:
-        from tgsp.builder import TOOL
+        from tgsp.version import TOOL
 
         typer.echo(TOOL)
         raise typer.Exit()
@@ -70,23 +95,13 @@ def _global(
         os.environ["TGFLOW_HOME"] = str(home)
 
 
-def _report(message: str, hint: str | None, code: int, *, check=None, type_: str = "") -> int:
-    error(styled("error:", "bold red"), f" {message}")
-    if hint:
-        error(styled("hint:", "dim"), f" {hint}")
-    if STATE.json and not STATE.reported:
-        emit_json({"ok": False, "error": {"message": message, "hint": hint, "exit_code": code,
-                                          "check": check, "type": type_}})
-    return code
-
-
 def _usage(exc) -> int:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "tgflow"
     # Click lays out its own text with newlines and tabs ("Choose from:\n\t..."): one line of it; any
     # other control character (from a typed value) the printer still escapes.
     message = re.sub(r"\s*[\n\t]\s*", " ", exc.format_message()).strip()
-    return _report(message, f"see: {command} --help", USAGE, type_="UsageError")
+    return report(message, f"see: {command} --help", USAGE, type_="UsageError")
 
 
 _CLI = None
@@ -135,33 +150,20 @@ def _run(argv: list[str]) -> int:
     # typer returns Exit's code instead of raising in non-standalone mode;
     # it turns Ctrl-C into 130 that way. Never let that read as success.
     if isinstance(rv, int) and rv == INTERRUPTED:
-        return _report("interrupted", None, INTERRUPTED, type_="Interrupted")
+        return report("interrupted", None, INTERRUPTED, type_="Interrupted")
     return rv if isinstance(rv, int) else 0
 
 
 def main(argv: list[str] | None = None, *, pending: list[int] | None = None) -> int:
     """Run one command; ``pending``: termination signals that arrived while the CLI loaded (start.py)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    STATE.json = "--json" in argv
-    STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
-    STATE.reported = False
-    STATE.compact = False
-    Level.quiet, Level.verbose, Level.wide = False, 0, False
-    common.reset()  # config.toml is read afresh for each command
-    with terminate_raises(), common.env_restored("TGFLOW_INDEX_DAYS"):
-        try:
-            if pending:
-                raise Terminated(pending[0])
-            return _run(argv)
-        except _UsageError as exc:  # bad flags, missing arguments
-            return _usage(exc)
-        except (typer.Abort, KeyboardInterrupt):
-            return _report("interrupted", None, INTERRUPTED, type_="Interrupted")
-        except Terminated:
-            return _report("terminated by signal; nothing was left half-written", None, TERMINATED, type_="Terminated")
-        except Exception as exc:
-            message, hint, code = classify(exc)
-            if STATE.debug:
-                traceback.print_exc()
-            return _report(message, hint, code, check=getattr(exc, "check", None), type_=type(exc).__name__)
+    return run(lambda: _parse_and_run(argv), argv, pending)
 
+
+def _parse_and_run(argv: list[str]) -> int:
+    try:
+        return _run(argv)
+    except _UsageError as exc:  # bad flags, missing arguments
+        return _usage(exc)
+    except typer.Abort:
+        raise KeyboardInterrupt from None

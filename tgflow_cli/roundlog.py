@@ -76,7 +76,7 @@ def _bar():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False)
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err._rich(), transient=False)
     tasks: dict[str, int] = {}
 
     def progress(stage: str, done: int, total: int, loss: float, tokens: int = -1) -> None:

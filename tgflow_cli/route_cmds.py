@@ -10,7 +10,8 @@ from rich.table import Table
 
 from tgsp.errors import InputError, NotFoundError
 
-from .common import STATE, OutputFormat, config, emit, emit_json, index_days_setting, keyring, output_format, passphrase, short
+from .flags import OutputFormat
+from .common import STATE, config, emit, emit_json, index_days_setting, keyring, output_format, passphrase, short
 from .errors import UNCHANGED
 from .stdio import no_dash
 from .term import cells, say, show, warn

@@ -15,11 +15,31 @@ import sys
 EARLY = (signal.SIGTERM, signal.SIGHUP)
 
 
+def version() -> str:
+    """tgsp/version.py, run alone: importing the tgsp package would load its crypto first."""
+    import importlib.util
+    import os
+
+    where = importlib.util.find_spec("tgsp").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("_tgflow_version", os.path.join(where, "version.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TOOL
+
+
 def entry() -> None:
+    if sys.argv[1:] in (["--version"], ["-V"]):  # the whole command: nothing to clean up, nothing to wait for
+        sys.stdout.write(version() + "\n")
+        sys.exit(0)
     pending: list[int] = []
     for s in EARLY:
         signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
+        from .fast import main as fast  # --version and `tgsp verify`, without typer (fast.py)
+
+        code = fast(sys.argv[1:], pending)
+        if code is not None:
+            sys.exit(code)
         from .main import main
     except KeyboardInterrupt:  # Ctrl-C while loading: nothing was started
         sys.stderr.write("error: interrupted\n")

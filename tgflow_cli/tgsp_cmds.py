@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
@@ -14,14 +13,15 @@ from rich.table import Table
 
 import tgsp
 from tgsp import clock
-from tgsp.errors import InputError, VerificationFailed
+from tgsp.errors import InputError
 from tgsp.evidence import load_user_events
-from tgsp.verify import load_rollback_state, record_rollback_state
+from tgsp.verify import record_rollback_state
 
-from .common import STATE, OutputFormat, config, emit, emit_json, keyring, output_format, passphrase, progress, short
-from . import timeline
+from .flags import OutputFormat
+from .common import config, emit, emit_json, keyring, output_format, passphrase, progress, short
+from . import timeline, verify_run
 from .stdio import is_dash, no_dash, not_a_terminal, output_target, package_source
-from .term import cells, detail, line, say, show, styled, warn
+from .term import cells, say, show, styled, warn
 
 app = typer.Typer(no_args_is_help=True, help="Build, sign, verify, inspect and unpack TGSP packages (.tgsp / .tssp).")
 
@@ -35,11 +35,6 @@ RoutePin = typer.Option(None, "--route", help="Accept only packages of this rout
 KindPin = typer.Option(None, "--kind", help="Accept only packages of this kind (adapter, data, ...).")
 
 
-class Hardware(str, Enum):
-    ed25519 = "ed25519"
-    all = "all"
-
-
 RequireHardware = typer.Option(None, "--require-hardware", help="Fail unless every trusted signer's signed custody record says its Ed25519 key (ed25519) or both halves (all) are held in a PKCS#11 token.")
 
 
@@ -50,41 +45,6 @@ def _now() -> clock.Clock:
         fixed = datetime.fromtimestamp(int(epoch), timezone.utc)
         return lambda: fixed
     return clock.utcnow
-
-
-def _config_path(key: str) -> Path | None:
-    value = config().get("tgsp", key)
-    return Path(value) if value else None
-
-
-def _policy(trusted, revocations, min_version, state, route=None, kind=None, hardware=None):
-    cfg = config()  # flags win; then config.toml
-    trusted = trusted or cfg.get("tgsp", "trusted")
-    revocations = revocations or cfg.get("tgsp", "revocations")
-    state = state or cfg.get("tgsp", "state")
-    hardware = hardware or (Hardware(cfg.get("tgsp", "require_hardware")) if cfg.get("tgsp", "require_hardware") else None)
-    return keyring().trust_policy(
-        trusted=trusted or None, revocation_files=[str(r) for r in revocations or []],
-        min_version=min_version, rollback_state=load_rollback_state(state) if state else None,
-        route=route, kind=kind, require_hardware=hardware.value if hardware else None)
-
-
-def _warn_not_private(m) -> None:
-    pv = m.get("privacy") if isinstance(m, dict) else None
-    if isinstance(pv, dict) and pv.get("mode") == "dp" and pv.get("private") is False:
-        warn(styled("warning:", "bold yellow"), " this package's DP round ran with a test seed: it is NOT private "
-             f"({pv.get('randomness')}); its epsilon means nothing")
-
-
-def _render_report(report) -> None:
-    table = Table("check", "result", "detail", show_header=True)
-    colour = {"ok": "green", "failed": "red", "skipped": "dim", "not-run": "yellow"}
-    for c in report.checks:
-        table.add_row(*cells(c.name, line(styled(c.status, colour[c.status])), c.detail))
-    show(table)
-    for n in report.notes:
-        say(f"note: {n}")
-    say(styled("VERIFIED", "bold green"), f" {report.package_id}") if report.ok else say(styled("REJECTED", "bold red"))
 
 
 @app.command()
@@ -164,7 +124,7 @@ def verify(
     state: Optional[Path] = StateFile,
     route: Optional[str] = RoutePin,
     kind: Optional[str] = KindPin,
-    require_hardware: Optional[Hardware] = RequireHardware,
+    require_hardware: Optional[verify_run.Hardware] = RequireHardware,
     json_out: bool = Json,
     fmt: Optional[str] = OutputFormat,
 ) -> None:
@@ -173,43 +133,8 @@ def verify(
 
     Example: tgflow tgsp verify adapter.tgsp --trusted release.pub.json --json   (or -o yaml)
     """
-    if sum(is_dash(p) for p in packages) > 1:
-        raise InputError("standard input ('-') can be read only once")
-    fmt = output_format(fmt, json_out)
-    no_dash(state, "a state file, read and then rewritten", "--state")
-    state = state or _config_path("state")
-    reports = [_verify_one(p, trusted, revocations, min_version, state, route, kind, require_hardware, bool(fmt),
-                           len(packages) > 1) for p in packages]
-    if fmt:  # one document: the report itself, or all of them
-        emit(reports[0].to_dict() if len(reports) == 1 else
-             {"ok": all(r.ok for r in reports), "packages": [r.to_dict() for r in reports]}, fmt)
-    bad = [r for r in reports if not r.ok]
-    if bad:
-        STATE.reported = True
-        if len(reports) > 1:
-            raise VerificationFailed(f"{len(bad)} of {len(reports)} packages failed: "
-                                     + ", ".join(r.path for r in bad), bad[0])
-        bad[0].raise_for_failure()
-
-
-def _verify_one(package, trusted, revocations, min_version, state, route, kind, hardware, json_out, many):
-    policy = _policy(trusted, revocations, min_version, state, route, kind, hardware)  # per package: --state moves
-    detail(f"trusting {len(policy.trusted)} key(s) ({'--trusted' if trusted else 'the keyring trust store'}), "
-           f"{len(policy.revocations)} revocation(s)")
-    with package_source(package) as source:
-        size = package.stat().st_size if not is_dash(package) and package.is_file() else None
-        with progress("verifying", size) as tick:
-            report = tgsp.verify(source, policy, progress=tick)
-    report.path = "-" if is_dash(package) else str(package)
-    if report.ok and state:
-        record_rollback_state(state, report)
-    if report.manifest:
-        _warn_not_private(report.manifest)
-    if not json_out:
-        if many:
-            say(styled(report.path, "bold"))
-        _render_report(report)
-    return report
+    verify_run.verify_packages(packages, trusted, revocations, min_version, state, route, kind, require_hardware,
+                               json_out, fmt)
 
 
 @app.command()
@@ -279,7 +204,7 @@ def _package_page(package: Path, trusted) -> tuple[bytes, str]:
 
     with package_source(package, named=True) as source:  # read twice: describe, then verify
         info = _package_info(source)
-        result = tgsp.verify(source, _policy(trusted, None, None, None))
+        result = tgsp.verify(source, verify_run.policy(trusted, None, None, None))
     bad = result.first_failure
     verdict = (result.ok, "against this keyring's trust store" if result.ok else f"{bad.name}: {bad.detail}")
     return render(info, verdict).encode("utf-8"), "verified" if result.ok else "NOT verified: " + bad.name
@@ -326,7 +251,7 @@ def _render_inspect(package, info: dict) -> None:
         say(f"  {sig['algorithm']} signature by component key {short(sig['keyid'])}")
     for r in info["recipients"]:
         say(f"recipient {short(r)}")
-    _warn_not_private(m)
+    verify_run.warn_not_private(m)
     if isinstance(m.get("privacy"), dict):  # written by peft run; not part of the format
         say(timeline.privacy(m["privacy"]).replace("privacy:", "privacy record:", 1))
     say(f"parent adapter: {timeline.parent_of(info['evidence'])}")
@@ -356,7 +281,7 @@ def unpack(
     state: Optional[Path] = StateFile,
     route: Optional[str] = RoutePin,
     kind: Optional[str] = KindPin,
-    require_hardware: Optional[Hardware] = RequireHardware,
+    require_hardware: Optional[verify_run.Hardware] = RequireHardware,
     passphrase_file: Optional[Path] = PassFile,
     json_out: bool = Json,
 ) -> None:
@@ -368,8 +293,8 @@ def unpack(
     no_dash(output, "a folder of decrypted files")
     kr = keyring()
     no_dash(state, "a state file, read and then rewritten", "--state")
-    state = state or _config_path("state")
-    policy = _policy(trusted, revocations, min_version, state, route, kind, require_hardware)
+    state = state or verify_run.config_path("state")
+    policy = verify_run.policy(trusted, revocations, min_version, state, route, kind, require_hardware)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
     identities = [k for name in identity or [] for k in kr.identities(name, pp)]
     with package_source(package, named=True) as source:
