@@ -8,13 +8,14 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from tgsp.errors import InputError, NotFoundError
+from tgsp.errors import InputError
 
 from .flags import OutputFormat
-from .common import STATE, config, emit, emit_json, index_days_setting, keyring, output_format, passphrase, short
-from .errors import UNCHANGED
+from .common import config, emit, emit_json, keyring, output_format, passphrase, short
+from . import resolve_run
+from .resolve_run import open_registry
 from .stdio import no_dash
-from .term import cells, say, show, warn
+from .term import cells, say, show
 
 app = typer.Typer(no_args_is_help=True, help="A route's registry: register, evaluate, promote, roll back and resolve adapters.")
 
@@ -24,39 +25,6 @@ Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
 SigningKey = typer.Option(None, "--signing-key", metavar="KEY", help="Key that signs the new index version (default: [route] signing_key in config.toml).")
 PassFile = typer.Option(None, "--passphrase-file", help="Passphrase for the keys (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False)
 Alias = typer.Option("production", "--alias", help="The alias to move.")
-
-
-def _registry_dir(registry: Path | None, spec: Path | None) -> Path:
-    if registry:
-        return registry
-    if spec:
-        from runners.stages.inputs import open_round
-
-        return open_round(spec, None, None).registry_dir
-    if config().get("route", "registry"):
-        return Path(config().get("route", "registry"))
-    raise InputError("no registry given", hint="pass --registry DIR (or --spec FILE, or set [route] registry in config.toml)")
-
-
-def trusted_policy(trusted: list[str] | None = None):
-    """The trust policy; a keyring folder that does not exist is a typo, not an empty trust store."""
-    kr = keyring()
-    if not trusted and not kr.home.is_dir():
-        raise NotFoundError(f"keyring folder {kr.home} does not exist",
-                            hint="check --home / TGFLOW_HOME, or pass --trusted KEYFILE")
-    return kr.trust_policy(trusted=trusted or None)
-
-
-def open_registry(registry: Path | None, spec: Path | None, policy=None, *, create: bool = False):
-    """The registry; a folder that does not exist is refused (exit 2), not read as "no routes"."""
-    from runners.state.registry import Registry as Reg
-
-    index_days_setting()
-    root = _registry_dir(registry, spec)
-    if not create and not root.is_dir():
-        raise NotFoundError(f"registry folder {root} does not exist",
-                            hint="check --registry; a route's first peft run (or route register) creates it")
-    return Reg(root, policy or trusted_policy())
 
 
 def _signer(name: str | None, passphrase_file: Path | None):
@@ -285,20 +253,9 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
-    no_dash(state, "a state file, read and then rewritten", "--state")
-    reg = open_registry(registry, spec, trusted_policy(trusted))
-    result = reg.resolve(route, alias, reg.policy, state)
-    if result["index_expiring"]:
-        warn(f"warning: route {route}'s index expires at {result['index_expires']}; after that every resolve "
-             f"refuses it. Re-sign it: tgflow route refresh {route} --registry DIR --signing-key KEY")
-    if json_out:
-        emit_json(result)
-    else:
-        say(f"{route} {alias}: version {result['version']} {result['package_id']} {result['path']}"
-            + ("" if result["changed"] else " (unchanged)"))
-    if not result["changed"]:
-        STATE.reported = True
-        raise typer.Exit(UNCHANGED)
+    code = resolve_run.resolve_alias(route, alias, state, trusted, registry, spec, json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("repair-log")

@@ -214,7 +214,7 @@ def _route_page(route: str, registry: Optional[Path], trusted) -> tuple[bytes, s
     """The verified route index (a bad one refuses, exit 1), and each registered version verified
     against the same trust, pinned to the route and to adapters."""
     from . import route_report
-    from .route_cmds import open_registry, trusted_policy
+    from .resolve_run import open_registry, trusted_policy
 
     reg = open_registry(registry, None, trusted_policy(trusted))
     doc = reg.require(route)

@@ -1,6 +1,6 @@
-"""The fast path of `tgflow tgsp verify` (tgflow_cli/fast.py): every line it accepts means
-what the full CLI makes of it, it prints and exits as the full CLI does, and it loads no
-typer, rich or training stack."""
+"""The fast path of `tgflow tgsp verify` and `tgflow route resolve` (tgflow_cli/fast.py):
+every line it accepts means what the full CLI makes of it, it prints and exits as the full
+CLI does, and it loads no typer, rich or training stack."""
 
 from __future__ import annotations
 
@@ -23,39 +23,44 @@ _TOKENS = st.sampled_from([
     "--trusted=ops.pub.json", "--revocations", "r.json", "--min-version", "3", "-2", "x1", "--state", "s.json",
     "--state=st", "--route", "support", "--kind", "adapter", "--require-hardware", "ed25519", "all", "bogus",
     "-o", "yaml", "--output-format=wide", "--home", "h", "--home=h2", "-h", "--", "-qv", "--unknown", "",
-    "tgsp", "verify", "--route=", "--min-version=+4", "--min-version=0x1",
+    "tgsp", "verify", "--route=", "--min-version=+4", "--min-version=0x1", "--alias", "staging", "--registry",
+    "reg", "--spec", "s.json", "route", "resolve",
 ])
 
 
 def _real(argv: list[str]) -> dict | None:
-    """What the full CLI parses `argv` into (root and verify values), or None if it refuses it."""
+    """What the full CLI parses `argv` into (root and command values), or None if it refuses it."""
     cmd = command()
     try:
         ctx = cmd.make_context("tgflow", hoist(argv))
         name, sub, rest = cmd.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
         sctx = sub.make_context(name, rest, parent=ctx)
         name, leaf, rest = sub.resolve_command(sctx, [*sctx._protected_args, *sctx.args])
-        if leaf.name != "verify":
-            return None
         lctx = leaf.make_context(name, rest, parent=sctx)
     except Exception:  # usage errors: the fast path must have declined these
         return None
     p = lctx.params
-    return {"globals": {k: ctx.params[k] for k in ("debug", "home", "quiet", "verbose")},
-            "verify": {"packages": list(p["packages"]), "trusted": p["trusted"] or None,
-                       "revocations": list(p["revocations"]) if p["revocations"] else None,
-                       "min_version": p["min_version"], "state": p["state"], "route": p["route"], "kind": p["kind"],
-                       "hardware": p["require_hardware"], "json_out": p["json_out"], "fmt": p["fmt"]}}
+    if leaf.name == "verify":
+        mine = {"packages": list(p["packages"]), "trusted": p["trusted"] or None,
+                "revocations": list(p["revocations"]) if p["revocations"] else None,
+                "min_version": p["min_version"], "state": p["state"], "route": p["route"], "kind": p["kind"],
+                "hardware": p["require_hardware"], "json_out": p["json_out"], "fmt": p["fmt"]}
+    else:
+        mine = {"route": p["route"], "alias": p["alias"], "state": p["state"], "trusted": p["trusted"] or None,
+                "registry": p["registry"], "spec": p["spec"], "json_out": p["json_out"]}
+    return {"globals": {k: ctx.params[k] for k in ("debug", "home", "quiet", "verbose")}, "command": mine}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(before=st.lists(_TOKENS, max_size=3), after=st.lists(_TOKENS, max_size=8))
-def test_every_line_the_fast_path_takes_parses_the_same_under_typer(monkeypatch, tmp_path, before, after):
+@given(before=st.lists(_TOKENS, max_size=3), after=st.lists(_TOKENS, max_size=8),
+       which=st.sampled_from([["tgsp", "verify"], ["route", "resolve"]]))
+def test_every_line_the_fast_path_takes_parses_the_same_under_typer(monkeypatch, tmp_path, before, after, which):
     monkeypatch.delenv("TGFLOW_HOME", raising=False)
     monkeypatch.delenv("TGFLOW_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "st").mkdir(exist_ok=True)  # --state=st names a folder: the option refuses it
-    argv = before + ["tgsp", "verify"] + after
+    (tmp_path / "reg").write_text("")  # --registry reg names a file: the option refuses it
+    argv = before + which + after
     v = fast.parse(argv)
     if v is None:
         return
@@ -70,7 +75,9 @@ def test_the_fast_path_takes_the_lines_ci_writes():
     for argv in (["tgsp", "verify", "p.tgsp"], ["tgsp", "verify", "p.tgsp", "--trusted", "rel.pub.json", "--json"],
                  ["--home", "h", "tgsp", "verify", "a", "b", "--state", "s.json", "--route", "r", "-o", "yaml"]):
         assert fast.parse(argv) is not None, argv
-    for argv in (["tgsp", "verify", "--help"], ["tgsp", "verify"], ["tgsp", "inspect", "p"], ["--json", "tgsp", "verify", "p"]):
+    assert fast.parse(["route", "resolve", "support", "--registry", "r", "--state", "s.json", "--json"]) is not None
+    for argv in (["tgsp", "verify", "--help"], ["tgsp", "verify"], ["tgsp", "inspect", "p"], ["--json", "tgsp", "verify", "p"],
+                 ["route", "resolve"], ["route", "resolve", "a", "b"], ["route", "resolve", "a", "--min-version", "1"]):
         assert fast.parse(argv) is None, argv
 
 
@@ -125,10 +132,12 @@ def test_many_plain_lines_are_taken_and_all_parse_the_same(monkeypatch, tmp_path
     monkeypatch.delenv("TGFLOW_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
     words = ["a.tgsp", "-", "--json", "-q", "-v", "-vv", "--trusted", "rel", "--min-version", "3", "-2", "--state",
-             "s.json", "--route", "r", "--kind", "adapter", "--require-hardware", "all", "-o", "yaml", "--debug"]
+             "s.json", "--route", "r", "--kind", "adapter", "--require-hardware", "all", "-o", "yaml", "--debug",
+             "--alias", "staging", "--registry", "reg"]
     rng, taken = random.Random(7), 0
-    for _ in range(400):
-        argv = rng.choice([[], ["-q"], ["--home", "h"]]) + ["tgsp", "verify"] + rng.choices(words, k=rng.randint(1, 7))
+    for _ in range(600):
+        which = rng.choice([["tgsp", "verify"], ["route", "resolve", "support"]])
+        argv = rng.choice([[], ["-q"], ["--home", "h"]]) + which + rng.choices(words, k=rng.randint(1, 7))
         v = fast.parse(argv)
         if v is None:
             continue
@@ -139,3 +148,24 @@ def test_many_plain_lines_are_taken_and_all_parse_the_same(monkeypatch, tmp_path
         taken += 1
         assert mine == _real(argv), argv
     assert taken >= 80
+
+
+def test_route_resolve_fast_and_full_agree_on_output_and_unchanged(world, kit_home, capsys, tmp_path):
+    import tgsp
+    from runners.state.registry import Registry
+
+    from tests.helpers import make_adapter
+
+    pkg = tmp_path / "v1.tgsp"
+    tgsp.build(make_adapter(tmp_path / "src"), pkg, route="support", version=1, kind="adapter",
+               recipients=[world.kr.public_file("ops").key], signers=[world.signer])
+    Registry(tmp_path / "reg", world.policy()).register(pkg, world.signer, alias="production")
+    codes, outputs = {}, {}
+    for name, run in (("fast", lambda a: fast.main(a, [])), ("full", main)):
+        argv = ["route", "resolve", "support", "--registry", str(tmp_path / "reg"), "--state",
+                str(tmp_path / f"{name}.json")]
+        codes[name] = [run(argv + ["--json"]), run(argv)]  # changed, then unchanged (exit 20)
+        outputs[name] = capsys.readouterr()
+    assert codes["fast"] == codes["full"] == [0, 20]
+    assert outputs["fast"].out == outputs["full"].out and "(unchanged)" in outputs["full"].out
+    assert outputs["fast"].err == outputs["full"].err
