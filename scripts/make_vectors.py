@@ -3,6 +3,8 @@
 
     python scripts/make_vectors.py            # new packages, same keys
     python scripts/make_vectors.py --new-keys # also new keys (ids change)
+    python scripts/make_vectors.py --only sharded-plain.tgsp sharded-encrypted.tgsp
+                                              # just these; the others keep their bytes
 
 The keys are test-only; their passphrase is public (see tests/vectors/README.md).
 Times are fixed, so what is not random (everything but ciphertext, wrapped
@@ -53,6 +55,7 @@ def source(folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--new-keys", action="store_true")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="rebuild only these vectors")
     args = ap.parse_args()
     home = VECTORS / "keyring"
     if args.new_keys and home.exists():
@@ -71,14 +74,24 @@ def main() -> None:
         "encrypted-signed.tgsp": dict(signers=[kr.signer("vector-signer", pp)], recipients=[recipient]),
         "rotated-v2.tgsp": dict(signers=[kr.signer("vector-rotating", pp)], recipients=[recipient],
                                 now=lambda: T_SIGN_V2),
+        # format.md §3.1: 4 KiB shards, so the 10,000-byte weights span three
+        "sharded-plain.tgsp": dict(signers=[kr.signer("vector-signer", pp)], shard_size=4096),
+        "sharded-encrypted.tgsp": dict(signers=[kr.signer("vector-signer", pp)], recipients=[recipient],
+                                       shard_size=4096),
     }
-    expected = {}
+    if args.only:
+        builds = {name: builds[name] for name in args.only}
+    expected = json.loads((VECTORS / "expected.json").read_text()) if args.only else {}
     for name, kw in builds.items():
         kw.setdefault("now", fixed)
         res = tgsp.build(src, VECTORS / name, route="vectors", version=1, kind="adapter", expires=EXPIRES,
                          chunk_size=4096, **kw)
         expected[name] = {"package_id": res.package_id,
                           "files": {f["path"]: f["sha256"] for f in res.manifest["files"]}}
+        shards = {f["path"]: {"root": f["stored"]["sha256"], **f["stored"]["shards"]}
+                  for f in res.manifest["files"] if "shards" in f["stored"]}
+        if shards:
+            expected[name]["stored_shards"] = shards
     trust = VECTORS / "trust"
     trust.mkdir(exist_ok=True)
     for name in ("vector-signer", "vector-rotating"):

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from .errors import FormatError
+from .errors import FormatError, InputError
 
 SHARD_SIZE = 64 << 20  # what builders write: large enough that a shard's hash dwarfs its scheduling
 MIN_SHARD = 4 << 10
@@ -53,7 +53,10 @@ def root(size: int, shard_size: int, shards: list[str] | tuple[str, ...]) -> str
 def threads() -> int:
     """Hashing workers: TGFLOW_HASH_THREADS, else the cores this process may run on."""
     raw = os.environ.get("TGFLOW_HASH_THREADS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
+    if raw:
+        if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            raise InputError(f"TGFLOW_HASH_THREADS={raw[:20]!r} is not a positive whole number",
+                             hint="set it to the number of cores to hash with, or unset it")
         return min(int(raw), _MAX_THREADS)
     try:
         n = len(os.sched_getaffinity(0))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from . import clock, manifest as mf, signing
+from . import _shards, clock, manifest as mf, signing
 from .atomic import write_bytes
 from .canonical import is_int, parse
 from .errors import ExpiredError, FormatError, InputError, NotFoundError, RollbackError, TgflowError, VerificationFailed
@@ -118,6 +118,7 @@ def verify(path: str | os.PathLike | BinaryIO, policy: signing.TrustPolicy, *,
     ``payload_digests=False`` is for callers that stream the payload anyway
     (unpack): they must hash it against the manifest before using it."""
     report = VerifyReport(str(path) if isinstance(path, (str, os.PathLike)) else "<stream>")
+    _shards.threads()  # a bad TGFLOW_HASH_THREADS is the caller's mistake (exit 2), not the package's
     try:
         pkg = open_package(path, limits=limits)
     except (NotFoundError, InputError):

@@ -132,3 +132,14 @@ def test_shard_size_is_checked_when_building(tmp_path):
     with pytest.raises(InputError, match="shard size"):
         tgsp.build(src, tmp_path / "p.tgsp", shard_size=100)
     assert not (tmp_path / "p.tgsp").exists()
+
+
+def test_a_bad_thread_count_is_the_callers_mistake_not_the_packages(world, sharded, monkeypatch, capsys):
+    from tgflow_cli.main import main
+
+    monkeypatch.setenv("TGFLOW_HASH_THREADS", "lots")
+    monkeypatch.setenv("TGFLOW_HOME", str(world.root / "home"))
+    with pytest.raises(InputError, match="TGFLOW_HASH_THREADS='lots' is not a positive whole number"):
+        tgsp.verify(sharded[1], world.policy())
+    assert main(["tgsp", "verify", str(sharded[1])]) == 2
+    assert "TGFLOW_HASH_THREADS" in capsys.readouterr().err
