@@ -12,7 +12,6 @@ import errno
 from runners import outcomes
 from tgsp import errors as E
 
-from . import extras
 
 _C = outcomes.code
 OK, FAILED, USAGE, KEY, DECRYPT, OUTPUT = _C("ok"), _C("failed"), _C("usage"), _C("key"), _C("decrypt"), _C("output")
@@ -57,6 +56,8 @@ def classify(exc: BaseException) -> tuple[str, str | None, int]:
             return message, getattr(exc, "hint", None) or hint, code
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", None, INTERRUPTED
+    from . import extras  # only an error needs it
+
     if isinstance(exc, ModuleNotFoundError) and (extra := extras.for_module(exc.name)):
         return (f"{extra.feature} needs the optional module {exc.name!r}, which is not installed",
                 f"pip install 'tgflow[{extra.name}]' (see: tgflow doctor)", USAGE)

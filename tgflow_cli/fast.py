@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 _INT = re.compile(r"-?[0-9]{1,18}\Z")
 _BOOL = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
@@ -28,8 +27,7 @@ class _Unsure(Exception):
     """This line is for the full CLI to read."""
 
 
-@dataclass(frozen=True)
-class Grammar:
+class Grammar(NamedTuple):
     """One command's options: flags, single-valued (the last wins), repeatable."""
     flags: dict[str, str]
     one: dict[str, str]
@@ -51,17 +49,17 @@ GRAMMARS = {
 _NO_GLOBALS = Grammar({}, {}, {}, (0, 0))
 
 
-@dataclass
 class Line:
-    command: tuple[str, str] = ("", "")
-    positionals: list[str] = field(default_factory=list)
-    values: dict[str, str] = field(default_factory=dict)
-    lists: dict[str, list[str]] = field(default_factory=dict)
-    flags: set[str] = field(default_factory=set)
-    home: str | None = None
-    debug: bool = False
-    quiet: bool = False
-    verbose: int = 0
+    """The words of one line, sorted (a plain class: a dataclass costs start-up time)."""
+
+    def __init__(self) -> None:
+        self.command: tuple[str, str] = ("", "")
+        self.positionals: list[str] = []
+        self.values: dict[str, str] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.flags: set[str] = set()
+        self.home: str | None = None
+        self.debug, self.quiet, self.verbose = False, False, 0
 
 
 def parse(argv: list[str]) -> Line | None:

@@ -17,17 +17,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
-import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .errors import InputError, OutputError
 
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname() or "host")[:64]
+
+def _shutil():
+    import shutil  # loaded when needed: it pulls in bz2 and lzma, which `tgsp verify` never uses
+
+    return shutil
+
+
+def _tempfile():
+    import tempfile
+
+    return tempfile
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", os.uname().nodename or "host")[:64]  # socket.gethostname(), without socket
 _TEMP = re.compile(r"\..+\.tgflow~(?P<host>[A-Za-z0-9.-]+)~(?P<pid>\d+)\.[a-z0-9_]+\.(tmp|unpack)\Z", re.S)
 _LIVE: set[str] = set()  # this process's own temporaries, by path
 
@@ -89,7 +99,7 @@ def sweep_stale(folder: str | os.PathLike) -> list[str]:
             if _stale(entry):
                 with signals_deferred():
                     if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
+                        _shutil().rmtree(entry.path, ignore_errors=True)
                     else:
                         with contextlib.suppress(OSError):
                             os.unlink(entry.path)
@@ -129,7 +139,7 @@ def private_dir(dest: Path) -> Iterator[Path]:
     try:
         with signals_deferred():  # as in atomic_file: no signal between creating it and recording it
             try:
-                tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest.name), suffix=".unpack", dir=parent))
+                tmp = Path(_tempfile().mkdtemp(prefix=temp_prefix(dest.name), suffix=".unpack", dir=parent))
             except OSError as exc:
                 raise _os_error(dest, exc) from None
             _LIVE.add(str(tmp))
@@ -137,7 +147,7 @@ def private_dir(dest: Path) -> Iterator[Path]:
     except BaseException:
         if tmp is not None:
             with signals_deferred():
-                shutil.rmtree(tmp, ignore_errors=True)
+                _shutil().rmtree(tmp, ignore_errors=True)
         raise
     finally:
         _LIVE.discard(str(tmp))
@@ -156,7 +166,7 @@ def atomic_file(dest: str | os.PathLike, *, mode: int = 0o644, overwrite: bool =
         # Signals are held from creating the temporary until its name is known to the cleanup
         # below: a SIGTERM in between would otherwise leave it behind.
         with signals_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=parent)
+            fd, tmp = _tempfile().mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=parent)
             _LIVE.add(tmp)
         with os.fdopen(fd, "wb", buffering=0) as f:
             yield f
