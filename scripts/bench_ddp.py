@@ -32,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchkit  # noqa: E402
 PASS = "bench-ddp-passphrase"
 
 
@@ -98,8 +100,14 @@ def main() -> int:
     ap.add_argument("--procs", default="1,2")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--json", action="store_true")
+    benchkit.add_json_flag(ap)
     args = ap.parse_args()
+    with benchkit.run("ddp", "the same round in one process, same run", args.json) as res:
+        same = _measure(args, res)
+    return 0 if same else 1
+
+
+def _measure(args, res: dict) -> bool:
     counts = sorted({int(p) for p in args.procs.split(",")} | {1})
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as d:
@@ -116,16 +124,15 @@ def main() -> int:
             r["ratio"] = r["tokens_per_second"] / runs[0]["tokens_per_second"]
             r["efficiency"] = r["ratio"] / r["procs"]
     same = all(r["max_rel_diff"] < 1e-5 for r in runs)
-    if args.json:
-        print(json.dumps({"cores": cores, "steps": args.steps, "batch": args.batch, "runs": runs, "equivalent": same},
-                         indent=2))
-    else:
-        print(f"tiny base model, CPU ({cores} cores shared by all processes), {args.steps} steps, global batch {args.batch}")
-        for r in runs:
-            print(f"  {r['procs']} process(es): {r['tokens_per_second']:>9.0f} tokens/s  {r['ratio']:.2f}x  "
-                  f"efficiency {r['efficiency']:.2f}  round {r['round_seconds']:.1f} s  max rel diff {r['max_rel_diff']:.1e}")
-        print(f"  [{'PASS' if same else 'MISS'}] the same adapter (< 1e-5, one thread per process) on every split")
-    return 0 if same else 1
+    res.update({"steps": args.steps, "batch": args.batch, "runs": runs, "equivalent": same})
+    res["rows"] = [benchkit.row(f"round with {r['procs']} process(es), tokens/s", r["tokens_per_second"], "tokens/s",
+                                r["ratio"], "same adapter", r["max_rel_diff"] < 1e-5) for r in runs]
+    print(f"tiny base model, CPU ({cores} cores shared by all processes), {args.steps} steps, global batch {args.batch}")
+    for r in runs:
+        print(f"  {r['procs']} process(es): {r['tokens_per_second']:>9.0f} tokens/s  {r['ratio']:.2f}x  "
+              f"efficiency {r['efficiency']:.2f}  round {r['round_seconds']:.1f} s  max rel diff {r['max_rel_diff']:.1e}")
+    print(f"  [{'PASS' if same else 'MISS'}] the same adapter (< 1e-5, one thread per process) on every split")
+    return same
 
 
 if __name__ == "__main__":

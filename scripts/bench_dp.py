@@ -22,7 +22,6 @@ Targets (issue #4): dp/nondp <= 1.15 on the CPU tiny model, <= 1.25 on the GPU.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import benchkit  # noqa: E402
 from bench_train import _sync, _Tok, build_data, build_model, parse_args  # noqa: E402
 
 TARGETS = {"cpu": 1.15, "cuda": 1.25}
@@ -130,7 +130,7 @@ def measure(args) -> dict:
     steps, errors, params = {}, {}, 0
     for name in ["nondp", "dp"] + ([] if args.no_opacus else ["opacus"]):
         try:
-            model = build_model(args.model, args.device)
+            model = build_model(args.model, args.device, args.dtype)
             model.config.use_cache = False
             params = sum(p.numel() for p in model.parameters())
             steps[name] = MAKERS[name](args, model, pad)
@@ -165,36 +165,51 @@ def measure(args) -> dict:
 def main() -> int:
     args = parse_args("DP-SGD step benchmark (see module docstring)", list(MAKERS), repeat=3, steps=(25, 40),
                       seq_len=(512, 96), gpu_model="1.1b", extra=lambda ap: ap.add_argument("--no-opacus", action="store_true"))
-    gpu = args.device == "cuda"
-    out = measure(args)
+    with benchkit.run("dp", "the same LoRA step without DP, same batches, interleaved (and Opacus where it runs)",
+                      args.json) as res:
+        summary = _summary(args, measure(args))
+        res.update(summary)
+        ratio, target = summary["dp_over_nondp"], summary["target"]
+        res["rows"] = [benchkit.row(f"DP-SGD step vs non-DP step ({args.device})",
+                                    summary["results"]["dp"]["ms_per_step"] / 1000, "s", ratio, f"<= {target}x",
+                                    ratio <= target)]
+        _print(args, summary)
+    return benchkit.verdict(res["rows"])
+
+
+def _summary(args, out: dict) -> dict:
     results, errors = out["results"], out["errors"]
     base = results["nondp"]["ms_per_step"]
     ratio = results["dp"]["ms_per_step"] / base
     target = TARGETS[args.device]
     summary = {"device": args.device, "model": args.model, "params": out["params"], "batch": args.batch,
                "seq_len": args.seq_len, "steps": args.steps, "warmup": args.warmup, "passes": args.repeat,
-               "results": results, "dp_over_nondp": ratio, "target": target, "within_target": ratio <= target,
+               "results": results, "errors": errors, "dp_over_nondp": ratio, "target": target,
+               "within_target": ratio <= target,
                "opacus_over_nondp": results["opacus"]["ms_per_step"] / base if "opacus" in results else None,
                "opacus_error": errors.get("opacus")}
-    if gpu:
+    if args.device == "cuda":
         import torch
 
         summary["gpu"] = torch.cuda.get_device_name(0)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{args.model} model ({summary['params'] / 1e6:.2f}M base params) on {summary.get('gpu', args.device)}, "
-              f"batch {args.batch}, seq <= {args.seq_len}, {args.steps} steps x {args.repeat} passes "
-              f"({args.warmup} warm-up), interleaved, median per step")
-        for name in ["nondp", "dp", "opacus"]:
-            if name in results:
-                r = results[name]
-                mem = f"   peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
-                print(f"  {name:<7} {r['ms_per_step']:>9.1f} ms/step   {r['ms_per_step'] / base:5.3f}x{mem}")
-            elif name in errors:
-                print(f"  {name:<7} failed: {errors[name]}")
-        print(f"  dp/nondp {ratio:.3f}x  [{'PASS' if ratio <= target else 'MISS'}] target <= {target}x")
-    return 0 if ratio <= target else 1
+    return summary
+
+
+def _print(args, summary: dict) -> None:
+    results, errors = summary["results"], summary["errors"]
+    base = results["nondp"]["ms_per_step"]
+    print(f"{args.model} model ({summary['params'] / 1e6:.2f}M base params) on {summary.get('gpu', args.device)}, "
+          f"batch {args.batch}, seq <= {args.seq_len}, {args.steps} steps x {args.repeat} passes "
+          f"({args.warmup} warm-up), interleaved, median per step")
+    for name in ["nondp", "dp", "opacus"]:
+        if name in results:
+            r = results[name]
+            mem = f"   peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
+            print(f"  {name:<7} {r['ms_per_step']:>9.1f} ms/step   {r['ms_per_step'] / base:5.3f}x{mem}")
+        elif name in errors:
+            print(f"  {name:<7} failed: {errors[name]}")
+    ratio, target = summary["dp_over_nondp"], summary["target"]
+    print(f"  dp/nondp {ratio:.3f}x  [{'PASS' if ratio <= target else 'MISS'}] target <= {target}x")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import benchkit  # noqa: E402
 PASS = "bench-passphrase-long"
 MODULES, D, R = 64, 1024, 16
 ROUND = "bench"
@@ -148,7 +150,8 @@ def run_child(tmp: Path, mode: str, method: str, sites: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def aggregation(sites: int, repeat: int) -> None:
+def aggregation(sites: int, repeat: int) -> list[dict]:
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fed-") as t:
         tmp = Path(t)
         t0 = time.perf_counter()
@@ -166,7 +169,11 @@ def aggregation(sites: int, repeat: int) -> None:
                 if n == sites:
                     target = " (target <= 1.5x)" if method == "ffa" else " (includes the SVD re-factorization)"
                     line += f"; {ours['seconds'] / base['seconds']:.2f}x the baseline{target}"
+                    ratio = ours["seconds"] / base["seconds"]
+                    rows.append(benchkit.row(f"fed aggregate {method}, {n} sites", ours["seconds"], "s", ratio,
+                                             "<= 1.5x" if method == "ffa" else "", ratio <= 1.5 if method == "ffa" else None))
                 print(line)
+    return rows
 
 
 SETTINGS = [("float32 (none)", "none", 256, None), ("int8, one scale per tensor", "int8-block", 0, None),
@@ -263,20 +270,26 @@ def heavy_tails() -> None:
         print(f"  {label:22s} {x.nbytes / compress.stored_bytes(parts):4.1f}x  error {err * 100:6.2f}%")
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sites", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--child", nargs=4)
+    ap.add_argument("--quick", action="store_true", help="aggregation only (bench_all.sh)")
+    benchkit.add_json_flag(ap)
     args = ap.parse_args()
     if args.child:
         tmp, mode, method, n = args.child
         print(json.dumps(child(Path(tmp), mode, method, int(n))))
-        return
-    aggregation(args.sites, args.repeat)
-    compression()
-    heavy_tails()
+        return 0
+    with benchkit.run("fed", "verify + decrypt every update into memory and sum them with numpy, same run",
+                      args.json) as res:
+        res["rows"] = aggregation(args.sites, args.repeat)
+        if not args.quick:
+            compression()
+            heavy_tails()
+    return benchkit.verdict(res["rows"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,7 @@ In one run, on a fresh token in a private SOFTHSM2_CONF:
 Prints medians and the token/software ratios. No target: signing happens
 once per package, so what matters is that it stays well under a second.
 
-    python scripts/bench_pkcs11.py [--repeat 200]
+    python scripts/bench_pkcs11.py [--repeat 200] [--json]
 
 Needs softhsm2 (apt-get install softhsm2) and tgflow[pkcs11].
 """
@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402
+
 MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
 PIN, PASS = "4321", "bench-passphrase"
 
@@ -59,7 +62,22 @@ def setup(work: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description="PKCS#11 signing benchmark (see module docstring)")
     ap.add_argument("--repeat", type=int, default=200)
+    benchkit.add_json_flag(ap)
     args = ap.parse_args()
+    with benchkit.run("pkcs11", "the same signatures with a software key", args.json) as result:
+        r = _measure(args.repeat)
+        _report(r)
+        token = r["tgsp sign, hybrid, 1 MiB package (token key)"]
+        soft = r["tgsp sign, hybrid, 1 MiB package (software key)"]
+        result["rows"] = [
+            benchkit.row("Ed25519 sign, token vs software", r["token Ed25519 sign (session + login + C_Sign)"] / 1000, "s",
+                         r["token Ed25519 sign (session + login + C_Sign)"] / r["software Ed25519 sign"]),
+            benchkit.row("tgsp sign of a 1 MiB package, token vs software key", token / 1000, "s", token / soft)]
+        result["medians_ms"] = r
+    return 0
+
+
+def _measure(repeat: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tgflow-bench-pkcs11-"))
     try:
         setup(work)
@@ -77,10 +95,10 @@ def main() -> int:
 
         from cryptography.hazmat.primitives.asymmetric import ed25519
         sw = ed25519.Ed25519PrivateKey.from_private_bytes(soft_ed)
-        r = {"software Ed25519 sign": median_ms(lambda: sw.sign(message), args.repeat),
-             "token Ed25519 sign (session + login + C_Sign)": median_ms(lambda: token_ed.sign(message), args.repeat)}
+        r = {"software Ed25519 sign": median_ms(lambda: sw.sign(message), repeat),
+             "token Ed25519 sign (session + login + C_Sign)": median_ms(lambda: token_ed.sign(message), repeat)}
         with P.Session(token_ed.uri, lambda: PIN) as s:
-            r["token Ed25519 C_Sign in an open session"] = median_ms(lambda: s.sign(token_ed.uri, message), args.repeat)
+            r["token Ed25519 C_Sign in an open session"] = median_ms(lambda: s.sign(token_ed.uri, message), repeat)
 
         src = work / "src"
         src.mkdir()
@@ -89,17 +107,20 @@ def main() -> int:
             pkg = work / f"{name}.tgsp"
             tgsp.build(src, pkg, signers=[signer])
             r[f"tgsp sign, hybrid, 1 MiB package ({name} key)"] = median_ms(
-                lambda: tgsp.sign(pkg, signer), max(20, args.repeat // 10))
+                lambda: tgsp.sign(pkg, signer), max(20, repeat // 10))
             assert tgsp.verify(pkg, kr.trust_policy()).ok
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return r
+
+
+def _report(r: dict) -> None:
     for k, v in r.items():
         print(f"  {k:<52} {v:8.3f} ms")
     print(f"\n  token / software, one Ed25519 signature: {r['token Ed25519 sign (session + login + C_Sign)'] / r['software Ed25519 sign']:.1f}x"
           f" ({r['token Ed25519 C_Sign in an open session'] / r['software Ed25519 sign']:.1f}x without the login)")
     print(f"  token / software, one package signature: "
           f"{r['tgsp sign, hybrid, 1 MiB package (token key)'] / r['tgsp sign, hybrid, 1 MiB package (software key)']:.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

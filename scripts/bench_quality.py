@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
+import benchkit  # noqa: E402
 
 import make_tiny_base as gen  # noqa: E402
 
@@ -171,10 +172,23 @@ def n2he(env: dict, work: Path, big_eval: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", action="store_true", help='print {"rows": [...]}')
+    benchkit.add_json_flag(ap)
     ap.add_argument("--eval", type=int, default=384, help="eval tickets per eval set (default 384)")
     ap.add_argument("--only", default=",".join(ROWS), help="comma-separated rows to run")
     args = ap.parse_args()
+    with benchkit.run("quality", "central training without privacy on the same data (pooled data for the federated "
+                      "rows), same run", args.json) as res:
+        res["modes"] = _measure(args)
+        res["eval_examples"] = args.eval
+        central = next((r["exact_match"] for r in res["modes"] if r["mode"] == "central"), None)
+        res["rows"] = [benchkit.row(f"{r['mode']} exact match", r["exact_match"], "fraction",
+                                    r["exact_match"] / central if central and r["exact_match"] is not None else None)
+                       for r in res["modes"]]
+        print_table(res["modes"])
+    return 0
+
+
+def _measure(args) -> list[dict]:
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     env = {**os.environ, "TGFLOW_HOME": str(work / "home"), "TGFLOW_PASSPHRASE": PASS}
@@ -197,11 +211,7 @@ def main() -> int:
             rows.append(n2he({**env, "TGFLOW_HOME": str(work / "home-n2he")}, work, fed))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps({"rows": rows, "eval_examples": args.eval}))
-    else:
-        print_table(rows)
-    return 0
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:

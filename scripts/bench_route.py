@@ -31,6 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402
+
+ROWS: list[dict] = []
 PASS = "bench-passphrase-long"
 
 
@@ -68,6 +72,7 @@ def setup(tmp: Path, versions: int):
 
 def row(name: str, ours: float, base: float, target: float) -> None:
     ratio = ours / base
+    ROWS.append(benchkit.row(name, ours / 1000, "s", ratio, f"<= {target}x", ratio <= target))
     print(f"{name:58s} {ours:9.2f} ms vs {base:9.2f} ms  = {ratio:5.2f}x  (target <= {target}x: "
           f"{'ok' if ratio <= target else 'MISSED'})")
 
@@ -75,7 +80,16 @@ def row(name: str, ours: float, base: float, target: float) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=30)
-    n = ap.parse_args().repeat
+    benchkit.add_json_flag(ap)
+    args = ap.parse_args()
+    with benchkit.run("route", "tgsp verify of the same package, a bare hybrid sign + index verify, a bare fsynced "
+                      "append, the CLI's tgsp verify", args.json) as result:
+        _measure(args.repeat)
+        result["rows"] = ROWS
+    return benchkit.verdict(ROWS)
+
+
+def _measure(n: int) -> None:
     import tgsp
     from runners.state.store import ROUND, RouteStore
     from tgsp import clock, route_index
@@ -117,7 +131,6 @@ def main() -> int:
         cli_verify = median_ms(lambda: run("tgsp", "verify", str(pkg)), max(5, n // 3))
         cli_resolve = median_ms(lambda: run("route", "resolve", "support", "--registry", str(one.root)), max(5, n // 3))
         row("CLI start-up: tgflow route resolve vs tgflow tgsp verify", cli_resolve, cli_verify, 1.3)
-    return 0
 
 
 if __name__ == "__main__":

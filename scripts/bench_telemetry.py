@@ -9,8 +9,6 @@ baseline and the ratio; --json for one object.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -18,6 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchkit  # noqa: E402
 
 from prometheus_client import write_to_textfile  # noqa: E402
 
@@ -46,14 +47,27 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(runs)
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--json", action="store_true")
+    benchkit.add_json_flag(ap)
     args = ap.parse_args()
-    out = {"machine": {"cores": os.cpu_count(), "load_average": os.getloadavg()[0]}, "rows": []}
+    with benchkit.run("telemetry", "prometheus-client's own write_to_textfile of the same families", args.json) as out:
+        _measure(out, args.repeat)
+        print(f"public view + families of one round: {out['public_view_and_families_ms']} ms")
+        print("routes in file | tgflow textfile (merge, lock, fsync, rename) | prometheus-client write_to_textfile | ratio")
+        for r in out["by_routes"]:
+            print(f"{r['routes_in_file']:>14} | {r['tgflow_ms']:>10.2f} ms | {r['write_to_textfile_ms']:>10.2f} ms | "
+                  f"{r['ratio']:.2f}x")
+        out["rows"] = [benchkit.row(f"metrics textfile, {r['routes_in_file']} route(s) in the file", r["tgflow_ms"] / 1e3,
+                                    "s", r["ratio"]) for r in out["by_routes"]]
+    return 0
+
+
+def _measure(out: dict, repeat: int) -> None:
     pub = public(record("support"))
-    out["public_view_and_families_ms"] = round(timed(lambda: prom.families(public(record("support"))), args.repeat) * 1e3, 3)
+    out["public_view_and_families_ms"] = round(timed(lambda: prom.families(public(record("support"))), repeat) * 1e3, 3)
+    out["by_routes"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for routes in (1, 100, 1000):
             path, base = Path(tmp) / f"r{routes}.prom", Path(tmp) / f"b{routes}.prom"
@@ -62,20 +76,12 @@ def main() -> None:
                 p = public(record(f"route-{k}"))
                 shared = prom.merge(shared, prom.families(p), p.labels, replace_all=True)
             path.write_bytes(prom.render(shared))
-            ours = timed(lambda: prom.write_textfile(path, pub), args.repeat)
+            ours = timed(lambda: prom.write_textfile(path, pub), repeat)
             everything = prom.families(pub) if routes == 1 else [f for f in prom.read(path)[0]]
-            baseline = timed(lambda: write_to_textfile(str(base), prom._registry(everything)), args.repeat)
-            out["rows"].append({"routes_in_file": routes, "tgflow_ms": round(ours * 1e3, 3),
-                                "write_to_textfile_ms": round(baseline * 1e3, 3), "ratio": round(ours / baseline, 2)})
-    if args.json:
-        print(json.dumps(out))
-        return
-    print(f"machine: {out['machine']['cores']} cores, load average {out['machine']['load_average']:.2f}")
-    print(f"public view + families of one round: {out['public_view_and_families_ms']} ms")
-    print("routes in file | tgflow textfile (merge, lock, fsync, rename) | prometheus-client write_to_textfile | ratio")
-    for r in out["rows"]:
-        print(f"{r['routes_in_file']:>14} | {r['tgflow_ms']:>10.2f} ms | {r['write_to_textfile_ms']:>10.2f} ms | {r['ratio']:.2f}x")
+            baseline = timed(lambda: write_to_textfile(str(base), prom._registry(everything)), repeat)
+            out["by_routes"].append({"routes_in_file": routes, "tgflow_ms": round(ours * 1e3, 3),
+                                     "write_to_textfile_ms": round(baseline * 1e3, 3), "ratio": round(ours / baseline, 2)})
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

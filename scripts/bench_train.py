@@ -12,9 +12,12 @@ Prints real (non-pad) tokens per second, peak memory and three ratios:
 
   CPU (default when no GPU): the shipped tiny base model and support tickets.
   GPU: a Llama-architecture model of ~1B parameters at random init, bf16,
-       sequence length 1024, with variable-length examples (64..1024 tokens).
+       sequence length 1024, with variable-length examples (64..1024 tokens);
+       --model 0.5b for a ~0.44B one (24 layers, hidden 1024), --model tiny for
+       the shipped tiny model (in bf16 on the GPU: --dtype).
 
-    python scripts/bench_train.py [--device cpu|cuda] [--steps N] [--json]
+    python scripts/bench_train.py [--device cpu|cuda] [--model tiny|0.5b|1b|1.1b] [--dtype fp32|bf16]
+                                  [--steps N] [--json]
 Targets: like for like >= 1.0 (ours is not slower on the same batches);
 goal on the GPU (issue #15): overall >= 1.5.
 """
@@ -35,22 +38,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build_model(kind: str, device: str):
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402
+
+
+def build_model(kind: str, device: str, dtype: str = "bf16"):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    want = torch.bfloat16 if dtype == "bf16" else torch.float32
     if kind == "tiny":
-        return AutoModelForCausalLM.from_pretrained(ROOT / "examples" / "tiny-base").to(device)
+        return AutoModelForCausalLM.from_pretrained(ROOT / "examples" / "tiny-base").to(device=device, dtype=want)
     # "1b": 856M parameters (16 layers), the model bench_train's recorded numbers use;
-    # "1.1b": the TinyLlama-1.1B shape (22 layers), 1.1B parameters.
-    layers = 22 if kind == "1.1b" else 16
-    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=layers,
-                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048,
+    # "1.1b": the TinyLlama-1.1B shape (22 layers), 1.1B parameters; "0.5b": 24 layers of
+    # hidden 1024, 442M parameters, built from the config (random weights: this measures speed).
+    shape = {"0.5b": (1024, 4096, 24, 16), "1b": (2048, 5632, 16, 32), "1.1b": (2048, 5632, 22, 32)}[kind]
+    hidden, inter, layers, heads = shape
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=8, max_position_embeddings=2048,
                       tie_word_embeddings=False, attn_implementation="sdpa")
     with torch.device(device):
         model = LlamaForCausalLM(cfg)
-    return model.to(torch.bfloat16)
+    return model.to(want)
 
 
 def build_data(kind: str):
@@ -140,7 +150,7 @@ def worker(args) -> None:
 
     if args.device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = build_model(args.model, args.device)
+    model = build_model(args.model, args.device, args.dtype)
     model.config.use_cache = False
     data, pad = build_data(args.model)
     if args.device == "cuda":
@@ -167,7 +177,8 @@ def parse_args(description: str, workers: list[str], *, repeat: int, steps: tupl
     ap.add_argument("--repeat", type=int, default=repeat)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
-    ap.add_argument("--model", choices=["tiny", "1b", "1.1b"], default=None)
+    ap.add_argument("--model", choices=["tiny", "0.5b", "1b", "1.1b"], default=None)
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: bf16 on the GPU, fp32 on the CPU")
     if extra:
         extra(ap)
     args = ap.parse_args()
@@ -177,6 +188,7 @@ def parse_args(description: str, workers: list[str], *, repeat: int, steps: tupl
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = args.device == "cuda"
     args.model = args.model or (gpu_model if gpu else "tiny")
+    args.dtype = args.dtype or ("bf16" if gpu else "fp32")
     args.steps = args.steps or steps[not gpu]
     args.batch = args.batch or (8 if gpu else 16)
     args.seq_len = args.seq_len or seq_len[not gpu]
@@ -195,7 +207,7 @@ def main() -> int:
         return 0
     results = {}
     for name in LOOPS * args.repeat:  # interleaved, best of --repeat each
-        cmd = [sys.executable, __file__, "--worker", name, "--device", args.device, "--model", args.model,
+        cmd = [sys.executable, __file__, "--worker", name, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
                "--seq-len", str(args.seq_len)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
@@ -203,17 +215,28 @@ def main() -> int:
         best = results.get(name)
         if best is None or r["tokens_per_second"] > best["tokens_per_second"]:
             results[name] = r
+    return _report(args, results)
+
+
+def _report(args, results: dict) -> int:
     tps = {name: results[name]["tokens_per_second"] for name in LOOPS}
     ratios = {"like_for_like": tps["ours-padded"] / tps["plain"], "packing_gain": tps["ours-packed"] / tps["ours-padded"],
               "overall": tps["ours-packed"] / tps["plain"],
               "peak_memory_like_for_like": results["ours-padded"]["peak_mib"] / results["plain"]["peak_mib"]}
-    summary = {"device": args.device, "model": args.model, "params": results["plain"]["params"], "steps": args.steps,
-               "batch": args.batch, "seq_len": args.seq_len, **{n: results[n] for n in LOOPS}, "ratios": ratios,
-               "not_slower": ratios["like_for_like"] >= 1.0,
+    summary = {"device": args.device, "model": args.model, "dtype": args.dtype, "params": results["plain"]["params"],
+               "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len, **{n: results[n] for n in LOOPS},
+               "ratios": ratios, "not_slower": ratios["like_for_like"] >= 1.0,
                "goal_overall": GOAL if args.device == "cuda" else None}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
+    with benchkit.run("train", "a plain peft + transformers loop on the same model and batches, same run",
+                      args.json) as res:
+        res.update(summary)
+        res["rows"] = [benchkit.row(f"training tokens/s, like for like ({args.model}, {args.device})",
+                                    tps["ours-padded"], "tokens/s", ratios["like_for_like"], ">= 1.0x",
+                                    ratios["like_for_like"] >= 1.0),
+                       benchkit.row(f"training tokens/s, packed vs plain ({args.model}, {args.device})",
+                                    tps["ours-packed"], "tokens/s", ratios["overall"],
+                                    f">= {GOAL}x on a GPU" if args.device == "cuda" else "",
+                                    ratios["overall"] >= GOAL if args.device == "cuda" else None)]
         _print(args, summary, results, ratios)
     return 0 if ratios["like_for_like"] >= 1.0 else 1
 
