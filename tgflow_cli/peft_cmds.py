@@ -351,31 +351,44 @@ def generate(
     package: Path = typer.Option(..., "--package", help="The adapter package (verified first).", dir_okay=False),
     identity: List[str] = typer.Option(..., "--identity", help="Recipient key to decrypt it with: a name in the keyring, or a key file (mode 600) carried to this machine. Repeatable."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt, e.g. a ticket ending in 'Resolution:'."),
-    against: Optional[str] = typer.Option(None, "--against", help="'base': also show the base model's answer."),
+    against: Optional[str] = typer.Option(None, "--against", help="'base': also show the base model's answer (same seed)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="Base model folder (default: the one the package's evidence names; its digest is checked).", file_okay=False),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, max=4096, help="Most tokens to generate."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Most tokens to generate (1 to 4096)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sample at this temperature (above 0). Without --temperature, --top-p or --top-k: greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample from the smallest set of tokens whose probability reaches this (0 to 1)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the K most likely tokens."),
+    num_samples: int = typer.Option(1, "--num-samples", help="How many completions to sample (1 to 64; needs sampling)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling: the same seed gives the same samples. Default: a random one, printed."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop a completion at this text, which is left out. Repeatable."),
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the identity key.", dir_okay=False),
-    json_out: bool = typer.Option(False, "--json", help="Print the completions as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print the completions (every sample) as JSON."),
 ) -> None:
     """Try an adapter: verify the package, decrypt it in memory (never to disk), apply it
-    to its base model and print the greedy completion of --prompt.
+    to its base model and print its completion of --prompt: greedy, or sampled with
+    --temperature/--top-p/--top-k (transformers' own generation config).
 
     Example: tgflow peft generate --package demo-out/support.tgsp --identity operator --prompt "Ticket #1: The VPN client fails with error 809 after the latest update.\\nResolution:" --against base --base-model examples/tiny-base
     """
+    from runners.learn.sampling import Sampling
     from runners.recipes.trial import generate as run_generate
     from tgsp.errors import InputError
 
     if against not in (None, "base"):
         raise InputError(f"--against {against!r}: only 'base' is supported", hint="use --against base")
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        num_samples=num_samples, seed=seed, stop=tuple(s.replace("\\n", "\n") for s in stop or ()))
     kr = keyring()
     pp = passphrase(passphrase_file, key=", ".join(identity))
     idents = [k for name in identity for k in kr.identities(name, pp)]
     text = prompt.replace("\\n", "\n")
     out = run_generate(package, kr.trust_policy(kind="adapter"), idents, text, against_base=against == "base",
-                       base_model=base_model, max_new_tokens=max_new_tokens)
+                       base_model=base_model, sampling=sampling)
     if json_out:
         return emit_json(out)
     say(f"prompt:       {out['prompt']}")
-    if "base" in out:
-        say(f"base model:   {out['base'].strip()}")
-    say(f"adapter v{out['version']}:   {out['adapter'].strip()}")
+    if out["sampling"]["mode"] == "sample":
+        say(f"sampling:     seed {out['sampling']['seed']} (pass --seed {out['sampling']['seed']} to get these again)")
+    for who, label in (("base", "base model"), ("adapter", f"adapter v{out['version']}")):
+        for n, sample in enumerate(out["samples"].get(who, []), 1):
+            tag = label if len(out["samples"][who]) == 1 else f"{label} #{n}"
+            say(f"{tag + ':':<13} {sample.strip()}")

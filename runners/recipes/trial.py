@@ -14,7 +14,7 @@ import tgsp
 from tgsp.errors import InputError
 
 from ..data import feeds as feeds_mod
-from ..learn import adapters, metrics, model as model_mod
+from ..learn import adapters, metrics, model as model_mod, sampling as sampling_mod
 from ..spec import FeedSpec
 from ..state.registry import Registry, find
 
@@ -39,27 +39,20 @@ def _load(folder: Path):
     return tok, model, device
 
 
-def complete(model, tok, prompt: str, device: str, max_new_tokens: int) -> str:
-    import torch
-
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    ids = torch.tensor([bos + tok(prompt, add_special_tokens=False)["input_ids"]], device=device)
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
 def generate(package: Path, policy, identities: list, prompt: str, *, against_base: bool,
-             base_model: Path | None = None, max_new_tokens: int = 32) -> dict[str, Any]:
+             base_model: Path | None = None, sampling: sampling_mod.Sampling | None = None) -> dict[str, Any]:
+    """The adapter's completions of ``prompt`` (and the base model's, with the same seed)."""
+    s = sampling_mod.check(sampling or sampling_mod.Sampling())
     release = adapters.read_release(package, policy, identities)
     tok, model, device = _load(base_for(release, base_model))
     out: dict[str, Any] = {"package_id": release.package_id, "route": release.route, "version": release.version,
-                           "prompt": prompt}
+                           "prompt": prompt, "sampling": s.public(), "samples": {}}
     if against_base:
-        out["base"] = complete(model, tok, prompt, device.name, max_new_tokens)
+        out["samples"]["base"] = sampling_mod.generate(model, tok, prompt, device.name, s)
+        out["base"] = out["samples"]["base"][0]
     peft_model = adapters.attach(model, release, "default")
-    out["adapter"] = complete(peft_model, tok, prompt, device.name, max_new_tokens)
+    out["samples"]["adapter"] = sampling_mod.generate(peft_model, tok, prompt, device.name, s)
+    out["adapter"] = out["samples"]["adapter"][0]
     return out
 
 

@@ -199,6 +199,15 @@ def test_promote_roll_back_resolve_and_generate(route, round2, capsys):
                        "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14",
                        "--base-model", "examples/tiny-base")
     assert code == 0 and "base model:" in out and "adapter v1:" in out
+    sampled = ["peft", "generate", "--package", resolved["path"], "--identity", "operator", "--prompt", ticket["prompt"],
+               "--max-new-tokens", "14", "--base-model", "examples/tiny-base", "--temperature", "1.3", "--top-p", "0.95",
+               "--num-samples", "3", "--seed", "5", "--stop", "\\n", "--json"]
+    runs = [cli(capsys, *sampled) for _ in range(2)]
+    assert all(code == 0 for code, _, _ in runs)
+    first, again = (json.loads(out) for _, out, _ in runs)
+    assert first["samples"]["adapter"] == again["samples"]["adapter"] and len(first["samples"]["adapter"]) == 3
+    assert first["sampling"] == {**first["sampling"], "seed": 5, "temperature": 1.3, "top_p": 0.95, "mode": "sample"}
+    assert all("\n" not in s for s in first["samples"]["adapter"])
 
 
 def test_a_regressed_evaluation_blocks_promotion(route, round2, capsys):
