@@ -152,6 +152,51 @@ class LoraSpec(_Strict):
         return v
 
 
+# Training objectives: built-in names and their parameters' ranges [low, high) (runners/learn/losses.py
+# implements them); any other name must be a plug-in in this entry-point group.
+LOSSES: dict[str, dict[str, tuple[float, float]]] = {
+    "token_ce": {}, "label_smoothing": {"smoothing": (0.0, 1.0)}, "focal": {"gamma": (0.0, 10.0)}}
+LOSS_PLUGINS = "tgflow.losses"
+
+
+def loss_plugins() -> list[str]:
+    """The names of installed loss plug-ins (read from package metadata; nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=LOSS_PLUGINS)})
+
+
+class LossSpec(BaseModel):
+    """``{"name": ..., **parameters}``: a built-in objective or a ``tgflow.losses`` plug-in."""
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    name: str = Field("token_ce", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
+                      description="token_ce, label_smoothing (smoothing), focal (gamma), or a tgflow.losses plug-in")
+
+    @model_validator(mode="after")
+    def _known(self) -> LossSpec:
+        params = dict(self.model_extra or {})
+        if any(isinstance(v, bool) or not isinstance(v, (int, float, str)) for v in params.values()):
+            raise ValueError("loss parameters must be numbers or strings")
+        if self.name in LOSSES:
+            ranges = LOSSES[self.name]
+            for key, value in params.items():
+                if key not in ranges:
+                    raise ValueError(f"loss {self.name} takes {', '.join(ranges) or 'no parameters'}, not {key!r}")
+                low, high = ranges[key]
+                if isinstance(value, str) or not low <= value < high:
+                    raise ValueError(f"loss {self.name}: {key} must be a number from {low:g} up to {high:g}")
+            return self
+        known = sorted(LOSSES) + loss_plugins()
+        if self.name not in known:
+            near = difflib.get_close_matches(self.name, known, n=1)
+            raise ValueError(f"unknown loss {self.name!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                             + f" (built-in: {', '.join(sorted(LOSSES))}; plug-ins: the {LOSS_PLUGINS} entry points)")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainingSpec(_Strict):
     steps: Optional[int] = Field(None, ge=1, description="Optimizer steps (give steps or epochs)")
     epochs: Optional[float] = Field(None, gt=0, description="Passes over the novel training data (give steps or epochs)")
@@ -167,6 +212,8 @@ class TrainingSpec(_Strict):
     checkpoint_every: int = Field(25, ge=1, description="Write a resumable checkpoint every N steps")
     packing: bool = Field(False, description="Pack each micro-batch's examples into rows of max_seq_len "
                                              "(block-diagonal attention, no cross-example loss): fewer pad tokens")
+    loss: LossSpec = Field(default_factory=LossSpec, description="The training objective, e.g. "
+                           '{"name": "focal", "gamma": 2.0}; default token_ce (mean token cross-entropy)')
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:

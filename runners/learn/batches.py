@@ -46,20 +46,24 @@ def collate(items: list[Tokenized], pad_id: int, device: str):
     return ids.to(device), mask.to(device), labels.to(device)
 
 
-def _token_losses(logits, labels):
-    """Loss of predicting token t+1 at position t, shape (B, T). The labels are
-    shifted (not the logits), so the large logits tensor is never copied."""
+def _token_losses(logits, labels, objective=None):
+    """Loss of predicting token t+1 at position t, shape (B, T): token cross-entropy, or
+    ``objective``'s per-token loss (losses.py). The labels are shifted (not the logits), so
+    the large logits tensor is never copied."""
     import torch.nn.functional as F
 
     shifted = F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
-    flat = F.cross_entropy(logits.float().view(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=IGNORE,
-                           reduction="none")
+    logits, targets = logits.float().view(-1, logits.size(-1)), shifted.reshape(-1)
+    if objective is None:
+        flat = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
+    else:
+        flat = objective.token_losses(logits, targets) * (targets != IGNORE)
     return flat.view(shifted.shape), shifted
 
 
-def per_example_loss(logits, labels):
+def per_example_loss(logits, labels, objective=None):
     """Mean token loss of each example (never a global token mean across the batch)."""
-    tok_loss, shifted = _token_losses(logits, labels)
+    tok_loss, shifted = _token_losses(logits, labels, objective)
     return tok_loss.sum(dim=1) / (shifted != IGNORE).sum(dim=1).clamp(min=1)
 
 
@@ -122,12 +126,12 @@ def forward_packed(model, ids, pos):
     return model(input_ids=ids, position_ids=pos, use_cache=False).logits
 
 
-def per_example_loss_packed(logits, labels, segments, n_examples: int):
+def per_example_loss_packed(logits, labels, segments, n_examples: int, objective=None):
     """Mean token loss of each example in a packed batch (indexed by segment)."""
     import torch
     import torch.nn.functional as F
 
-    tok_loss, shifted = _token_losses(logits, labels)
+    tok_loss, shifted = _token_losses(logits, labels, objective)
     shift_seg = F.pad(segments, (0, 1), value=-1)[:, 1:]
     tok_loss = tok_loss.reshape(-1)
     valid = (shifted.reshape(-1) != IGNORE) & (shift_seg.reshape(-1) >= 0)

@@ -67,8 +67,9 @@ def _debiased(sum_vec, sum_sq: float, n: int) -> float:
 
 
 def measure(model, tok, data: list[Tokenized], *, clip: float, rows: int, learning_rate: float, device: str,
-            seed: int = 0, warmup: int = WARMUP_STEPS) -> GradientScale:
-    """Probe ``model``'s trainable LoRA factors on ``data`` (public examples); restores everything."""
+            seed: int = 0, warmup: int = WARMUP_STEPS, objective=None) -> GradientScale:
+    """Probe ``model``'s trainable LoRA factors on ``data`` (public examples), with the round's
+    training ``objective`` (losses.py; default token cross-entropy); restores everything."""
     import torch
 
     data = data[:MAX_EXAMPLES]
@@ -85,8 +86,8 @@ def measure(model, tok, data: list[Tokenized], *, clip: float, rows: int, learni
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     was_training = model.training
     try:
-        _warm_up(model, tok, warm, params, rows, learning_rate, device, seed, warmup)
-        return _per_example(model, tok, probe, clip, rows, device, warmup)
+        _warm_up(model, tok, warm, params, rows, learning_rate, device, seed, warmup, objective)
+        return _per_example(model, tok, probe, clip, rows, device, warmup, objective)
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):
@@ -98,7 +99,8 @@ def measure(model, tok, data: list[Tokenized], *, clip: float, rows: int, learni
         model.train(was_training)
 
 
-def _warm_up(model, tok, data, params, rows: int, lr: float, device: str, seed: int, steps: int) -> None:
+def _warm_up(model, tok, data, params, rows: int, lr: float, device: str, seed: int, steps: int,
+             objective=None) -> None:
     import torch
 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -106,12 +108,12 @@ def _warm_up(model, tok, data, params, rows: int, lr: float, device: str, seed: 
     batch = min(rows, len(data))
     for step in range(steps):
         ids, mask, labels = collate([data[i] for i in micro_batch(step, len(data), batch, seed)], tok.pad_token_id, device)
-        per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels).mean().backward()
+        per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels, objective).mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
 
-def _per_example(model, tok, data, clip: float, rows: int, device: str, warmup: int) -> GradientScale:
+def _per_example(model, tok, data, clip: float, rows: int, device: str, warmup: int, objective=None) -> GradientScale:
     import torch
 
     clipper = PerExampleClipper(model, clip)
@@ -121,7 +123,7 @@ def _per_example(model, tok, data, clip: float, rows: int, device: str, warmup: 
         for at in range(0, len(data), rows):
             chunk = data[at:at + rows]
             ids, mask, labels = collate(chunk, tok.pad_token_id, device)
-            per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels).sum().backward()
+            per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels, objective).sum().backward()
             flat = clipper.per_example(len(chunk))
             n = torch.linalg.vector_norm(flat, dim=1)
             unit = 1.0 / (n + 1e-12)

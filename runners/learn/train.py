@@ -20,6 +20,7 @@ from ..spec import LoraSpec, TrainingSpec
 from ..state.checkpoint import Checkpoint, CheckpointStore
 from .batches import (IGNORE, Tokenized, collate, collate_packed, forward_packed, pack, per_example_loss,
                       per_example_loss_packed)
+from . import losses as losses_mod
 from .dp_sgd import DPConfig, DPRandom, PerExampleClipper, micro_batches, poisson_sample
 
 
@@ -152,6 +153,7 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         if on_resume:  # before any step: the caller can say "resumed from step N of M"
             on_resume(start, end)
     clipper = PerExampleClipper(model, dp.config.max_grad_norm, world) if dp else None
+    objective = losses_mod.resolve(spec.loss)
     if dp and world is not None:
         share_sampling(dp, world)
     model.train()
@@ -160,7 +162,7 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
         for step in range(start, end):
             for g in opt.param_groups:
                 g["lr"] = _lr(step, spec, total)
-            step_loss, tokens = _gradient(model, tok, data, spec, step, device, params, dp, clipper, world)
+            step_loss, tokens = _gradient(model, tok, data, spec, step, device, params, dp, clipper, world, objective)
             result.tokens += tokens
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -183,13 +185,13 @@ def train(model, tok, data: list[Tokenized], spec: TrainingSpec, device: str, st
     return result
 
 
-def _gradient(model, tok, data, spec: TrainingSpec, step: int, device: str, params, dp, clipper, world):
+def _gradient(model, tok, data, spec: TrainingSpec, step: int, device: str, params, dp, clipper, world, objective):
     """Set every LoRA factor's ``.grad`` for ``step``; returns (loss, tokens)."""
     import torch
 
     if dp:
-        return dp_step(model, tok, data, spec.batch_size, device, clipper, dp, world)
-    step_loss, tokens = _plain_step(model, tok, data, spec, step, device, world)
+        return dp_step(model, tok, data, spec.batch_size, device, clipper, dp, world, objective)
+    step_loss, tokens = _plain_step(model, tok, data, spec, step, device, world, objective)
     if world is not None:
         step_loss, tokens = _sum_grads(params, world, step_loss, tokens)
     torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -197,7 +199,7 @@ def _gradient(model, tok, data, spec: TrainingSpec, step: int, device: str, para
 
 
 def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int, device: str,
-                world=None) -> tuple[float, int]:
+                world=None, objective=None) -> tuple[float, int]:
     """Accumulate the mean loss gradient of one seeded batch; returns (loss, tokens). With
     ``world``, this rank's share of it, scaled so the ranks' gradients sum to the batch's."""
     step_loss, tokens = 0.0, 0
@@ -208,10 +210,10 @@ def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int
             scale, items = len(world.share(items)) / len(items), world.share(items)
         if spec.packing:
             ids, pos, labels, seg = collate_packed(pack(items, spec.max_seq_len), tok.pad_token_id, device)
-            losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items))
+            losses = per_example_loss_packed(forward_packed(model, ids, pos), labels, seg, len(items), objective)
         else:
             ids, mask, labels = collate(items, tok.pad_token_id, device)
-            losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+            losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels, objective)
         loss = losses.mean() * scale / spec.gradient_accumulation
         loss.backward()
         step_loss += loss.item()
@@ -220,18 +222,19 @@ def _plain_step(model, tok, data: list[Tokenized], spec: TrainingSpec, step: int
 
 
 def dp_step(model, tok, data: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
-            dp: DPRun, world=None) -> tuple[float, int]:
+            dp: DPRun, world=None, objective=None) -> tuple[float, int]:
     """Set ``.grad`` of every LoRA factor for one DP-SGD step on a fresh Poisson
     sample; returns (mean loss, tokens). With ``world``, the sample is global (every rank
     draws the same one) and each rank clips its share of it."""
     sample = poisson_sample(len(data), dp.config.sample_rate, dp.random.sampling)
     if world is not None:
         sample = world.share(sample)
-    return dp_gradient(model, tok, [data[i] for i in sample], rows // (world.size if world else 1), device, clipper, dp)
+    return dp_gradient(model, tok, [data[i] for i in sample], rows // (world.size if world else 1), device, clipper, dp,
+                       objective)
 
 
 def dp_gradient(model, tok, batch: list[Tokenized], rows: int, device: str, clipper: PerExampleClipper,
-                dp: DPRun) -> tuple[float, int]:
+                dp: DPRun, objective=None) -> tuple[float, int]:
     """Clipped, noised gradient of one logical batch (any size, even empty).
 
     Every micro-batch has exactly ``rows`` rows: the batch fills them and
@@ -245,7 +248,7 @@ def dp_gradient(model, tok, batch: list[Tokenized], rows: int, device: str, clip
         ids, mask, labels = collate(items, tok.pad_token_id, device)
         weights = torch.zeros(rows, device=ids.device)
         weights[:real] = 1.0
-        losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels) * weights
+        losses = per_example_loss(model(input_ids=ids, attention_mask=mask).logits, labels, objective) * weights
         losses.sum().backward()
         clipper.accumulate(weights)
         loss_sum += float(losses.detach().sum())

@@ -13,7 +13,7 @@ from tgsp.errors import InputError
 
 from ..distributed import ranks
 from ..fed import start
-from ..learn import adapters, probe as gradients
+from ..learn import adapters, losses, probe as gradients
 from ..learn.batches import tokenize
 from ..learn.train import TrainResult, add_lora, check_target_modules, lora_config, total_steps, train
 from .inputs import Inputs
@@ -106,7 +106,7 @@ def probe(spec, i: Inputs, examples: list, start: Start):
     data = tokenize(i.tok, examples, spec.training.max_seq_len)
     return lambda clip: gradients.measure(start.model, i.tok, data, clip=clip, rows=spec.training.batch_size,
                                           learning_rate=spec.training.learning_rate, device=i.device.name,
-                                          seed=spec.training.seed)
+                                          seed=spec.training.seed, objective=losses.resolve(spec.training.loss))
 
 
 def update(rnd, i: Inputs, sel: Selection, begun: Start) -> Update:
@@ -125,6 +125,7 @@ def update(rnd, i: Inputs, sel: Selection, begun: Start) -> Update:
               "lora": spec.lora.model_dump(mode="json"), "planned_steps": total_steps(spec.training, len(sel.train_data)),
               "learning_rate": spec.training.learning_rate, "batch_size": spec.training.batch_size,
               "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base",
+              "loss": losses.resolve(spec.training.loss).describe(),
               "processes": rnd.world.size if rnd.world is not None else 1}
     record = rnd.mode.training_record(result, record)
     if rnd.spec.federation is not None and "withheld_under_dp" not in record:
