@@ -61,14 +61,19 @@ def test_every_line_the_fast_path_takes_parses_the_same_under_typer(monkeypatch,
     (tmp_path / "st").mkdir(exist_ok=True)  # --state=st names a folder: the option refuses it
     (tmp_path / "reg").write_text("")  # --registry reg names a file: the option refuses it
     argv = before + which + after
+    taken = _taken(argv)
+    assert taken is None or taken == _real(argv), argv
+
+
+def _taken(argv: list[str]) -> dict | None:
+    """What the fast path would run `argv` with, or None where it hands the line to typer."""
     v = fast.parse(argv)
     if v is None:
-        return
+        return None
     try:
-        mine = fast.settle(v)
+        return fast.settle(v)
     except fast._Unsure:
-        return
-    assert mine == _real(argv), argv
+        return None
 
 
 def test_the_fast_path_takes_the_lines_ci_writes():
@@ -105,18 +110,26 @@ def kit_home(world, monkeypatch):
     return world.root / "home"
 
 
+_PROBE = ("import sys; sys.argv = ['tgflow'] + sys.argv[1:]\n"
+          "from tgflow_cli.start import entry\n"
+          "try:\n    entry()\nexcept SystemExit as e:\n    code = e.code\n"
+          "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'typer', 'rich', 'click', 'pydantic', 'torch', 'transformers', 'peft', 'tenseal', 'numpy', 'yaml'})\n"
+          "sys.stderr.write('\\nPROBE ' + __import__('json').dumps([code, heavy]) + '\\n')\n")
+
+
+def _loaded(args: list[str], home: Path) -> tuple[int, list[str]]:
+    """A fresh interpreter runs `tgflow ARGS`: its exit code and the heavy packages it imported."""
+    env = dict(os.environ, TGFLOW_HOME=str(home), PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
+    code, heavy = json.loads(res.stderr.rsplit("PROBE ", 1)[1])
+    return code, heavy
+
+
 def test_verify_and_version_load_no_typer_rich_or_training_stack(world, tmp_path):
-    probe = ("import sys; sys.argv = ['tgflow'] + sys.argv[1:]\n"
-             "from tgflow_cli.start import entry\n"
-             "try:\n    entry()\nexcept SystemExit as e:\n    code = e.code\n"
-             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'typer', 'rich', 'click', 'pydantic', 'torch', 'transformers', 'peft', 'tenseal', 'numpy', 'yaml'})\n"
-             "sys.stderr.write('\\nPROBE ' + __import__('json').dumps([code, heavy]) + '\\n')\n")
-    env = dict(os.environ, TGFLOW_HOME=str(world.root / "home"), PYTHONPATH=str(ROOT))
     for args in (["tgsp", "verify", str(world.pkg), "--json"], ["tgsp", "verify", str(world.pkg)], ["--version"]):
-        res = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, timeout=120)
-        code, heavy = json.loads(res.stderr.rsplit("PROBE ", 1)[1])
-        assert code == 0 and heavy == [], (args, res.stderr[-2000:])
+        assert _loaded(args, world.root / "home") == (0, []), args
+    env = dict(os.environ, TGFLOW_HOME=str(world.root / "home"), PYTHONPATH=str(ROOT))
     res = subprocess.run([sys.executable, "-m", "tgflow_cli", "--version"], env=env, capture_output=True, text=True,
                          timeout=60)
     from tgsp.version import TOOL
@@ -138,15 +151,10 @@ def test_many_plain_lines_are_taken_and_all_parse_the_same(monkeypatch, tmp_path
     for _ in range(600):
         which = rng.choice([["tgsp", "verify"], ["route", "resolve", "support"]])
         argv = rng.choice([[], ["-q"], ["--home", "h"]]) + which + rng.choices(words, k=rng.randint(1, 7))
-        v = fast.parse(argv)
-        if v is None:
-            continue
-        try:
-            mine = fast.settle(v)
-        except fast._Unsure:
-            continue
-        taken += 1
-        assert mine == _real(argv), argv
+        mine = _taken(argv)
+        if mine is not None:
+            taken += 1
+            assert mine == _real(argv), argv
     assert taken >= 80
 
 
@@ -169,3 +177,5 @@ def test_route_resolve_fast_and_full_agree_on_output_and_unchanged(world, kit_ho
     assert codes["fast"] == codes["full"] == [0, 20]
     assert outputs["fast"].out == outputs["full"].out and "(unchanged)" in outputs["full"].out
     assert outputs["fast"].err == outputs["full"].err
+    argv = ["route", "resolve", "support", "--registry", str(tmp_path / "reg"), "--json"]
+    assert _loaded(argv, kit_home) == (0, [])
