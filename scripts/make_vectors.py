@@ -3,7 +3,7 @@
 
     python scripts/make_vectors.py            # new packages, same keys
     python scripts/make_vectors.py --new-keys # also new keys (ids change)
-    python scripts/make_vectors.py --only sharded-plain.tgsp sharded-encrypted.tgsp
+    python scripts/make_vectors.py --only sharded-encrypted.tgsp
                                               # just these; the others keep their bytes
 
 The keys are test-only; their passphrase is public (see tests/vectors/README.md).
@@ -74,8 +74,7 @@ def main() -> None:
         "encrypted-signed.tgsp": dict(signers=[kr.signer("vector-signer", pp)], recipients=[recipient]),
         "rotated-v2.tgsp": dict(signers=[kr.signer("vector-rotating", pp)], recipients=[recipient],
                                 now=lambda: T_SIGN_V2),
-        # format.md §3.1: 4 KiB shards, so the 10,000-byte weights span three
-        "sharded-plain.tgsp": dict(signers=[kr.signer("vector-signer", pp)], shard_size=4096),
+        # format.md §3.1: 4 KiB shards, so the 10,048 stored bytes of the weights span three
         "sharded-encrypted.tgsp": dict(signers=[kr.signer("vector-signer", pp)], recipients=[recipient],
                                        shard_size=4096),
     }

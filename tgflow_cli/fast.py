@@ -96,7 +96,7 @@ def _read(words: list[str], g: Grammar) -> Line:
         if w == "-" or not w.startswith("-"):
             _value(w)
             line.positionals.append(w)
-        elif w in _GLOBAL_FLAGS or re.fullmatch(r"-v{1,9}", w):
+        elif w in _GLOBAL_FLAGS or w in ("-v", "-vv"):  # what main.hoist moves; -vvv is typer's to refuse
             _global_flag(line, w)
         elif w in g.flags:
             line.flags.add(g.flags[w])
@@ -140,6 +140,8 @@ def _path(value: str | None, *, folder_ok: bool = True, file_ok: bool = True) ->
     p = Path(value)
     if (not folder_ok and p.is_dir()) or (not file_ok and p.exists() and not p.is_dir()):
         raise _Unsure  # the option refuses it: typer says so
+    if value != "-" and p.exists() and not os.access(p, os.R_OK):
+        raise _Unsure  # typer's paths are readable=True: it refuses an unreadable one
     return p
 
 
@@ -151,8 +153,8 @@ def _settle_verify(line: Line) -> dict:
         raise _Unsure
     if "require_hardware" in v and v["require_hardware"] not in Hardware._value2member_map_:
         raise _Unsure
-    return {"packages": [Path(p) for p in line.positionals], "trusted": line.lists.get("trusted") or None,
-            "revocations": [Path(r) for r in line.lists.get("revocations", [])] or None,
+    return {"packages": [_path(p) for p in line.positionals], "trusted": line.lists.get("trusted") or None,
+            "revocations": [_path(r) for r in line.lists.get("revocations", [])] or None,
             "min_version": int(v["min_version"]) if "min_version" in v else None,
             "state": _path(v.get("state"), folder_ok=False), "route": v.get("route"), "kind": v.get("kind"),
             "hardware": Hardware(v["require_hardware"]) if "require_hardware" in v else None,
@@ -171,6 +173,7 @@ def _settle_resolve(line: Line) -> dict:
 def settle(line: Line) -> dict:
     """Values as the Typer command receives them; raises _Unsure where typer would refuse."""
     home = line.home or os.environ.get("TGFLOW_HOME") or None
+    _path(home)
     debug_env = os.environ.get("TGFLOW_DEBUG", "").strip().lower()
     if not line.debug and debug_env and debug_env not in _BOOL:
         raise _Unsure
@@ -199,7 +202,7 @@ def main(argv: list[str], pending: list[int]) -> int | None:
         return None
     try:
         values = settle(line)
-    except _Unsure:
+    except (_Unsure, OSError, ValueError):  # a path the OS will not even stat: the full CLI reports it
         return None
     from . import guard
 

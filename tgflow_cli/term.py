@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-_FORCING = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")  # what makes rich style a pipe
 
 
 class _Console:
@@ -44,11 +43,15 @@ class _Console:
         return sys.stderr if self._stderr else sys.stdout
 
     def plain(self) -> bool:
-        """Whether rich would write no styles here: not a terminal, and nothing forcing one."""
+        """Whether rich would write no styles here: rich's own rule (TTY_COMPATIBLE, FORCE_COLOR, isatty)."""
         if self._made is not None:
             return not self._made.is_terminal
-        if any(os.environ.get(v) for v in _FORCING):
-            return False
+        compatible = os.environ.get("TTY_COMPATIBLE", "")
+        if compatible in ("0", "1"):
+            return compatible == "0"
+        force = os.environ.get("FORCE_COLOR")
+        if force is not None:
+            return force == ""
         try:
             return not self.stream.isatty()
         except (AttributeError, ValueError, OSError):
@@ -58,8 +61,7 @@ class _Console:
         if not self.plain():
             self._rich().print(line(*parts))
             return
-        self.stream.write(plain_text(*parts) + "\n")
-        self.stream.flush()
+        _write(self.stream, plain_text(*parts) + "\n")
 
 
 out = _Console(stderr=False)
@@ -157,9 +159,21 @@ def show_rows(headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def _write_rows(rows: list[str]) -> None:
-    for row in rows:
-        out.stream.write(row + "\n")
-    out.stream.flush()
+    _write(out.stream, "".join(row + "\n" for row in rows))
+
+
+def _write(stream, text: str) -> None:
+    """Write and flush; a reader that went away (`| head`) ends the command quietly with 1, as rich does."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+        raise SystemExit(1) from None
 
 
 def plain_rows(table: Table) -> list[str]:

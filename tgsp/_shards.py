@@ -1,4 +1,4 @@
-"""Sharded SHA-256 of large stored entries (private helper; format.md §4, ADR 0018).
+"""Sharded SHA-256 of large stored entries (private helper; format.md §3.1, ADR 0018).
 
 One SHA-256 over a whole file runs on one core, however many there are. A large
 stored entry is therefore described by the digests of its fixed-size shards and
@@ -11,7 +11,9 @@ count against the process's memory, and a truncated file would fault).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
@@ -54,7 +56,7 @@ def threads() -> int:
     """Hashing workers: TGFLOW_HASH_THREADS, else the cores this process may run on."""
     raw = os.environ.get("TGFLOW_HASH_THREADS", "").strip()
     if raw:
-        if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and int(raw) > 0):
             raise InputError(f"TGFLOW_HASH_THREADS={raw[:20]!r} is not a positive whole number",
                              hint="set it to the number of cores to hash with, or unset it")
         return min(int(raw), _MAX_THREADS)
@@ -92,13 +94,24 @@ class Hasher:
         return Sharded(self.shard_size, tuple(shards), root(self._size, self.shard_size, shards))
 
 
+def plain_fd(f) -> int | None:
+    """``f``'s descriptor when reading it reads exactly that regular file's bytes: a plain or
+    buffered file object. A gzip, bz2 or lzma file also has a fileno(), of its compressed
+    file: pread there would hash other bytes than the stream, so those are read in order."""
+    raw = f.raw if isinstance(f, (io.BufferedReader, io.BufferedRandom)) else f
+    if not isinstance(raw, io.FileIO):
+        return None
+    try:
+        fd = raw.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
 def hash_region(f: BinaryIO, offset: int, size: int, shard_size: int, *,
                 progress: Callable[[int], None] | None = None) -> Sharded:
     """The sharded digest of ``size`` bytes of ``f`` from ``offset``, shards hashed in parallel."""
-    try:
-        fd = f.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = None
+    fd = plain_fd(f)
     n = count(size, shard_size)
     workers = min(threads(), n)
     if fd is None or workers <= 1:
@@ -113,28 +126,39 @@ def hash_region(f: BinaryIO, offset: int, size: int, shard_size: int, *,
             with lock:
                 progress(k)
 
-    def one(i: int) -> str:
-        start = offset + i * shard_size
-        return _shard(fd, start, min(shard_size, size - i * shard_size), stop, tick)
+    shards: list[str | None] = [None] * n
+    todo = iter(range(n))
+
+    def worker() -> None:  # one buffer per worker, shards taken in turn: memory is workers x 1 MiB
+        buf = bytearray(min(_BLOCK, shard_size))
+        while not stop.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            shards[i] = _shard(fd, offset + i * shard_size, min(shard_size, size - i * shard_size), buf, stop, tick)
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tgsp-shard")
-    futures = [pool.submit(one, i) for i in range(n)]
+    futures = [pool.submit(worker) for _ in range(workers)]
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((fut.exception() for fut in done if fut.exception()), None)
         if failed is not None:
             raise failed
-        shards = tuple(fut.result() for fut in futures)
+        for fut in futures:
+            fut.result()
     except BaseException:  # a signal, Ctrl-C or a short read: stop every worker at its next block
         stop.set()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return Sharded(shard_size, shards, root(size, shard_size, shards))
+    digests = tuple(d for d in shards if d is not None)
+    return Sharded(shard_size, digests, root(size, shard_size, digests))
 
 
-def _shard(fd: int, start: int, length: int, stop: threading.Event, tick: Callable[[int], None]) -> str:
-    h, buf = hashlib.sha256(), bytearray(min(_BLOCK, length) or 1)
+def _shard(fd: int, start: int, length: int, buf: bytearray, stop: threading.Event,
+           tick: Callable[[int], None]) -> str:
+    h = hashlib.sha256()
     view, pos, end = memoryview(buf), start, start + length
     while pos < end and not stop.is_set():
         got = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)

@@ -105,7 +105,11 @@ def _stream_file(src: SourceFile, w: archive.Writer, cipher, chunk: int, shard_s
         def transform(index: int, last: bool, vin: memoryview, vout: memoryview) -> None:
             cipher.encrypt_into(_stream.nonce(index, last), vin, None, vout)
     stored_size = _stream.stored_size(src.size, chunk) if cipher else src.size
-    shard = shard_size if stored_size > shard_size else None
+    # Encrypted entries only: the plaintext digest is then checked as the bytes are decrypted.
+    shard = shard_size if cipher is not None and stored_size > shard_size else None
+    if shard and _shards.count(stored_size, shard) > _shards.MAX_SHARDS:
+        raise InputError(f"{src.path} would need more than {_shards.MAX_SHARDS} shards of {shard} bytes",
+                         hint="use a larger shard size")
     w.begin(mf.PAYLOAD_PREFIX + src.path, stored_size)
     with (io.BytesIO(src.data) if src.data is not None else open(src.source, "rb", buffering=0)) as f:
         try:

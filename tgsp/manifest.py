@@ -139,9 +139,11 @@ def _check_files(files: Any, enc: dict | None, critical: list) -> None:
         _exact(stored, {"size", "sha256", SHARDS} if sharded else {"size", "sha256"}, f"stored of {path} ")
         ssize = _size(stored["size"], f"stored size of {path}")
         _hex(stored["sha256"], f"stored sha256 of {path}")
+        if sharded and enc is None:  # verify would then never check the plaintext digest
+            raise FormatError(f"unencrypted file {path} has a sharded digest; only encrypted entries may")
         if sharded:
             _check_shards(stored, path, critical)
-        if enc is None and (ssize != size or (not sharded and stored["sha256"] != f["sha256"])):
+        if enc is None and stored != {"size": size, "sha256": f["sha256"]}:
             raise FormatError(f"unencrypted file {path} must be stored as-is")
         if enc is not None and ssize != _stream.stored_size(size, enc["chunk_size"]):
             raise FormatError(f"stored size of {path} does not match its plaintext size")

@@ -40,7 +40,8 @@ class Package:
 
     def __init__(self, f: BinaryIO, path: str, limits: Limits) -> None:
         self.f, self.path, self.limits = f, path, limits
-        size = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") and _has_fd(f) else _len(f)
+        fd = _shards.plain_fd(f)
+        size = os.fstat(fd).st_size if fd is not None else _len(f)
         self.entries = archive.index(f, max_entries=mf.MAX_FILES + 3, max_entry_size=limits.max_entry, file_size=size)
         self._by_name = {}
         for e in self.entries:
@@ -158,14 +159,6 @@ class Package:
         prov = parse(self._metadata(mf.PROVENANCE_ENTRY, "provenance"), what="provenance", canonical=True)
         evidence.check_provenance(prov, self.manifest["files"])
         return f"{len(records)} events, head {ev['head'][:16]}; provenance subjects match the manifest"
-
-
-def _has_fd(f) -> bool:
-    try:
-        f.fileno()
-        return True
-    except (OSError, AttributeError, ValueError):
-        return False
 
 
 def _len(f) -> int:

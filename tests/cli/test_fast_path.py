@@ -19,7 +19,7 @@ from tgflow_cli.main import command, hoist, main
 ROOT = Path(__file__).resolve().parents[2]
 
 _TOKENS = st.sampled_from([
-    "a.tgsp", "b.tgsp", "-", "--json", "-q", "--quiet", "-v", "-vv", "--verbose", "--debug", "--trusted", "rel",
+    "a.tgsp", "b.tgsp", "-", "--json", "-q", "--quiet", "-v", "-vv", "-vvv", "--verbose", "--debug", "--trusted", "rel",
     "--trusted=ops.pub.json", "--revocations", "r.json", "--min-version", "3", "-2", "x1", "--state", "s.json",
     "--state=st", "--route", "support", "--kind", "adapter", "--require-hardware", "ed25519", "all", "bogus",
     "-o", "yaml", "--output-format=wide", "--home", "h", "--home=h2", "-h", "--", "-qv", "--unknown", "",
@@ -74,6 +74,15 @@ def _taken(argv: list[str]) -> dict | None:
         return fast.settle(v)
     except fast._Unsure:
         return None
+
+
+def test_lines_the_os_or_typer_would_refuse_go_to_the_full_cli(tmp_path, monkeypatch):
+    locked = tmp_path / "locked.tgsp"
+    locked.write_bytes(b"x")
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked)  # root reads everything
+    assert fast.main(["tgsp", "verify", str(locked)], []) is None
+    assert fast.main(["tgsp", "verify", "p", "--state", "a" * 300 + "/s.json"], []) is None  # ENAMETOOLONG
+    assert fast.parse(["tgsp", "verify", "p", "-vvv"]) is None
 
 
 def test_the_fast_path_takes_the_lines_ci_writes():

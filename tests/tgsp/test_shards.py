@@ -24,7 +24,7 @@ SHARD = 4096
 @pytest.fixture
 def sharded(world, tmp_path):
     src = make_adapter(tmp_path / "src", weights=5 * SHARD + 123)
-    (src / "plain.bin").write_bytes(os.urandom(3 * SHARD))  # exactly three shards, unencrypted below
+    (src / "plain.bin").write_bytes(os.urandom(3 * SHARD))  # three shards' worth
     enc, plain = tmp_path / "enc.tgsp", tmp_path / "plain.tgsp"
     tgsp.build(src, enc, recipients=[world.kr.public_file("ops").key], signers=[world.signer], chunk_size=4096,
                shard_size=SHARD)
@@ -38,25 +38,67 @@ def _stored(pkg_path, name):
         return f, pkg.entry(mf.PAYLOAD_PREFIX + name), pkg.manifest
 
 
-def test_large_entries_are_sharded_and_small_ones_are_not(sharded):
-    _, enc, plain = sharded
-    for path in (enc, plain):
-        big, entry, m = _stored(path, "adapter_model.safetensors")
-        assert m["critical"] == ["shards"]
-        shard_size, digests = mf.shards_of(big["stored"])
-        data = path.read_bytes()[entry.data_offset:entry.data_offset + entry.size]
-        # Each listed digest is the SHA-256 of that slice of the stored bytes, and sha256 is their root.
-        assert list(digests) == [hashlib.sha256(data[i:i + shard_size]).hexdigest()
-                                 for i in range(0, len(data), shard_size)]
-        assert big["stored"]["sha256"] == _shards.root(len(data), shard_size, digests)
-        assert big["sha256"] == hashlib.sha256((sharded[0] / "adapter_model.safetensors").read_bytes()).hexdigest()
-        small, _, _ = _stored(path, "adapter_config.json")
-        assert mf.shards_of(small["stored"]) is None
+def test_large_encrypted_entries_are_sharded_and_nothing_else_is(sharded):
+    src, enc, plain = sharded
+    big, entry, m = _stored(enc, "adapter_model.safetensors")
+    assert m["critical"] == ["shards"]
+    shard_size, digests = mf.shards_of(big["stored"])
+    data = enc.read_bytes()[entry.data_offset:entry.data_offset + entry.size]
+    # Each listed digest is the SHA-256 of that slice of the stored bytes, and sha256 is their root.
+    assert list(digests) == [hashlib.sha256(data[i:i + shard_size]).hexdigest()
+                             for i in range(0, len(data), shard_size)]
+    assert big["stored"]["sha256"] == _shards.root(len(data), shard_size, digests)
+    assert big["sha256"] == hashlib.sha256((src / "adapter_model.safetensors").read_bytes()).hexdigest()
+    small, _, _ = _stored(enc, "adapter_config.json")
+    assert mf.shards_of(small["stored"]) is None
+    # Unencrypted entries keep one digest, the plaintext's: verify then checks what in-toto subjects name.
+    with open_package(plain) as pkg:
+        assert "critical" not in pkg.manifest
+        assert all(f["stored"] == {"size": f["size"], "sha256": f["sha256"]} for f in pkg.manifest["files"])
+
+
+def test_a_sharded_unencrypted_entry_is_refused(sharded):
+    _, enc, _ = sharded
+    with open_package(enc) as pkg:
+        m = copy.deepcopy(pkg.manifest)
+    big = next(f for f in m["files"] if mf.SHARDS in f["stored"])
+    m.pop("encryption")
+    m["files"] = [big]
+    with pytest.raises(FormatError, match="has a sharded digest; only encrypted entries may"):
+        mf.validate(m)
+
+
+def test_only_plain_files_are_read_with_pread(sharded, monkeypatch):
+    import gzip
+
+    _, enc, _ = sharded
+    with open(enc, "rb") as buffered, open(enc, "rb", buffering=0) as raw:
+        assert _shards.plain_fd(buffered) == buffered.fileno() and _shards.plain_fd(raw) == raw.fileno()
+    assert _shards.plain_fd(io.BytesIO(b"x")) is None
+    packed = enc.with_suffix(".gz")
+    packed.write_bytes(gzip.compress(enc.read_bytes()))
+    monkeypatch.setenv("TGFLOW_HASH_THREADS", "2")
+    with gzip.open(packed, "rb") as gz:  # its fileno() is the compressed file's: never pread
+        assert _shards.plain_fd(gz) is None
+
+
+def test_memory_is_bounded_by_the_workers_not_the_shards(tmp_path, monkeypatch):
+    import tracemalloc
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(16 << 20))
+    monkeypatch.setenv("TGFLOW_HASH_THREADS", "2")
+    tracemalloc.start()
+    with open(path, "rb") as f:
+        got = _shards.hash_region(f, 0, 16 << 20, SHARD)  # 4,096 shards
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(got.shards) == 4096 and peak < 2 << 20, peak
 
 
 def test_sharded_packages_verify_and_unpack_byte_identical(world, sharded, tmp_path):
     src, enc, plain = sharded
-    for path, ids in ((enc, world.kr.identities("ops", pp)), (plain, None)):
+    for path, ids in ((enc, world.kr.identities("ops", pp)), (plain, None)):  # plain: one digest each
         assert tgsp.verify(path, world.policy()).ok
         out = tmp_path / f"out-{path.stem}"
         tgsp.unpack(path, out, world.policy(), identities=ids)
