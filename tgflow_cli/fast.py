@@ -151,7 +151,7 @@ def _settle_verify(line: Line) -> dict:
     v = line.values
     if "min_version" in v and not _INT.match(v["min_version"]):
         raise _Unsure
-    if "require_hardware" in v and v["require_hardware"] not in Hardware._value2member_map_:
+    if "require_hardware" in v and v["require_hardware"] not in {h.value for h in Hardware}:
         raise _Unsure
     return {"packages": [_path(p) for p in line.positionals], "trusted": line.lists.get("trusted") or None,
             "revocations": [_path(r) for r in line.lists.get("revocations", [])] or None,
@@ -210,12 +210,7 @@ def main(argv: list[str], pending: list[int]) -> int | None:
 
 
 def _run(command: tuple[str, str], values: dict) -> int:
-    from .common import STATE
-    from .term import Level
+    from .guard import apply_globals
 
-    g = values["globals"]
-    STATE.debug, STATE.home = g["debug"], g["home"]
-    Level.quiet, Level.verbose = g["quiet"], g["verbose"]
-    if g["home"] is not None:  # as the root callback does
-        os.environ["TGFLOW_HOME"] = str(g["home"])
+    apply_globals(**values["globals"])  # as the root callback does
     return _runner(command)(**values["command"]) or 0

@@ -25,6 +25,14 @@ def report(message: str, hint: str | None, code: int, *, check=None, type_: str 
     return code
 
 
+def apply_globals(debug: bool, home, quiet: bool, verbose: int) -> None:
+    """The global flags (the root callback's, and the fast path's) into the shared state."""
+    STATE.debug, STATE.home = debug, home
+    Level.quiet, Level.verbose = quiet, verbose
+    if home is not None:  # one keyring for every layer that reads it (config.toml, the runner)
+        os.environ["TGFLOW_HOME"] = str(home)
+
+
 def run(body: Callable[[], int], argv: list[str], pending: list[int] | None) -> int:
     """``body``'s exit code; ``pending``: termination signals that arrived before it could start."""
     STATE.json = "--json" in argv

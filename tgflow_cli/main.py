@@ -17,11 +17,9 @@ try:  # typer >= 0.2x vendors click; older typer re-exports the real one
 except ImportError:  # pragma: no cover
     from click import ClickException as _UsageError
 
-from .common import STATE
 from .errors import INTERRUPTED, USAGE
-from .guard import report, run
+from .guard import apply_globals, report, run
 from .help import HELP_OPTIONS, polish
-from .term import Level
 
 # Every command, in help order: (module, attribute). A module is imported only when its
 # command runs (or --help lists them all), so `tgflow tgsp verify` loads no training,
@@ -89,10 +87,7 @@ def _global(
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Say more: notes and hints (repeatable)."),
     version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    STATE.debug, STATE.home = debug, home
-    Level.quiet, Level.verbose = quiet, verbose
-    if home is not None:  # one keyring for every layer that reads it (config.toml, the runner)
-        os.environ["TGFLOW_HOME"] = str(home)
+    apply_globals(debug, home, quiet, verbose)
 
 
 def _usage(exc) -> int:
