@@ -25,8 +25,9 @@ MIN_CHUNK = 1 << 10
 _LABEL = b"tgsp/1 payload key\x00"
 
 
-def file_cipher(file_key: bytes, path: str) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LABEL + path.encode("utf-8")).derive(file_key)
+def file_cipher(file_key: bytes, path: str, label: bytes = _LABEL) -> AESGCM:
+    """The chunk cipher of one file; ``label`` separates uses (payloads, sealed state)."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label + path.encode("utf-8")).derive(file_key)
     return AESGCM(key)
 
 
