@@ -74,7 +74,8 @@ def _training(report: dict) -> dict:
 
 def _adapter(home: Path, pkg: Path) -> dict:
     import tgsp
-    from runners.learn.adapters import identities_for, read_release
+    from runners.learn.adapters import read_release
+    from runners.state.keys import identities_for
     from safetensors.torch import load
 
     kr = tgsp.Keyring(home)

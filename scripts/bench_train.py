@@ -91,6 +91,7 @@ class _Tok:
 
 def run_ours(args, model, data, pad, *, packing: bool):
     from runners.state.checkpoint import CheckpointStore
+    from runners.state.keys import ephemeral
     from runners.spec import LoraSpec, TrainingSpec
     from runners.learn.train import add_lora, train
 
@@ -105,7 +106,7 @@ def run_ours(args, model, data, pad, *, packing: bool):
             marks[done] = (time.perf_counter(), tokens)
 
     with tempfile.TemporaryDirectory() as tmp:
-        train(model, _Tok(pad), data, spec, args.device, CheckpointStore(Path(tmp)), {}, progress=progress)
+        train(model, _Tok(pad), data, spec, args.device, CheckpointStore(Path(tmp), ephemeral("bench")), {}, progress=progress)
     return marks
 
 

@@ -83,3 +83,22 @@ def run_doc_blocks(doc: Path, tmp_path: Path, blocks: int, timeout: int = 600):
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, work
+
+
+def plaintext_at_rest(roots: list[Path], texts: list[str]) -> list[str]:
+    """Every file under ``roots`` that holds a safetensors header, a torch/zip archive or one of
+    ``texts`` (in UTF-8 or as JSON escapes it): what must never be at rest unencrypted."""
+    import json
+
+    needles = {b'"data_offsets"': "a safetensors header", b"PK\x03\x04": "a zip (torch) archive"}
+    for t in texts:
+        if len(t.strip()) >= 16:
+            needles[t.strip().encode()] = f"feed text {t.strip()[:30]!r}"
+            needles[json.dumps(t.strip())[1:-1].encode()] = f"feed text {t.strip()[:30]!r} (JSON)"
+    found = []
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            if p.is_file() and not p.is_symlink():
+                data = p.read_bytes()
+                found += [f"{p}: {what}" for needle, what in needles.items() if needle in data]
+    return found

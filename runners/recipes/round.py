@@ -28,6 +28,7 @@ from ..stages import (evaluate as evaluate_stage, inputs as inputs_stage, releas
                       select as select_stage, site as site_stage, update as update_stage)
 from ..stages.context import FOLLOWER, PACKAGED, UPDATE, Progress, Round, RoundResult, registry_for
 from ..stages.inputs import open_round
+from ..state import keys as state_keys
 from ..state.store import ROUND, RouteStore
 from ..telemetry.observe import stage
 
@@ -59,7 +60,9 @@ def run_round(spec_path: str | Path, keyring: tgsp.Keyring, passphrase: Callable
     led: list = []
     failure: BaseException | None = None
     try:  # from here on, every way out tells the other ranks (if any) how the round ended
-        store = RouteStore(state, opened.spec.route_key, now=now)
+        spec = opened.spec
+        store = RouteStore(state, spec.route_key, now=now,
+                           keys=state_keys.for_round(spec.route_key, spec.output.recipients, keyring, passphrase, signer))
         with store.session("peft run", wait=wait_busy):
             mode = modes.for_spec(opened.spec, store)  # fails closed on an unreadable ledger, before any work
             rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, mode, now, stop,

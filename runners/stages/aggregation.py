@@ -18,9 +18,10 @@ from tgsp.errors import InputError, KeyringError, QuorumNotMet
 from tgsp.unpack import PayloadReader
 
 from ..fed import compress, merge as merge_mod, start as start_mod, updates
-from ..learn import adapters, train
+from ..learn import train
 from ..privacy import modes
 from ..privacy.rules import check_n2he
+from ..state import keys as state_keys
 from ..state.store import RouteStore
 from . import evaluate as evaluate_stage, inputs as inputs_stage, release as release_stage
 from .context import PACKAGED, Round, RoundResult, registry_for
@@ -221,7 +222,7 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
                          hint="pass --quorum 2 or more")
     policy = keyring.trust_policy(trusted=sites, route=spec.route_key, kind=updates.KIND)
     reader = reader(spec) if reader else fed.aggregator
-    idents = adapters.identities_for(keyring, [reader], passphrase)
+    idents = state_keys.identities_for(keyring, [reader], passphrase)
     if not idents:
         what = "federation.aggregator" if reader == fed.aggregator else "the key that opens the updates"
         raise KeyringError(f"this keyring holds no private key for {what} {reader!r}",
@@ -230,7 +231,8 @@ def prepare(spec_path, req: Request, keyring, passphrase, now, input_root, outpu
         keyring.resolve_public(r)
     signer = keyring.signer(spec.output.signing_key, passphrase)
     prepared = inputs_stage.prepare(opened, keyring)
-    store = RouteStore(opened.state, spec.route_key, now=now)
+    store = RouteStore(opened.state, spec.route_key, now=now,
+                       keys=state_keys.for_round(spec.route_key, spec.output.recipients, keyring, passphrase, signer))
     rnd = Round(opened, store, registry_for(opened, keyring, now), keyring, passphrase, signer, modes.Federated(), now,
                 started=now())
     return rnd, prepared, method, policy, idents

@@ -5,6 +5,7 @@ stages over it; the stages only read and record through it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -66,9 +67,9 @@ class Round:
     def spec(self):
         return self.opened.spec
 
-    @property
+    @functools.cached_property
     def checkpoints(self) -> CheckpointStore:
-        return CheckpointStore(self.store.checkpoint_dir)
+        return CheckpointStore(self.store.checkpoint_dir, self.store.keys)
 
     def record(self, type_: str, data: Any) -> None:
         self.events.append(evidence.event(type_, data, self.now()))

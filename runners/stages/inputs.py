@@ -17,6 +17,7 @@ from ..data.feeds import Feed
 from ..learn import adapters, model as model_mod
 from ..privacy import modes
 from ..spec import RunSpec, load_spec, resolve
+from ..state import keys as state_keys
 from ..state.registry import Registry
 
 
@@ -135,7 +136,7 @@ def parent_of(spec: RunSpec, registry: Registry, keyring, passphrase, model_id: 
     if found is None:
         return None
     entry, path = found
-    idents = adapters.identities_for(keyring, spec.output.recipients, passphrase)
+    idents = state_keys.identities_for(keyring, spec.output.recipients, passphrase)
     if not idents:
         raise InputError(f"route {spec.route_key}'s production adapter (version {entry['version']}) is encrypted, "
                          "and this keyring holds none of output.recipients' private keys to open it",

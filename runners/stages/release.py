@@ -4,7 +4,6 @@ data, the round's log line)."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import tgsp
 from tgsp import clock, route_index
+from tgsp.builder import in_memory
 from tgsp.errors import OutputError, TgflowError
 
 from ..data.neardup import near_key
@@ -54,14 +54,14 @@ def package(rnd, i: Inputs, u: Update, version: int, extra_deps: list[dict[str, 
     rnd.record("tgflow.round.end", {"outcome": PACKAGED, "version": version, "started": clock.fmt(rnd.started),
                                     "finished": clock.fmt(now())})
     card = model_card(spec.route_key, version, {e["type"]: e["data"] for e in rnd.events})
-    with tempfile.TemporaryDirectory(prefix="tgflow-adapter-") as tmp:
-        folder = Path(tmp) / "adapter"
-        adapters.save(u.model, folder, base_ref=spec.base_model_ref, card=card)
-        expires = now() + timedelta(days=spec.output.expires_in_days) if spec.output.expires_in_days else None
-        built = tgsp.build(folder, rnd.opened.out_path, route=spec.route_key, version=version, kind="adapter",
-                           recipients=recipients, signers=[rnd.signer], events=rnd.events, expires=expires, now=now,
-                           external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
-                           extra={"privacy": rnd.mode.manifest(u.privacy)}, dependencies=dependencies(rnd, i) + list(extra_deps))
+    files = in_memory(adapters.in_memory(u.model, base_ref=spec.base_model_ref, card=card))  # never on disk
+    expires = now() + timedelta(days=spec.output.expires_in_days) if spec.output.expires_in_days else None
+    built = tgsp.build(rnd.opened.out_path.parent, rnd.opened.out_path, files=files, route=spec.route_key,
+                       version=version, kind="adapter", recipients=recipients, signers=[rnd.signer],
+                       events=rnd.events, expires=expires, now=now,
+                       external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
+                       extra={"privacy": rnd.mode.manifest(u.privacy)},
+                       dependencies=dependencies(rnd, i) + list(extra_deps))
     return built.package_id
 
 

@@ -9,14 +9,13 @@ encrypted to the aggregator only. The site's route store records the round
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import tgsp
 from tgsp import clock
+from tgsp.builder import in_memory
 
 from ..data.neardup import near_key
 from ..fed import compress, start as start_mod, updates
@@ -121,21 +120,20 @@ def plain_body(rnd, i, sel, u, final: dict, names: list[str]) -> updates.Body:
     fed = {"compression": codec.to_dict(), "bytes": {"float32": _dense_bytes(u, spec.federation.method),
                                                     "encoded": sum(compress.stored_bytes(p) for p in files)}}
     after = (lambda: rnd.store.set_residual(carried)) if spec.federation.compression.topk is not None else (lambda: None)
-    return updates.Body(fed, lambda folder: write_deltas(folder, files), [], rnd.mode.manifest(u.privacy), {"topk_gate": gate},
+    return updates.Body(fed, lambda: delta_files(files), [], rnd.mode.manifest(u.privacy), {"topk_gate": gate},
                 after)
 
 
-def write_index(folder: Path, names: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / updates.INDEX).write_text(json.dumps({"format": updates.INDEX_FORMAT, "modules": names}))
+def index_file(names: list[str]) -> dict[str, bytes]:
+    return {updates.INDEX: json.dumps({"format": updates.INDEX_FORMAT, "modules": names}).encode()}
 
 
-def write_deltas(folder: Path, files: list[dict]) -> None:
-    from safetensors.numpy import save_file
+def delta_files(files: list[dict]) -> dict[str, bytes]:
+    """The update's plaintext deltas as safetensors bytes, in memory: they are encrypted into the
+    package as they are written, and never touch disk in the clear."""
+    from safetensors.numpy import save
 
-    (folder / "delta").mkdir(parents=True)
-    for k, parts in enumerate(files):
-        save_file(parts, str(folder / updates.delta_file(k)))
+    return {updates.delta_file(k): save(parts) for k, parts in enumerate(files)}
 
 
 def _body(rnd, i, sel, u, final: dict, names: list[str]) -> updates.Body:
@@ -152,17 +150,14 @@ def emit(rnd, i, sel, u) -> tuple[str, dict[str, Any]]:
     fed = {**describe(rnd, i, sel, u, names), **body.federation}
     rnd.record("tgflow.federation.update", fed)  # not body.report: the evidence travels with the update
     rnd.record("tgflow.round.end", {"outcome": UPDATE, "started": clock.fmt(rnd.started), "finished": clock.fmt(rnd.now())})
-    with tempfile.TemporaryDirectory(prefix="tgflow-update-") as tmp:
-        folder = Path(tmp) / "update"
-        write_index(folder, names)
-        body.write(folder)
-        built = tgsp.build(folder, rnd.opened.out_path, route=spec.route_key,
-                           version=i.parent.version if i.parent else 0, kind=updates.KIND,
-                           recipients=[rnd.keyring.resolve_public(spec.federation.aggregator).key, *body.recipients],
-                           signers=[rnd.signer], events=rnd.events, now=rnd.now,
-                           external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
-                           extra={"federation": fed, "privacy": body.privacy},
-                           dependencies=dependencies(rnd, i))
+    built = tgsp.build(rnd.opened.out_path.parent, rnd.opened.out_path,
+                       files=in_memory({**index_file(names), **body.files()}), route=spec.route_key,
+                       version=i.parent.version if i.parent else 0, kind=updates.KIND,
+                       recipients=[rnd.keyring.resolve_public(spec.federation.aggregator).key, *body.recipients],
+                       signers=[rnd.signer], events=rnd.events, now=rnd.now,
+                       external={"run_spec_sha256": rnd.opened.digest, "route_key": spec.route_key},
+                       extra={"federation": fed, "privacy": body.privacy},
+                       dependencies=dependencies(rnd, i))
     if rnd.mode.uses_history:
         rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})
     body.after()

@@ -109,6 +109,18 @@ def probe(spec, i: Inputs, examples: list, start: Start):
                                           seed=spec.training.seed, objective=losses.resolve(spec.training.loss))
 
 
+def _resumption(rnd) -> dict[str, Any]:
+    """Evidence of where training started: "resumed from step k of checkpoint <digest>", or why a
+    checkpoint found in the state folder was not resumed."""
+    ck = rnd.checkpoints
+    if ck.ignored:
+        rnd.note(ck.ignored, warning=True)
+        return {"checkpoint_ignored": ck.ignored}
+    if ck.resumed:
+        return {"resumed": {"from_step": ck.resumed["step"], "checkpoint_sha256": ck.resumed["checkpoint_sha256"]}}
+    return {}
+
+
 def update(rnd, i: Inputs, sel: Selection, begun: Start) -> Update:
     spec = rnd.spec
     model, warm, start_state = begun.model, begun.warm, begun.state
@@ -127,6 +139,7 @@ def update(rnd, i: Inputs, sel: Selection, begun: Start) -> Update:
               "device": i.device.name, "dtype": i.device.dtype_name, "init": "last-release" if warm else "base",
               "loss": losses.resolve(spec.training.loss).describe(),
               "processes": rnd.world.size if rnd.world is not None else 1}
+    record.update(_resumption(rnd))
     record = rnd.mode.training_record(result, record)
     if rnd.spec.federation is not None and "withheld_under_dp" not in record:
         # An update's evidence travels in cleartext: the per-step losses and token counts of the

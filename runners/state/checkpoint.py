@@ -1,23 +1,47 @@
-"""Resumable checkpoints: safetensors tensors plus plain JSON, never pickle.
+"""Resumable checkpoints, sealed at rest: safetensors tensors plus plain JSON, never pickle.
 
 A checkpoint holds the LoRA weights, the AdamW moments and step counts, the
-RNG states and the step number. Each one is written to its own folder; a
-small pointer file, replaced atomically, names the current one. A crash at
-any moment leaves the previous checkpoint intact.
+RNG states and the step number. Each is one sealed file (tgsp/sealed.py)
+encrypted to the route's recipient keys and bound to the route, the round
+(the digest of the round's fingerprint: spec, data, base model, production
+adapter) and the step. A small pointer, signed by the round's signing key
+and replaced atomically, names the current file and its SHA-256. A crash at
+any moment leaves the previous checkpoint intact; the plaintext exists only
+in memory.
+
+Plaintext checkpoints of earlier tgflow versions (a folder per step) are sealed on
+first use and their plaintext deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tgsp import dsse
 from tgsp.atomic import write_bytes
-from tgsp.errors import InputError
+from tgsp.canonical import encode, is_int, parse, sha256_hex
+from tgsp.errors import FormatError, InputError, SignatureError
+from tgsp.inputfile import read_input
 
-FORMAT = "tgflow-checkpoint/1"
+from .keys import StateKeys
+
+FORMAT = "tgflow-checkpoint/2"
+LEGACY_FORMAT = "tgflow-checkpoint/1"
+POINTER_FORMAT = "tgflow.checkpoint-pointer/1"
+POINTER_TYPE = "application/vnd.tgflow.checkpoint-pointer+json"
+_FILE = re.compile(r"^step-[0-9]{8}\.sealed$")
+_PARTS = ("params", "optim", "rng")
+MAX_POINTER = 1 << 20
+MAX_CHECKPOINT = 64 << 30
 
 
 @dataclass
@@ -29,56 +53,178 @@ class Checkpoint:
     rng: dict[str, Any]
 
 
+def round_id(fingerprint: dict[str, Any]) -> str:
+    return sha256_hex(encode(fingerprint))
+
+
 class CheckpointStore:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    """``load`` first: it names the round (the fingerprint) that later ``save`` calls belong to."""
+
+    def __init__(self, folder: Path, keys: StateKeys) -> None:
+        self.folder, self.keys = Path(folder), keys
+        self.round: str | None = None
+        self.resumed: dict[str, Any] | None = None  # {"step", "checkpoint_sha256"} once resumed
+        self.ignored: str | None = None  # why a checkpoint found here was not resumed
 
     @property
     def pointer(self) -> Path:
         return self.folder / "current.json"
 
+    # --- writing --------------------------------------------------------------------------
     def save(self, ckpt: Checkpoint) -> None:
-        from safetensors.torch import save_file
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.folder / f"step-{ckpt.step:08d}"
-        if target.exists():
-            shutil.rmtree(target)
-        tmp = self.folder / f".step-{ckpt.step:08d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, tensors in (("params", ckpt.params), ("optim", ckpt.optim), ("rng", ckpt.rng)):
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": ckpt.step, **ckpt.meta}, sort_keys=True))
-        tmp.rename(target)
-        old = self._current_name()
-        write_bytes(self.pointer, json.dumps({"current": target.name}).encode())
-        if old and old != target.name:
-            shutil.rmtree(self.folder / old, ignore_errors=True)
-
-    def _current_name(self) -> str | None:
-        try:
-            name = json.loads(self.pointer.read_text())["current"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return name if isinstance(name, str) and name.startswith("step-") and "/" not in name else None
-
-    def load(self, expect: dict[str, Any]) -> Checkpoint | None:
-        """The current checkpoint if its ``meta`` matches ``expect``; else None."""
-        from safetensors.torch import load_file
-
-        name = self._current_name()
-        if name is None or not (self.folder / name / "meta.json").exists():
-            return None
-        folder = self.folder / name
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != FORMAT or any(meta.get(k) != v for k, v in expect.items()):
-            return None
-        try:
-            tensors = {n: load_file(str(folder / f"{n}.safetensors")) for n in ("params", "optim", "rng")}
-        except Exception:
-            raise InputError(f"checkpoint {folder} is damaged", hint=f"remove {self.folder} to start the round over") from None
-        return Checkpoint(int(meta["step"]), meta, tensors["params"], tensors["optim"], tensors["rng"])
+        if self.round is None:
+            raise RuntimeError("CheckpointStore.save before load: the round is not named")
+        blob = self.keys.seal(_serialize(ckpt), {"kind": "checkpoint", "round": self.round, "step": ckpt.step})
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"step-{ckpt.step:08d}.sealed"
+        write_bytes(self.folder / name, blob, mode=0o600)
+        old = self._files() - {name}
+        payload = encode({"format": POINTER_FORMAT, "route": self.keys.route, "round": self.round,
+                          "step": ckpt.step, "file": name, "sha256": hashlib.sha256(blob).hexdigest()})
+        env = dsse.Envelope(POINTER_TYPE, payload, tuple(self.keys.sign(POINTER_TYPE, payload)))
+        write_bytes(self.pointer, encode(env.to_dict()) + b"\n", mode=0o600)
+        for n in old:
+            (self.folder / n).unlink(missing_ok=True)
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _files(self) -> set[str]:
+        return {p.name for p in self.folder.glob("step-*.sealed")} if self.folder.is_dir() else set()
+
+    # --- reading ----------------------------------------------------------------------------
+    def load(self, expect: dict[str, Any]) -> Checkpoint | None:
+        """The current checkpoint if it belongs to the round ``expect`` fingerprints; None if there
+        is none or it belongs to another start of the round (``ignored`` says which)."""
+        self.round = round_id(expect)
+        self._migrate(expect)
+        if not self.pointer.exists():
+            return None
+        ptr = self._pointer()
+        if ptr["round"] != self.round:
+            self.ignored = (f"the checkpoint at step {ptr['step']} belongs to another start of this "
+                            "round (the spec, the training data, the base model or the production adapter changed); "
+                            "training starts over")
+            return None
+        path = self.folder / ptr["file"]
+        blob = _read(path)
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != ptr["sha256"]:
+            raise InputError(f"checkpoint {path} is not the one its signed pointer names (SHA-256 differs)",
+                             hint=f"delete {self.folder} to start the round over")
+        plain = self.keys.open(blob, {"kind": "checkpoint", "round": self.round, "step": ptr["step"]}, "checkpoint",
+                               path)
+        ckpt = _deserialize(plain, path, self.folder)
+        if ckpt.step != ptr["step"] or ckpt.meta.get("format") != FORMAT:
+            raise InputError(f"checkpoint {path} does not match its pointer", hint=f"delete {self.folder} to start "
+                             "the round over")
+        self.resumed = {"step": ckpt.step, "checkpoint_sha256": digest}
+        return ckpt
+
+    def _pointer(self) -> dict[str, Any]:
+        why = None
+        try:
+            env = dsse.parse(parse(read_input(self.pointer, "checkpoint pointer", max_bytes=MAX_POINTER),
+                                   what="checkpoint pointer"), expect_type=POINTER_TYPE)
+            self.keys.verify(POINTER_TYPE, env.payload, env.sig_map())
+            ptr = parse(env.payload, what="checkpoint pointer", canonical=True)
+        except SignatureError as exc:
+            why = f"it is not signed by this round's signing key ({exc}): written by another key or tampered with"
+        except FormatError as exc:
+            why = f"it is malformed ({exc})"
+        if why is None and not _valid(ptr):
+            why = "its fields are malformed"
+        if why is None and ptr["route"] != self.keys.route:
+            why = f"it belongs to route {ptr['route']!r}"
+        if why is not None:
+            raise InputError(f"checkpoint pointer {self.pointer} is refused: {why}",
+                             hint=f"if you rotated the signing key or moved the folder, delete {self.folder} to "
+                                  "start the round over; otherwise find out who wrote it")
+        return ptr
+
+    # --- plaintext from earlier versions ------------------------------------------------------
+    def _migrate(self, expect: dict[str, Any]) -> None:
+        """A plaintext checkpoint of earlier tgflow versions: seal it if it belongs to this round,
+        then delete every plaintext step folder. Never read and left."""
+        legacy = sorted(p for p in self.folder.glob("step-*") if p.is_dir()) if self.folder.is_dir() else []
+        legacy += sorted(self.folder.glob(".step-*.tmp")) if self.folder.is_dir() else []
+        if not legacy:
+            return
+        ckpt = _legacy(self.folder, expect)
+        if ckpt is not None:
+            self.save(ckpt)  # sealed, signed, and the pointer replaced
+        elif _legacy_pointer(self.pointer):
+            self.pointer.unlink()
+        for p in legacy:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _read(path: Path) -> bytes:
+    """The checkpoint file the pointer names: a regular file, read whole (it is decrypted in memory)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CHECKPOINT:
+                raise InputError(f"checkpoint {path} is not a regular file of at most {MAX_CHECKPOINT} bytes",
+                                 hint=f"delete {path.parent} to start the round over")
+            return f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read checkpoint {path}: {exc.strerror}",
+                         hint=f"restore it, or delete {path.parent} to start the round over") from None
+
+
+def _valid(ptr: Any) -> bool:
+    return (isinstance(ptr, dict) and set(ptr) == {"format", "route", "round", "step", "file", "sha256"}
+            and ptr["format"] == POINTER_FORMAT and isinstance(ptr["route"], str) and isinstance(ptr["round"], str)
+            and is_int(ptr["step"]) and ptr["step"] >= 0 and isinstance(ptr["file"], str)
+            and bool(_FILE.match(ptr["file"])) and isinstance(ptr["sha256"], str))
+
+
+def _serialize(ckpt: Checkpoint) -> bytes:
+    from safetensors.torch import save
+
+    tensors = {f"{part}/{k}": v.detach().cpu().contiguous()
+               for part in _PARTS for k, v in getattr(ckpt, part).items()}
+    meta = encode({**ckpt.meta, "format": FORMAT, "step": ckpt.step})
+    return struct.pack(">I", len(meta)) + meta + save(tensors)
+
+
+def _deserialize(plain: bytes, path: Path, folder: Path) -> Checkpoint:
+    from safetensors.torch import load
+
+    try:
+        (n,) = struct.unpack(">I", plain[:4])
+        meta = parse(plain[4:4 + n], what="checkpoint meta")
+        flat = load(plain[4 + n:])
+        parts: dict[str, dict[str, Any]] = {p: {} for p in _PARTS}
+        for key, value in flat.items():
+            part, name = key.split("/", 1)
+            parts[part][name] = value
+        return Checkpoint(int(meta["step"]), meta, parts["params"], parts["optim"], parts["rng"])
+    except Exception:
+        raise InputError(f"checkpoint {path} is damaged", hint=f"delete {folder} to start the round over") from None
+
+
+def _legacy(folder: Path, expect: dict[str, Any]) -> Checkpoint | None:
+    """The plaintext checkpoint the old pointer names, if it belongs to this round and reads."""
+    from safetensors.torch import load_file
+
+    try:
+        name = json.loads(read_input(folder / "current.json", "checkpoint pointer", max_bytes=MAX_POINTER))["current"]
+        if not (isinstance(name, str) and re.fullmatch(r"step-[0-9]{8}", name)):
+            return None
+        meta = json.loads((folder / name / "meta.json").read_text())
+        if meta.get("format") != LEGACY_FORMAT or any(meta.get(k) != v for k, v in expect.items()):
+            return None
+        tensors = {n: load_file(str(folder / name / f"{n}.safetensors")) for n in _PARTS}
+        return Checkpoint(int(meta["step"]), {**meta, "format": FORMAT}, *(tensors[n] for n in _PARTS))
+    except Exception:
+        return None
+
+
+def _legacy_pointer(path: Path) -> bool:
+    try:
+        obj = json.loads(read_input(path, "checkpoint pointer", max_bytes=MAX_POINTER))
+    except (InputError, ValueError, OSError):
+        return False
+    return isinstance(obj, dict) and set(obj) == {"current"}

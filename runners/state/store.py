@@ -6,10 +6,10 @@
     <state>/log.head.json         the log's length and head: a log cut short is detected
     <state>/privacy-ledger.json   the DP ledger, write-ahead (runners/privacy/ledger.py)
     <state>/audit-key.json        the key of the keyed digests of private data (0600)
-    <state>/novelty/seen.json     digests and near-duplicate keys of everything trained on (non-DP)
-    <state>/retained/vN.json      a release's training and held-out examples (non-DP; replay, forgetting)
-    <state>/federation/residual.safetensors  a federated site's top-k error feedback (what its updates left out)
-    <state>/checkpoint/           the running round's resumable checkpoint
+    <state>/novelty/seen.sealed   digests and near-duplicate keys of everything trained on (non-DP)
+    <state>/retained/vN.sealed    a release's training and held-out examples (non-DP; replay, forgetting)
+    <state>/federation/residual.sealed  a federated site's top-k error feedback (what its updates left out)
+    <state>/checkpoint/           the running round's resumable checkpoint (checkpoint.py)
     <state>/rounds/               each round's report and evidence
 
 Every change happens inside ``session()``, under the route's lock. The log
@@ -17,6 +17,11 @@ is the route's state: a change commits when its one log line is written and
 fsynced; a crash before that leaves nothing committed (a torn last line is
 dropped on the next open), and files written ahead of the line are named by
 it or swept. Folders from before the store migrate on first use.
+
+Files that hold private data or weights (``*.sealed`` and the checkpoint) are
+sealed to the route's recipient keys (keys.py): a store opened for a round
+has its ``keys``; plaintext ones from earlier tgflow versions are sealed when the
+next round opens the store, and their plaintext deleted.
 """
 
 from __future__ import annotations
@@ -35,16 +40,18 @@ from tgsp.errors import EvidenceError, FormatError, InputError
 from tgsp.inputfile import read_input
 
 from ..data.feeds import Example
+from . import migrate
+from .keys import StateKeys
+from .migrate import AUDIT_FORMAT, RESIDUAL_AD, RESIDUAL_FILE, SEEN_AD, SEEN_FILE, SEEN_FORMAT
 from .locks import locked
 
 STORE_FORMAT = "tgflow.route-store/1"
 HEAD_FORMAT = "tgflow.route-log-head/1"
-AUDIT_FORMAT = "tgflow.audit-key/1"
-SEEN_FORMAT = "tgflow.novelty-seen/1"
 RETAINED_FORMAT = "tgflow.retained-examples/1"
 REPORT_FORMAT = "tgflow.round-report/1"
 CREATED, MIGRATED, RECOVERED, ROUND = ("tgflow.route.created", "tgflow.route.migrated", "tgflow.route.recovered",
                                        "tgflow.route.round")
+SEALED = "tgflow.route.sealed"  # plaintext state of an earlier tgflow, sealed and deleted
 MAX_LOG = 64 << 20
 MAX_DOC = 256 << 20
 
@@ -56,8 +63,9 @@ class Seen:
 
 
 class RouteStore:
-    def __init__(self, folder: Path, route: str, *, now: clock.Clock = clock.utcnow) -> None:
-        self.folder, self.route, self.now = Path(folder), route, now
+    def __init__(self, folder: Path, route: str, *, now: clock.Clock = clock.utcnow,
+                 keys: StateKeys | None = None) -> None:
+        self.folder, self.route, self.now, self.keys = Path(folder), route, now, keys
         self.records: list[dict[str, Any]] = []
         self._held = False
 
@@ -101,6 +109,8 @@ class RouteStore:
             self._create()
         self._check_store()
         self.records = self._load_log(repair=True)
+        if self.keys is not None:
+            self._seal_plaintext()
 
     def _check_store(self) -> None:
         obj = self._doc(self.folder / "store.json", STORE_FORMAT, "route store")
@@ -114,12 +124,12 @@ class RouteStore:
         if not (self.folder / "log.jsonl").exists():
             self.records = []
             self.append(CREATED, {"route": self.route, "store": STORE_FORMAT})
-            legacy = _legacy_release(self.folder)
+            legacy = migrate.legacy_release(self.folder)
             if legacy is not None or any((self.folder / n).exists() for n in ("audit-key", "novelty", "rounds")):
                 self.append(MIGRATED, {"from": "pre-store folder", "release": legacy})
         else:
             self.records = self._load_log(repair=True)
-        _migrate_files(self.folder)
+        migrate.migrate_files(self.folder)
         write_bytes(self.folder / "store.json", encode({"format": STORE_FORMAT, "route": self.route}) + b"\n")
 
     # --- the log ------------------------------------------------------------------
@@ -238,32 +248,54 @@ class RouteStore:
         raise InputError(f"audit key {path} is damaged", hint="restore it from a backup (it keys this route's "
                          "evidence digests)")
 
-    def seen(self) -> Seen:
-        path = self.folder / "novelty" / "seen.json"
+    # --- sealed files: private data and weights (keys.py) ----------------------------------
+    def _sealed(self, path: Path, ad: dict[str, Any], what: str) -> bytes | None:
+        if self.keys is None:  # its plaintext predecessor may be there, unsealed: never read around it
+            raise RuntimeError("route store opened without its keys reads private state")
         if not path.exists():
-            return Seen(frozenset(), frozenset())
-        obj = self._doc(path, SEEN_FORMAT, "novelty record")
+            return None
+        return self.keys.open(read_input(path, what, max_bytes=MAX_DOC), ad, what, path)
+
+    def _write_sealed(self, path: Path, data: bytes, ad: dict[str, Any]) -> None:
+        if self.keys is None:
+            raise RuntimeError("route store opened without its keys writes private state")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_bytes(path, self.keys.seal(data, ad), mode=0o600)
+
+    def _sealed_doc(self, path: Path, ad: dict[str, Any], fmt: str, what: str) -> dict[str, Any] | None:
+        data = self._sealed(path, ad, what)
+        if data is None:
+            return None
+        obj = parse(data, what=f"{what} {path}")
+        if not isinstance(obj, dict) or obj.get("format") != fmt:
+            raise InputError(f"{what} {path} is not a {fmt} document", hint="restore the state folder from a backup")
+        return obj
+
+    def seen(self) -> Seen:
+        obj = self._sealed_doc(self.folder / SEEN_FILE, SEEN_AD, SEEN_FORMAT, "novelty record") or {}
         return Seen(frozenset(obj.get("digests", [])), frozenset(obj.get("near", [])))
 
     def add_seen(self, digests: set[str], near: set[str]) -> None:
         old = self.seen()
-        self._write_doc(self.folder / "novelty" / "seen.json", {
-            "format": SEEN_FORMAT, "digests": sorted(old.digests | digests), "near": sorted(old.near | near)})
+        self._write_sealed(self.folder / SEEN_FILE, encode({
+            "format": SEEN_FORMAT, "digests": sorted(old.digests | digests), "near": sorted(old.near | near)}), SEEN_AD)
 
     def retain(self, version: int, train: list[Example], heldout: list[Example]) -> None:
-        self._write_doc(self.folder / "retained" / f"v{version}.json", {
+        self._write_sealed(self.folder / "retained" / f"v{version}.sealed", encode({
             "format": RETAINED_FORMAT, "version": version,
-            "train": [[e.prompt, e.target] for e in train], "heldout": [[e.prompt, e.target] for e in heldout]})
+            "train": [[e.prompt, e.target] for e in train], "heldout": [[e.prompt, e.target] for e in heldout]}),
+            {"kind": "retained", "version": version})
 
     def retained(self) -> list[tuple[int, list[Example], list[Example]]]:
         """(version, train, held-out) of every retained release, oldest first."""
         out = []
         for r in self.releases():
-            path = self.folder / "retained" / f"v{r['version']}.json"
-            if path.exists():
-                obj = self._doc(path, RETAINED_FORMAT, "retained examples")
+            v = int(r["version"])
+            obj = self._sealed_doc(self.folder / "retained" / f"v{v}.sealed", {"kind": "retained", "version": v},
+                                   RETAINED_FORMAT, "retained examples")
+            if obj is not None:
                 as_ex = lambda rows: [Example(str(p), str(t)) for p, t in rows]  # noqa: E731
-                out.append((int(r["version"]), as_ex(obj["train"]), as_ex(obj["heldout"])))
+                out.append((v, as_ex(obj["train"]), as_ex(obj["heldout"])))
         return out
 
     def residual(self) -> dict[str, Any]:
@@ -271,11 +303,12 @@ class RouteStore:
         from safetensors import SafetensorError
         from safetensors.numpy import load
 
-        path = self.folder / "federation" / "residual.safetensors"
-        if not path.exists():
+        path = self.folder / RESIDUAL_FILE
+        data = self._sealed(path, RESIDUAL_AD, "error-feedback residual")
+        if data is None:
             return {}
         try:
-            return load(read_input(path, "error-feedback residual", max_bytes=MAX_DOC))
+            return load(data)
         except (SafetensorError, ValueError) as exc:
             raise InputError(f"error-feedback residual {path} is damaged ({exc})",
                              hint="delete it: the next update is then sent without the carried remainder") from None
@@ -283,12 +316,21 @@ class RouteStore:
     def set_residual(self, tensors: dict[str, Any] | None) -> None:
         from safetensors.numpy import save
 
-        path = self.folder / "federation" / "residual.safetensors"
+        path = self.folder / RESIDUAL_FILE
         if not tensors:
             path.unlink(missing_ok=True)
             return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_bytes(path, save(tensors), mode=0o600)
+        self._write_sealed(path, save(tensors), RESIDUAL_AD)
+
+    def _seal_plaintext(self) -> None:
+        """Plaintext state of earlier tgflow versions, sealed and then deleted (logged once per file)."""
+        done = []
+        for old, new, ad in migrate.plaintext_files(self.folder):
+            self._write_sealed(new, read_input(old, "route state", max_bytes=MAX_DOC), ad)
+            old.unlink()
+            done.append(str(old.relative_to(self.folder)))
+        if done:
+            self.append(SEALED, {"files": done, "note": "plaintext state sealed to the route's recipient keys"})
 
     def write_report(self, report: dict[str, Any], events: list[dict[str, Any]]) -> Path:
         stamp = clock.fmt(self.now()).replace(":", "")
@@ -303,47 +345,3 @@ class RouteStore:
 def evidence_of(report: Path) -> Path:
     """The evidence file written beside a round's report."""
     return report.with_name(report.name.removesuffix(".report.json") + ".evidence.jsonl")
-
-
-def _legacy_release(folder: Path) -> dict[str, Any] | None:
-    """The last release a pre-store folder recorded in its untagged route.json."""
-    path = folder / "route.json"
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(read_input(path, "route state", max_bytes=1 << 20))
-        version = obj["last_version"]
-        if not is_int(version) or version < 0:
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"legacy route state {path} is damaged; cannot migrate the route",
-                         hint="restore it, or move the folder away to start the route afresh") from None
-    return {"version": version, "package_id": obj.get("package_id"), "outcome": "packaged", "migrated": True}
-
-
-def _migrate_files(folder: Path) -> None:
-    """Pre-store files to tagged ones; each step can be repeated after a crash."""
-    old_key = folder / "audit-key"
-    if old_key.exists():
-        if not (folder / "audit-key.json").exists():
-            try:
-                key = bytes.fromhex(old_key.read_text().strip())
-            except (ValueError, UnicodeDecodeError):
-                raise InputError(f"audit key {old_key} is damaged; cannot migrate the route",
-                                 hint="restore it from a backup") from None
-            write_bytes(folder / "audit-key.json", encode({"format": AUDIT_FORMAT, "key": key.hex()}) + b"\n",
-                        mode=0o600)
-        old_key.unlink()
-    history = folder / "novelty" / "history.json"
-    if history.exists():
-        try:
-            digests = json.loads(history.read_text()).get("digests", [])
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            digests = []
-        if not (folder / "novelty" / "seen.json").exists():
-            write_bytes(folder / "novelty" / "seen.json",
-                        encode({"format": SEEN_FORMAT, "digests": sorted(map(str, digests)), "near": []}) + b"\n",
-                        mode=0o600)
-        (folder / "novelty" / "history.safetensors").unlink(missing_ok=True)
-        history.unlink()
-    (folder / "route.json").unlink(missing_ok=True)

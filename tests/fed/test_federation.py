@@ -245,8 +245,8 @@ def test_top_k_with_error_feedback_is_gated_on_the_held_out_loss(fed, capsys):
     assert sent["loose"]["compression"]["topk"] == 0.1  # the sparse update passed its gate and was sent
     assert sent["loose"]["bytes"]["encoded"] * 2 < sent["strict"]["bytes"]["encoded"]
     assert sent["strict"]["compression"]["topk"] is None  # 1% of values lost held-out loss: the dense one went
-    residual = fed.root / "out/topk-loose/.tgflow-state/support/federation/residual.safetensors"
-    assert residual.exists() and not (fed.root / "out/topk-strict/.tgflow-state/support/federation/residual.safetensors").exists()
+    residual = fed.root / "out/topk-loose/.tgflow-state/support/federation/residual.sealed"
+    assert residual.exists() and not (fed.root / "out/topk-strict/.tgflow-state/support/federation/residual.sealed").exists()
     code, report = aggregate(fed, capsys, "topk", [loose, strict], "--quorum", "2")
     assert code == 0 and report["evaluation"]["passed"], report  # a sparse and a dense update merge together
     assert len(report["training"]["aggregation"]["accepted"]) == 2

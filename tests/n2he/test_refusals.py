@@ -30,7 +30,7 @@ def rebuild(roles, src: Path, out: Path, *, home: Path, signer: str, reader: str
             recipients=("aggregator", "keyholder")) -> Path:
     """``src`` opened (as ``reader``), changed, and signed again by ``signer`` from ``home``: what a
     dishonest party holding that key could send."""
-    from runners.learn.adapters import identities_for
+    from runners.state.keys import identities_for
 
     rkr, kr = tgsp.Keyring(reader_home or roles.kh), tgsp.Keyring(home)
     report = tgsp.verify(src, rkr.trust_policy())

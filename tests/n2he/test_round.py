@@ -18,7 +18,8 @@ from .conftest import SITES, cli
 def _weights(path, home, recipient: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
-    from runners.learn.adapters import identities_for, read_release
+    from runners.learn.adapters import read_release
+    from runners.state.keys import identities_for
 
     kr = tgsp.Keyring(home)
     return load(read_release(path, kr.trust_policy(kind="adapter"), identities_for(kr, [recipient], pp)).weights)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runners.state.store import CREATED, MIGRATED, RECOVERED, ROUND, RouteStore
+from runners.state.keys import from_secret
+from runners.state.store import CREATED, MIGRATED, RECOVERED, ROUND, SEALED, RouteStore
 from tgsp.errors import InputError, RouteBusy
 
 
@@ -138,8 +139,9 @@ def _legacy(folder: Path) -> bytes:
 def test_a_pre_store_folder_migrates_on_first_use(tmp_path):
     folder = tmp_path / "state"
     key = _legacy(folder)
-    with RouteStore(folder, "support").session("peft run") as store:
-        assert [r["type"] for r in store.records] == [CREATED, MIGRATED]
+    keys = from_secret("support", b"test store keys, thirty-two byte")
+    with RouteStore(folder, "support", keys=keys).session("peft run") as store:
+        assert [r["type"] for r in store.records] == [CREATED, MIGRATED, SEALED]
         assert store.next_version() == 5 and store.releases()[0]["package_id"] == "sha256:" + "b" * 64
         assert store.audit_key() == key  # the keyed digests of earlier rounds stay comparable
         assert store.seen().digests == {"d1", "d2"}
@@ -149,8 +151,8 @@ def test_a_pre_store_folder_migrates_on_first_use(tmp_path):
     for p in folder.rglob("*.json"):  # every state file now carries a format tag
         if p.parent.name != "rounds":
             assert json.loads(p.read_text())["format"].startswith("tgflow."), p
-    with RouteStore(folder, "support").session("peft run") as store:  # once only
-        assert [r["type"] for r in store.records] == [CREATED, MIGRATED]
+    with RouteStore(folder, "support", keys=keys).session("peft run") as store:  # once only
+        assert [r["type"] for r in store.records] == [CREATED, MIGRATED, SEALED]
 
 
 def test_a_damaged_legacy_state_is_not_guessed(tmp_path):

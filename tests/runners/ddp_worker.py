@@ -23,6 +23,7 @@ class Tok:
 
 def _Recording(folder, log, rank):
     """The real checkpoint store, noting which rank saved (only rank 0 may)."""
+    from runners.state import keys
     from runners.state.checkpoint import CheckpointStore
 
     class Recording(CheckpointStore):
@@ -31,7 +32,7 @@ def _Recording(folder, log, rank):
                 f.write(f"{rank}\n")
             super().save(ckpt)
 
-    return Recording(folder)
+    return Recording(folder, keys.from_secret("ddp-test", b"ddp worker test state secret 32b"))
 
 
 def main() -> None:

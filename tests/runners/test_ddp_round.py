@@ -29,7 +29,8 @@ def _tgflow(ws, *args, wait=True):
 
 def _weights(ws, pkg: Path) -> dict:
     import tgsp
-    from runners.learn.adapters import identities_for, read_release
+    from runners.learn.adapters import read_release
+    from runners.state.keys import identities_for
     from safetensors.torch import load
 
     kr = tgsp.Keyring(ws.root / "home")

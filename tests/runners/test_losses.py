@@ -98,6 +98,7 @@ def _train(tiny_model, tmp_path, loss: dict) -> dict:
     from runners.learn.train import add_lora, train
     from runners.spec import LoraSpec
     from runners.state.checkpoint import CheckpointStore
+    from runners.state.keys import ephemeral
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     _, model = model_mod.load(tiny_model, model_mod.pick_device("auto"))
@@ -105,7 +106,7 @@ def _train(tiny_model, tmp_path, loss: dict) -> dict:
     g = torch.Generator().manual_seed(1)
     data = [Tokenized(ids, ids) for ids in (torch.randint(3, len(tok), (12,), generator=g).tolist() for _ in range(8))]
     spec = TrainingSpec(steps=4, batch_size=4, learning_rate=0.01, loss=LossSpec(**loss))
-    train(model, tok, data, spec, "cpu", CheckpointStore(tmp_path / loss["name"]), {"t": loss["name"]})
+    train(model, tok, data, spec, "cpu", CheckpointStore(tmp_path / loss["name"], ephemeral("losses")), {"t": loss["name"]})
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 

@@ -21,7 +21,7 @@ from runners.data.feeds import Example
 from runners.data.neardup import near_key
 from tgsp.package import open_package
 
-from tests.helpers import PASS
+from tests.helpers import PASS, plaintext_at_rest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,10 +232,19 @@ def test_killed_round_resumes_to_the_same_adapter(workspace, capsys, sig):
         assert proc.returncode == -signal.SIGKILL
     assert not (workspace.root / "out" / "kill.tgsp").exists()
     assert "training: step 1/40, loss " in proc.stderr.read()  # a log, not a terminal: plain lines as it goes
+    # Nothing private at rest: a finished route (ref-state: seen, retained) and a cut round (its checkpoint).
+    feeds = [json.loads(line) for f in (workspace.root / "feeds").glob("*.jsonl") for line in f.read_text().splitlines()]
+    texts = [row[k] for row in feeds for k in ("prompt", "completion", "text") if isinstance(row.get(k), str)]
+    assert list((workspace.state / "checkpoint").glob("step-*.sealed"))
+    assert plaintext_at_rest([workspace.root / "out", workspace.root / "ref-state"], texts) == []
     code, out, err = run(capsys, "peft", "run", "--spec", spec, "--json")
     assert code == 0, err
     resumed = json.loads(out)["training"]["resumed_from_step"]
     assert resumed > 0 and f"training: resumed from step {resumed} of 40" in err
+    events = [json.loads(line) for line in next((workspace.state / "rounds").glob("*packaged.evidence.jsonl"))
+              .read_text().splitlines()]
+    said = next(e["data"]["resumed"] for e in events if e["type"] == "tgflow.training")
+    assert said["from_step"] == resumed and len(said["checkpoint_sha256"]) == 64
     assert "training: step 40/40" in err and "tokens/s, eta " in err and "evaluating the adapters: done in" in err
     got = adapter_digest(unpack_adapter(workspace, workspace.root / "out" / "kill.tgsp", workspace.root / "u-kill"))
     assert got == want
