@@ -77,6 +77,7 @@ def make_updates(tmp: Path, sites: int) -> None:
     import numpy as np
 
     import tgsp
+    from tgsp.builder import in_memory
     from runners.fed import compress
     from runners.stages import site
     from runners.fed import updates
@@ -92,12 +93,10 @@ def make_updates(tmp: Path, sites: int) -> None:
             final = {k: v if method == "ffa" and ".lora_A." in k else
                      v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3 for k, v in state.items()}
             files, _ = site.encode_all(state, final, names, compress.Codec(), method, {})
-            folder = tmp / f"src-{method}-{i}"
-            site.write_index(folder, names)
-            site.write_deltas(folder, files)
             fed = {**_want(method, names, state), "examples": 100 + i, "weight_basis": "examples",
                    "compression": compress.Codec().to_dict(), "modules": len(names)}
-            tgsp.build(folder, tmp / f"{method}-{i}.tgsp", route="bench", kind=updates.KIND,
+            tgsp.build(tmp, tmp / f"{method}-{i}.tgsp", files=in_memory({**site.index_file(names),
+                                                                         **site.delta_files(files)}), route="bench", kind=updates.KIND,
                        recipients=[kr.public_file("aggregator").key], signers=[signer], extra={"federation": fed})
 
 

@@ -82,6 +82,7 @@ def make(tmp: Path, parties: int, n: int) -> dict:
     from safetensors.numpy import save_file
 
     import tgsp
+    from tgsp.builder import in_memory
     from runners.fed import compress
     from runners.stages import site
     from runners.fed import updates
@@ -100,27 +101,21 @@ def make(tmp: Path, parties: int, n: int) -> dict:
         signer = kr.signer(f"site-{p}", pp)
         vec, weight = _vector(p, n), 100 + p
         t0 = time.perf_counter()
-        folder = tmp / f"he-{p}"
-        site.write_index(folder, names)
-        (folder / "he").mkdir()
-        for k, ct in enumerate(ckks.encrypt(pub.ctx, vec * weight, pub.params)):
-            (folder / layout.ct_file(k)).write_bytes(ct)
-            wire += len(ct)
+        cts = {layout.ct_file(k): ct for k, ct in enumerate(ckks.encrypt(pub.ctx, vec * weight, pub.params))}
+        wire += sum(len(ct) for ct in cts.values())
         t_enc += time.perf_counter() - t0
         fed = {**want, "examples": weight, "weight_basis": "examples", "modules": len(names),
                "he": layout.he_section(pub.params, pub.id, n, weight, 10.0, "key-holder")}
-        tgsp.build(folder, tmp / f"he-{p}.tgsp", route="bench", kind=updates.KIND, recipients=recipients,
-                   signers=[signer], extra={"federation": fed})
-        plain = tmp / f"plain-{p}"
-        site.write_index(plain, names)
+        tgsp.build(tmp, tmp / f"he-{p}.tgsp", files=in_memory({**site.index_file(names), **cts}), route="bench",
+                   kind=updates.KIND, recipients=recipients, signers=[signer], extra={"federation": fed})
         codec = compress.Codec("none", 256, None)
         files = [{f"B.{k}": v for k, v in compress.encode(vec[i * ROWS * RANK:(i + 1) * ROWS * RANK].astype(np.float32)
                                                            .reshape(ROWS, RANK), codec)[0].items()}
                  for i in range(len(names))]
-        site.write_deltas(plain, files)
         fed = {**want, "examples": weight, "weight_basis": "examples", "modules": len(names),
                "compression": codec.to_dict()}
-        tgsp.build(plain, tmp / f"plain-{p}.tgsp", route="bench", kind=updates.KIND, recipients=recipients,
+        tgsp.build(tmp, tmp / f"plain-{p}.tgsp", files=in_memory({**site.index_file(names), **site.delta_files(files)}),
+                   route="bench", kind=updates.KIND, recipients=recipients,
                    signers=[signer], extra={"federation": fed})
     del save_file
     return {"encrypt_s_per_party_per_1M": t_enc / parties / (n / 1e6), "bytes_per_param": wire / (parties * n),

@@ -88,6 +88,15 @@ def collect(src: str | os.PathLike) -> list[SourceFile]:
     return out
 
 
+def in_memory(files: dict[str, bytes]) -> list[SourceFile]:
+    """``collect`` for files held in memory (a decrypted adapter must never touch disk)."""
+    out = sorted((SourceFile(_source_name(n), Path(), len(d), bytes(d)) for n, d in files.items()),
+                 key=lambda f: f.path.encode("utf-8"))
+    if len({casefold_key(f.path) for f in out}) != len(out):
+        raise UnsafeSourceError("two file names differ only in case; they would collide on unpack")
+    return out
+
+
 def _source_name(rel: str) -> str:
     try:
         return check_relpath(rel, what="file name")

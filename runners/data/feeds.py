@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import tgsp
 from tgsp.canonical import encode
 from tgsp.errors import InputError, NotFoundError
 
@@ -80,30 +79,37 @@ def row_to_example(row: Any, where: str, text_field: str | None = None, chat_tem
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
     with open(path, "rb") as f:
-        n = 0
-        while line := f.readline(MAX_ROW_BYTES + 1):  # bounded: a 200 MiB line or /dev/zero is never read whole
-            n += 1
-            if len(line) > MAX_ROW_BYTES:
-                raise InputError(f"{path}:{n}: row is longer than {MAX_ROW_BYTES} bytes")
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}:{n}: not valid JSON ({exc.args[0][:60]})") from None
-            except RecursionError:
-                raise InputError(f"{path}:{n}: not valid JSON (nested too deeply)") from None
+        yield from _jsonl_lines(f, str(path))
 
 
-def _parquet_rows(path: Path) -> Iterable[tuple[str, Any]]:
+def _jsonl_lines(f, path: str) -> Iterable[tuple[str, Any]]:
+    n = 0
+    while line := f.readline(MAX_ROW_BYTES + 1):  # bounded: a 200 MiB line or /dev/zero is never read whole
+        n += 1
+        if len(line) > MAX_ROW_BYTES:
+            raise InputError(f"{path}:{n}: row is longer than {MAX_ROW_BYTES} bytes")
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{n}", json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}:{n}: not valid JSON ({exc.args[0][:60]})") from None
+        except RecursionError:
+            raise InputError(f"{path}:{n}: not valid JSON (nested too deeply)") from None
+
+
+def _parquet_rows(path, label: str | None = None) -> Iterable[tuple[str, Any]]:
+    """Rows of a Parquet file (a path, or its bytes in memory named ``label``)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    label = label or str(path)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(path) if isinstance(path, bytes) else path)
     except Exception as exc:  # pyarrow raises several types for bad files
-        raise InputError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        raise InputError(f"{label}: not a readable Parquet file ({type(exc).__name__})") from None
     for i, row in enumerate(table.to_pylist()):
-        yield f"{path} row {i}", row
+        yield f"{label} row {i}", row
 
 
 def _dataset_rows(ds, label: str) -> Iterable[tuple[str, Any]]:
@@ -139,49 +145,47 @@ def _load_hf_cached(name: str, split: str):
                             "and use feed type jsonl") from exc
 
 
-def _files_rows(folder: Path) -> Iterable[tuple[str, Any]]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".jsonl", ".parquet"))
-    if not files:
+def _files_rows(files: dict[str, bytes], package: Path) -> Iterable[tuple[str, Any]]:
+    """Rows of a data package's .jsonl and .parquet files, decrypted in memory (never to disk)."""
+    names = sorted(n for n in files if n.endswith((".jsonl", ".parquet")))
+    if not names:
         raise InputError("the data package holds no .jsonl or .parquet file")
-    for p in files:
-        yield from (_jsonl_rows(p) if p.suffix == ".jsonl" else _parquet_rows(p))
+    for n in names:
+        label = f"{package}!{n}"
+        yield from (_jsonl_lines(io.BytesIO(files[n]), label) if n.endswith(".jsonl") else _parquet_rows(files[n], label))
+
+
+def _rows(feed: FeedSpec, base: Path, keyring, identities) -> tuple[Iterable[tuple[str, Any]], str, str | None]:
+    """(rows with where each came from, the source as the spec names it, the data package's id)."""
+    if feed.type == "hf":
+        return _dataset_rows(_load_hf_cached(feed.uri, feed.split), feed.uri), f"hf:{feed.uri}[{feed.split}]", None
+    path = resolve(base, feed.uri)
+    if not path.exists():
+        raise NotFoundError(f"feed {feed.type} {path} does not exist", hint="check feed.uri in the run spec")
+    source = f"{feed.type}:{feed.uri}"  # as the spec says it: signed evidence never names this machine's folders
+    if feed.type == "jsonl":
+        return _jsonl_rows(path), source, None
+    if feed.type == "parquet":
+        return _parquet_rows(path), source, None
+    if feed.type == "dataset":
+        return _dataset_rows(_load_saved(path, feed.split), str(path)), source, None
+    if keyring is None:  # tgsp: verified, then decrypted in memory
+        raise InputError("a TGSP data feed needs the keyring's trust store")
+    from tgsp.unpack import read_payload
+
+    policy = keyring.trust_policy(kind="data", route=feed.route, min_version=feed.min_version)
+    report, files = read_payload(path, policy, identities=identities or [])
+    return _files_rows(files, path), source, report.package_id
 
 
 def load_feed(feed: FeedSpec, base: Path, *, chat_template=None, keyring=None, identities=None) -> Feed:
     """Read every example of ``feed``. Paths resolve against ``base``."""
-    package_id = None
-    tmp = None
-    try:
-        if feed.type == "hf":
-            rows = _dataset_rows(_load_hf_cached(feed.uri, feed.split), feed.uri)
-            source = f"hf:{feed.uri}[{feed.split}]"
-        else:
-            path = resolve(base, feed.uri)
-            if not path.exists():
-                raise NotFoundError(f"feed {feed.type} {path} does not exist", hint="check feed.uri in the run spec")
-            source = f"{feed.type}:{feed.uri}"  # as the spec says it: signed evidence never names this machine's folders
-            if feed.type == "jsonl":
-                rows = _jsonl_rows(path)
-            elif feed.type == "parquet":
-                rows = _parquet_rows(path)
-            elif feed.type == "dataset":
-                rows = _dataset_rows(_load_saved(path, feed.split), str(path))
-            else:  # tgsp: verify, then read the unpacked files
-                if keyring is None:
-                    raise InputError("a TGSP data feed needs the keyring's trust store")
-                tmp = tempfile.TemporaryDirectory(prefix="tgflow-feed-")
-                policy = keyring.trust_policy(kind="data", route=feed.route, min_version=feed.min_version)
-                res = tgsp.unpack(path, Path(tmp.name) / "data", policy, identities=identities or [])
-                package_id = res.report.package_id
-                rows = _files_rows(Path(tmp.name) / "data")
-        examples = []
-        for where, row in rows:
-            examples.append(row_to_example(row, where, feed.text_field, chat_template))
-            if feed.max_examples and len(examples) >= feed.max_examples:
-                break
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    rows, source, package_id = _rows(feed, base, keyring, identities)
+    examples = []
+    for where, row in rows:
+        examples.append(row_to_example(row, where, feed.text_field, chat_template))
+        if feed.max_examples and len(examples) >= feed.max_examples:
+            break
     if not examples:
         raise InputError(f"feed {source} has no examples")
     digest = hashlib.sha256(encode([[e.prompt, e.target] for e in examples])).hexdigest()

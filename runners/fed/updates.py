@@ -270,7 +270,7 @@ class Body:
     CKKS ciphertexts (runners/n2he/site.py)."""
 
     federation: dict[str, Any]  # manifest fields this body adds
-    write: Callable[[Path], None]  # writes the payload files into the update's folder
+    files: Callable[[], dict[str, bytes]]  # the payload files by package path, in memory
     recipients: list[Any]  # public keys the update is encrypted to besides the aggregator
     privacy: dict[str, Any]  # the manifest's privacy record
     report: dict[str, Any] = field(default_factory=dict)  # added to the site's own report (never the package)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import tgsp
-from tgsp.errors import InputError, KeyringError
+from tgsp.errors import InputError
 from tgsp.unpack import read_payload
 
 CONFIG, WEIGHTS, CARD = "adapter_config.json", "adapter_model.safetensors", "README.md"
@@ -32,17 +32,6 @@ class Release:
     @property
     def base_model(self) -> dict[str, Any]:
         return (self.evidence.get("tgflow.inputs") or {}).get("base_model") or {}
-
-
-def identities_for(keyring, names: list[str], passphrase) -> list:
-    """The private recipient keys among ``names`` that this keyring holds."""
-    out = []
-    for name in names:
-        try:
-            out += keyring.identities(name, passphrase)
-        except KeyringError:
-            continue
-    return out
 
 
 def read_release(path: Path, policy, identities: list) -> Release:
@@ -100,12 +89,18 @@ def portable_ref(ref: str) -> str:
     return p.name if p.is_absolute() or ref.startswith("~") else ref
 
 
-def save(peft_model, folder: Path, *, base_ref: str, card: str) -> None:
-    """A PEFT folder of adapter ``default``, with a portable config and our model card."""
-    peft_model.save_pretrained(folder, safe_serialization=True, selected_adapters=["default"])
-    cfg_path = folder / CONFIG
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = portable_ref(base_ref)
+def in_memory(peft_model, *, base_ref: str, card: str) -> dict[str, bytes]:
+    """The PEFT folder of adapter ``default`` as bytes, never written to disk: what
+    ``save_pretrained`` writes for a LoRA (peft's own state dict and config), with a portable
+    config and our model card. tests/runners/test_model.py checks it against ``save_pretrained``."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    state = get_peft_model_state_dict(peft_model, adapter_name="default")
+    cfg = peft_model.peft_config["default"].to_dict()
+    cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
+    cfg.update(inference_mode=True, base_model_name_or_path=portable_ref(base_ref))
     cfg.pop("revision", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    (folder / CARD).write_text(card)
+    weights = save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+    return {CONFIG: (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode(), WEIGHTS: weights,
+            CARD: card.encode("utf-8")}

@@ -5,7 +5,6 @@ it would tell the aggregator something about the update."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tgsp.errors import InputError
@@ -47,12 +46,11 @@ def body(rnd, sel, u, final: dict, names: list[str], examples: int | None) -> Bo
     report: dict[str, Any] = {**he, "norm_before_clip": round(norm, 6), "clipped": norm > n2he.max_update_norm,
                               "ciphertext_bytes": 0}  # the site's own report: the manifest gets ``he`` only
 
-    def write(folder: Path) -> None:
-        (folder / "he").mkdir()
-        for k, ct in enumerate(ckks.encrypt(pub.ctx, vec, pub.params)):
-            (folder / layout.ct_file(k)).write_bytes(ct)
-            report["ciphertext_bytes"] += len(ct)
+    def files() -> dict[str, bytes]:
+        out = {layout.ct_file(k): ct for k, ct in enumerate(ckks.encrypt(pub.ctx, vec, pub.params))}
+        report["ciphertext_bytes"] += sum(len(ct) for ct in out.values())
+        return out
 
     privacy = {"mode": "n2he", "custody": n2he.custody, "context": pub.id, "max_update_norm": n2he.max_update_norm,
                "training": rnd.mode.manifest(u.privacy)}
-    return Body({"he": he, "bytes": {"float32": len(vec) * 4}}, write, holder, privacy, {"he": report})
+    return Body({"he": he, "bytes": {"float32": len(vec) * 4}}, files, holder, privacy, {"he": report})

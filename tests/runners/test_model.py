@@ -82,3 +82,34 @@ def test_model_fetch_writes_a_verified_offline_folder(tiny_model, tmp_path, monk
         model_digest(out)
     assert main(["model", "fetch", "acme/tiny-llama", "-o", str(out)]) == 2  # never over an existing folder
     assert main(["model", "fetch", "acme/not-here", "-o", str(tmp_path / "x")]) == 2
+
+
+def test_an_adapter_in_memory_is_what_save_pretrained_writes(tiny_model, tmp_path):
+    """The released adapter is packed from memory (never written in the clear): the same
+    files peft's own save_pretrained writes, with our portable base reference and card."""
+    import json
+
+    import torch
+    from safetensors.torch import load, load_file
+
+    from runners.learn import adapters, model as model_mod
+    from runners.learn.train import add_lora
+    from runners.spec import LoraSpec
+
+    _, model = model_mod.load(tiny_model, model_mod.pick_device("fp32"))
+    model = add_lora(model, LoraSpec(r=4, alpha=8, target_modules=["q_proj", "v_proj"]), seed=0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    files = adapters.in_memory(model, base_ref="examples/tiny-base", card="# card\n")
+    model.save_pretrained(tmp_path, safe_serialization=True, selected_adapters=["default"])
+    ours, theirs = load(files[adapters.WEIGHTS]), load_file(str(tmp_path / adapters.WEIGHTS))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    want = json.loads((tmp_path / adapters.CONFIG).read_text())
+    got = json.loads(files[adapters.CONFIG])
+    want.update(base_model_name_or_path=adapters.portable_ref("examples/tiny-base"))
+    want.pop("revision", None)
+    want["target_modules"] = sorted(want["target_modules"])
+    assert got == want
+    assert files[adapters.CARD] == b"# card\n"
