@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from . import observed as obs, roundlog
+from . import completions, observed as obs, roundlog
 from .common import STATE, emit_json, index_days_setting, keyring, passphrase
 from .term import say, styled, warn
 
@@ -361,6 +361,7 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling: the same seed gives the same samples. Default: a random one, printed."),
     stop: Optional[List[str]] = typer.Option(None, "--stop", help="Stop a completion at this text, which is left out. Repeatable."),
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the identity key.", dir_okay=False),
+    he: bool = typer.Option(False, "--he", help="EXPERIMENTAL: also generate with the LoRA delta computed under CKKS on encrypted activations (slow; hides activations from the adapter plane, not the adapter from the key holder: docs/he-lora.md)."),
     json_out: bool = typer.Option(False, "--json", help="Print the completions (every sample) as JSON."),
 ) -> None:
     """Try an adapter: verify the package, decrypt it in memory (never to disk), apply it
@@ -382,13 +383,5 @@ def generate(
     idents = [k for name in identity for k in kr.identities(name, pp)]
     text = prompt.replace("\\n", "\n")
     out = run_generate(package, kr.trust_policy(kind="adapter"), idents, text, against_base=against == "base",
-                       base_model=base_model, sampling=sampling)
-    if json_out:
-        return emit_json(out)
-    say(f"prompt:       {out['prompt']}")
-    if out["sampling"]["mode"] == "sample":
-        say(f"sampling:     seed {out['sampling']['seed']} (pass --seed {out['sampling']['seed']} to get these again)")
-    for who, label in (("base", "base model"), ("adapter", f"adapter v{out['version']}")):
-        for n, sample in enumerate(out["samples"].get(who, []), 1):
-            tag = label if len(out["samples"][who]) == 1 else f"{label} #{n}"
-            say(f"{tag + ':':<13} {sample.strip()}")
+                       base_model=base_model, sampling=sampling, he=he)
+    completions.show(out, as_json=json_out)

@@ -7,6 +7,7 @@ checked), so what is tried is exactly what was signed.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ def _load(folder: Path):
 
 
 def generate(package: Path, policy, identities: list, prompt: str, *, against_base: bool,
-             base_model: Path | None = None, sampling: sampling_mod.Sampling | None = None) -> dict[str, Any]:
-    """The adapter's completions of ``prompt`` (and the base model's, with the same seed)."""
+             base_model: Path | None = None, sampling: sampling_mod.Sampling | None = None,
+             he: bool = False) -> dict[str, Any]:
+    """The adapter's completions of ``prompt`` (and the base model's, with the same seed); with
+    ``he``, also the completions with the adapter's delta computed under CKKS (experimental)."""
     s = sampling_mod.check(sampling or sampling_mod.Sampling())
     release = adapters.read_release(package, policy, identities)
     tok, model, device = _load(base_for(release, base_model))
@@ -53,7 +56,20 @@ def generate(package: Path, policy, identities: list, prompt: str, *, against_ba
     peft_model = adapters.attach(model, release, "default")
     out["samples"]["adapter"] = sampling_mod.generate(peft_model, tok, prompt, device.name, s)
     out["adapter"] = out["samples"]["adapter"][0]
+    if he:
+        out["he"] = _he_generate(peft_model, tok, prompt, device.name, s, out["samples"])
     return out
+
+
+def _he_generate(peft_model, tok, prompt: str, device: str, s, samples: dict) -> dict[str, Any]:
+    from ..learn import he_lora
+
+    session = he_lora.HELoRA(peft_model)
+    t = time.perf_counter()
+    with session.active():
+        samples["he"] = sampling_mod.generate(peft_model, tok, prompt, device, s)
+    return session.report(seconds_total=time.perf_counter() - t,
+                          equal_to_plaintext=samples["he"] == samples["adapter"])
 
 
 def evaluate(registry: Registry, route: str, candidate: int, against: str, feed: FeedSpec, identities: list, *,

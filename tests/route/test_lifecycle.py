@@ -199,6 +199,13 @@ def test_promote_roll_back_resolve_and_generate(route, round2, capsys):
                        "--prompt", ticket["prompt"], "--against", "base", "--max-new-tokens", "14",
                        "--base-model", "examples/tiny-base")
     assert code == 0 and "base model:" in out and "adapter v1:" in out
+    code, out, err = cli(capsys, "peft", "generate", "--package", resolved["path"], "--identity", "operator",
+                         "--prompt", ticket["prompt"], "--max-new-tokens", "2", "--he", "--json",
+                         "--base-model", "examples/tiny-base")
+    assert code == 0, err
+    he = json.loads(out)["he"]  # the delta under CKKS gives the plaintext adapter's tokens
+    assert he["equal_to_plaintext"] and he["max_delta_error"] < 1e-6 and he["experimental"]
+    assert he["module_calls"] == 2 * len(he["modules"]) == 16 and "EXPERIMENTAL" in err
     sampled = ["peft", "generate", "--package", resolved["path"], "--identity", "operator", "--prompt", ticket["prompt"],
                "--max-new-tokens", "14", "--base-model", "examples/tiny-base", "--temperature", "1.3", "--top-p", "0.95",
                "--num-samples", "3", "--seed", "5", "--stop", "\\n", "--json"]
