@@ -25,5 +25,7 @@ run train scripts/bench_train.py --repeat 1
 run dp scripts/bench_dp.py --repeat 1 --no-opacus
 run fed scripts/bench_fed.py --quick --repeat 1
 run n2he scripts/bench_n2he.py
+run state scripts/bench_state.py
+run he_lora scripts/bench_he_lora.py --prompts 16 --max-new-tokens 4
 run ddp scripts/bench_ddp.py
 "$py" scripts/bench_table.py "$out"

@@ -43,7 +43,8 @@ class Header:
     prefix: bytes  # magic, length and header bytes: what the chunk key binds
 
 
-def seal(data: bytes, recipients: Sequence[Any], ad: dict[str, Any], *, chunk_size: int = _stream.DEFAULT_CHUNK) -> bytes:
+def seal(data: bytes, recipients: Sequence[Any], ad: dict[str, Any], *,
+         chunk_size: int = _stream.DEFAULT_CHUNK) -> bytearray:
     """``data`` sealed to ``recipients`` (PublicKey objects of kind recipient), bound to ``ad``."""
     if not recipients:
         raise ValueError("a sealed file needs at least one recipient")
@@ -54,11 +55,16 @@ def seal(data: bytes, recipients: Sequence[Any], ad: dict[str, Any], *, chunk_si
                    "size": len(data), "ad": ad, "recipients": wrapped})
     prefix = MAGIC + struct.pack(">I", len(head)) + head
     cipher = _stream.file_cipher(key, hashlib.sha256(prefix).hexdigest(), LABEL)
-    view, out = memoryview(data), [prefix]
-    count = _stream.chunk_count(len(data), chunk_size)
+    # Encrypted in place into one buffer: a checkpoint is large, and joining chunks would copy it again.
+    view, count = memoryview(data), _stream.chunk_count(len(data), chunk_size)
+    out = bytearray(len(prefix) + _stream.stored_size(len(data), chunk_size))
+    out[:len(prefix)] = prefix
+    dest, at = memoryview(out), len(prefix)
     for i in range(count):
-        out.append(cipher.encrypt(_stream.nonce(i, i == count - 1), view[i * chunk_size:(i + 1) * chunk_size], None))
-    return b"".join(out)
+        part = view[i * chunk_size:(i + 1) * chunk_size]
+        cipher.encrypt_into(_stream.nonce(i, i == count - 1), part, None, dest[at:at + len(part) + _stream.TAG])
+        at += len(part) + _stream.TAG
+    return out
 
 
 def is_sealed(blob: bytes) -> bool:

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ POINTER_FORMAT = "tgflow.checkpoint-pointer/1"
 POINTER_TYPE = "application/vnd.tgflow.checkpoint-pointer+json"
 _FILE = re.compile(r"^step-[0-9]{8}\.sealed$")
 _PARTS = ("params", "optim", "rng")
+META = "meta/json"  # JCS bytes as a uint8 tensor
 MAX_POINTER = 1 << 20
 MAX_CHECKPOINT = 64 << 30
 
@@ -181,21 +181,23 @@ def _valid(ptr: Any) -> bool:
 
 
 def _serialize(ckpt: Checkpoint) -> bytes:
+    import torch
     from safetensors.torch import save
 
     tensors = {f"{part}/{k}": v.detach().cpu().contiguous()
                for part in _PARTS for k, v in getattr(ckpt, part).items()}
+    # The metadata rides as a byte tensor, so the payload is one safetensors blob that loads without a copy.
     meta = encode({**ckpt.meta, "format": FORMAT, "step": ckpt.step})
-    return struct.pack(">I", len(meta)) + meta + save(tensors)
+    tensors[META] = torch.frombuffer(bytearray(meta), dtype=torch.uint8)
+    return save(tensors)
 
 
 def _deserialize(plain: bytes, path: Path, folder: Path) -> Checkpoint:
     from safetensors.torch import load
 
     try:
-        (n,) = struct.unpack(">I", plain[:4])
-        meta = parse(plain[4:4 + n], what="checkpoint meta")
-        flat = load(plain[4 + n:])
+        flat = load(plain)
+        meta = parse(flat.pop(META).numpy().tobytes(), what="checkpoint meta")
         parts: dict[str, dict[str, Any]] = {p: {} for p in _PARTS}
         for key, value in flat.items():
             part, name = key.split("/", 1)
