@@ -15,8 +15,9 @@ def show(out: dict[str, Any], *, as_json: bool) -> None:
     else:
         _text(out)
     if "he" in out:
-        warn("HE-LoRA is EXPERIMENTAL. It hides the activations from the adapter plane; it does not hide the adapter "
-             "from the key holder (about d answers recover ΔW), nor check the returned delta. See docs/he-lora.md.")
+        warn("HE-LoRA is EXPERIMENTAL. It hides the activations from an honest-but-curious adapter plane; it does "
+             "not hide the adapter from the key holder (one answer reveals ΔW), nor check the returned delta. "
+             "See docs/he-lora.md.")
 
 
 def _text(out: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from .errors import DecryptionError, FormatError, NotARecipientError
 MAGIC = b"tgflow-sealed/1\n"
 FORMAT = "tgflow.sealed-state/1"
 LABEL = b"tgflow/1 sealed state\x00"
-MAX_HEADER = 64 << 10
+MAX_HEADER = 256 << 10  # 64 recipients' wrapped keys take about 105 KiB
 MAX_RECIPIENTS = 64
 _FIELDS = {"format", "aead", "wrap", "chunk_size", "size", "ad", "recipients"}
 
@@ -46,13 +46,15 @@ class Header:
 def seal(data: bytes, recipients: Sequence[Any], ad: dict[str, Any], *,
          chunk_size: int = _stream.DEFAULT_CHUNK) -> bytearray:
     """``data`` sealed to ``recipients`` (PublicKey objects of kind recipient), bound to ``ad``."""
-    if not recipients:
-        raise ValueError("a sealed file needs at least one recipient")
+    unique = {r.keyid: r for r in recipients}  # two names for one key: one entry, which readers require
+    if not 0 < len(unique) <= MAX_RECIPIENTS:
+        raise ValueError(f"a sealed file needs 1 to {MAX_RECIPIENTS} recipients")
     key = os.urandom(32)
-    wrapped = sorted(({"keyid": r.keyid, "wrapped": b64e(_kem.wrap(key, r.public))} for r in recipients),
-                     key=lambda r: r["keyid"])
+    wrapped = [{"keyid": k, "wrapped": b64e(_kem.wrap(key, unique[k].public))} for k in sorted(unique)]
     head = encode({"format": FORMAT, "aead": _stream.AEAD_ID, "wrap": _kem.SUITE_ID, "chunk_size": chunk_size,
                    "size": len(data), "ad": ad, "recipients": wrapped})
+    if len(head) > MAX_HEADER:  # a file no reader would open must not be written
+        raise ValueError(f"a sealed file header of {len(head)} bytes is over {MAX_HEADER}")
     prefix = MAGIC + struct.pack(">I", len(head)) + head
     cipher = _stream.file_cipher(key, hashlib.sha256(prefix).hexdigest(), LABEL)
     # Encrypted in place into one buffer: a checkpoint is large, and joining chunks would copy it again.
@@ -105,6 +107,8 @@ def _recipients(value: Any) -> dict[str, bytes]:
         if r["keyid"] in out:
             raise FormatError("a sealed state recipient is listed twice")
         out[r["keyid"]] = b64d(r["wrapped"], what="wrapped key")
+    if list(out) != sorted(out):
+        raise FormatError("sealed state recipients must be sorted by keyid")
     return out
 
 
@@ -114,9 +118,9 @@ def open_sealed(blob: bytes, identities: Sequence[Any], ad: dict[str, Any]) -> b
     FormatError for a malformed file or another binding (it names the fields that differ);
     NotARecipientError if no identity is listed; otherwise the opaque DecryptionError."""
     h = read_header(blob)
-    if h.ad != ad:
-        diff = sorted(k for k in set(h.ad) | set(ad) if h.ad.get(k) != ad.get(k))
-        raise FormatError("sealed for another " + ", ".join(f"{k} ({h.ad.get(k)!r}, expected {ad.get(k)!r})"
+    if encode(h.ad) != encode(ad):  # JSON equality, types included: true is not 1
+        diff = sorted(k for k in set(h.ad) | set(ad) if encode([h.ad.get(k)]) != encode([ad.get(k)]))
+        raise FormatError("sealed for another " + ", ".join(f"{k} ({_show(h.ad.get(k))}, expected {_show(ad.get(k))})"
                                                                for k in diff))
     if len(blob) - len(h.prefix) != _stream.stored_size(h.size, h.chunk_size):
         raise DecryptionError()
@@ -141,3 +145,7 @@ def _unwrap(identities: Sequence[Any], wrapped: dict[str, bytes]) -> bytes:
         except DecryptionError:
             continue
     raise DecryptionError()
+
+
+def _show(value: Any) -> str:
+    return encode(value).decode("utf-8") if value is not None else "none"

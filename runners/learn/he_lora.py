@@ -18,10 +18,11 @@ import numpy as np
 from runners.n2he.lora import PARAMS, Adapter, AdapterPlane, KeyHolder
 from tgsp.errors import InputError
 
-PROTECTS = ("the activations, and so the prompt and the generated text, from whoever runs the adapter plane: "
-            "it sees ciphertexts, token counts and timing only")
-DOES_NOT_PROTECT = ("the adapter from the key holder: every answer is ΔW·x in plaintext, so about d answers (one "
-                    "batch of d tokens) recover ΔW; nor the delta's integrity: a dishonest plane can return any delta")
+PROTECTS = ("the activations, and so the prompt and the generated text, from an honest-but-curious adapter plane: "
+            "it sees ciphertexts, token and call counts (prompt and generation lengths) and timing")
+DOES_NOT_PROTECT = ("the adapter from the key holder: any one answer reveals ΔW exactly (no noise flooding); nor the "
+                    "delta's integrity: a dishonest plane can return any delta, and learn bits of the activations "
+                    "from how the key holder reacts to it")
 
 
 def adapters_of(peft_model, adapter: str = "default") -> dict[str, Adapter]:

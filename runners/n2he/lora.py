@@ -9,8 +9,9 @@ no rotation or relinearisation key, and no rescaling (depth two in plaintext pro
 so a result carries scale 2^(3·40) = 2^120 inside the 140 bits of data primes).
 N = 8192, primes [60, 40, 40, 60]: log Q = 200, under the HE standard's 218 for 128 bits.
 
-What each side learns is in docs/he-lora.md; in short: the plane learns nothing about x,
-and the key holder learns ΔW·x, from which d answers recover ΔW.
+What each side learns is in docs/he-lora.md; in short: an honest-but-curious plane learns
+token and call counts, not x; the key holder recovers ΔW exactly from any one answer (the
+result is not re-randomised, and the key holder knows its own ciphertexts' noise).
 """
 
 from __future__ import annotations

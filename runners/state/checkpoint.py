@@ -34,12 +34,12 @@ from tgsp.inputfile import read_input
 from .keys import StateKeys
 
 FORMAT = "tgflow-checkpoint/2"
-LEGACY_FORMAT = "tgflow-checkpoint/1"
 POINTER_FORMAT = "tgflow.checkpoint-pointer/1"
 POINTER_TYPE = "application/vnd.tgflow.checkpoint-pointer+json"
 _FILE = re.compile(r"^step-[0-9]{8}\.sealed$")
 _PARTS = ("params", "optim", "rng")
-META = "meta/json"  # JCS bytes as a uint8 tensor
+META = "tgflow"  # the safetensors metadata entry holding the checkpoint's JCS metadata
+MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
 MAX_POINTER = 1 << 20
 MAX_CHECKPOINT = 64 << 30
 
@@ -80,7 +80,8 @@ class CheckpointStore:
         write_bytes(self.folder / name, blob, mode=0o600)
         old = self._files() - {name}
         payload = encode({"format": POINTER_FORMAT, "route": self.keys.route, "round": self.round,
-                          "step": ckpt.step, "file": name, "sha256": hashlib.sha256(blob).hexdigest()})
+                          "step": ckpt.step, "file": name, "size": len(blob),
+                          "sha256": hashlib.sha256(blob).hexdigest()})
         env = dsse.Envelope(POINTER_TYPE, payload, tuple(self.keys.sign(POINTER_TYPE, payload)))
         write_bytes(self.pointer, encode(env.to_dict()) + b"\n", mode=0o600)
         for n in old:
@@ -107,7 +108,7 @@ class CheckpointStore:
                             "training starts over")
             return None
         path = self.folder / ptr["file"]
-        blob = _read(path)
+        blob = _read(path, ptr["size"])
         digest = hashlib.sha256(blob).hexdigest()
         if digest != ptr["sha256"]:
             raise InputError(f"checkpoint {path} is not the one its signed pointer names (SHA-256 differs)",
@@ -144,62 +145,66 @@ class CheckpointStore:
 
     # --- plaintext from earlier versions ------------------------------------------------------
     def _migrate(self, expect: dict[str, Any]) -> None:
-        """A plaintext checkpoint of earlier tgflow versions: seal it if it belongs to this round,
-        then delete every plaintext step folder. Never read and left."""
-        legacy = sorted(p for p in self.folder.glob("step-*") if p.is_dir()) if self.folder.is_dir() else []
-        legacy += sorted(self.folder.glob(".step-*.tmp")) if self.folder.is_dir() else []
+        """Plaintext checkpoints of earlier tgflow versions are deleted, never resumed: nothing
+        authenticates them, so whoever can write this folder could plant one to be signed."""
+        if not self.folder.is_dir():
+            return
+        legacy = sorted(p for p in self.folder.glob("step-*") if p.is_dir() or p.is_symlink())
+        legacy += sorted(self.folder.glob(".step-*.tmp"))
         if not legacy:
             return
-        ckpt = _legacy(self.folder, expect)
-        if ckpt is not None:
-            self.save(ckpt)  # sealed, signed, and the pointer replaced
-        elif _legacy_pointer(self.pointer):
+        if _legacy_pointer(self.pointer):
             self.pointer.unlink()
         for p in legacy:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_symlink() or not p.is_dir():
+                p.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        self.ignored = ("a plaintext checkpoint of an earlier tgflow was deleted unread (nothing authenticates it); "
+                        "training starts over")
 
 
-def _read(path: Path) -> bytes:
-    """The checkpoint file the pointer names: a regular file, read whole (it is decrypted in memory)."""
+def _read(path: Path, size: int) -> bytes:
+    """The checkpoint file the pointer names: a regular file (no link, no FIFO) of the size the
+    signed pointer gives, checked before a byte is read; read whole (it is decrypted in memory)."""
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CHECKPOINT:
-                raise InputError(f"checkpoint {path} is not a regular file of at most {MAX_CHECKPOINT} bytes",
-                                 hint=f"delete {path.parent} to start the round over")
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise InputError(f"cannot read checkpoint {path}: {exc.strerror}",
                          hint=f"restore it, or delete {path.parent} to start the round over") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            raise InputError(f"checkpoint {path} is not the regular file of {size} bytes its signed pointer names",
+                             hint=f"delete {path.parent} to start the round over")
+        return f.read(size)
 
 
 def _valid(ptr: Any) -> bool:
-    return (isinstance(ptr, dict) and set(ptr) == {"format", "route", "round", "step", "file", "sha256"}
+    return (isinstance(ptr, dict) and set(ptr) == {"format", "route", "round", "step", "file", "size", "sha256"}
+            and is_int(ptr["size"]) and 0 < ptr["size"] <= MAX_CHECKPOINT
             and ptr["format"] == POINTER_FORMAT and isinstance(ptr["route"], str) and isinstance(ptr["round"], str)
             and is_int(ptr["step"]) and ptr["step"] >= 0 and isinstance(ptr["file"], str)
             and bool(_FILE.match(ptr["file"])) and isinstance(ptr["sha256"], str))
 
 
 def _serialize(ckpt: Checkpoint) -> bytes:
-    import torch
     from safetensors.torch import save
 
     tensors = {f"{part}/{k}": v.detach().cpu().contiguous()
                for part in _PARTS for k, v in getattr(ckpt, part).items()}
-    # The metadata rides as a byte tensor, so the payload is one safetensors blob that loads without a copy.
-    meta = encode({**ckpt.meta, "format": FORMAT, "step": ckpt.step})
-    tensors[META] = torch.frombuffer(bytearray(meta), dtype=torch.uint8)
-    return save(tensors)
+    # The metadata rides in the safetensors header, so the payload is one blob that loads without a copy.
+    meta = encode({**ckpt.meta, "format": FORMAT, "step": ckpt.step}).decode("utf-8")
+    return save(tensors, metadata={META: meta})
 
 
 def _deserialize(plain: bytes, path: Path, folder: Path) -> Checkpoint:
     from safetensors.torch import load
 
     try:
-        flat = load(plain)
-        meta = parse(flat.pop(META).numpy().tobytes(), what="checkpoint meta")
+        meta = parse(_header(plain)["__metadata__"][META].encode("utf-8"), what="checkpoint meta")
         parts: dict[str, dict[str, Any]] = {p: {} for p in _PARTS}
-        for key, value in flat.items():
+        for key, value in load(plain).items():
             part, name = key.split("/", 1)
             parts[part][name] = value
         return Checkpoint(int(meta["step"]), meta, parts["params"], parts["optim"], parts["rng"])
@@ -207,21 +212,13 @@ def _deserialize(plain: bytes, path: Path, folder: Path) -> Checkpoint:
         raise InputError(f"checkpoint {path} is damaged", hint=f"delete {folder} to start the round over") from None
 
 
-def _legacy(folder: Path, expect: dict[str, Any]) -> Checkpoint | None:
-    """The plaintext checkpoint the old pointer names, if it belongs to this round and reads."""
-    from safetensors.torch import load_file
-
-    try:
-        name = json.loads(read_input(folder / "current.json", "checkpoint pointer", max_bytes=MAX_POINTER))["current"]
-        if not (isinstance(name, str) and re.fullmatch(r"step-[0-9]{8}", name)):
-            return None
-        meta = json.loads((folder / name / "meta.json").read_text())
-        if meta.get("format") != LEGACY_FORMAT or any(meta.get(k) != v for k, v in expect.items()):
-            return None
-        tensors = {n: load_file(str(folder / name / f"{n}.safetensors")) for n in _PARTS}
-        return Checkpoint(int(meta["step"]), {**meta, "format": FORMAT}, *(tensors[n] for n in _PARTS))
-    except Exception:
-        return None
+def _header(blob: bytes) -> dict[str, Any]:
+    """A safetensors header (u64 little-endian length, then JSON), which holds the metadata:
+    the library's in-memory load does not return it, and a checkpoint is never a plaintext file."""
+    n = int.from_bytes(blob[:8], "little")
+    if not 0 < n <= MAX_SAFETENSORS_HEADER or len(blob) < 8 + n:
+        raise ValueError("bad safetensors header")
+    return json.loads(blob[8:8 + n])
 
 
 def _legacy_pointer(path: Path) -> bool:

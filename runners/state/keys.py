@@ -17,15 +17,19 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tgsp import sealed
-from tgsp.errors import FormatError, InputError, KeyringError
+from tgsp.errors import (DecryptionError, FormatError, InputError, KeyringError, PassphraseRequiredError,
+                         WrongPassphraseError)
 
 
 def identities_for(keyring, names: Sequence[str], passphrase) -> list:
-    """The private recipient keys among ``names`` that this keyring holds."""
+    """The private recipient keys among ``names`` that this keyring holds. A key it does not
+    hold is skipped; a wrong or missing passphrase is the user's to fix, so it is raised."""
     out = []
     for name in names:
         try:
             out += keyring.identities(name, passphrase)
+        except (WrongPassphraseError, PassphraseRequiredError):
+            raise
         except KeyringError:
             continue
     return out
@@ -61,6 +65,10 @@ class StateKeys:
             raise InputError(f"{what} {path} cannot be used: {exc}",
                              hint="it was copied from another route or round, or damaged; restore the state "
                                   "folder from a backup") from None
+        except DecryptionError:  # opaque on purpose: which key, chunk or tag failed is not said
+            raise InputError(f"{what} {path} does not decrypt with route {self.route}'s recipient keys "
+                             f"({', '.join(self.names)})", hint="it is damaged or was sealed to other keys; "
+                             "restore the state folder from a backup") from None
 
     def sign(self, payload_type: str, payload: bytes) -> list[tuple[str, bytes]]:
         return self.signing_key.sign_hybrid(payload_type, payload)

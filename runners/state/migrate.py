@@ -46,7 +46,7 @@ def plaintext_files(folder: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
         v = p.stem[1:]
         if v.isdigit():
             out.append((p, p.with_suffix(".sealed"), {"kind": "retained", "version": int(v)}))
-    return [t for t in out if t[0].is_file()]
+    return [t for t in out if t[0].is_symlink() or t[0].is_file()]
 
 
 def migrate_files(folder: Path) -> None:

@@ -259,8 +259,12 @@ class RouteStore:
     def _write_sealed(self, path: Path, data: bytes, ad: dict[str, Any]) -> None:
         if self.keys is None:
             raise RuntimeError("route store opened without its keys writes private state")
+        blob = self.keys.seal(data, ad)
+        if len(blob) > MAX_DOC:  # what could not be read back is not written
+            raise InputError(f"{path.name} would be {len(blob)} bytes, over the {MAX_DOC} a route state file holds",
+                             hint="train on fewer examples per round (feed.max_examples)")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_bytes(path, self.keys.seal(data, ad), mode=0o600)
+        write_bytes(path, blob, mode=0o600)
 
     def _sealed_doc(self, path: Path, ad: dict[str, Any], fmt: str, what: str) -> dict[str, Any] | None:
         data = self._sealed(path, ad, what)
@@ -326,9 +330,14 @@ class RouteStore:
         """Plaintext state of earlier tgflow versions, sealed and then deleted (logged once per file)."""
         done = []
         for old, new, ad in migrate.plaintext_files(self.folder):
+            name = str(old.relative_to(self.folder))
+            if old.is_symlink():  # never followed: it could point at any file this process can read
+                old.unlink()
+                done.append(f"{name} (a link, removed unread)")
+                continue
             self._write_sealed(new, read_input(old, "route state", max_bytes=MAX_DOC), ad)
             old.unlink()
-            done.append(str(old.relative_to(self.folder)))
+            done.append(name)
         if done:
             self.append(SEALED, {"files": done, "note": "plaintext state sealed to the route's recipient keys"})
 

@@ -6,6 +6,7 @@ The end-to-end byte scan after a SIGTERM is in tests/runners/test_round.py
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -47,6 +48,25 @@ def test_a_sealed_file_opens_only_with_its_binding_and_a_listed_key():
     with pytest.raises(FormatError):  # not canonical: refused before any key is touched
         sealed.open_sealed(sealed.MAGIC + struct.pack(">I", len(other)) + other + blob[len(h.prefix):], [a],
                            {"route": "r", "kind": "t", "step": 3})
+
+
+def test_what_the_writer_writes_the_reader_opens_and_nothing_else():
+    a = PrivateKey.generate(RECIPIENT)
+    many = [PrivateKey.generate(RECIPIENT).public for _ in range(sealed.MAX_RECIPIENTS - 1)]
+    blob = sealed.seal(b"x", [a.public, a.public, *many], {"kind": "t"})  # one key named twice: one entry
+    assert len(sealed.read_header(blob).recipients) == sealed.MAX_RECIPIENTS
+    assert sealed.open_sealed(blob, [a], {"kind": "t"}) == b"x"
+    with pytest.raises(ValueError, match="1 to 64"):
+        sealed.seal(b"x", [a.public, *many, PrivateKey.generate(RECIPIENT).public], {"kind": "t"})
+    with pytest.raises(FormatError, match="true"):  # the binding is compared as JSON, types included
+        sealed.open_sealed(sealed.seal(b"x", [a.public], {"step": True}), [a], {"step": 1})
+    h = sealed.read_header(blob)
+    doc = json.loads(h.prefix[len(sealed.MAGIC) + 4:])
+    doc["recipients"].reverse()
+    from tgsp.canonical import encode
+    head = encode(doc)
+    with pytest.raises(FormatError, match="sorted"):
+        sealed.read_header(sealed.MAGIC + struct.pack(">I", len(head)) + head + blob[len(h.prefix):])
 
 
 def test_flipping_any_byte_of_a_sealed_file_is_refused():
@@ -109,7 +129,7 @@ def test_a_checkpoint_of_another_round_start_is_not_resumed_and_says_why(tmp_pat
     assert "belongs to another start of this round" in store.ignored
 
 
-@pytest.mark.parametrize("attack", ["pointer-byte", "other-signer", "swapped-file", "other-route"])
+@pytest.mark.parametrize("attack", ["pointer-byte", "other-signer", "swapped-file", "grown-file", "fifo", "other-route"])
 def test_a_planted_or_swapped_checkpoint_is_refused(tmp_path, attack):
     folder = tmp_path / "ck"
     _saved(folder)
@@ -129,9 +149,15 @@ def test_a_planted_or_swapped_checkpoint_is_refused(tmp_path, attack):
         other = _saved(tmp_path / "other")
         other.save(_ckpt(11))
         (folder / "step-00000010.sealed").write_bytes((tmp_path / "other" / "step-00000011.sealed").read_bytes())
+    elif attack == "grown-file":  # refused on its size, before a byte is read
+        with open(folder / "step-00000010.sealed", "ab") as f:
+            f.truncate(1 << 40)
+    elif attack == "fifo":  # never blocks on it
+        (folder / "step-00000010.sealed").unlink()
+        os.mkfifo(folder / "step-00000010.sealed")
     else:
         keys = _keys("billing")
-    with pytest.raises(InputError, match="refused|not the one its signed pointer names"):
+    with pytest.raises(InputError, match="refused|its signed pointer names"):
         CheckpointStore(folder, keys).load({"run": "x"})
 
 
@@ -144,8 +170,9 @@ def test_a_missing_identity_is_one_line_naming_the_key(tmp_path):
     assert "\n" not in str(err.value) and "operator" in err.value.hint
 
 
-def test_a_plaintext_checkpoint_of_an_earlier_tgflow_is_sealed_on_first_use(tmp_path):
-    import torch
+def test_a_plaintext_checkpoint_of_an_earlier_tgflow_is_deleted_unread(tmp_path):
+    """Nothing authenticates a plaintext checkpoint: resuming it would let whoever can write the
+    folder plant weights, optimizer and noise state to be signed. It is deleted and the round starts over."""
     from safetensors.torch import save_file
 
     folder, ck = tmp_path / "ck", _ckpt(5)
@@ -156,9 +183,11 @@ def test_a_plaintext_checkpoint_of_an_earlier_tgflow_is_sealed_on_first_use(tmp_
     (old / "meta.json").write_text(json.dumps({"format": "tgflow-checkpoint/1", "step": 5, "run": "x",
                                                "losses": [1.0] * 5, "tokens": 35}))
     (folder / "current.json").write_text(json.dumps({"current": "step-00000005"}))
-    back = CheckpointStore(folder, _keys()).load({"run": "x"})
-    assert back.step == 5 and torch.equal(back.params["lora_A"], ck.params["lora_A"])
-    assert sorted(p.name for p in folder.iterdir()) == ["current.json", "step-00000005.sealed"]
+    (folder / "step-00000006").symlink_to(old)  # a link is removed, never followed
+    store = CheckpointStore(folder, _keys())
+    assert store.load({"run": "x"}) is None and store.resumed is None
+    assert "deleted unread" in store.ignored and "starts over" in store.ignored
+    assert list(folder.iterdir()) == []
 
 
 # --- the route store's private files ----------------------------------------------------------
@@ -192,8 +221,15 @@ def test_plaintext_state_of_an_earlier_tgflow_is_sealed_and_deleted(tmp_path):
     (tmp_path / "retained" / "v1.json").write_text(json.dumps(
         {"format": "tgflow.retained-examples/1", "version": 1, "train": [["the private prompt", "t"]],
          "heldout": []}))
+    elsewhere = tmp_path.parent / "not-state.safetensors"
+    elsewhere.write_bytes(b"someone else's file")
+    (tmp_path / "federation").mkdir()
+    (tmp_path / "federation" / "residual.safetensors").symlink_to(elsewhere)
     with RouteStore(tmp_path, "support", keys=_keys()).session("t") as store:
         assert store.seen().digests == {"d1"}
-        assert [r["type"] for r in store.records].count(SEALED) == 1
+        sealed_records = [r for r in store.records if r["type"] == SEALED]
+        assert len(sealed_records) == 1 and store.residual() == {}
+        assert "federation/residual.safetensors (a link, removed unread)" in json.dumps(sealed_records)
+    assert elsewhere.read_bytes() == b"someone else's file"
     assert not (tmp_path / "novelty" / "seen.json").exists() and not (tmp_path / "retained" / "v1.json").exists()
     assert b"the private prompt" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
