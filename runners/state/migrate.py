@@ -20,6 +20,11 @@ SEEN_FILE, SEEN_AD = "novelty/seen.sealed", {"kind": "novelty-seen"}
 RESIDUAL_FILE, RESIDUAL_AD = "federation/residual.sealed", {"kind": "fed-residual"}
 
 
+def retained(version: int) -> tuple[str, dict[str, Any]]:
+    """Release ``version``'s retained-examples file and its binding."""
+    return f"retained/v{version}.sealed", {"kind": "retained", "version": version}
+
+
 def legacy_release(folder: Path) -> dict[str, Any] | None:
     """The last release a pre-store folder recorded in its untagged route.json."""
     path = folder / "route.json"
@@ -45,7 +50,8 @@ def plaintext_files(folder: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
     for p in sorted((folder / "retained").glob("v*.json")) if (folder / "retained").is_dir() else []:
         v = p.stem[1:]
         if v.isdigit():
-            out.append((p, p.with_suffix(".sealed"), {"kind": "retained", "version": int(v)}))
+            name, ad = retained(int(v))
+            out.append((p, folder / name, ad))
     return [t for t in out if t[0].is_symlink() or t[0].is_file()]
 
 

@@ -285,18 +285,18 @@ class RouteStore:
             "format": SEEN_FORMAT, "digests": sorted(old.digests | digests), "near": sorted(old.near | near)}), SEEN_AD)
 
     def retain(self, version: int, train: list[Example], heldout: list[Example]) -> None:
-        self._write_sealed(self.folder / "retained" / f"v{version}.sealed", encode({
+        name, ad = migrate.retained(version)
+        self._write_sealed(self.folder / name, encode({
             "format": RETAINED_FORMAT, "version": version,
-            "train": [[e.prompt, e.target] for e in train], "heldout": [[e.prompt, e.target] for e in heldout]}),
-            {"kind": "retained", "version": version})
+            "train": [[e.prompt, e.target] for e in train], "heldout": [[e.prompt, e.target] for e in heldout]}), ad)
 
     def retained(self) -> list[tuple[int, list[Example], list[Example]]]:
         """(version, train, held-out) of every retained release, oldest first."""
         out = []
         for r in self.releases():
             v = int(r["version"])
-            obj = self._sealed_doc(self.folder / "retained" / f"v{v}.sealed", {"kind": "retained", "version": v},
-                                   RETAINED_FORMAT, "retained examples")
+            name, ad = migrate.retained(v)
+            obj = self._sealed_doc(self.folder / name, ad, RETAINED_FORMAT, "retained examples")
             if obj is not None:
                 as_ex = lambda rows: [Example(str(p), str(t)) for p, t in rows]  # noqa: E731
                 out.append((v, as_ex(obj["train"]), as_ex(obj["heldout"])))
