@@ -25,6 +25,9 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(3, "key", "key or passphrase problem", False),
     Outcome(4, "decrypt", "decryption failed (opaque)", False),
     Outcome(5, "output", "output not writable", False),
+    Outcome(6, "registry-auth", "the OCI registry refused the credentials (or needs some); nothing written", False),
+    Outcome(7, "registry-unavailable", "the OCI registry could not be reached or failed (network, TLS, 5xx, a dropped "
+                                       "connection); nothing written; retry later", True),
     Outcome(10, "skipped-low-novelty", "peft run: round skipped (too little novel data)", False),
     Outcome(11, "rejected-forgetting", "peft run: adapter rejected by the forgetting budget", False),
     Outcome(12, "rejected-eval-gate", "peft run: adapter rejected by the evaluation gate", False),

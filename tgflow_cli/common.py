@@ -8,7 +8,7 @@ import getpass
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,6 +26,7 @@ class State:
     json: bool = False
     reported: bool = False  # a --json report already went to stdout
     compact: bool = False  # JSON on one line (peft run --json: the report is the last line of stdout)
+    registry: dict = field(default_factory=dict)  # this command's registry flags (oci_access.use)
 
 
 STATE = State()

@@ -19,6 +19,7 @@ INTERRUPTED, TERMINATED, BUSY, UNCHANGED = _C("interrupted"), _C("terminated"), 
 SKIPPED, FORGETTING, GATE, BUDGET = (_C("skipped-low-novelty"), _C("rejected-forgetting"), _C("rejected-eval-gate"),
                                      _C("privacy-budget-exhausted"))
 RESUMABLE, QUORUM, PLAN = _C("interrupted-resumable"), _C("quorum-not-met"), _C("refused-plan")
+REG_AUTH, REG_DOWN = _C("registry-auth"), _C("registry-unavailable")
 
 MEANINGS: dict[int, str] = outcomes.meanings()
 
@@ -39,6 +40,12 @@ TABLE: list[tuple[type[BaseException], int, str | None]] = [
     (E.KeyNotFoundError, KEY, "see: tgflow key list"),
     (E.KeyringError, KEY, None),
     (E.PackageError, FAILED, None),
+    (E.RegistryAuthError, REG_AUTH, "check the credentials: ~/.docker/config.json, or --username with "
+                                    "TGFLOW_REGISTRY_PASSWORD or --registry-password-file"),
+    (E.RegistryUnavailable, REG_DOWN, "check the host, port, --ca-file or --plain-http; retry later"),
+    (E.RegistryConflict, BUSY, "another editor changed the route index meanwhile; retry"),
+    (E.RegistryError, FAILED, None),
+    (E.HookFailed, FAILED, None),
     (E.OutputError, OUTPUT, None),
     (E.InputError, USAGE, None),
     (E.TgflowError, USAGE, None),

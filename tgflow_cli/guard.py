@@ -39,6 +39,7 @@ def run(body: Callable[[], int], argv: list[str], pending: list[int] | None) -> 
     STATE.debug = "--debug" in argv or os.environ.get("TGFLOW_DEBUG", "") not in ("", "0")
     STATE.reported = False
     STATE.compact = False
+    STATE.registry = {}
     Level.quiet, Level.verbose, Level.wide = False, 0, False
     common.reset()  # config.toml is read afresh for each command
     with terminate_raises(), common.env_restored("TGFLOW_INDEX_DAYS"):

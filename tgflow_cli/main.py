@@ -26,7 +26,7 @@ from .help import HELP_OPTIONS, polish
 # export or telemetry code. The attribute is a Typer group or a command function.
 COMMANDS = {
     "key": ("key_cmds", "app"), "tgsp": ("tgsp_cmds", "app"), "peft": ("peft_cmds", "app"),
-    "route": ("route_cmds", "app"), "model": ("model_cmds", "app"), "fed": ("fed_cmds", "app"),
+    "route": ("route_cmds", "app"), "push": ("oci_cmds", "push"), "pull": ("oci_cmds", "pull"), "model": ("model_cmds", "app"), "fed": ("fed_cmds", "app"),
     "privacy": ("privacy_cmds", "app"), "export": ("export_cmds", "export"), "version": ("meta_cmds", "version"),
     "doctor": ("meta_cmds", "doctor"), "completion": ("meta_cmds", "completion"),
 }

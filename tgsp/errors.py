@@ -198,3 +198,25 @@ class Interrupted(TgflowError):
 # --- environment (exit 5) ----------------------------------------------------
 class OutputError(TgflowError):
     """The output could not be written (permissions, disk full, exists)."""
+
+
+# --- registries (exit 6, 7) ------------------------------------------------------
+class RegistryError(TgflowError):
+    """An OCI registry could not be used. What a registry *sends* that fails a check (a bad
+    manifest, a digest mismatch) is a PackageError instead: exit 1, like a bad package."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials, or asked for some and none were given (exit 6)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, dropped the connection or failed (5xx); exit 7, retry."""
+
+
+class HookFailed(TgflowError):
+    """A command the user gave to run after a change (``--on-change``) failed (exit 1)."""
+
+
+class RegistryConflict(RegistryError):
+    """A tag moved while it was being replaced (another editor); the caller retries."""

@@ -55,7 +55,8 @@ def reg(tmp_path, monkeypatch):
 def test_register_promote_rollback_resolve(reg, capsys):
     for v in (1, 2):
         code, out, err = cli(capsys, "route", "register", reg.package(v), *reg.args, *reg.sign, "--json")
-        assert code == 0, err and json.loads(out)["version"] == v
+        assert code == 0, err
+        assert json.loads(out)["version"] == v
     assert cli(capsys, "route", "promote", "support", "1", *reg.args, *reg.sign)[0] == 0
     state = reg.root / "deploy-state.json"
     resolve = lambda: cli(capsys, "route", "resolve", "support", *reg.args, "--state", state, "--json")  # noqa: E731
