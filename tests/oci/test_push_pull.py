@@ -134,8 +134,9 @@ def test_mirror_into_a_layout_and_push_it_across_the_air_gap_with_referrers(regi
         other.stop()
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed (apt-get install skopeo)")
 def test_skopeo_reads_what_tgflow_pushed_and_tgflow_reads_what_skopeo_wrote(registry, world, capsys, tmp_path):
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is not installed (apt-get install skopeo; .ci/run does)")
     pkg = world.package(4)
     ref = f"oci://{registry.host}/tgflow/support:v4"
     digest = json.loads(cli(capsys, "push", pkg, ref, "--plain-http", "--json")[1])["digest"]
