@@ -115,7 +115,7 @@ class Repository:
                 tries += 1
                 if tries >= UPLOAD_TRIES:
                     raise
-                offset, where = self._uploaded(where)
+                offset, where = self._resume(where)
         self._finish(where, digest, b"")
 
     def _start_upload(self) -> str:
@@ -130,6 +130,14 @@ class Repository:
                                           "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
         resp.close()
         return _location(resp)
+
+    def _resume(self, where: str) -> tuple[int, str]:
+        """Where to go on after a dropped chunk: the registry's Range, or a new upload from the
+        start when it has dropped the session (distribution does, if the cut chunk reached it)."""
+        try:
+            return self._uploaded(where)
+        except (NotFoundError, RegistryError):
+            return 0, self._start_upload()
 
     def _uploaded(self, where: str) -> tuple[int, str]:
         """How much of the upload the registry holds (its ``Range``), and where to go on."""
