@@ -24,6 +24,8 @@ RUN python -m venv /opt/tgflow \
       boto3 google-cloud-secret-manager azure-keyvault-secrets azure-identity
 
 FROM ${PYTHON_IMAGE}
+# curl: `route materialize --on-change` hooks call the serving engine's API (vLLM's load_lora_adapter).
+RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/tgflow /opt/tgflow
 RUN groupadd --gid 10001 tgflow && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp tgflow
 ENV PATH=/opt/tgflow/bin:$PATH \

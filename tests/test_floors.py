@@ -86,8 +86,10 @@ def test_importing_the_library_loads_no_recipe_and_no_cli():
 
 
 def test_route_state_never_loads_torch():
-    """runners/state/ is what a deploying CronJob reads: no torch, numpy, transformers, peft or tenseal."""
-    light = [m for m in _modules("runners") if m.startswith(("runners.state", "runners.data", "runners.telemetry"))]
+    """runners/state/ (and runners/oci/, which it reads through) is what a deploying CronJob loads: no torch,
+    numpy, transformers, peft or tenseal."""
+    light = [m for m in _modules("runners")
+             if m.startswith(("runners.state", "runners.data", "runners.oci", "runners.telemetry"))]
     heavy = "m.split('.')[0] in ('torch', 'numpy', 'transformers', 'peft', 'tenseal')"
     assert _loaded_after_importing(light, heavy) == []
 

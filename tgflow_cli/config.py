@@ -21,7 +21,7 @@ keyring folder.
     image = "registry.example/tgflow:0.1.0"     # after TGFLOW_IMAGE
 
     [route]
-    registry = "/srv/tgflow/registry"          # route ... --registry
+    registry = "/srv/tgflow/registry"          # route ... --registry (or "oci://HOST/REPO")
     signing_key = "release"                    # route ... --signing-key
 
     [metrics]                                  # peft run, fed aggregate, fed decrypt
@@ -111,7 +111,9 @@ def load(home: Path) -> Config:
             raise InputError(f"{path}: [{section}] must be a table")
         for key, value in table.items():
             _check(path, known, section, key, value)
-            if (section, key) in _PATHS:
+            if (section, key) == ("route", "registry") and str(value).startswith("oci://"):
+                pass  # a registry reference, not a path
+            elif (section, key) in _PATHS:
                 value = [_rel(home, v) for v in value] if isinstance(value, list) else _rel(home, value)
             elif (section, key) == ("tgsp", "trusted"):  # names stay names; files are relative to the keyring
                 value = [_rel(home, v) if "/" in v or v.endswith(".json") else v for v in value]

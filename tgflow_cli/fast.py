@@ -163,11 +163,11 @@ def _settle_verify(line: Line) -> dict:
 
 def _settle_resolve(line: Line) -> dict:
     v = line.values
-    if "spec" in v:
-        raise _Unsure  # reading a run spec loads pydantic anyway: the full CLI does it
+    if "spec" in v or v.get("registry", "").startswith("oci://"):
+        raise _Unsure  # a run spec loads pydantic, a registry httpx, anyway: the full CLI does it
     return {"route": line.positionals[0], "alias": v.get("alias", "production"),
             "state": _path(v.get("state"), folder_ok=False), "trusted": line.lists.get("trusted") or None,
-            "registry": _path(v.get("registry"), file_ok=False), "spec": None, "json_out": "json_out" in line.flags}
+            "registry": v.get("registry"), "spec": None, "json_out": "json_out" in line.flags}
 
 
 def settle(line: Line) -> dict:

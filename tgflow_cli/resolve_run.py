@@ -16,15 +16,16 @@ from .stdio import no_dash
 from .term import say, warn
 
 
-def _registry_dir(registry: Path | None, spec: Path | None) -> Path:
+def _registry_dir(registry: str | Path | None, spec: Path | None) -> Path | str:
     if registry:
-        return registry
+        return registry if str(registry).startswith("oci://") else Path(registry)
     if spec:
         from runners.stages.inputs import open_round
 
-        return open_round(spec, None, None).registry_dir
+        return open_round(spec, None, None).registry_location
     if config().get("route", "registry"):
-        return Path(config().get("route", "registry"))
+        value = config().get("route", "registry")
+        return value if value.startswith("oci://") else Path(value)
     raise InputError("no registry given", hint="pass --registry DIR (or --spec FILE, or set [route] registry in config.toml)")
 
 
@@ -37,16 +38,22 @@ def trusted_policy(trusted: list[str] | None = None):
     return kr.trust_policy(trusted=trusted or None)
 
 
-def open_registry(registry: Path | None, spec: Path | None, policy=None, *, create: bool = False):
+def open_registry(registry: str | Path | None, spec: Path | None, policy=None, *, create: bool = False):
     """The registry; a folder that does not exist is refused (exit 2), not read as "no routes"."""
-    from runners.state.registry import Registry as Reg
+    from runners.state.registry import at
 
     index_days_setting()
     root = _registry_dir(registry, spec)
+    if isinstance(root, str):
+        from .oci_access import access
+
+        return at(root, policy or trusted_policy(), access=access())
+    if root.exists() and not root.is_dir():
+        raise InputError(f"registry {root} is not a folder", hint="--registry takes a folder or oci://HOST/REPO")
     if not create and not root.is_dir():
         raise NotFoundError(f"registry folder {root} does not exist",
                             hint="check --registry; a route's first peft run (or route register) creates it")
-    return Reg(root, policy or trusted_policy())
+    return at(root, policy or trusted_policy())
 
 
 def resolve_alias(route: str, alias: str, state: Path | None, trusted: list[str] | None, registry: Path | None,

@@ -12,14 +12,16 @@ from tgsp.errors import InputError
 
 from .flags import OutputFormat
 from .common import config, emit, emit_json, keyring, output_format, passphrase, short
-from . import resolve_run
+from . import oci_access, resolve_run
+from .materialize_cmd import materialize
+from .oci_access import CaFile, PasswordFile as RegistryPasswordFile, PlainHttp, Username
 from .resolve_run import open_registry
 from .stdio import no_dash
 from .term import cells, say, show
 
-app = typer.Typer(no_args_is_help=True, help="A route's registry: register, evaluate, promote, roll back and resolve adapters.")
+app = typer.Typer(no_args_is_help=True, help="A route's registry: register, evaluate, promote, roll back, resolve and materialize adapters.")
 
-Registry = typer.Option(None, "--registry", metavar="DIR", help="The registry folder (default: the --spec's output folder's registry/, then [route] registry in config.toml).", file_okay=False)
+Registry = typer.Option(None, "--registry", metavar="DIR|oci://HOST/REPO", help="The registry: a folder, or an OCI registry repository (default: the --spec's output folder's registry/, then [route] registry in config.toml).")
 SpecOpt = typer.Option(None, "--spec", help="Take the registry (and route state) from this run spec.", dir_okay=False)
 Json = typer.Option(False, "--json", help="Print machine-readable JSON.")
 SigningKey = typer.Option(None, "--signing-key", metavar="KEY", help="Key that signs the new index version (default: [route] signing_key in config.toml).")
@@ -42,12 +44,14 @@ def _versions(doc: dict[str, Any]) -> dict[str, list[str]]:
 
 
 @app.command("list")
-def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, json_out: bool = Json,
+def list_(registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, json_out: bool = Json,
           fmt: Optional[str] = OutputFormat) -> None:
     """Every route in the registry, with what its aliases name.
 
     Example: tgflow route list --registry demo-out/registry
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec)
     rows = []
     for route in reg.routes():
@@ -67,12 +71,14 @@ def list_(registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, j
 
 
 @app.command("show")
-def show_(route: str = typer.Argument(..., help="The route key."), registry: Optional[Path] = Registry,
+def show_(route: str = typer.Argument(..., help="The route key."), registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile,
           spec: Optional[Path] = SpecOpt, json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """The route's verified index: its aliases and every registered version with its evaluation.
 
     Example: tgflow route show support --registry demo-out/registry
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     doc = open_registry(registry, spec).require(route)
     if fmt := output_format(fmt, json_out):
         return emit(doc, fmt)
@@ -87,13 +93,15 @@ def show_(route: str = typer.Argument(..., help="The route key."), registry: Opt
 
 
 @app.command()
-def history(route: str = typer.Argument(..., help="The route key."), registry: Optional[Path] = Registry,
+def history(route: str = typer.Argument(..., help="The route key."), registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile,
             spec: Optional[Path] = SpecOpt, json_out: bool = Json, fmt: Optional[str] = OutputFormat) -> None:
     """Every change to the route's index (register, eval, promote, rollback); with --spec,
     also the route log's rounds and their outcomes.
 
     Example: tgflow route history support --spec examples/run_spec.json
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     doc = open_registry(registry, spec).require(route)
     rounds = _rounds(spec) if spec else []
     if fmt := output_format(fmt, json_out):
@@ -119,13 +127,15 @@ def _rounds(spec: Path) -> list[dict[str, Any]]:
 def register(
     package: Path = typer.Argument(..., help="The adapter package to register.", dir_okay=False),
     alias: str = typer.Option("candidate", "--alias", help="Point this alias at it."),
-    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
+    registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
     """Verify a package, copy it into the registry and list it (peft run does this itself, as candidate).
 
     Example: tgflow route register demo-out/support.tgsp --registry demo-out/registry --signing-key release
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec, create=True)
     entry = reg.register(package, _signer(signing_key, passphrase_file), alias=alias)
     if json_out:
@@ -141,7 +151,8 @@ def eval_(
     eval_feed: Path = typer.Option(..., "--eval", metavar="FEED", help="JSONL eval feed (prompt/completion rows).", dir_okay=False),
     identity: Optional[List[str]] = typer.Option(None, "--identity", help="Recipient key to decrypt the adapters with: a name in the keyring, or a key file (mode 600). Repeatable."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="Base model folder (default: the one the evidence names).", file_okay=False),
-    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
+    registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
     """Both adapters on the same data with task metrics (exact match, choice accuracy, loss);
@@ -153,6 +164,7 @@ def eval_(
     from runners.spec import FeedSpec
     from runners.recipes.trial import evaluate
 
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec)
     signer = _signer(signing_key, passphrase_file)
     pp = passphrase(passphrase_file, key=", ".join(identity or []) or None)
@@ -176,7 +188,8 @@ def promote(
     version: Optional[str] = typer.Argument(None, metavar="[VERSION]", help="A registered version number, 'latest', or an alias's name (e.g. candidate)."),
     from_: Optional[str] = typer.Option(None, "--from", metavar="ALIAS", help="Promote what this alias names now (same as giving its name as VERSION)."),
     alias: str = Alias, force: bool = typer.Option(False, "--force", help="Promote even if its last evaluation regressed."),
-    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
+    registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
     """Point an alias (production by default) at a registered version, in a new signed index version.
@@ -186,6 +199,7 @@ def promote(
     """
     if (version is None) == (from_ is None):
         raise InputError("give the version to promote once: VERSION (a number, latest, an alias) or --from ALIAS")
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec)
     entry = reg.promote(route, version or from_, _signer(signing_key, passphrase_file), alias=alias, force=force)
     _moved(reg, route, alias, entry, json_out)
@@ -195,7 +209,8 @@ def promote(
 def rollback(
     route: str = typer.Argument(..., help="The route key."),
     to: Optional[int] = typer.Option(None, "--to", metavar="VERSION", help="Version to go back to (default: what the alias named before)."),
-    alias: str = Alias, registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt,
+    alias: str = Alias, registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt,
     signing_key: Optional[str] = SigningKey, passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
     """Move an alias back to an older package, in a new (higher) index version: consumers pin
@@ -203,6 +218,7 @@ def rollback(
 
     Example: tgflow route rollback support --registry demo-out/registry --signing-key release
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec)
     entry = reg.rollback(route, _signer(signing_key, passphrase_file), to=to, alias=alias)
     _moved(reg, route, alias, entry, json_out)
@@ -213,7 +229,8 @@ def refresh(
     route: str = typer.Argument(..., help="The route key."),
     days: Optional[int] = typer.Option(None, "--days", min=1, max=3660, help="The new index's lifetime (default: $TGFLOW_INDEX_DAYS, [route] index_days in config.toml, or 30)."),
     revive: bool = typer.Option(False, "--revive", help="Re-sign an index that has already expired (check route history first: it may be an old one restored)."),
-    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
+    registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, signing_key: Optional[str] = SigningKey,
     passphrase_file: Optional[Path] = PassFile, json_out: bool = Json,
 ) -> None:
     """Re-sign the route index with a new expiry, changing nothing else: a route with no new
@@ -221,6 +238,7 @@ def refresh(
 
     Example: tgflow route refresh support --registry demo-out/registry --signing-key release
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     reg = open_registry(registry, spec)
     if days is not None:
         reg.days = days
@@ -244,7 +262,8 @@ def resolve(
     route: str = typer.Argument(..., help="The route key."), alias: str = typer.Option("production", "--alias", help="The alias to resolve."),
     state: Optional[Path] = typer.Option(None, "--state", help="Consumer state: refuse an older (replayed), forked or expired index than last accepted, and record this one.", dir_okay=False),
     trusted: Optional[List[str]] = typer.Option(None, "--trusted", help="Trust only these keys (names or public key files). Repeatable."),
-    registry: Optional[Path] = Registry, spec: Optional[Path] = SpecOpt, json_out: bool = Json,
+    registry: Optional[str] = Registry, plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile,
+    username: Optional[str] = Username, registry_password_file: Optional[Path] = RegistryPasswordFile, spec: Optional[Path] = SpecOpt, json_out: bool = Json,
 ) -> None:
     """Verify the index and the package the alias names; print its path, id and version.
 
@@ -253,6 +272,7 @@ def resolve(
 
     Example: tgflow route resolve support --registry demo-out/registry --state deploy-state.json --json
     """
+    oci_access.use(plain_http, ca_file, username, registry_password_file)
     code = resolve_run.resolve_alias(route, alias, state, trusted, registry, spec, json_out)
     if code:
         raise typer.Exit(code)
@@ -279,3 +299,6 @@ def repair_log(
     if json_out:
         return emit_json({"route": route, "state": str(state), **done})
     say(f"route log of {route}: {done['entries']} entries, head {done['head'][:16]} recorded in log.head.json")
+
+
+app.command("materialize")(materialize)

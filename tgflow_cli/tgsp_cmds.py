@@ -13,7 +13,7 @@ from rich.table import Table
 
 import tgsp
 from tgsp import clock
-from tgsp.errors import InputError
+from tgsp.errors import InputError, NotFoundError
 from tgsp.evidence import load_user_events
 from tgsp.verify import record_rollback_state
 
@@ -221,8 +221,11 @@ def _route_page(route: str, registry: Optional[Path], trusted) -> tuple[bytes, s
     pinned = keyring().trust_policy(trusted=trusted or None, route=route, kind="adapter")
     rows = []
     for entry in doc["packages"][:route_report.MAX_VERSIONS]:
-        path = reg.route_dir(route) / entry["file"]
-        result = tgsp.verify(path, pinned) if path.is_file() else None
+        try:
+            path = reg.package_path(route, entry)
+        except NotFoundError:
+            path = None
+        result = tgsp.verify(path, pinned) if path is not None and path.is_file() else None
         bad = result.first_failure if result else None
         rows.append({**entry, "round": (entry.get("evaluation") or {}).get("round"), "verified": bool(result and result.ok),
                      "privacy": (result.manifest or {}).get("privacy") if result and result.ok else None,

@@ -82,8 +82,8 @@ def evaluate(registry: Registry, route: str, candidate: int, against: str, feed:
         raise InputError(f"route {route!r} has no alias {against!r}", hint="give --against production or a VERSION")
     against_entry = next(e for e in doc["packages"] if e["package_id"] == target["package_id"])
     policy = registry.policy
-    cand = adapters.read_release(registry.route_dir(route) / cand_entry["file"], policy, identities)
-    other = adapters.read_release(registry.route_dir(route) / against_entry["file"], policy, identities)
+    cand = adapters.read_release(registry.package_path(route, cand_entry), policy, identities)
+    other = adapters.read_release(registry.package_path(route, against_entry), policy, identities)
     folder = base_for(cand, base_model)
     tok, model, device = _load(folder)
     examples = feeds_mod.load_feed(feed, Path.cwd(), keyring=None).examples

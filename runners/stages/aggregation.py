@@ -273,7 +273,7 @@ def release(rnd, i, sel, u, ev, screened: updates.Screening) -> RoundResult:
     used = [s.package_id for s in screened.accepted]
     report = {"training": u.result.metrics(), **ev.report, "privacy": u.privacy, "outcome": PACKAGED,
               "package": str(rnd.opened.out_path), "package_id": pid, "version": version,
-              "registered": {"path": str(rnd.registry.route_dir(spec.route_key)), "alias": "candidate"},
+              "registered": {"path": str(rnd.registry.where(spec.route_key)), "alias": "candidate"},
               "parent": i.parent and {"package_id": i.parent.package_id, "version": i.parent.version}}
     rnd.commit(PACKAGED, report, {"version": version, "package_id": pid, "round": spec.federation.round,
                                   "updates": used, "parent": i.parent.package_id if i.parent else None})

@@ -18,7 +18,7 @@ from tgsp.errors import RoundOutcome
 
 from ..privacy.modes import PrivacyMode
 from ..state.checkpoint import CheckpointStore
-from ..state.registry import Registry
+from ..state.registry import Registry, at as registry_at
 from ..state.store import ROUND, RouteStore
 from ..telemetry import observe
 from .inputs import Opened
@@ -109,4 +109,4 @@ class Round:
 
 
 def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:
-    return Registry(opened.registry_dir, keyring.trust_policy(), now)
+    return registry_at(opened.registry_location, keyring.trust_policy(), now)

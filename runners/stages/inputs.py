@@ -49,6 +49,13 @@ class Opened:
         return self.out_path.parent / ".tgflow-state" / spec.route_key
 
     @property
+    def registry_location(self) -> Path | str:
+        """The registry folder, or an ``oci://`` reference given as output.registry."""
+        if (self.spec.output.registry or "").startswith("oci://"):
+            return self.spec.output.registry
+        return self.registry_dir
+
+    @property
     def registry_dir(self) -> Path:
         if self.spec.output.registry:
             return resolve(self.out_base, self.spec.output.registry)
@@ -110,7 +117,7 @@ def production(registry: Registry, route: str) -> tuple[dict[str, Any], Path] | 
     if target is None:
         return None
     entry = next(e for e in doc["packages"] if e["package_id"] == target["package_id"])
-    return entry, registry.route_dir(route) / entry["file"]
+    return entry, registry.package_path(route, entry)
 
 
 def by_id(registry: Registry, route: str, package_id: str) -> tuple[dict[str, Any], Path]:
@@ -120,7 +127,7 @@ def by_id(registry: Registry, route: str, package_id: str) -> tuple[dict[str, An
     if entry is None:
         raise InputError(f"federation.start names {package_id[:23]}, which is not in route {route}'s registry "
                          f"{registry.root}", hint="sync the registry from the aggregator, or fix federation.start")
-    return entry, registry.route_dir(route) / entry["file"]
+    return entry, registry.package_path(route, entry)
 
 
 def find_parent(rnd, model_id: str) -> adapters.Release | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import tgsp
-from tgsp import clock, route_index
+from tgsp import clock
 from tgsp.builder import in_memory
 from tgsp.errors import OutputError, TgflowError
 
@@ -29,7 +29,7 @@ class Released:
     path: Path
     package_id: str
     version: int
-    registered: Path | None
+    registered: str | None  # a path, or an oci:// reference
 
 
 def _digest_map(d: str) -> dict[str, str]:
@@ -69,7 +69,7 @@ def release(rnd, i: Inputs, sel: Selection, u: Update, ev: Evaluation) -> tuple[
     spec = rnd.spec
     version = rnd.store.next_version() if spec.output.version == "auto" else spec.output.version
     pid = package(rnd, i, u, version)
-    registered = rnd.registry.route_dir(spec.route_key) / route_index.package_file(pid)
+    registered = rnd.registry.where(spec.route_key, pid)
     # Only now does the route move on. Every novel example this round consumed is "seen".
     if rnd.mode.uses_history:  # DP records must not steer which records later rounds select
         rnd.store.add_seen({e.digest for e in sel.novel}, {near_key(e) for e in sel.novel})

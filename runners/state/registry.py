@@ -1,40 +1,40 @@
-"""The registry: a folder (local, a PVC, a mounted bucket; no server) holding
-each route's signed index and its registered packages.
+"""The registry: each route's signed index and its registered packages, kept by a backend
+(backends.py): a folder (local, a PVC, a mounted bucket; no server), or an OCI registry
+(oci_backend.py, ``oci://HOST/REPO``).
 
-    <registry>/routes/<route>/index.json              the signed route index (tgsp/route_index.py)
-    <registry>/routes/<route>/lock                    flock: one editor at a time
-    <registry>/routes/<route>/packages/sha256-<id>.tgsp
-
-Every edit (register, eval, promote, rollback) happens under the route's
-registry lock and writes a new index version, signed, atomically; so
-concurrent promoters cannot lose an update. Reading needs no lock: the index
-is replaced by rename. Nothing here imports torch.
+Every edit (register, eval, promote, rollback, refresh) reads the index, changes it, and
+writes the next version, signed; the backend makes that one step (a folder under the route's
+flock, an OCI registry by compare-and-swap on the index tag, redone on conflict), so
+concurrent editors cannot lose an update. Readers need no lock, and everything read is
+verified here, whatever the backend. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import os
-from dataclasses import dataclass
+import random
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import tgsp
 from tgsp import clock, route_index
-from tgsp.atomic import atomic_file, write_bytes
+from tgsp.atomic import write_bytes
 from tgsp.canonical import encode, is_int, parse
-from tgsp.errors import ExpiredError, FormatError, InputError, NotFoundError, RollbackError
+from tgsp.errors import (ExpiredError, FormatError, InputError, NotFoundError, RegistryConflict, RollbackError)
 from tgsp.inputfile import read_input
 from tgsp.signing import Signer, TrustPolicy
 
-from .locks import locked
+from .backends import Backend, FolderBackend
 
 INDEX_DAYS = 30
 MAX_INDEX_DAYS = 3660  # a frozen index must still end some day: at most about ten years
 DAYS_ENV = "TGFLOW_INDEX_DAYS"
+EDIT_TRIES = 8
 
 
 def index_days(env=os.environ) -> int:
@@ -47,97 +47,122 @@ def index_days(env=os.environ) -> int:
         raise InputError(f"{DAYS_ENV}={raw[:20]!r} is not a number of days from 1 to {MAX_INDEX_DAYS}")
     return int(raw)
 STATE_FORMAT = "tgflow.route-consumer-state/1"
-LOCK_WAIT = 30.0
 
 
 @dataclass
 class Registry:
-    root: Path
+    root: Path | str  # the folder, or the oci:// reference (for messages)
     policy: TrustPolicy  # what the registry's own index and packages must be signed by
     now: clock.Clock = clock.utcnow
     days: int | None = None  # each new index version's lifetime; None: index_days(), read only when editing
+    backend: Backend | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.days is not None and not (is_int(self.days) and 1 <= self.days <= MAX_INDEX_DAYS):
             raise InputError(f"the route index lifetime must be 1 to {MAX_INDEX_DAYS} days, not {self.days!r}")
+        if self.backend is None:
+            self.backend = FolderBackend(Path(self.root))
 
     def route_dir(self, route: str) -> Path:
-        if not route_index.ROUTE.match(route):
-            raise InputError(f"route {route!r} is not a valid route key", hint="letters, digits, '.', '_', '-'")
-        return self.root / "routes" / route
+        """A folder registry's route folder (the folder backend only)."""
+        return self.backend.route_dir(route)
 
     def routes(self) -> list[str]:
-        base = self.root / "routes"
-        return sorted(p.name for p in base.iterdir() if (p / "index.json").is_file()) if base.is_dir() else []
+        return self.backend.routes()
+
+    def where(self, route: str, package_id: str | None = None) -> str:
+        """Where a route (or one of its packages) lives, for reports: a path, or an oci:// reference."""
+        if isinstance(self.backend, FolderBackend):
+            folder = self.backend.route_dir(route)
+            return str(folder / route_index.package_file(package_id) if package_id else folder)
+        return f"{self.root}:" + (f"pkg-{package_id[7:]}" if package_id else f"index-{route}")
+
+    def package_path(self, route: str, entry: dict[str, Any]) -> Path:
+        """A local file of the registered package ``entry`` names (an OCI registry's is downloaded
+        once into the cache). Not yet verified: callers verify it."""
+        return self.backend.package_path(route, entry)
 
     # --- reading ------------------------------------------------------------------------
     def load(self, route: str, policy: TrustPolicy | None = None, *,
              fresh: bool = True) -> tuple[dict[str, Any] | None, bytes]:
         """The verified index of ``route`` (None if it has none yet) and its raw bytes."""
-        path = self.route_dir(route) / "index.json"
-        if not path.exists():
+        raw, _ = self.backend.read_index(route)
+        if raw is None:
             return None, b""
-        raw = read_input(path, "route index", max_bytes=route_index.MAX_BYTES)
         return route_index.verify(raw, policy or self.policy, route=route, fresh=fresh), raw
 
     def require(self, route: str) -> dict[str, Any]:
         doc, _ = self.load(route)
         if doc is None:
-            raise NotFoundError(f"route {route!r} has no index in the registry {self.root}",
-                                hint="register a package first: tgflow route register PKG --registry DIR")
+            raise self._absent(route)
         return doc
 
+    def _absent(self, route: str) -> NotFoundError:
+        return NotFoundError(f"route {route!r} has no index in the registry {self.root}",
+                             hint="register a package first: tgflow route register PKG --registry REGISTRY")
+
     # --- editing ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def edit(self, route: str, signer: Signer, command: str) -> Iterator[dict[str, Any]]:
-        """A working copy of the index; on a clean exit, the next version, signed and written."""
-        folder = self.route_dir(route)
-        with locked(folder / "lock", f"registry route {route}", command, wait=LOCK_WAIT):
-            doc, _ = self.load(route, fresh=False)
-            work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,
-                                                    "aliases": {}, "packages": [], "history": []}
-            yield work
-            now = self.now()
-            work.update(version=(doc["version"] if doc else 0) + 1, issued=clock.fmt(now),
-                        expires=clock.fmt(now + timedelta(days=self.days or index_days())))
-            write_bytes(folder / "index.json", route_index.sign(work, [signer], now))
+    def _edit(self, route: str, signer: Signer, command: str, change: Callable[[dict], Any]) -> tuple[Any, bytes]:
+        """Apply ``change`` to the index and write the next version, signed; redone on top of
+        the newer index if another editor wrote meanwhile. (what ``change`` returned, the bytes)."""
+        with self.backend.editing(route, command):
+            for attempt in range(EDIT_TRIES):
+                raw, token = self.backend.read_index(route)
+                doc = route_index.verify(raw, self.policy, route=route, fresh=False) if raw is not None else None
+                work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,
+                                                        "aliases": {}, "packages": [], "history": []}
+                result = change(work)
+                now = self.now()
+                work.update(version=(doc["version"] if doc else 0) + 1, issued=clock.fmt(now),
+                            expires=clock.fmt(now + timedelta(days=self.days or index_days())))
+                signed = route_index.sign(work, [signer], now)
+                try:
+                    self.backend.write_index(route, signed, token)
+                    return result, signed
+                except RegistryConflict:
+                    if attempt == EDIT_TRIES - 1:
+                        raise
+                    time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def register(self, package: Path, signer: Signer, *, alias: str | None = "candidate",
                  command: str = "route register") -> dict[str, Any]:
-        """Verify ``package``, copy it into the registry, list it (and point ``alias`` at it)."""
+        """Verify ``package``, store it in the registry, list it (and point ``alias`` at it)."""
         report = tgsp.verify(package, self.policy)
         report.raise_for_failure()
         m = report.manifest
         if m.get("kind") != "adapter":
             raise InputError(f"{package} is a {m.get('kind')!r} package; the registry holds adapters")
         route, pid = m["route"], report.package_id
-        with self.edit(route, signer, command) as doc:
+        stored: dict[str, Any] = {}
+
+        def change(doc: dict) -> dict[str, Any]:
             entry = next((e for e in doc["packages"] if e["package_id"] == pid), None)
             if entry is None:
-                entry = self._store(route, package, pid, m)
+                if "entry" not in stored:  # a redone edit does not store twice
+                    stored["entry"] = self._store(route, package, pid, m)
+                entry = copy.deepcopy(stored["entry"])
                 doc["packages"].append(entry)
             if alias:
                 self._point(doc, alias, entry, "register", signer)
+            return entry
+
+        entry, raw = self._edit(route, signer, command, change)
+        self.backend.registered(route, entry, raw)
         return entry
 
     def _store(self, route: str, package: Path, pid: str, m: dict[str, Any]) -> dict[str, Any]:
-        rel = route_index.package_file(pid)
-        dest = self.route_dir(route) / rel
-        h, size = hashlib.sha256(), 0
-        with open(package, "rb") as src, atomic_file(dest) as out:
-            while chunk := src.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        copied = tgsp.verify(dest, self.policy)  # the copy, not the source, is what consumers get
-        if not copied.ok or copied.package_id != pid:
-            dest.unlink(missing_ok=True)
+        sha, size = self.backend.store(route, package, pid)
+        stored = self.backend.package_path(route, {"package_id": pid, "sha256": sha, "size": size})
+        copied = tgsp.verify(stored, self.policy)  # the copy, not the source, is what consumers get
+        if not copied.ok or copied.package_id != pid or _sha256(stored) != sha:
+            self.backend.discard(route, pid)
             raise FormatError(f"{package} changed while it was copied into the registry", hint="register it again")
-        with tgsp.open_package(dest) as pkg:
+        with tgsp.open_package(stored) as pkg:
             events = {e["type"]: e["data"] for e in pkg.evidence}
         parent = ((events.get("tgflow.inputs") or {}).get("parent") or {}).get("package_id")
-        return {"package_id": pid, "version": m["version"], "file": rel, "sha256": h.hexdigest(), "size": size,
-                "registered": clock.fmt(self.now()), "parent": parent,
+        return {"package_id": pid, "version": m["version"], "file": route_index.package_file(pid), "sha256": sha,
+                "size": size, "registered": clock.fmt(self.now()), "parent": parent,
                 "evaluation": _summary(events.get("tgflow.evaluation"))}
 
     def _point(self, doc: dict[str, Any], alias: str, entry: dict[str, Any], action: str, signer: Signer) -> None:
@@ -150,19 +175,21 @@ class Registry:
 
     def promote(self, route: str, version: int | str, signer: Signer, *, alias: str = "production",
                 force: bool = False) -> dict[str, Any]:
-        with self.edit(route, signer, "route promote") as doc:
+        def change(doc: dict) -> dict[str, Any]:
             if doc["version"] == 0:
-                raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
+                raise self._absent(route)
             entry = find(doc, version)
             ev = (entry.get("evaluation") or {}).get("against") or {}
             if ev.get("regressed") and not force:
                 raise InputError(f"version {entry['version']} regressed against {ev.get('alias')} in its last evaluation "
                                  f"({ev.get('regression')})", hint="pass --force to promote it anyway")
             self._point(doc, alias, entry, "promote", signer)
-        return entry
+            return entry
+
+        return self._edit(route, signer, "route promote", change)[0]
 
     def rollback(self, route: str, signer: Signer, *, to: int | None = None, alias: str = "production") -> dict[str, Any]:
-        with self.edit(route, signer, "route rollback") as doc:
+        def change(doc: dict) -> dict[str, Any]:
             current = doc["aliases"].get(alias)
             if current is None:
                 raise InputError(f"route {route!r} has no {alias!r} alias to roll back")
@@ -170,7 +197,9 @@ class Registry:
             if entry["package_id"] == current["package_id"]:
                 raise InputError(f"{alias} already names version {entry['version']}")
             self._point(doc, alias, entry, "rollback", signer)
-        return entry
+            return entry
+
+        return self._edit(route, signer, "route rollback", change)[0]
 
     def refresh(self, route: str, signer: Signer, *, revive: bool = False) -> dict[str, Any]:
         """The same aliases and packages in a new index version with a new expiry: a quiet route's
@@ -178,25 +207,30 @@ class Registry:
         expired is refused unless ``revive``: an old index restored over the live one (a replay)
         would otherwise come back to life, unattended, on the next scheduled refresh."""
         self.require_present(route)  # before the lock, which would create the route's folder
-        with self.edit(route, signer, "route refresh") as doc:
+
+        def change(doc: dict) -> None:
             if not revive and self.now() >= clock.parse(doc["expires"]):
                 raise ExpiredError(f"route {route}'s index version {doc['version']} expired at {doc['expires']}; "
                                    "refresh re-signs only a live index",
                                    hint=f"check tgflow route history {route}; if that index is the one you expect, "
                                         "re-sign it with --revive")
+
+        self._edit(route, signer, "route refresh", change)
         return self.require(route)
 
     def require_present(self, route: str) -> None:
-        if not (self.route_dir(route) / "index.json").is_file():
-            raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
+        if self.backend.read_index(route)[0] is None:
+            raise self._absent(route)
 
     def record_evaluation(self, route: str, version: int, evaluation: dict[str, Any], signer: Signer) -> None:
-        with self.edit(route, signer, "route eval") as doc:
+        def change(doc: dict) -> None:
             entry = find(doc, version)
             entry["evaluation"] = {**(entry.get("evaluation") or {}), **evaluation}
             doc["history"].append({"index_version": doc["version"] + 1, "action": "eval", "alias": None,
                                    "package_id": entry["package_id"], "version": entry["version"],
                                    "at": clock.fmt(self.now()), "by": signer.name})
+
+        self._edit(route, signer, "route eval", change)
 
     # --- consumers ------------------------------------------------------------------------
     def resolve(self, route: str, alias: str, policy: TrustPolicy, state: Path | None) -> dict[str, Any]:
@@ -211,7 +245,7 @@ class Registry:
         if target is None:
             raise NotFoundError(f"route {route!r} has no alias {alias!r} (has: {', '.join(doc['aliases']) or 'none'})")
         entry = next(e for e in doc["packages"] if e["package_id"] == target["package_id"])
-        path = self.route_dir(route) / entry["file"]
+        path = self.package_path(route, entry)
         pinned = TrustPolicy(trusted=policy.trusted, revocations=policy.revocations, now=policy.now, route=route,
                              kind="adapter", require_hardware=policy.require_hardware)
         report = tgsp.verify(path, pinned)
@@ -225,6 +259,22 @@ class Registry:
         if state:
             record_state(state, route, alias, doc, raw, seen)
         return result
+
+
+def at(location: Path | str, policy: TrustPolicy, now: clock.Clock = clock.utcnow, access=None) -> Registry:
+    """The registry at a folder or an ``oci://HOST/REPO`` reference (``access``: how to reach it)."""
+    text = str(location)
+    if not text.startswith("oci://"):
+        return Registry(Path(location), policy, now)
+    from runners.oci import refs
+    from runners.oci.client import Access
+
+    from .oci_backend import OciBackend
+
+    ref = refs.parse(text)
+    if ref.reference:
+        raise InputError(f"registry {text[:200]} names a tag or digest", hint="give oci://HOST[:PORT]/REPO")
+    return Registry(text, policy, now, backend=OciBackend(ref, access or Access.from_env()))
 
 
 def expiring(doc: dict[str, Any], now) -> bool:

@@ -59,7 +59,7 @@ def test_every_line_the_fast_path_takes_parses_the_same_under_typer(monkeypatch,
     monkeypatch.delenv("TGFLOW_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "st").mkdir(exist_ok=True)  # --state=st names a folder: the option refuses it
-    (tmp_path / "reg").write_text("")  # --registry reg names a file: the option refuses it
+    (tmp_path / "reg").write_text("")  # --registry reg names a file: both paths take it; opening refuses it
     argv = before + which + after
     taken = _taken(argv)
     assert taken is None or taken == _real(argv), argv

@@ -118,7 +118,7 @@ def _busy_registry(tmp: Path, monkeypatch) -> list[str]:
     """Another editor holds the route's registry lock (an flock on another open file)."""
     import fcntl
 
-    import runners.state.registry as R
+    import runners.state.backends as R
 
     from tgsp.keyring import Keyring
 

@@ -37,7 +37,7 @@ class Registry:
         self.host = f"127.0.0.1:{self.port}"
         self.dir = tmp / f"registry-{self.port}"
         self.dir.mkdir()
-        config = [f"version: 0.1", "log:", "  level: error", "storage:", "  filesystem:",
+        config = ["version: 0.1", "log:", "  level: error", "storage:", "  filesystem:",
                   f"    rootdirectory: {self.dir / 'data'}", "  delete:", "    enabled: true", "http:",
                   f"  addr: 127.0.0.1:{self.port}"]
         self.ca = None

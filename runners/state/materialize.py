@@ -1,0 +1,148 @@
+"""Hand the production adapter to a serving engine: a verified, decrypted PEFT folder.
+
+    DIR/<route>-v<version>/     adapter_config.json, adapter_model.safetensors, README.md,
+                                .tgflow.json (route, alias, version, package id, index version)
+    DIR/<route>                 a link to the folder being served; replaced by rename
+    DIR/.tgflow-consumer.json   the consumer state: a replayed, forked or frozen index is refused
+
+The adapter is decrypted in memory and written to a private temporary folder inside DIR,
+synced, and renamed into place; only then does the link move. The folder the link named
+before is kept for an instant rollback, older ones are removed. An interruption leaves the
+old link and nothing decrypted outside DIR. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tgsp.package import open_package
+from tgsp.unpack import read_payload
+from tgsp.atomic import fsync_tree, private_dir, signals_deferred
+from tgsp.errors import FormatError, InputError
+from tgsp.signing import TrustPolicy
+
+from .registry import Registry
+
+STATE_FILE, META = ".tgflow-consumer.json", ".tgflow.json"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def current(dest: Path, route: str) -> dict[str, Any] | None:
+    """What DIR/<route> serves now (its .tgflow.json), or None."""
+    link = dest / route
+    if not link.is_symlink():
+        return None
+    return _meta(dest / os.readlink(link)) or None
+
+
+def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy, identities: list,
+                dest: Path) -> dict[str, Any]:
+    """Resolve ``alias``, verify, and (if it moved) write and switch to its folder.
+    The result says ``changed``, the ``name`` and ``path`` served, and the ``previous`` name."""
+    _check_dest(dest, route)
+    found = registry.resolve(route, alias, policy, dest / STATE_FILE)
+    name = f"{route}-v{found['version']}"
+    now = current(dest, route)
+    result = {"route": route, "alias": alias, "version": found["version"], "package_id": found["package_id"],
+              "index_version": found["index_version"], "name": name, "path": str((dest / name).resolve()),
+              "previous": now["name"] if now else None, "changed": False}
+    if now and now.get("package_id") == found["package_id"] and (dest / name / PEFT_FILES[1]).is_file():
+        return result
+    if not _intact(dest / name, found):  # a rollback to the kept folder reuses it, if it still matches
+        _write_folder(dest / name, _adapter_files(found, policy, identities, route),
+                      {k: result[k] for k in ("route", "alias", "version", "package_id", "index_version", "name")})
+    _switch(dest, route, name)
+    _prune(dest, route, keep={name, result["previous"]})
+    return {**result, "changed": True, "previous": result["previous"] if result["previous"] != name else None}
+
+
+def _adapter_files(found: dict, policy: TrustPolicy, identities: list, route: str) -> dict[str, bytes]:
+    pinned = TrustPolicy(trusted=policy.trusted, revocations=policy.revocations, now=policy.now, route=route,
+                         kind="adapter", require_hardware=policy.require_hardware)
+    _, files = read_payload(found["path"], pinned, identities=identities)
+    missing = [f for f in PEFT_FILES if f not in files]
+    if missing or META in files:
+        raise FormatError(f"version {found['version']} of {route} is not a PEFT adapter folder "
+                          f"({'missing: ' + ', '.join(missing) if missing else 'it holds ' + META})")
+    return files
+
+
+def _intact(folder: Path, found: dict) -> bool:
+    """The folder holds exactly the plaintext the (verified) package's signed manifest lists."""
+    if _meta(folder).get("package_id") != found["package_id"]:
+        return False
+    with open_package(found["path"]) as pkg:
+        listed = pkg.manifest["files"]
+    for f in listed:
+        path = folder / f["path"]
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != f["size"]:
+            return False
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != f["sha256"]:
+            return False
+    return True
+
+
+def _meta(folder: Path) -> dict:
+    try:
+        doc = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) and (folder / PEFT_FILES[1]).is_file() else {}
+
+
+def _check_dest(dest: Path, route: str) -> None:
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise InputError(f"{dest} is not a folder", hint="--to takes the folder the serving engine reads")
+    dest.mkdir(parents=True, exist_ok=True)
+    link = dest / route
+    if link.exists() and not link.is_symlink():
+        raise InputError(f"{link} exists and is not tgflow's link", hint="move it away, or choose another --to folder")
+
+
+def _write_folder(target: Path, files: dict[str, bytes], meta: dict) -> None:
+    with private_dir(target) as tmp:
+        for rel, data in files.items():  # paths the package format already checked (no .., no links)
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        (tmp / META).write_text(json.dumps(meta, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o750)
+        fsync_tree(tmp)
+        with signals_deferred():
+            if target.exists():  # a folder of the same version left by an earlier package: replaced
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+
+
+def _switch(dest: Path, route: str, name: str) -> None:
+    tmp = dest / f".{route}.{uuid.uuid4().hex}.link"
+    os.symlink(name, tmp)
+    try:
+        os.replace(tmp, dest / route)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(dest: Path, route: str, keep: set) -> None:
+    for p in dest.glob(f"{route}-v*"):
+        suffix = p.name[len(route) + 2:]
+        if suffix.isdigit() and p.name not in keep and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
