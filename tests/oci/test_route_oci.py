@@ -21,6 +21,7 @@ from runners.state.registry import at
 from tgsp.errors import RegistryConflict
 
 from tests.helpers import cli
+from tests.runners.conftest import tiny_model, workspace  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,3 +139,21 @@ def test_racing_registrations_from_separate_machines_lose_no_version(registry, w
     doc = at(f"oci://{registry.host}/race", world.kr.trust_policy(), access=Access(plain_http=True)).require("support")
     assert sorted(e["version"] for e in doc["packages"]) == list(range(1, 9))
     assert doc["version"] == 8 and len(doc["history"]) == 8  # one index version per registration, none lost
+
+
+def test_a_round_registers_its_candidate_in_an_oci_registry(registry, workspace, monkeypatch, capsys):
+    """peft run with output.registry = oci://...: the round's package lands in the OCI route
+    registry as candidate (the transport from TGFLOW_REGISTRY_PLAIN_HTTP, as a CronJob sets it)."""
+    monkeypatch.setenv("TGFLOW_REGISTRY_PLAIN_HTTP", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workspace.root / "cache"))
+    reg = f"oci://{registry.host}/routes"
+    spec = workspace.spec(output__registry=reg)
+    monkeypatch.chdir(workspace.root)
+    code, out, err = cli(capsys, "peft", "run", "--spec", spec, "--json")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["registered"]["path"].startswith(f"{reg}:pkg-")
+    code, out, err = cli(capsys, "route", "resolve", "support", "--alias", "candidate", "--registry", reg,
+                         "--plain-http", "--json")
+    assert code == 0, err
+    assert json.loads(out)["package_id"] == report["package_id"]
