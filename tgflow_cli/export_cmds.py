@@ -42,6 +42,34 @@ def _check_aggregate(aggregate: bool, quorum: int | None, decrypt_from: str | No
                          hint="an aggregation job needs its quorum: --aggregate --quorum K")
 
 
+def _serving(backend: str, engine: str | None, image: str | None, registry: str | None):
+    """--serve ENGINE [--serve-image IMAGE] [--registry oci://HOST/REPO], or None for a round's job."""
+    if engine is None:
+        for flag, value in (("--serve-image", image), ("--registry", registry)):
+            if value is not None:
+                raise InputError(f"{flag} goes with --serve vllm", hint="tgflow export --backend k8s --serve vllm ...")
+        return None
+    from runners.export.serve import DEFAULT_IMAGE, Serving, refuse_backend
+
+    serving = Serving(engine, image or DEFAULT_IMAGE, registry)
+    refuse_backend(backend, serving)  # before the spec is read: the one thing wrong is the backend
+    return serving
+
+
+Serve = typer.Option(None, "--serve", metavar="vllm", help="With --backend k8s: instead of a round, a Deployment and Service that serve the route's production adapter with this engine, fed by tgflow route materialize (docs/export.md#serving-the-production-adapter-with-vllm).")
+ServeImage = typer.Option(None, "--serve-image", metavar="IMAGE", help="With --serve: the engine's image (default vllm/vllm-openai:v0.11.0).")
+ServeRegistry = typer.Option(None, "--registry", metavar="oci://HOST/REPO", help="With --serve: the registry to serve from (default: the spec's output registry, on the state claim).")
+
+
+def _report(backend: str, paths: list, checked: list[str], json_out: bool) -> None:
+    if json_out:
+        return emit_json({"backend": backend, "files": [str(p) for p in paths], "checked": checked})
+    for p in paths:
+        say(f"wrote {p}")
+    for c in checked:
+        warn(f"checked {c}")
+
+
 def _settings(items: list[str]) -> dict[str, str]:
     settings = {}
     for item in items:
@@ -72,6 +100,7 @@ def export(
     updates: str = typer.Option("updates", "--updates", metavar="DIR", help="With --aggregate: the folder under the job's input root where the sites' updates arrive."),
     decrypt_from: Optional[str] = typer.Option(None, "--decrypt-from", metavar="KEY", help="With --aggregate, for an n2he key holder's spec: export its job (tgflow fed decrypt) on the sum signed by this aggregator key."),
     sum_path: str = typer.Option("sum.tgsp", "--sum", metavar="FILE", help="With --decrypt-from: where the aggregator's sum arrives, under the job's input root."),
+    serve: Optional[str] = Serve, serve_image: Optional[str] = ServeImage, registry: Optional[str] = ServeRegistry,
     check: bool = typer.Option(False, "--check", help="Validate with the platform's offline validator and our own checks."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder: replace an earlier export's files and remove its stale ones."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written (and checked) as JSON."),
@@ -85,6 +114,8 @@ def export(
     Scaled out: tgflow export --backend k8s --spec examples/run_spec.json --nodes 2 --procs-per-node 4 --gpus 4 -o k8s-dist/ --check
 
     n2he key holder: tgflow export --backend k8s --spec examples/n2he_keyholder.json --aggregate --quorum 2 --decrypt-from aggregator-sign -o k8s-kh/ --check
+
+    Serving: tgflow export --backend k8s --serve vllm --spec examples/run_spec.json -o k8s-serve/ --gpus 1 --check
     """
     no_dash(output, "a folder of job files")
     backend = _backend(backend)
@@ -94,6 +125,7 @@ def export(
 
     settings = _settings(set_ or [])
     _check_aggregate(aggregate, quorum, decrypt_from)
+    serving = _serving(backend, serve, serve_image, registry)
     run_spec, _, _ = load_spec(spec)
     image = image or os.environ.get("TGFLOW_IMAGE") or config().get("export", "image") or DEFAULT_IMAGE
     options = ExportOptions(image=image, schedule=schedule,
@@ -101,14 +133,8 @@ def export(
                             settings=settings, nodes=nodes, procs_per_node=procs_per_node,
                             aggregate=Aggregation(quorum, updates, decrypt_from, sum_path) if aggregate else None)
     held = config().get("keys", "passphrase_file")  # never written out, wherever this machine keeps it
-    files = ex.export(run_spec, backend, options, passphrase_files=[held] if held else [])
+    files = ex.export(run_spec, backend, options, passphrase_files=[held] if held else [], serving=serving)
     if "pytorchjob.yaml" in files:
         warn("PyTorchJob (kubeflow.org/v1) is deprecated upstream: prefer the default TrainJob (Kubeflow Trainer v2)")
     checked = ex.check(backend, files) if check else []
-    paths = ex.write(files, output, force=force)
-    if json_out:
-        return emit_json({"backend": backend, "files": [str(p) for p in paths], "checked": checked})
-    for p in paths:
-        say(f"wrote {p}")
-    for c in checked:
-        warn(f"checked {c}")
+    _report(backend, ex.write(files, output, force=force), checked, json_out)

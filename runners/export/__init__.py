@@ -20,8 +20,9 @@ from tgsp.errors import InputError
 
 from ..privacy.rules import check_n2he
 from ..spec import RunSpec
-from . import jobspec, secrets, values
+from . import jobspec, secrets, serve, values
 from .jobspec import Aggregation, ExportOptions, render
+from .serve import Serving
 
 BACKENDS = ("k8s", "sagemaker", "vertex", "azureml", "databricks")
 
@@ -54,15 +55,19 @@ def _check_federated(spec: RunSpec, agg: Aggregation | None) -> None:
         jobspec.check_updates_dir(agg.sum, "--sum", "sum.tgsp")
 
 
-def export(spec: RunSpec, backend: str, options: ExportOptions, passphrase_files: Sequence[str] = ()) -> dict[str, Any]:
+def export(spec: RunSpec, backend: str, options: ExportOptions, passphrase_files: Sequence[str] = (),
+           serving: Serving | None = None) -> dict[str, Any]:
     """Native documents for ``backend``, plus run_spec.json and job_spec.json. ``passphrase_files``:
-    where else this machine keeps the passphrase (config.toml), so it is never written out."""
+    where else this machine keeps the passphrase (config.toml), so it is never written out. With
+    ``serving`` (k8s only), a Deployment and Service that serve the route's production adapter."""
     module = _module(backend)
-    _known_settings(backend, module.SETTINGS, options.settings)
+    if serving is not None:
+        serve.refuse_backend(backend, serving)
+    _known_settings(backend, serve.SETTINGS if serving else module.SETTINGS, options.settings)
     _check_federated(spec, options.aggregate)
     jobspec.check_scale(options)
     values.check_options(spec, options)  # every value as what it is, before a backend parses it
-    files = module.export(spec, options)
+    files = serve.export(spec, options, serving) if serving else module.export(spec, options)
     files["run_spec.json"] = spec.model_dump(mode="json")
     secrets.check(files, where=backend)
     secrets.check_not_passphrase(files, where=backend, files=passphrase_files)
@@ -81,7 +86,7 @@ def _known_settings(backend: str, known: frozenset[str], given: dict[str, str]) 
 def check(backend: str, files: dict[str, Any]) -> list[str]:
     """Run the validators; returns what was checked. Raises on invalid output."""
     try:
-        return _module(backend).check(files)
+        return (serve if serve.DEPLOYMENT in files else _module(backend)).check(files)
     except ImportError as exc:
         raise InputError(f"--check needs the {backend} validator ({exc.name}), which is not installed",
                          hint="pip install 'tgflow[export-check]'") from None
