@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reproduce examples/demo-adapter/: a small, deterministic PEFT LoRA adapter
-folder (r=4 on q_proj/v_proj of a 2-layer, 64-wide model) for the TGSP demo.
+folder (r=4 on q_proj/v_proj) for the TGSP demo, shaped for examples/tiny-base (read from its
+config.json), so peft loads it on the base it names.
 
     pip install safetensors numpy && python scripts/make_example_adapter.py
 """
@@ -17,13 +18,17 @@ OUT = Path(__file__).resolve().parents[1] / "examples" / "demo-adapter"
 
 
 def main() -> None:
+    cfg = json.loads((OUT.parent / "tiny-base" / "config.json").read_text())
+    width = cfg["hidden_size"]
+    head_dim = cfg.get("head_dim") or width // cfg["num_attention_heads"]
+    out_dims = {"q_proj": cfg["num_attention_heads"] * head_dim, "v_proj": cfg["num_key_value_heads"] * head_dim}
     rng = np.random.default_rng(20261122)
     tensors = {}
-    for layer in range(2):
-        for proj in ("q_proj", "v_proj"):
+    for layer in range(cfg["num_hidden_layers"]):
+        for proj, out in out_dims.items():
             base = f"base_model.model.model.layers.{layer}.self_attn.{proj}"
-            tensors[f"{base}.lora_A.weight"] = rng.normal(0, 0.02, (4, 64)).astype(np.float32)
-            tensors[f"{base}.lora_B.weight"] = rng.normal(0, 0.02, (64, 4)).astype(np.float32)
+            tensors[f"{base}.lora_A.weight"] = rng.normal(0, 0.02, (4, width)).astype(np.float32)
+            tensors[f"{base}.lora_B.weight"] = rng.normal(0, 0.02, (out, 4)).astype(np.float32)
     OUT.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(OUT / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {
