@@ -26,6 +26,7 @@ run dp scripts/bench_dp.py --repeat 1 --no-opacus
 run fed scripts/bench_fed.py --quick --repeat 1
 run n2he scripts/bench_n2he.py
 run state scripts/bench_state.py
+if command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1; then run oci scripts/bench_oci.py --mib 256 --runs 3; fi
 run he_lora scripts/bench_he_lora.py --prompts 16 --max-new-tokens 4
 run ddp scripts/bench_ddp.py
 "$py" scripts/bench_table.py "$out"

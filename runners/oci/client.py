@@ -78,7 +78,7 @@ class Http:
         self.close()
 
     # --- one request -------------------------------------------------------------------
-    def request(self, method: str, path: str, *, scope: str, headers: dict | None = None, content: bytes | None = None,
+    def request(self, method: str, path: str, *, scope: str, headers: dict | None = None, content=None,
                 ok: tuple[int, ...] = (200,), what: str = "", cdn: bool = False) -> httpx.Response:
         """Send, authenticate once on a 401, follow redirects by the rules above; a streamed
         response whose status is in ``ok`` (the caller closes it), else the matching error."""
@@ -104,8 +104,9 @@ class Http:
             h = dict(headers)
             if with_auth and self._auth:
                 h["Authorization"] = self._auth
+            body = content() if callable(content) else content  # a streamed body is made afresh for each send
             try:
-                resp = self._client.send(self._client.build_request(method, url, headers=h, content=content), stream=True)
+                resp = self._client.send(self._client.build_request(method, url, headers=h, content=body), stream=True)
             except httpx.TransportError as e:
                 raise unavailable(self.host, e) from None
             if resp.status_code != 401 or attempt or not with_auth:

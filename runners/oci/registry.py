@@ -18,7 +18,7 @@ from tgsp.errors import DigestError, FormatError, NotFoundError, RegistryError, 
 from . import artifact
 from .client import Http, json_object, read_capped, unavailable
 
-CHUNK = 8 << 20
+CHUNK = 64 << 20  # one PATCH per 64 MiB: a round trip each, and at most that much sent again on resume
 UPLOAD_TRIES = 4
 MAX_TAG_PAGES = 1000
 
@@ -95,28 +95,27 @@ class Repository:
                               f"the manifest says {size} bytes of {digest}")
 
     def put_blob(self, digest: str, size: int, source: BinaryIO) -> None:
-        """Upload unless present: one PUT up to CHUNK bytes, else chunked PATCHes that resume
-        from the registry's ``Range`` after a dropped connection."""
+        """Upload unless present: one PUT up to CHUNK bytes, else PATCHes of CHUNK bytes that
+        resume from the registry's ``Range`` after a dropped connection. Bodies are streamed
+        from ``source`` (a seekable file) in MiB pieces: memory does not grow with the blob."""
         if self.has_blob(digest):
             return
         where = self._start_upload()
         if size <= CHUNK:
-            source.seek(0)
-            self._finish(where, digest, source.read(size + 1))
+            self._finish(where, digest, _piece(source, 0, size), size)
             return
         offset, tries = 0, 0
         while offset < size:
-            source.seek(offset)
-            chunk = source.read(CHUNK)
+            length = min(CHUNK, size - offset)
             try:
-                where = self._patch(where, offset, chunk)
-                offset += len(chunk)
+                where = self._patch(where, offset, _piece(source, offset, length), length)
+                offset += length
             except RegistryUnavailable:
                 tries += 1
                 if tries >= UPLOAD_TRIES:
                     raise
                 offset, where = self._resume(where)
-        self._finish(where, digest, b"")
+        self._finish(where, digest, _piece(source, 0, 0), 0)
 
     def _start_upload(self) -> str:
         resp = self.http.request("POST", f"/v2/{self.repo}/blobs/uploads/", scope=self._push, ok=(202,),
@@ -124,10 +123,10 @@ class Repository:
         resp.close()
         return _location(resp)
 
-    def _patch(self, where: str, offset: int, chunk: bytes) -> str:
-        resp = self.http.request("PATCH", where, scope=self._push, content=chunk, ok=(202,), what="uploading a chunk",
-                                 headers={"Content-Type": "application/octet-stream",
-                                          "Content-Range": f"{offset}-{offset + len(chunk) - 1}"})
+    def _patch(self, where: str, offset: int, body, length: int) -> str:
+        resp = self.http.request("PATCH", where, scope=self._push, content=body, ok=(202,), what="uploading a chunk",
+                                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(length),
+                                          "Content-Range": f"{offset}-{offset + length - 1}"})
         resp.close()
         return _location(resp)
 
@@ -146,10 +145,11 @@ class Repository:
         m = re.fullmatch(r"(?:bytes=)?0-(\d+)", resp.headers.get("range", ""))
         return (int(m.group(1)) + 1 if m else 0), (_location(resp) if resp.headers.get("location") else where)
 
-    def _finish(self, where: str, digest: str, body: bytes) -> None:
+    def _finish(self, where: str, digest: str, body, length: int) -> None:
         sep = "&" if "?" in where else "?"
         resp = self.http.request("PUT", f"{where}{sep}digest={digest}", scope=self._push, content=body, ok=(201,),
-                                 headers={"Content-Type": "application/octet-stream"}, what=f"finishing blob {digest}")
+                                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+                                 what=f"finishing blob {digest}")
         resp.close()
 
     # --- tags and referrers -------------------------------------------------------------
@@ -197,6 +197,21 @@ class Repository:
         if doc.get("mediaType") != artifact.INDEX:
             raise FormatError(f"{self.where}:{artifact.fallback_tag(subject)} is not an image index")
         return doc, digest
+
+
+def _piece(source: BinaryIO, offset: int, length: int):
+    """A request body: ``length`` bytes of ``source`` from ``offset``, read a MiB at a time each
+    time it is sent (so a request sent again after a 401 sends it again)."""
+    def body():
+        source.seek(offset)
+        left = length
+        while left:
+            data = source.read(min(left, 1 << 20))
+            if not data:
+                raise DigestError("the file being uploaded shrank while it was read")
+            left -= len(data)
+            yield data
+    return body
 
 
 def _location(resp: httpx.Response) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tgsp.package import open_package
-from tgsp.unpack import read_payload
+from tgsp.unpack import PayloadReader
 from tgsp.atomic import fsync_tree, private_dir, signals_deferred
 from tgsp.errors import FormatError, InputError
 from tgsp.signing import TrustPolicy
@@ -30,6 +30,7 @@ from .registry import Registry
 
 STATE_FILE, META = ".tgflow-consumer.json", ".tgflow.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MAX_ADAPTER = 16 << 30  # decrypted in memory: a LoRA adapter is MBs to a few GBs
 
 
 def current(dest: Path, route: str) -> dict[str, Any] | None:
@@ -45,7 +46,7 @@ def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy,
     """Resolve ``alias``, verify, and (if it moved) write and switch to its folder.
     The result says ``changed``, the ``name`` and ``path`` served, and the ``previous`` name."""
     _check_dest(dest, route)
-    found = registry.resolve(route, alias, policy, dest / STATE_FILE)
+    found, report = registry.resolve_verified(route, alias, policy, dest / STATE_FILE)
     name = f"{route}-v{found['version']}"
     now = current(dest, route)
     result = {"route": route, "alias": alias, "version": found["version"], "package_id": found["package_id"],
@@ -54,17 +55,23 @@ def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy,
     if now and now.get("package_id") == found["package_id"] and (dest / name / PEFT_FILES[1]).is_file():
         return result
     if not _intact(dest / name, found):  # a rollback to the kept folder reuses it, if it still matches
-        _write_folder(dest / name, _adapter_files(found, policy, identities, route),
+        _write_folder(dest / name, _adapter_files(found, report, identities),
                       {k: result[k] for k in ("route", "alias", "version", "package_id", "index_version", "name")})
     _switch(dest, route, name)
     _prune(dest, route, keep={name, result["previous"]})
     return {**result, "changed": True, "previous": result["previous"] if result["previous"] != name else None}
 
 
-def _adapter_files(found: dict, policy: TrustPolicy, identities: list, route: str) -> dict[str, bytes]:
-    pinned = TrustPolicy(trusted=policy.trusted, revocations=policy.revocations, now=policy.now, route=route,
-                         kind="adapter", require_hardware=policy.require_hardware)
-    _, files = read_payload(found["path"], pinned, identities=identities)
+def _adapter_files(found: dict, report, identities: list) -> dict[str, bytes]:
+    """The payload, decrypted in memory from the package ``resolve`` verified (the reader checks
+    it is still that package, and each file's digests as it decrypts)."""
+    need = sum(f["size"] for f in report.manifest["files"])
+    if need > MAX_ADAPTER:
+        raise InputError(f"version {found['version']} of {found['route']} holds {need} bytes, over the "
+                         f"{MAX_ADAPTER}-byte limit of an adapter folder held in memory")
+    with PayloadReader(found["path"], report, identities) as reader:
+        files = {f["path"]: reader.read(f["path"]) for f in report.manifest["files"]}
+    route = found["route"]
     missing = [f for f in PEFT_FILES if f not in files]
     if missing or META in files:
         raise FormatError(f"version {found['version']} of {route} is not a PEFT adapter folder "

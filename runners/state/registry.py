@@ -236,6 +236,12 @@ class Registry:
     def resolve(self, route: str, alias: str, policy: TrustPolicy, state: Path | None) -> dict[str, Any]:
         """Verify the index and the package ``alias`` names; with ``state``, refuse a replayed,
         forked or frozen index and record what was accepted. ``changed`` says if it moved."""
+        return self.resolve_verified(route, alias, policy, state)[0]
+
+    def resolve_verified(self, route: str, alias: str, policy: TrustPolicy,
+                         state: Path | None) -> tuple[dict[str, Any], Any]:
+        """``resolve``, and the package's verification report (to read its payload without
+        verifying it again)."""
         doc, raw = self.load(route, policy)
         if doc is None:
             raise NotFoundError(f"route {route!r} has no index in the registry {self.root}")
@@ -258,7 +264,7 @@ class Registry:
                   "package_id": entry["package_id"], "version": entry["version"], "path": str(path), "changed": changed}
         if state:
             record_state(state, route, alias, doc, raw, seen)
-        return result
+        return result, report
 
 
 def at(location: Path | str, policy: TrustPolicy, now: clock.Clock = clock.utcnow, access=None) -> Registry:
