@@ -67,20 +67,25 @@ def _watch(reg, route, alias, idents, to: Path, json_out: bool, on_change: Optio
     pending = None
     while True:
         try:
-            result = _once(reg, route, alias, idents, to, json_out)
+            result = _once(reg, route, alias, idents, to, json_out, quiet=True)
             pending = result if result["changed"] else pending
             if pending and on_change:
                 _hook(on_change, pending)
             pending = None
-        except (RegistryError, PackageError, HookFailed) as exc:
+        except HookFailed as exc:
+            warn(f"warning: {route}: {str(exc).splitlines()[0]}; it runs again at the next check")
+        except (RegistryError, PackageError) as exc:
             warn(f"warning: {route}: {str(exc).splitlines()[0]}; still serving what was there")
         time.sleep(seconds)
 
 
-def _once(reg, route, alias, idents, to: Path, json_out: bool) -> dict:
+def _once(reg, route, alias, idents, to: Path, json_out: bool, quiet: bool = False) -> dict:
+    """One materialize; prints the change (with ``quiet``, as a sidecar, nothing when unchanged)."""
     from runners.state.materialize import materialize as run
 
     result = run(reg, route, alias, reg.policy, idents, to)
+    if quiet and not result["changed"]:
+        return result
     if json_out:
         emit_json(result)
     elif result["changed"]:
@@ -101,5 +106,5 @@ def _hook(command: str, result: dict) -> None:
         code = None
     if code != 0:
         raise HookFailed(f"the --on-change command {'timed out' if code is None else f'exited {code}'}; "
-                            f"{result['name']} is written and linked", hint="check the command; the serving engine "
-                            "may still serve the previous version")
+                         f"{result['name']} is written and linked, but the engine may not have loaded it",
+                         hint="check the command; the serving engine may still serve the previous version")

@@ -21,7 +21,7 @@ MAX_ENV = "TGFLOW_PULL_MAX_BYTES"
 
 def _max_bytes() -> int:
     raw = os.environ.get(MAX_ENV, "")
-    if raw and not raw.isdigit():
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
         raise InputError(f"{MAX_ENV} must be a number of bytes")
     return int(raw) if raw else 64 << 30
 
@@ -68,7 +68,7 @@ def _format_check(path: Path) -> None:
 
 
 def pull(
-    source: str = typer.Argument(..., metavar="oci://HOST/REPO[:TAG|@sha256:…]", help="The package's artifact (or oci-layout:DIR[:TAG])."),
+    source: str = typer.Argument(..., metavar="oci://HOST[:PORT]/REPO[:TAG|@sha256:…]", help="The package's artifact (or oci-layout:DIR[:TAG]). Give -o FILE or --to-layout DIR."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the verified package here (atomically).", dir_okay=False),
     to_layout: Optional[Path] = typer.Option(None, "--to-layout", metavar="DIR", help="Mirror the verified artifact and its referrers into this OCI image layout.", file_okay=False),
     trusted: Optional[List[str]] = Trusted, revocations: Optional[List[Path]] = Revocations,

@@ -47,13 +47,13 @@ def open_registry(registry: str | Path | None, spec: Path | None, policy=None, *
     if isinstance(root, str):
         from .oci_access import access
 
-        return at(root, policy or trusted_policy(), access=access())
+        return at(root, policy or trusted_policy(), access=access(), editors_at=keyring().home)
     if root.exists() and not root.is_dir():
         raise InputError(f"registry {root} is not a folder", hint="--registry takes a folder or oci://HOST/REPO")
     if not create and not root.is_dir():
         raise NotFoundError(f"registry folder {root} does not exist",
                             hint="check --registry; a route's first peft run (or route register) creates it")
-    return at(root, policy or trusted_policy())
+    return at(root, policy or trusted_policy(), editors_at=keyring().home)
 
 
 def resolve_alias(route: str, alias: str, state: Path | None, trusted: list[str] | None, registry: Path | None,

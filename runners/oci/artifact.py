@@ -93,6 +93,25 @@ def check_descriptor(d, where: str) -> None:
         raise FormatError(f"{where} has a descriptor without a sha256 digest and a size")
 
 
+def referrer(d: dict, doc: dict) -> dict:
+    """The descriptor a referrers list gives for manifest ``doc`` (at ``d``): only well-typed fields."""
+    ann, kind = doc.get("annotations"), doc.get("artifactType")
+    ann = ann if isinstance(ann, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ann.items()) \
+        else None
+    return descriptor(d["mediaType"], d["digest"], d["size"], ann, kind if isinstance(kind, str) else None)
+
+
+def kind_of(doc: dict) -> str | None:
+    """A manifest's artifactType if it is one of tgflow's, else None."""
+    kind = doc.get("artifactType")
+    return kind if isinstance(kind, str) and kind in LAYERS else None
+
+
+def subject_of(doc: dict) -> str | None:
+    subject = doc.get("subject")
+    return subject.get("digest") if isinstance(subject, dict) and isinstance(subject.get("digest"), str) else None
+
+
 def fallback_tag(digest: str) -> str:
     """The referrers tag schema of the distribution spec: ``sha256-<hex>``."""
     return digest.replace(":", "-", 1)

@@ -142,8 +142,11 @@ class Http:
 
     def _token(self, params: dict[str, str], scope: str) -> str:
         realm = params.get("realm", "")
-        if urlsplit(realm).scheme not in ("https",) + (("http",) if self.access.plain_http else ()):
-            raise RegistryAuthError(f"{self.host} names a token service that is not an HTTPS URL")
+        where = urlsplit(realm)
+        plain_here = where.scheme == "http" and self.access.plain_http and where.netloc == self.host
+        if where.scheme != "https" and not plain_here:  # credentials go there: never in clear to another host
+            raise RegistryAuthError(f"{self.host} names a token service that is not an HTTPS URL "
+                                    "(plain HTTP only on the registry's own host, with --plain-http)")
         query = {k: v for k, v in (("service", params.get("service")), ("scope", params.get("scope") or scope)) if v}
         headers = {"Authorization": self.creds.basic()} if self.creds else {}
         try:
@@ -162,8 +165,8 @@ class Http:
             token = doc.get("token") or doc.get("access_token")
         except (FormatError, AttributeError):
             token = None
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-            raise RegistryAuthError(f"{self.host}'s token service gave no token")
+        if not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]{1,65536}", token):
+            raise RegistryAuthError(f"{self.host}'s token service gave no usable token")
         return token
 
     def _refused(self, status: int) -> str:

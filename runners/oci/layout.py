@@ -4,7 +4,7 @@ operations as a registry repository, for mirrors carried across an air gap.
 Tags are ``org.opencontainers.image.ref.name`` annotations in ``index.json``; referrers are
 untagged manifests listed there too (as ORAS writes them), found by their ``subject``. Blob
 names come from validated digests only, links are refused, and every write is atomic, with
-``index.json`` edited under a lock."""
+``index.json`` edited under a lock on the folder itself."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from tgsp.atomic import atomic_file, write_bytes
-from tgsp.errors import DigestError, FormatError, InputError, NotFoundError, RegistryConflict
+from tgsp.errors import DigestError, FormatError, InputError, LimitError, NotFoundError, RegistryConflict
 
 from . import artifact
 from .client import json_object
@@ -25,12 +25,16 @@ from .refs import DIGEST
 
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
 MAX_INDEX = 16 << 20
+MAX_ENTRIES = 10_000
+MAX_REFERRER = 64 << 10  # a referrer manifest is a few hundred bytes
 
 
 class Layout:
     def __init__(self, root: Path, *, create: bool = False) -> None:
         self.root, self.where = Path(root), f"oci-layout:{root}"
         marker = self.root / "oci-layout"
+        if create:
+            refuse_non_layout(self.root)
         if not marker.exists() and create:
             self.root.mkdir(parents=True, exist_ok=True)
             write_bytes(self.root / "index.json", artifact.encode(artifact.empty_index()))
@@ -41,6 +45,9 @@ class Layout:
         doc = json_object(self._read(marker, 4096, "oci-layout"), f"{marker}")
         if doc.get("imageLayoutVersion") != "1.0.0":
             raise FormatError(f"{marker} is not an image layout of version 1.0.0")
+        for sub in (self.root / "blobs", self.root / "blobs" / "sha256"):  # blob paths must stay inside
+            if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+                raise FormatError(f"{self.where}: {sub.relative_to(self.root)} is a link or not a folder; refused")
 
     # --- files --------------------------------------------------------------------------
     def _read(self, path: Path, limit: int, what: str) -> bytes:
@@ -65,14 +72,21 @@ class Layout:
 
     def index(self) -> dict:
         doc = json_object(self._read(self.root / "index.json", MAX_INDEX, "index.json"), f"{self.where} index.json")
-        if doc.get("schemaVersion") != 2:
+        found = doc.get("manifests", [])
+        if doc.get("schemaVersion") != 2 or not isinstance(found, list):
             raise FormatError(f"{self.where}: index.json is not an OCI image index")
-        artifact.index_manifests({"manifests": doc.get("manifests", [])[:artifact.MAX_REFERRERS]})
+        if len(found) > MAX_ENTRIES:
+            raise LimitError(f"{self.where}: index.json lists more than {MAX_ENTRIES} manifests")
+        for d in found:
+            artifact.check_descriptor(d, f"{self.where} index.json")
+            ann = d.get("annotations", {})
+            if not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values()):
+                raise FormatError(f"{self.where}: index.json has annotations that are not strings")
         return doc
 
     @contextlib.contextmanager
     def _editing(self) -> Iterator[dict]:
-        fd = os.open(self.root / ".tgflow-index.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)  # the folder itself is the lock: no extra file
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             doc = self.index()
@@ -161,14 +175,20 @@ class Layout:
                                                                            .get(artifact.REF_NAME), str)})
 
     def referrers(self, digest: str) -> list[dict]:
-        out = []
+        """The untagged manifests listed in index.json whose subject is ``digest`` (each small
+        manifest read once; at most MAX_REFERRERS of them)."""
+        out, read = [], set()
         for d in self.index()["manifests"]:
-            if d.get("mediaType") != artifact.MANIFEST or not self.has_blob(d["digest"]):
+            if d.get("mediaType") != artifact.MANIFEST or (d.get("annotations") or {}).get(artifact.REF_NAME) \
+                    or d["size"] > MAX_REFERRER or d["digest"] in read or not self.has_blob(d["digest"]):
                 continue
+            read.add(d["digest"])
+            if len(read) > artifact.MAX_REFERRERS:
+                raise LimitError(f"{self.where} lists more than {artifact.MAX_REFERRERS} untagged manifests")
             doc = json_object(self.get_manifest(d["digest"])[0], f"manifest {d['digest']}")
-            if (doc.get("subject") or {}).get("digest") == digest:
-                out.append(artifact.descriptor(d["mediaType"], d["digest"], d["size"], doc.get("annotations"),
-                                               doc.get("artifactType")))
+            subject = doc.get("subject")
+            if isinstance(subject, dict) and subject.get("digest") == digest:
+                out.append(artifact.referrer(d, doc))
         return out
 
     def add_referrer(self, subject: str, descriptor: dict) -> None:

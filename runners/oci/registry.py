@@ -13,14 +13,16 @@ from typing import BinaryIO, Callable
 
 import httpx
 
-from tgsp.errors import DigestError, FormatError, NotFoundError, RegistryError, RegistryUnavailable
+from tgsp.errors import DigestError, FormatError, LimitError, NotFoundError, RegistryError, RegistryUnavailable
 
 from . import artifact
 from .client import Http, json_object, read_capped, unavailable
 
 CHUNK = 64 << 20  # one PATCH per 64 MiB: a round trip each, and at most that much sent again on resume
 UPLOAD_TRIES = 4
-MAX_TAG_PAGES = 1000
+MAX_TAG_PAGES = 100
+MAX_TAG_PAGE = 1 << 20
+MAX_TAGS = 100_000
 
 
 class Repository:
@@ -153,21 +155,26 @@ class Repository:
         resp.close()
 
     # --- tags and referrers -------------------------------------------------------------
-    def tags(self) -> list[str]:
-        out, path = [], f"/v2/{self.repo}/tags/list?n=1000"
+    def tags(self, prefix: str = "") -> list[str]:
+        """The repository's tags that start with ``prefix``; at most MAX_TAGS of them are kept,
+        and a registry that pages on past MAX_TAG_PAGES (or loops) is refused."""
+        out, path, seen = [], f"/v2/{self.repo}/tags/list?n=1000", set()
         for _ in range(MAX_TAG_PAGES):
             try:
                 resp = self.http.request("GET", path, scope=self._pull, what=f"the tags of {self.where}")
             except NotFoundError:
                 return out
             link = resp.headers.get("link", "")
-            doc = json_object(read_capped(resp, artifact.MAX_MANIFEST, "a tag list"), "a tag list")
-            out += [t for t in doc.get("tags") or [] if isinstance(t, str)]
+            doc = json_object(read_capped(resp, MAX_TAG_PAGE, "a tag list"), "a tag list")
+            tags = doc.get("tags") or []
+            out += [t for t in tags if isinstance(t, str) and t.startswith(prefix)] if isinstance(tags, list) else []
+            if len(out) > MAX_TAGS:
+                raise LimitError(f"{self.where} lists more than {MAX_TAGS} tags")
             m = re.match(r"<([^>]+)>", link)
-            if not m:
+            if not m or m.group(1) in seen:
                 return out
-            path = m.group(1)
-        raise RegistryError(f"{self.where} lists more than {MAX_TAG_PAGES} pages of tags")
+            seen.add(path := m.group(1))
+        raise LimitError(f"{self.where} lists more than {MAX_TAG_PAGES} pages of tags")
 
     def referrers(self, digest: str) -> list[dict]:
         """Descriptors of the manifests whose subject is ``digest`` (API, else the tag fallback)."""

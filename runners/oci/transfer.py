@@ -140,9 +140,9 @@ def copy(src: Target, dst: Target, reference: str, tag: str | None, check: Calla
 def copy_referrer(src: Target, dst: Target, d: dict, subject: dict) -> str:
     raw, media, digest = src.get_manifest(d["digest"])
     doc = json_object(raw, f"referrer {digest}")
-    layer = artifact.check(doc, doc.get("artifactType"), f"referrer {src.where}@{digest}") \
-        if doc.get("artifactType") in artifact.LAYERS else None
-    if layer is None or (doc.get("subject") or {}).get("digest") != subject["digest"]:
+    kind = artifact.kind_of(doc)
+    layer = artifact.check(doc, kind, f"referrer {src.where}@{digest}") if kind else None
+    if layer is None or artifact.subject_of(doc) != subject["digest"]:
         raise FormatError(f"{src.where}@{digest} is not a tgflow referrer of {subject['digest']}")
     if layer["size"] > MAX_SIDE_BLOB:
         raise FormatError(f"referrer {digest} has a {layer['size']}-byte layer, over {MAX_SIDE_BLOB}")
@@ -151,8 +151,8 @@ def copy_referrer(src: Target, dst: Target, d: dict, subject: dict) -> str:
     dst.put_blob(artifact.EMPTY_DIGEST, 2, io.BytesIO(b"{}"))
     dst.put_blob(layer["digest"], layer["size"], io.BytesIO(bytes(buf)))
     dst.put_manifest(raw, media or artifact.MANIFEST, digest)
-    dst.add_referrer(subject["digest"], artifact.descriptor(artifact.MANIFEST, digest, len(raw), doc.get("annotations"),
-                                                            doc.get("artifactType")))
+    dst.add_referrer(subject["digest"], artifact.referrer({"mediaType": artifact.MANIFEST, "digest": digest,
+                                                           "size": len(raw)}, doc))
     return digest
 
 

@@ -109,4 +109,4 @@ class Round:
 
 
 def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:
-    return registry_at(opened.registry_location, keyring.trust_policy(), now)
+    return registry_at(opened.registry_location, keyring.trust_policy(), now, editors_at=keyring.home)

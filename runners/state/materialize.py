@@ -22,7 +22,7 @@ from typing import Any
 
 from tgsp.package import open_package
 from tgsp.unpack import PayloadReader
-from tgsp.atomic import fsync_tree, private_dir, signals_deferred
+from tgsp.atomic import fsync_tree, private_dir, signals_deferred, write_bytes
 from tgsp.errors import FormatError, InputError
 from tgsp.signing import TrustPolicy
 
@@ -54,9 +54,11 @@ def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy,
               "previous": now["name"] if now else None, "changed": False}
     if now and now.get("package_id") == found["package_id"] and (dest / name / PEFT_FILES[1]).is_file():
         return result
-    if not _intact(dest / name, found):  # a rollback to the kept folder reuses it, if it still matches
-        _write_folder(dest / name, _adapter_files(found, report, identities),
-                      {k: result[k] for k in ("route", "alias", "version", "package_id", "index_version", "name")})
+    meta = {k: result[k] for k in ("route", "alias", "version", "package_id", "index_version", "name")}
+    if _intact(dest / name, found):  # a rollback to the kept folder reuses it, since it still matches
+        write_bytes(dest / name / META, (json.dumps(meta, sort_keys=True) + "\n").encode(), mode=0o640)
+    else:
+        _write_folder(dest / name, _adapter_files(found, report, identities), meta)
     _switch(dest, route, name)
     _prune(dest, route, keep={name, result["previous"]})
     return {**result, "changed": True, "previous": result["previous"] if result["previous"] != name else None}
@@ -116,6 +118,9 @@ def _check_dest(dest: Path, route: str) -> None:
 
 
 def _write_folder(target: Path, files: dict[str, bytes], meta: dict) -> None:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise InputError(f"{target} is a link or a file where tgflow writes a version's folder",
+                         hint="move it away; the --to folder is tgflow's to manage")
     with private_dir(target) as tmp:
         for rel, data in files.items():  # paths the package format already checked (no .., no links)
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)

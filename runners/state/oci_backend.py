@@ -6,8 +6,9 @@
 
 Registries have no lock, so an edit is a compare-and-swap on the index tag: the new version
 is written only if the tag still names the manifest the edit started from (``If-Match`` where
-the registry honours conditional requests), then read back, once at once and once after a
-short settle, and it must still be there or be the base of what is there. Otherwise the edit
+the registry honours conditional requests), then read back, at once and after a settle (1 s,
+or four times what the check and the PUT took; TGFLOW_REGISTRY_SETTLE raises it), and it must
+still be there or be the base of what is there. Otherwise the edit
 is redone on top of the newer index (``Registry`` retries). Editors on one host also share a
 flock. Downloaded packages are cached by digest (encrypted, as they are in the registry)."""
 
@@ -33,7 +34,7 @@ from tgsp.errors import DigestError, FormatError, LimitError, NotFoundError, Reg
 from .backends import LOCK_WAIT, check_route
 from .locks import locked
 
-SETTLE = 0.5  # seconds between writing the index tag and the second read-back
+SETTLE = 1.0  # at least this many seconds between writing the index tag and the last read-back
 
 
 def cache_dir(env=os.environ) -> Path:
@@ -48,11 +49,12 @@ class OciBackend:
         self.ref, self.where = ref, str(ref.with_ref())
         self.repo = Repository(Http(ref.host, access), ref.repo)
         self.cache = cache or cache_dir()
-        self.settle = SETTLE
+        raw = os.environ.get("TGFLOW_REGISTRY_SETTLE", "")
+        self.settle = float(raw) if _number(raw) else SETTLE
 
     # --- the index ------------------------------------------------------------------------
     def routes(self) -> list[str]:
-        return sorted(t[6:] for t in self.repo.tags() if t.startswith("index-") and route_index.ROUTE.match(t[6:]))
+        return sorted(t[6:] for t in self.repo.tags(prefix="index-") if route_index.ROUTE.match(t[6:]))
 
     def read_index(self, route: str) -> tuple[bytes | None, str | None]:
         check_route(route)
@@ -75,10 +77,13 @@ class OciBackend:
         self.repo.put_blob(layer_digest, len(raw), io.BytesIO(raw))
         layer = artifact.descriptor(artifact.ROUTE_INDEX, layer_digest, len(raw))
         manifest = artifact.manifest(artifact.ROUTE_INDEX, layer, {f"{artifact.T}.route": route})
+        started = time.monotonic()
         if self.repo.resolve(tag) != token:
             raise RegistryConflict(f"{self.where}:{tag} moved while the index was edited")
         mine = self.repo.put_manifest(manifest, artifact.MANIFEST, tag, if_match=token)
-        for wait in (0.0, self.settle):
+        # A competing write that passed its own check before ours landed lands within about the
+        # time a check and a PUT take: wait several times that before the last read-back.
+        for wait in (0.0, max(self.settle, 4 * (time.monotonic() - started))):
             time.sleep(wait)
             self._confirm(route, mine, raw)
 
@@ -128,6 +133,13 @@ class OciBackend:
         version = str(_payload(raw_index)["version"])
         transfer.attach(self.repo, subject, artifact.ROUTE_INDEX, raw_index,
                         {f"{artifact.T}.route": route, f"{artifact.T}.index-version": version})
+
+
+def _number(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 600
+    except ValueError:
+        return False
 
 
 def _payload(raw: bytes) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tgsp.errors import (ExpiredError, FormatError, InputError, NotFoundError, R
 from tgsp.inputfile import read_input
 from tgsp.signing import Signer, TrustPolicy
 
+from . import editors
 from .backends import Backend, FolderBackend
 
 INDEX_DAYS = 30
@@ -56,6 +57,7 @@ class Registry:
     now: clock.Clock = clock.utcnow
     days: int | None = None  # each new index version's lifetime; None: index_days(), read only when editing
     backend: Backend | None = field(default=None, repr=False)
+    editors: Path | None = None  # this machine's editor state (editors.py): never edit a replayed index
 
     def __post_init__(self) -> None:
         if self.days is not None and not (is_int(self.days) and 1 <= self.days <= MAX_INDEX_DAYS):
@@ -102,13 +104,17 @@ class Registry:
                              hint="register a package first: tgflow route register PKG --registry REGISTRY")
 
     # --- editing ------------------------------------------------------------------------
-    def _edit(self, route: str, signer: Signer, command: str, change: Callable[[dict], Any]) -> tuple[Any, bytes]:
+    def _edit(self, route: str, signer: Signer, command: str, change: Callable[[dict], Any], *,
+              any_base: bool = False) -> tuple[Any, bytes]:
         """Apply ``change`` to the index and write the next version, signed; redone on top of
-        the newer index if another editor wrote meanwhile. (what ``change`` returned, the bytes)."""
+        the newer index if another editor wrote meanwhile. (what ``change`` returned, the bytes).
+        ``any_base``: edit even an index older than this machine's editors have seen (--revive)."""
         with self.backend.editing(route, command):
             for attempt in range(EDIT_TRIES):
                 raw, token = self.backend.read_index(route)
                 doc = route_index.verify(raw, self.policy, route=route, fresh=False) if raw is not None else None
+                if doc is not None and self.editors and not any_base:
+                    editors.check(self.editors, self._key(), route, doc, raw)
                 work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,
                                                         "aliases": {}, "packages": [], "history": []}
                 result = change(work)
@@ -118,12 +124,17 @@ class Registry:
                 signed = route_index.sign(work, [signer], now)
                 try:
                     self.backend.write_index(route, signed, token)
+                    if self.editors:
+                        editors.record(self.editors, self._key(), route, work["version"], signed)
                     return result, signed
                 except RegistryConflict:
                     if attempt == EDIT_TRIES - 1:
                         raise
                     time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _key(self) -> str:
+        return self.backend.where if not isinstance(self.backend, FolderBackend) else str(Path(self.root).resolve())
 
     def register(self, package: Path, signer: Signer, *, alias: str | None = "candidate",
                  command: str = "route register") -> dict[str, Any]:
@@ -215,7 +226,7 @@ class Registry:
                                    hint=f"check tgflow route history {route}; if that index is the one you expect, "
                                         "re-sign it with --revive")
 
-        self._edit(route, signer, "route refresh", change)
+        self._edit(route, signer, "route refresh", change, any_base=revive)
         return self.require(route)
 
     def require_present(self, route: str) -> None:
@@ -267,11 +278,14 @@ class Registry:
         return result, report
 
 
-def at(location: Path | str, policy: TrustPolicy, now: clock.Clock = clock.utcnow, access=None) -> Registry:
-    """The registry at a folder or an ``oci://HOST/REPO`` reference (``access``: how to reach it)."""
+def at(location: Path | str, policy: TrustPolicy, now: clock.Clock = clock.utcnow, access=None,
+       editors_at: Path | None = None) -> Registry:
+    """The registry at a folder or an ``oci://HOST/REPO`` reference (``access``: how to reach it;
+    ``editors_at``: the keyring folder, whose editor state every edit checks and records)."""
     text = str(location)
+    state = editors_at / editors.FILE if editors_at else None
     if not text.startswith("oci://"):
-        return Registry(Path(location), policy, now)
+        return Registry(Path(location), policy, now, editors=state)
     from runners.oci import refs
     from runners.oci.client import Access
 
@@ -280,7 +294,7 @@ def at(location: Path | str, policy: TrustPolicy, now: clock.Clock = clock.utcno
     ref = refs.parse(text)
     if ref.reference:
         raise InputError(f"registry {text[:200]} names a tag or digest", hint="give oci://HOST[:PORT]/REPO")
-    return Registry(text, policy, now, backend=OciBackend(ref, access or Access.from_env()))
+    return Registry(text, policy, now, backend=OciBackend(ref, access or Access.from_env()), editors=state)
 
 
 def expiring(doc: dict[str, Any], now) -> bool:

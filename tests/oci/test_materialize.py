@@ -178,3 +178,14 @@ def test_materialize_from_an_oci_registry(registry, world, tiny_model, capsys, t
     assert code == 0, err
     assert _same(weights, _loaded(tiny_model, tmp_path / "serve" / "support"))
     assert tgsp  # the package library is what decrypted it (imported for the fixture's packages)
+
+
+def test_a_link_where_a_version_folder_goes_is_refused(served, world, capsys, tmp_path):
+    assert _materialize(capsys, tmp_path)[0] == 0
+    assert cli_ok("route", "promote", "support", "2", "--registry", tmp_path / "registry", "--signing-key", "release")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "serve" / "support-v2").symlink_to(elsewhere)
+    code, out, err = _materialize(capsys, tmp_path)
+    assert code == 2 and "is a link or a file where tgflow writes" in err
+    assert list(elsewhere.iterdir()) == [] and os.readlink(tmp_path / "serve" / "support") == "support-v1"
