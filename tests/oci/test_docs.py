@@ -22,15 +22,17 @@ def test_the_registry_walkthrough_runs_as_written(tmp_path):
         except OSError:
             pytest.fail("port 5000 is taken on this machine: the walkthrough's registry needs it")
     try:
-        proc, work = run_doc_blocks(ROOT / "docs" / "registry.md", tmp_path, blocks=6)
+        proc, work = run_doc_blocks(ROOT / "docs" / "registry.md", tmp_path, blocks=9)
     finally:  # the walkthrough stops its registry last; a failure before that must not leave it running
-        pid = tmp_path / "work" / "registry.pid"
+        pid = tmp_path / "work" / "registry-walkthrough" / "registry.pid"
         if pid.is_file():
             subprocess.run(["kill", pid.read_text().strip()], capture_output=True)
     out = proc.stdout
     assert "pushed oci://127.0.0.1:5000/tgflow/support:v1" in out and "v1 resolved to sha256:" in out
     assert "support: production -> version 1" in out and "support production: version 1 ->" in out
     assert "peft loaded served/support" in out
-    assert (work / "pulled.tgsp").read_bytes() == (work / "support-v1.tgsp").read_bytes()
-    assert (work / "offline.tgsp").read_bytes() == (work / "support-v1.tgsp").read_bytes()
-    assert (work / "carry" / "oci-layout").is_file() and (work / "served" / "support").is_symlink()
+    assert "support production: version 2 ->" in out and "(previous: support-v2)" in out
+    listed = out[out.index("(previous: support-v2)"):].split()
+    assert {".tgflow-consumer.json", "support", "support-v1", "support-v2"} <= set(listed)
+    assert "-> pulled.tgsp" in out and "-> offline.tgsp" in out and "-> exactly-v2.tgsp" in out
+    assert not (work / "registry-walkthrough").exists()  # the walkthrough cleans up after itself
