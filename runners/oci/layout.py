@@ -12,11 +12,11 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import stat
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from tgsp.atomic import atomic_file, write_bytes
+from tgsp.inputfile import open_regular
 from tgsp.errors import DigestError, FormatError, InputError, LimitError, NotFoundError, RegistryConflict
 
 from . import artifact
@@ -51,15 +51,7 @@ class Layout:
 
     # --- files --------------------------------------------------------------------------
     def _read(self, path: Path, limit: int, what: str) -> bytes:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise NotFoundError(f"{self.where}: {what} is missing") from None
-        except OSError as e:
-            raise FormatError(f"{self.where}: {what} cannot be read ({e.strerror}; links are refused)") from None
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise FormatError(f"{self.where}: {what} is not a regular file")
+        with open_regular(path, f"{self.where}: {what}", error=FormatError) as f:
             data = f.read(limit + 1)
         if len(data) > limit:
             raise FormatError(f"{self.where}: {what} is over {limit} bytes")
@@ -133,15 +125,8 @@ class Layout:
         return self.blob_path(digest).is_file()
 
     def get_blob(self, digest: str, size: int, sink: Callable[[bytes], None]) -> None:
-        path = self.blob_path(digest)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            raise NotFoundError(f"{self.where} has no blob {digest} (or it is a link)") from None
         h, got = hashlib.sha256(), 0
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise FormatError(f"{self.where}: blob {digest} is not a regular file")
+        with open_regular(self.blob_path(digest), f"{self.where}: blob", error=FormatError) as f:
             while chunk := f.read(1 << 20):
                 got += len(chunk)
                 if got > size:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tgsp import dsse
 from tgsp.atomic import write_bytes
 from tgsp.canonical import encode, is_int, parse, sha256_hex
 from tgsp.errors import FormatError, InputError, SignatureError
-from tgsp.inputfile import read_input
+from tgsp.inputfile import open_regular, read_input
 
 from .keys import StateKeys
 
@@ -167,14 +166,9 @@ class CheckpointStore:
 def _read(path: Path, size: int) -> bytes:
     """The checkpoint file the pointer names: a regular file (no link, no FIFO) of the size the
     signed pointer gives, checked before a byte is read; read whole (it is decrypted in memory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise InputError(f"cannot read checkpoint {path}: {exc.strerror}",
-                         hint=f"restore it, or delete {path.parent} to start the round over") from None
-    with open(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+    with open_regular(path, "checkpoint", missing=InputError,
+                      hint=f"restore it, or delete {path.parent} to start the round over") as f:
+        if os.fstat(f.fileno()).st_size != size:
             raise InputError(f"checkpoint {path} is not the regular file of {size} bytes its signed pointer names",
                              hint=f"delete {path.parent} to start the round over")
         return f.read(size)
