@@ -83,12 +83,29 @@ def _config(strict: bool) -> dict:
     return {"path": str(cfg.path) if cfg.path else None, "settings": len(cfg.values)}
 
 
+def _registries() -> dict:
+    """OCI registries (push, pull, oci:// route registries): the client, where credentials would
+    come from (never the credentials), and the package cache."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from runners.oci.auth import config_files
+    from runners.state.backends import cache_dir
+
+    try:
+        client = f"httpx {version('httpx')}"
+    except PackageNotFoundError:
+        client = None
+    found = [str(p) for p in config_files() if p.is_file()]
+    return {"client": client, "credentials_from": found, "cache": str(cache_dir())}
+
+
 def _doctor(self_test: bool = True) -> dict:
     """With ``self_test`` (doctor), each extra is imported and tried; without (version --json, which
     must stay fast), only whether its modules are there."""
     features = [{"extra": e.name, "feature": e.feature, **(extras.check(e) if self_test else extras.present(e))}
                 for e in extras.EXTRAS]
-    return {"features": features, "gpu": _gpu(self_test), "keyring": _keyring(), "config": _config(self_test)}
+    return {"features": features, "gpu": _gpu(self_test), "keyring": _keyring(), "config": _config(self_test),
+            "registries": _registries()}
 
 
 def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
@@ -113,6 +130,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print machine-re
              else "does not exist yet (tgflow key generate creates it)")
     say(f"keyring  {ring['path']}: {state}")
     say("config   " + (f"{cfg['path']} ({cfg['settings']} settings)" if cfg["path"] else "none (defaults)"))
+    reg = report["registries"]
+    say(f"oci      {reg['client'] or 'MISSING httpx (pip install httpx)'}; credentials from "
+        f"{', '.join(reg['credentials_from']) or 'no Docker config (anonymous, or --username)'}; cache {reg['cache']}")
 
 
 class Shell(str, Enum):

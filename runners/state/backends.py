@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -36,6 +37,14 @@ class Backend(Protocol):
     def store(self, route: str, package: Path, package_id: str) -> tuple[str, int]: ...
     def package_path(self, route: str, entry: dict[str, Any]) -> Path: ...
     def registered(self, route: str, entry: dict[str, Any], raw_index: bytes) -> None: ...
+
+
+def cache_dir(env=os.environ) -> Path:
+    """Where an OCI registry's packages are kept once downloaded (encrypted, as in the registry)."""
+    if env.get("TGFLOW_CACHE"):
+        return Path(env["TGFLOW_CACHE"])
+    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "tgflow"
 
 
 def check_route(route: str) -> None:

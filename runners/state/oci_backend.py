@@ -31,17 +31,10 @@ from tgsp.atomic import atomic_file
 from tgsp.canonical import parse
 from tgsp.errors import DigestError, FormatError, LimitError, NotFoundError, RegistryConflict
 
-from .backends import LOCK_WAIT, check_route
+from .backends import LOCK_WAIT, cache_dir, check_route
 from .locks import locked
 
 SETTLE = 1.0  # at least this many seconds between writing the index tag and the last read-back
-
-
-def cache_dir(env=os.environ) -> Path:
-    if env.get("TGFLOW_CACHE"):
-        return Path(env["TGFLOW_CACHE"])
-    base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "tgflow"
 
 
 class OciBackend:
