@@ -132,3 +132,30 @@ def test_odd_tokens_and_limits_are_clear_errors(world, capsys, tmp_path, monkeyp
     monkeypatch.setenv("TGFLOW_PULL_MAX_BYTES", "²")
     code, out, err = cli(capsys, "pull", "oci://127.0.0.1:1/r:v1", "-o", tmp_path / "p.tgsp")
     assert code == 2 and "TGFLOW_PULL_MAX_BYTES" in err
+
+
+def test_a_registry_with_the_referrers_api_is_asked_through_it(world):
+    """distribution 2.8 has no Referrers API (the other tests use the tag fallback); a registry
+    that has one answers GET /v2/<name>/referrers/<digest> with an image index, read as such."""
+    from runners.oci.client import Http
+    from runners.oci.registry import Repository
+
+    server = Hostile(b"x", "plain")
+    subject = "sha256:" + "a" * 64
+    ref = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "b" * 64, "size": 700,
+           "artifactType": "application/vnd.tgflow.evidence.v1+jsonl"}
+
+    def answer(h):
+        if h.path == f"/v2/evil/pkg/referrers/{subject}":
+            body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": [ref]}).encode()
+            return server.send(h, 200, body, "application/vnd.oci.image.index.v1+json")
+        server.send(h, 404, b"{}", "application/json")
+
+    server.answer = answer
+    try:
+        with Http(server.host, Access(plain_http=True)) as http:
+            assert Repository(http, "evil/pkg").referrers(subject) == [ref]
+        assert not any("sha256-" in path for path, _ in server.seen)  # the fallback tag was not asked for
+    finally:
+        server.close()
