@@ -109,4 +109,6 @@ class Round:
 
 
 def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:
-    return registry_at(opened.registry_location, keyring.trust_policy(), now, editors_at=keyring.home)
+    # The editor state lives with the route's state (durable: a PVC in Kubernetes), not in the
+    # keyring folder, which a job mounts read-only from Secrets.
+    return registry_at(opened.registry_location, keyring.trust_policy(), now, editors_at=opened.state)

@@ -9,13 +9,14 @@ conditional requests) shows up as a fork on this machine's next edit. No torch."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from tgsp import clock, route_index
 from tgsp.atomic import write_bytes
 from tgsp.canonical import encode, is_int, parse
-from tgsp.errors import FormatError, InputError, RollbackError
+from tgsp.errors import FormatError, InputError, OutputError, RollbackError
 from tgsp.inputfile import read_input
 
 from .locks import locked
@@ -51,6 +52,15 @@ def check(path: Path, where: str, route: str, doc: dict[str, Any], raw: bytes) -
         raise RollbackError(f"route {route}'s index version {doc['version']} in {where} is not the one this machine "
                             "signed or built on (a fork, or another editor's write replaced it); not editing it",
                             hint=fix)
+
+
+def ready(path: Path) -> None:
+    """OutputError before an edit if the state could not be recorded after it (a keyring folder
+    mounted read-only): the edit would otherwise be written and its pin lost."""
+    folder = path.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot keep the route editor state in {path} (not writable)",
+                          hint="run route edits with a writable TGFLOW_HOME (a round keeps it in its state folder)")
 
 
 def record(path: Path, where: str, route: str, version: int, raw: bytes) -> None:

@@ -113,6 +113,8 @@ class Registry:
             for attempt in range(EDIT_TRIES):
                 raw, token = self.backend.read_index(route)
                 doc = route_index.verify(raw, self.policy, route=route, fresh=False) if raw is not None else None
+                if self.editors:
+                    editors.ready(self.editors)
                 if doc is not None and self.editors and not any_base:
                     editors.check(self.editors, self._key(), route, doc, raw)
                 work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,

@@ -157,3 +157,8 @@ def test_a_round_registers_its_candidate_in_an_oci_registry(registry, workspace,
                          "--plain-http", "--json")
     assert code == 0, err
     assert json.loads(out)["package_id"] == report["package_id"]
+    # the round pins what it signed in its own (durable) state folder, not in the keyring folder,
+    # which a Kubernetes job mounts read-only
+    pins = json.loads((workspace.state / "route-editors.json").read_text())["indexes"]
+    assert list(pins) == [f"{reg}#support"]
+    assert not (workspace.root / "home" / "route-editors.json").exists()
