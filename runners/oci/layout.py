@@ -161,19 +161,19 @@ class Layout:
 
     def referrers(self, digest: str) -> list[dict]:
         """The untagged manifests listed in index.json whose subject is ``digest`` (each small
-        manifest read once; at most MAX_REFERRERS of them)."""
+        manifest read once; more than MAX_REFERRERS of them is refused)."""
         out, read = [], set()
         for d in self.index()["manifests"]:
             if d.get("mediaType") != artifact.MANIFEST or (d.get("annotations") or {}).get(artifact.REF_NAME) \
                     or d["size"] > MAX_REFERRER or d["digest"] in read or not self.has_blob(d["digest"]):
                 continue
             read.add(d["digest"])
-            if len(read) > artifact.MAX_REFERRERS:
-                raise LimitError(f"{self.where} lists more than {artifact.MAX_REFERRERS} untagged manifests")
             doc = json_object(self.get_manifest(d["digest"])[0], f"manifest {d['digest']}")
             subject = doc.get("subject")
             if isinstance(subject, dict) and subject.get("digest") == digest:
                 out.append(artifact.referrer(d, doc))
+                if len(out) > artifact.MAX_REFERRERS:
+                    raise LimitError(f"{self.where} lists more than {artifact.MAX_REFERRERS} referrers of {digest}")
         return out
 
     def add_referrer(self, subject: str, descriptor: dict) -> None:
