@@ -73,6 +73,7 @@ def pull(
     to_layout: Optional[Path] = typer.Option(None, "--to-layout", metavar="DIR", help="Mirror the verified artifact and its referrers into this OCI image layout.", file_okay=False),
     trusted: Optional[List[str]] = Trusted, revocations: Optional[List[Path]] = Revocations,
     state: Optional[Path] = StateFile, route: Optional[str] = RoutePin, kind: Optional[str] = KindPin,
+    force: bool = typer.Option(False, "--force", help="Replace an existing -o file (atomically, once the new one is verified)."),
     plain_http: bool = PlainHttp, ca_file: Optional[Path] = CaFile, username: Optional[str] = Username,
     registry_password_file: Optional[Path] = PasswordFile, json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
@@ -87,6 +88,8 @@ def pull(
 
     if (output is None) == (to_layout is None):
         raise InputError("give one of -o FILE and --to-layout DIR")
+    if output is not None and (output.exists() or output.is_symlink()) and not force:
+        raise InputError(f"{output} already exists", hint="choose another path, or pass --force to replace it")
     oci_access.use(plain_http, ca_file, username, registry_password_file)
     src_ref = refs.parse(source, need_ref=True)
     state = state or verify_run.config_path("state")

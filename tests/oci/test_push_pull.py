@@ -71,6 +71,9 @@ def test_pull_verifies_then_writes_and_prints_the_digest_a_tag_resolved_to(regis
     assert code == 0, err
     assert f"v2 resolved to {digest}" in out and "VERIFIED" in out
     assert (tmp_path / "got.tgsp").read_bytes() == pkg.read_bytes()
+    code, out, err = cli(capsys, "pull", ref, "-o", tmp_path / "got.tgsp", "--plain-http")
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert cli(capsys, "pull", ref, "-o", tmp_path / "got.tgsp", "--plain-http", "--force")[0] == 0
     by_digest = f"oci://{registry.host}/tgflow/support@{digest}"
     code, out, err = cli(capsys, "pull", by_digest, "-o", tmp_path / "again.tgsp", "--plain-http", "--json",
                          "--route", "support", "--kind", "adapter")
