@@ -36,8 +36,8 @@ def materialize(
     passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help="Passphrase for the identity key (else TGFLOW_PASSPHRASE, TGFLOW_PASSPHRASE_FILE, or a prompt).", dir_okay=False),
     json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON (one line per change with --watch)."),
 ) -> None:
-    """Resolve the alias, verify the index and the package, decrypt the adapter in memory and
-    write DIR/<route>-v<version>/ (the PEFT folder vLLM, TGI, NIM and PeftModel load); then move
+    """Resolve the alias, verify the index and the package, decrypt the adapter into a private
+    temporary folder inside DIR and rename it to DIR/<route>-v<version>/ (the PEFT folder vLLM, TGI, NIM and PeftModel load); then move
     the link DIR/<route> to it, keeping the previous version. Exit 0 changed, 20 unchanged.
 
     Example: tgflow route materialize support --registry demo-out/registry --to served --identity operator

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from . import _stream, archive, manifest as mf
 from ._pump import pump
@@ -164,6 +164,23 @@ class PayloadReader:
         if len(buf) != meta["size"]:
             raise DecryptionError()
         return bytes(buf)
+
+    def copy_to(self, rel: str, out: BinaryIO) -> None:
+        """Decrypt one payload file into ``out`` as it streams (memory does not grow with it), with
+        the same checks as ``read``; on a failure ``out`` holds a partial file the caller discards."""
+        meta = self.files.get(rel)
+        if meta is None:
+            raise InputError(f"{self.report.path} has no payload file {rel}")
+        written = 0
+
+        def write(view: memoryview) -> None:
+            nonlocal written
+            written += len(view)
+            out.write(view)
+
+        _pump_entry(self._pkg, meta, self.key, self.manifest, write, None)
+        if written != meta["size"]:
+            raise DecryptionError()
 
     def close(self) -> None:
         self._f.close()

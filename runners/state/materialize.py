@@ -5,8 +5,9 @@
     DIR/<route>                 a link to the folder being served; replaced by rename
     DIR/.tgflow-consumer.json   the consumer state: a replayed, forked or frozen index is refused
 
-The adapter is decrypted in memory and written to a private temporary folder inside DIR,
-synced, and renamed into place; only then does the link move. The folder the link named
+The adapter is decrypted file by file straight into a private temporary folder inside DIR
+(never anywhere else: in Kubernetes DIR is a memory-backed emptyDir), synced, and renamed
+into place; only then does the link move. The folder the link named
 before is kept for an instant rollback, older ones are removed. An interruption leaves the
 old link and nothing decrypted outside DIR. Nothing here imports torch."""
 
@@ -30,7 +31,7 @@ from .registry import Registry
 
 STATE_FILE, META = ".tgflow-consumer.json", ".tgflow.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MAX_ADAPTER = 16 << 30  # decrypted in memory: a LoRA adapter is MBs to a few GBs
+MAX_ADAPTER = 64 << 30  # a LoRA adapter is MBs to a few GBs; the --to folder is often memory-backed
 
 
 def current(dest: Path, route: str) -> dict[str, Any] | None:
@@ -58,27 +59,37 @@ def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy,
     if _intact(dest / name, found):  # a rollback to the kept folder reuses it, since it still matches
         write_bytes(dest / name / META, (json.dumps(meta, sort_keys=True) + "\n").encode(), mode=0o640)
     else:
-        _write_folder(dest / name, _adapter_files(found, report, identities), meta)
+        _check_payload(found, report)
+        _write_folder(dest / name, lambda tmp: _decrypt_into(tmp, found, report, identities), meta)
     _switch(dest, route, name)
     _prune(dest, route, keep={name, result["previous"]})
     return {**result, "changed": True, "previous": result["previous"] if result["previous"] != name else None}
 
 
-def _adapter_files(found: dict, report, identities: list) -> dict[str, bytes]:
-    """The payload, decrypted in memory from the package ``resolve`` verified (the reader checks
-    it is still that package, and each file's digests as it decrypts)."""
-    need = sum(f["size"] for f in report.manifest["files"])
-    if need > MAX_ADAPTER:
-        raise InputError(f"version {found['version']} of {found['route']} holds {need} bytes, over the "
-                         f"{MAX_ADAPTER}-byte limit of an adapter folder held in memory")
-    with PayloadReader(found["path"], report, identities) as reader:
-        files = {f["path"]: reader.read(f["path"]) for f in report.manifest["files"]}
-    route = found["route"]
-    missing = [f for f in PEFT_FILES if f not in files]
-    if missing or META in files:
-        raise FormatError(f"version {found['version']} of {route} is not a PEFT adapter folder "
+def _check_payload(found: dict, report) -> None:
+    """A PEFT adapter folder, within what a serving folder holds, before anything is decrypted."""
+    listed = {f["path"]: f["size"] for f in report.manifest["files"]}
+    missing = [f for f in PEFT_FILES if f not in listed]
+    if missing or META in listed:
+        raise FormatError(f"version {found['version']} of {found['route']} is not a PEFT adapter folder "
                           f"({'missing: ' + ', '.join(missing) if missing else 'it holds ' + META})")
-    return files
+    if sum(listed.values()) > MAX_ADAPTER:
+        raise InputError(f"version {found['version']} of {found['route']} holds {sum(listed.values())} bytes, over "
+                         f"the {MAX_ADAPTER}-byte limit of a served adapter")
+
+
+def _decrypt_into(folder: Path, found: dict, report, identities: list) -> None:
+    """The payload decrypted straight into ``folder`` (the private temporary one inside --to), file
+    by file, from the package ``resolve`` verified: the reader checks it is still that package, and
+    each file's digests as it decrypts. Memory does not grow with the adapter."""
+    with PayloadReader(found["path"], report, identities) as reader:
+        for f in report.manifest["files"]:  # paths the package format checked (no .., no links)
+            (folder / f["path"]).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            with os.fdopen(fd, "wb") as out:
+                reader.copy_to(f["path"], out)
+                out.flush()
+                os.fsync(out.fileno())
 
 
 def _intact(folder: Path, found: dict) -> bool:
@@ -117,18 +128,14 @@ def _check_dest(dest: Path, route: str) -> None:
         raise InputError(f"{link} exists and is not tgflow's link", hint="move it away, or choose another --to folder")
 
 
-def _write_folder(target: Path, files: dict[str, bytes], meta: dict) -> None:
+def _write_folder(target: Path, fill, meta: dict) -> None:
+    """``fill(tmp)`` writes the files into a private temporary folder beside ``target``, which is
+    then synced and renamed into place; on any failure or signal it is removed."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise InputError(f"{target} is a link or a file where tgflow writes a version's folder",
                          hint="move it away; the --to folder is tgflow's to manage")
     with private_dir(target) as tmp:
-        for rel, data in files.items():  # paths the package format already checked (no .., no links)
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+        fill(tmp)
         (tmp / META).write_text(json.dumps(meta, sort_keys=True) + "\n")
         os.chmod(tmp, 0o750)
         fsync_tree(tmp)
