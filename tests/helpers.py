@@ -102,3 +102,27 @@ def plaintext_at_rest(roots: list[Path], texts: list[str]) -> list[str]:
                 data = p.read_bytes()
                 found += [f"{p}: {what}" for needle, what in needles.items() if needle in data]
     return found
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, seconds: float = 20.0) -> bool:
+    """Whether a server the test started listens on 127.0.0.1:``port`` within ``seconds``."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+

@@ -5,9 +5,7 @@ TLS with a self-signed certificate made here. And the keys and packages the test
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,10 @@ import pytest
 import tgsp
 from tgsp.keyring import Keyring
 
-from tests.helpers import PASS, make_adapter, pp
+from tests.helpers import PASS, free_port, make_adapter, port_open, pp
 
 DOCKER_REGISTRY = shutil.which("docker-registry")
 USER, PASSWORD = "ci-bot", "s3cret-Pa55-not-in-output"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Registry:
@@ -62,13 +54,8 @@ class Registry:
         return self.dir / "htpasswd"
 
     def _wait(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+        if port_open(self.port):
+            return
         self.stop()
         raise RuntimeError("docker-registry did not start: " + (self.dir / "log").read_text()[-500:])
 

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.helpers import free_port, port_open  # noqa: F401  (free_port: imported from here by the tests)
 from tests.runners.conftest import tiny_model, workspace  # noqa: F401  (fixtures)
 
 PUSHGATEWAY = shutil.which("prometheus-pushgateway")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gateway:
@@ -32,15 +25,9 @@ class Gateway:
             (tmp / "web.yml").write_text(web_config)
             cmd.append(f"--web.config.file={tmp / 'web.yml'}")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.proc.kill()
-        raise RuntimeError("prometheus-pushgateway did not start")
+        if not port_open(self.port):
+            self.proc.kill()
+            raise RuntimeError("prometheus-pushgateway did not start")
 
     def metrics(self, auth: tuple[str, str] | None = None) -> str:
         req = urllib.request.Request(self.url + "/metrics")
