@@ -105,7 +105,7 @@ def pull(
 
     with transfer.opened(src_ref, oci_access.access()) as src:
         if output is not None:
-            digest, _ = transfer.pull_package(src, src_ref.reference, output, check, _max_bytes())
+            digest, _ = transfer.pull_package(src, src_ref.reference, output, check, _max_bytes(), overwrite=force)
             referrers = []
         else:
             from runners.oci.layout import refuse_non_layout

@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from . import _stream, archive, manifest as mf
 from ._pump import pump
@@ -165,22 +165,15 @@ class PayloadReader:
             raise DecryptionError()
         return bytes(buf)
 
-    def copy_to(self, rel: str, out: BinaryIO) -> None:
-        """Decrypt one payload file into ``out`` as it streams (memory does not grow with it), with
-        the same checks as ``read``; on a failure ``out`` holds a partial file the caller discards."""
-        meta = self.files.get(rel)
-        if meta is None:
-            raise InputError(f"{self.report.path} has no payload file {rel}")
-        written = 0
-
-        def write(view: memoryview) -> None:
-            nonlocal written
-            written += len(view)
-            out.write(view)
-
-        _pump_entry(self._pkg, meta, self.key, self.manifest, write, None)
-        if written != meta["size"]:
-            raise DecryptionError()
+    def extract_into(self, root: Path) -> None:
+        """Every payload file decrypted into ``root`` (an empty private folder), as ``unpack``
+        writes them: unnamed until all are written and checked, so a SIGKILL leaves no
+        plaintext with a name, then named and synced."""
+        with _Unnamed(root, len(self.manifest["files"])) as files:
+            for meta in self.manifest["files"]:
+                _extract_one(self._pkg, meta, root, self.key, self.manifest, None, files)
+            files.name_all()
+        fsync_tree(root)
 
     def close(self) -> None:
         self._f.close()

@@ -136,8 +136,18 @@ class Layout:
         if got != size or "sha256:" + h.hexdigest() != digest:
             raise DigestError(f"{self.where}: blob {digest} is {got} bytes with digest sha256:{h.hexdigest()}")
 
+    def _holds(self, digest: str, size: int) -> bool:
+        """The blob is there and is what its name says (one that is not is written again)."""
+        if not self.has_blob(digest):
+            return False
+        try:
+            self.get_blob(digest, size, lambda chunk: None)
+        except (DigestError, FormatError):
+            return False
+        return True
+
     def put_blob(self, digest: str, size: int, source: BinaryIO) -> None:
-        if self.has_blob(digest):
+        if self._holds(digest, size):
             return
         h = hashlib.sha256()
         source.seek(0)
@@ -151,7 +161,7 @@ class Layout:
                 raise DigestError(f"the blob written to {self.where} is not {size} bytes of {digest}")
 
     def _put(self, digest: str, raw: bytes) -> None:
-        if not self.has_blob(digest):
+        if not self._holds(digest, len(raw)):
             write_bytes(self.blob_path(digest), raw)
 
     # --- tags and referrers -------------------------------------------------------------

@@ -100,9 +100,10 @@ def package_layer(target: Target, reference: str) -> tuple[str, dict]:
 
 
 def pull_package(target: Target, reference: str, dest: Path, check: Callable[[Path], object],
-                 max_bytes: int) -> tuple[str, object]:
+                 max_bytes: int, *, overwrite: bool = True) -> tuple[str, object]:
     """Download the package at ``reference``, ``check`` it (verify; raises on failure), then
-    rename it to ``dest``. (manifest digest, what ``check`` returned)."""
+    rename it to ``dest`` (without ``overwrite``, only if nothing is there by then).
+    (manifest digest, what ``check`` returned)."""
     digest, layer = package_layer(target, reference)
     if layer["size"] > max_bytes:
         raise InputError(f"{target.where}@{digest} holds a {layer['size']}-byte package, over the {max_bytes}-byte limit",
@@ -114,7 +115,14 @@ def pull_package(target: Target, reference: str, dest: Path, check: Callable[[Pa
             f.flush()
             os.fsync(f.fileno())
         result = check(staged)
-        os.replace(staged, dest)
+        if overwrite:
+            os.replace(staged, dest)
+        else:
+            try:
+                os.link(staged, dest)  # fails if something appeared at dest meanwhile
+            except FileExistsError:
+                raise InputError(f"{dest} already exists", hint="pass --force to replace it") from None
+            os.unlink(staged)
         tmp.rmdir()
     return digest, result
 
@@ -124,13 +132,11 @@ def copy(src: Target, dst: Target, reference: str, tag: str | None, check: Calla
     """Copy the package artifact at ``reference`` (checked first) and its referrers; (digest, referrer digests)."""
     digest, layer = package_layer(src, reference)
     raw, media, _ = src.get_manifest(digest)
-    with private_dir(Path(tempfile.gettempdir()) / "tgflow-copy") as tmp:
-        pull_package(src, digest, tmp / "package.tgsp", check, max_bytes)
+    with tempfile.TemporaryDirectory(prefix="tgflow-copy-") as tmp:  # the package is encrypted
+        pull_package(src, digest, Path(tmp) / "package.tgsp", check, max_bytes)
         dst.put_blob(artifact.EMPTY_DIGEST, 2, io.BytesIO(b"{}"))
-        with open(tmp / "package.tgsp", "rb") as f:
+        with open(Path(tmp) / "package.tgsp", "rb") as f:
             dst.put_blob(layer["digest"], layer["size"], f)
-        os.unlink(tmp / "package.tgsp")
-        tmp.rmdir()
     dst.put_manifest(raw, media or artifact.MANIFEST, tag or digest)
     subject = artifact.descriptor(artifact.MANIFEST, digest, len(raw))
     return digest, [copy_referrer(src, dst, d, subject) for d in src.referrers(digest)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,8 @@ class Round:
 
 
 def registry_for(opened: Opened, keyring: tgsp.Keyring, now: clock.Clock = clock.utcnow) -> Registry:
-    # The editor state lives with the route's state (durable: a PVC in Kubernetes), not in the
-    # keyring folder, which a job mounts read-only from Secrets.
-    return registry_at(opened.registry_location, keyring.trust_policy(), now, editors_at=opened.state)
+    # One editor state per machine: the keyring folder's, which route commands use too; where a
+    # job mounts the keyring read-only from Secrets, the route's (durable) state folder.
+    home = keyring.home
+    pins = home if home.is_dir() and os.access(home, os.W_OK) else opened.state
+    return registry_at(opened.registry_location, keyring.trust_policy(), now, editors_at=pins)

@@ -37,13 +37,18 @@ def _load(path: Path) -> dict[str, Any]:
     return doc["indexes"]
 
 
-def check(path: Path, where: str, route: str, doc: dict[str, Any], raw: bytes) -> None:
-    """RollbackError if ``doc`` is older than, or another version of, the index last seen here."""
+def check(path: Path, where: str, route: str, doc: dict[str, Any] | None, raw: bytes | None) -> None:
+    """RollbackError if ``doc`` is older than, or another version of, the index last seen here,
+    or if there is none while this machine has signed one (an index deleted to start over)."""
     seen = _load(path).get(f"{where}#{route}")
     if not isinstance(seen, dict) or not is_int(seen.get("index_version")):
         return
-    fix = (f"check tgflow route history {route}; if the registry's index is the one you want, remove its "
-           f"entry from {path} (or the file)")
+    fix = (f"check tgflow route history {route}; if the registry's index is the one you want, re-sign it with "
+           f"tgflow route refresh {route} --revive, or remove its entry from {path}")
+    if doc is None:
+        raise RollbackError(f"route {route} has no index in {where}, but this machine signed or built on its "
+                            f"version {seen['index_version']}: the index was deleted or the registry replaced; "
+                            "not starting a new one", hint=f"restore the index, or remove its entry from {path}")
     if doc["version"] < seen["index_version"]:
         raise RollbackError(f"route {route}'s index in {where} is version {doc['version']}, older than version "
                             f"{seen['index_version']} this machine signed or built on: a replayed index; not editing "
@@ -63,9 +68,14 @@ def ready(path: Path) -> None:
                           hint="run route edits with a writable TGFLOW_HOME (a round keeps it in its state folder)")
 
 
-def record(path: Path, where: str, route: str, version: int, raw: bytes) -> None:
+def record(path: Path, where: str, route: str, version: int, raw: bytes, *, lower: bool = False) -> None:
+    """Pin ``version``; a pin never goes down (two editors on this machine may record out of
+    order) unless ``lower`` (an index re-signed on purpose with refresh --revive)."""
     with locked(path.with_name(path.name + ".lock"), "route editor state", "record", wait=30.0):
         indexes = _load(path)
+        old = indexes.get(f"{where}#{route}")
+        if not lower and isinstance(old, dict) and is_int(old.get("index_version")) and old["index_version"] > version:
+            return
         indexes[f"{where}#{route}"] = {"index_version": version, "index_sha256": route_index.digest(raw),
                                        "at": clock.fmt(clock.utcnow())}
         write_bytes(path, encode({"format": FORMAT, "indexes": indexes}) + b"\n", mode=0o600)

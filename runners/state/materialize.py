@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tgsp.package import open_package
 from tgsp.unpack import PayloadReader
 from tgsp.atomic import fsync_tree, private_dir, signals_deferred, write_bytes
 from tgsp.errors import FormatError, InputError
@@ -56,7 +55,7 @@ def materialize(registry: Registry, route: str, alias: str, policy: TrustPolicy,
     if now and now.get("package_id") == found["package_id"] and (dest / name / PEFT_FILES[1]).is_file():
         return result
     meta = {k: result[k] for k in ("route", "alias", "version", "package_id", "index_version", "name")}
-    if _intact(dest / name, found):  # a rollback to the kept folder reuses it, since it still matches
+    if _intact(dest / name, found, report):  # a rollback to the kept folder reuses it, since it still matches
         write_bytes(dest / name / META, (json.dumps(meta, sort_keys=True) + "\n").encode(), mode=0o640)
     else:
         _check_payload(found, report)
@@ -79,25 +78,23 @@ def _check_payload(found: dict, report) -> None:
 
 
 def _decrypt_into(folder: Path, found: dict, report, identities: list) -> None:
-    """The payload decrypted straight into ``folder`` (the private temporary one inside --to), file
-    by file, from the package ``resolve`` verified: the reader checks it is still that package, and
-    each file's digests as it decrypts. Memory does not grow with the adapter."""
+    """The payload decrypted straight into ``folder`` (the private temporary one inside --to)
+    from the package ``resolve`` verified: the reader checks it is still that package and each
+    file's digests as it decrypts; files stay unnamed until all are written (a SIGKILL leaves
+    no named plaintext). Memory does not grow with the adapter."""
     with PayloadReader(found["path"], report, identities) as reader:
-        for f in report.manifest["files"]:  # paths the package format checked (no .., no links)
-            (folder / f["path"]).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / f["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-            with os.fdopen(fd, "wb") as out:
-                reader.copy_to(f["path"], out)
-                out.flush()
-                os.fsync(out.fileno())
+        reader.extract_into(folder)
 
 
-def _intact(folder: Path, found: dict) -> bool:
-    """The folder holds exactly the plaintext the (verified) package's signed manifest lists."""
+def _intact(folder: Path, found: dict, report) -> bool:
+    """The folder holds exactly the plaintext the verified package's signed manifest lists
+    (from the report resolve checked, not the file read again), and nothing else."""
     if _meta(folder).get("package_id") != found["package_id"]:
         return False
-    with open_package(found["path"]) as pkg:
-        listed = pkg.manifest["files"]
+    listed = report.manifest["files"]
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()}
+    if present != {f["path"] for f in listed} | {META}:
+        return False
     for f in listed:
         path = folder / f["path"]
         if path.is_symlink() or not path.is_file() or path.stat().st_size != f["size"]:

@@ -39,7 +39,9 @@ SETTLE = 1.0  # at least this many seconds between writing the index tag and the
 
 class OciBackend:
     def __init__(self, ref: Ref, access: Access, cache: Path | None = None) -> None:
-        self.ref, self.where = ref, str(ref.with_ref())
+        self.ref = ref
+        host = ref.host.lower().removesuffix(":443")  # one registry, one name (for pins and messages)
+        self.where = f"oci://{host}/{ref.repo}"
         self.repo = Repository(Http(ref.host, access), ref.repo)
         self.cache = cache or cache_dir()
         raw = os.environ.get("TGFLOW_REGISTRY_SETTLE", "")

@@ -115,7 +115,7 @@ class Registry:
                 doc = route_index.verify(raw, self.policy, route=route, fresh=False) if raw is not None else None
                 if self.editors:
                     editors.ready(self.editors)
-                if doc is not None and self.editors and not any_base:
+                if self.editors and not any_base:
                     editors.check(self.editors, self._key(), route, doc, raw)
                 work = copy.deepcopy(doc) if doc else {"format": route_index.FORMAT, "route": route, "version": 0,
                                                         "aliases": {}, "packages": [], "history": []}
@@ -127,7 +127,7 @@ class Registry:
                 try:
                     self.backend.write_index(route, signed, token)
                     if self.editors:
-                        editors.record(self.editors, self._key(), route, work["version"], signed)
+                        editors.record(self.editors, self._key(), route, work["version"], signed, lower=any_base)
                     return result, signed
                 except RegistryConflict:
                     if attempt == EDIT_TRIES - 1:

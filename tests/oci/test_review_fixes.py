@@ -159,3 +159,37 @@ def test_a_registry_with_the_referrers_api_is_asked_through_it(world):
         assert not any("sha256-" in path for path, _ in server.seen)  # the fallback tag was not asked for
     finally:
         server.close()
+
+
+def test_an_editor_refuses_to_start_over_on_a_deleted_index(world, capsys, tmp_path):
+    r, sign = ["--registry", tmp_path / "reg"], ["--signing-key", "release"]
+    for v in (1, 2):
+        assert cli(capsys, "route", "register", world.package(v), *r, *sign, "--alias", "production")[0] == 0
+    (tmp_path / "reg" / "routes" / "support" / "index.json").unlink()  # no key needed to delete a file
+    code, out, err = cli(capsys, "route", "register", world.package(3), *r, *sign)
+    assert code == 1 and "the index was deleted or the registry replaced" in err
+    assert not (tmp_path / "reg" / "routes" / "support" / "index.json").exists()
+
+
+def test_one_registry_has_one_pin_whatever_its_host_is_spelled(registry, world):
+    from runners.state.registry import at
+
+    names = {at(f"oci://{h}/routes", world.kr.trust_policy(), access=Access(plain_http=True))._key()
+             for h in ("reg.example", "REG.example", "reg.example:443")}
+    assert names == {"oci://reg.example/routes"}
+
+
+def test_mirroring_again_repairs_a_damaged_blob_in_the_layout(world, capsys, tmp_path):
+    pkg = world.package(1)
+    src = tmp_path / "src"
+    assert cli(capsys, "push", pkg, f"oci-layout:{src}:v1")[0] == 0
+    dst = tmp_path / "dst"
+    assert cli(capsys, "pull", f"oci-layout:{src}:v1", "--to-layout", dst)[0] == 0
+    import hashlib
+
+    blob = dst / "blobs" / "sha256" / hashlib.sha256(pkg.read_bytes()).hexdigest()
+    blob.write_bytes(b"not a package")
+    assert cli(capsys, "pull", f"oci-layout:{src}:v1", "--to-layout", dst)[0] == 0
+    assert blob.read_bytes() == pkg.read_bytes()  # written again, not taken on its name
+    code, out, err = cli(capsys, "pull", f"oci-layout:{dst}:v1", "-o", tmp_path / "again.tgsp")
+    assert code == 0, err

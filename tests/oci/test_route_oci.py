@@ -146,6 +146,12 @@ def test_a_round_registers_its_candidate_in_an_oci_registry(registry, workspace,
     registry as candidate (the transport from TGFLOW_REGISTRY_PLAIN_HTTP, as a CronJob sets it)."""
     monkeypatch.setenv("TGFLOW_REGISTRY_PLAIN_HTTP", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(workspace.root / "cache"))
+    import runners.stages.context as C
+
+    home = workspace.root / "home"
+    real_access = C.os.access  # as in a Kubernetes job: the keyring is a read-only Secret mount
+    monkeypatch.setattr(C.os, "access",
+                        lambda p, mode, **kw: False if Path(p) == home and mode & os.W_OK else real_access(p, mode, **kw))
     reg = f"oci://{registry.host}/routes"
     spec = workspace.spec(output__registry=reg)
     monkeypatch.chdir(workspace.root)
@@ -157,8 +163,7 @@ def test_a_round_registers_its_candidate_in_an_oci_registry(registry, workspace,
                          "--plain-http", "--json")
     assert code == 0, err
     assert json.loads(out)["package_id"] == report["package_id"]
-    # the round pins what it signed in its own (durable) state folder, not in the keyring folder,
-    # which a Kubernetes job mounts read-only
+    # with the keyring folder read-only, the round pins what it signed in its (durable) state folder
     pins = json.loads((workspace.state / "route-editors.json").read_text())["indexes"]
     assert list(pins) == [f"{reg}#support"]
-    assert not (workspace.root / "home" / "route-editors.json").exists()
+    assert not (home / "route-editors.json").exists()
