@@ -108,9 +108,6 @@ def pull(
             digest, _ = transfer.pull_package(src, src_ref.reference, output, check, _max_bytes(), overwrite=force)
             referrers = []
         else:
-            from runners.oci.layout import refuse_non_layout
-
-            refuse_non_layout(to_layout)
             with transfer.opened(refs.Ref(layout=to_layout), oci_access.access(), create=True) as dst:
                 digest, referrers = transfer.copy(src, dst, src_ref.reference, src_ref.tag, check, _max_bytes())
     report = reports[-1]

@@ -94,9 +94,15 @@ def attach(target: Target, subject: dict, artifact_type: str, data: bytes, annot
 
 def package_layer(target: Target, reference: str) -> tuple[str, dict]:
     """(manifest digest, its one package layer) of the tgflow package artifact at ``reference``."""
-    raw, _, digest = target.get_manifest(reference)
+    digest, layer, _, _ = _package_manifest(target, reference)
+    return digest, layer
+
+
+def _package_manifest(target: Target, reference: str) -> tuple[str, dict, bytes, str]:
+    """The package artifact's manifest, read once: (digest, its one layer, its bytes, media type)."""
+    raw, media, digest = target.get_manifest(reference)
     doc = json_object(raw, f"manifest {target.where}@{digest}")
-    return digest, artifact.check(doc, artifact.PACKAGE, f"{target.where}@{digest}")
+    return digest, artifact.check(doc, artifact.PACKAGE, f"{target.where}@{digest}"), raw, media
 
 
 def pull_package(target: Target, reference: str, dest: Path, check: Callable[[Path], object],
@@ -105,6 +111,11 @@ def pull_package(target: Target, reference: str, dest: Path, check: Callable[[Pa
     rename it to ``dest`` (without ``overwrite``, only if nothing is there by then).
     (manifest digest, what ``check`` returned)."""
     digest, layer = package_layer(target, reference)
+    return digest, _stage(target, digest, layer, dest, check, max_bytes, overwrite)
+
+
+def _stage(target: Target, digest: str, layer: dict, dest: Path, check: Callable[[Path], object], max_bytes: int,
+           overwrite: bool) -> object:
     if layer["size"] > max_bytes:
         raise InputError(f"{target.where}@{digest} holds a {layer['size']}-byte package, over the {max_bytes}-byte limit",
                          hint="raise TGFLOW_PULL_MAX_BYTES if you expect a package this large")
@@ -124,16 +135,15 @@ def pull_package(target: Target, reference: str, dest: Path, check: Callable[[Pa
                 raise InputError(f"{dest} already exists", hint="pass --force to replace it") from None
             os.unlink(staged)
         tmp.rmdir()
-    return digest, result
+    return result
 
 
 def copy(src: Target, dst: Target, reference: str, tag: str | None, check: Callable[[Path], object],
          max_bytes: int) -> tuple[str, list[str]]:
     """Copy the package artifact at ``reference`` (checked first) and its referrers; (digest, referrer digests)."""
-    digest, layer = package_layer(src, reference)
-    raw, media, _ = src.get_manifest(digest)
+    digest, layer, raw, media = _package_manifest(src, reference)
     with tempfile.TemporaryDirectory(prefix="tgflow-copy-") as tmp:  # the package is encrypted
-        pull_package(src, digest, Path(tmp) / "package.tgsp", check, max_bytes)
+        _stage(src, digest, layer, Path(tmp) / "package.tgsp", check, max_bytes, True)
         dst.put_blob(artifact.EMPTY_DIGEST, 2, io.BytesIO(b"{}"))
         with open(Path(tmp) / "package.tgsp", "rb") as f:
             dst.put_blob(layer["digest"], layer["size"], f)
